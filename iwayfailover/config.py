@@ -1,0 +1,358 @@
+"""
+The shared configuration: one INI file, read by every node, parsed into
+immutable settings.
+
+Only syntax and values are checked here; whether a listener's plugin exists
+is checked by L{iwayfailover.listeners.check_listener_specs}, and both run
+through L{iwayfailover.tap.load_checked_config}.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+from twisted.internet.endpoints import clientFromString, serverFromString
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_ALLOWED = "1 to 64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"
+
+# host:port, [v6]:port
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """
+    The shared configuration is unusable. The message names the file, the
+    section, the key, the bad value and what is allowed.
+    """
+
+    def __init__(self, path, section=None, key=None, value=None, problem="", allowed=None):
+        self.path = path
+        self.section = section
+        self.key = key
+        self.value = value
+        self.problem = problem
+        self.allowed = allowed
+        where = str(path)
+        if section is not None:
+            where += f": [{section}]"
+        if key is not None:
+            where += f" {key}"
+            if value is not None:
+                where += f" = {value!r}"
+        message = f"{where}: {problem}"
+        if allowed:
+            message += f" (allowed: {allowed})"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class FailoverSettings:
+    heartbeat_interval: float = 1.0
+    reload_interval: float = 5.0
+    secret_file: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    name: str
+    backup_location: str
+    heartbeat_port: str
+    threshold: float
+    console: Optional[str] = None
+
+    @property
+    def backup_endpoint(self) -> str:
+        """The Location of Backup as a client endpoint string."""
+        return client_endpoint_string(self.backup_location)
+
+    @property
+    def heartbeat_endpoint(self) -> str:
+        """The Heartbeat Port as a server endpoint string."""
+        return server_endpoint_string(self.heartbeat_port)
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    name: str
+    plugin: str
+    args: Tuple[str, ...]
+    servers: Optional[Tuple[str, ...]] = None
+
+    def runs_on(self, server: str) -> bool:
+        return self.servers is None or server in self.servers
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join((self.plugin,) + self.args)
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    path: str
+    digest: str
+    failover: FailoverSettings
+    servers: Mapping[str, ServerSettings] = field(default_factory=dict)
+    listeners: Mapping[str, ListenerSettings] = field(default_factory=dict)
+
+    def server(self, name: str) -> ServerSettings:
+        """
+        This node's section.
+
+        @raise ConfigError: there is no C{[server:NAME]} section; the message
+            lists the sections there are.
+        """
+        try:
+            return self.servers[name]
+        except KeyError:
+            there = ", ".join(f"[server:{n}]" for n in sorted(self.servers)) or "none"
+            raise ConfigError(
+                self.path,
+                f"server:{name}",
+                problem=f"no section for server {name!r}; the servers defined are: {there}",
+            ) from None
+
+    def listeners_for(self, server: str) -> Mapping[str, ListenerSettings]:
+        return {n: spec for n, spec in self.listeners.items() if spec.runs_on(server)}
+
+
+def client_endpoint_string(location: str) -> str:
+    """
+    C{host:port} (or C{[v6]:port}) becomes a TCP client endpoint string; any
+    other text is taken as a client endpoint string already.
+    """
+    match = _HOST_PORT.match(location.strip())
+    if match is None:
+        return location.strip()
+    if match.group("v6"):
+        host = match.group("v6").replace(":", r"\:")
+        return f"tcp6:host={host}:port={match.group('port')}"
+    return f"tcp:host={match.group('host')}:port={match.group('port')}"
+
+
+def server_endpoint_string(port: str) -> str:
+    """A bare port number becomes C{tcp:PORT}; other text is a server endpoint string."""
+    text = port.strip()
+    return f"tcp:{text}" if text.isdigit() else text
+
+
+def backup_host(location: str) -> Optional[str]:
+    """The host part of a Location of Backup, where it has one."""
+    match = _HOST_PORT.match(location.strip())
+    if match is not None:
+        return match.group("v6") or match.group("host")
+    found = re.search(r"(?:^|:)host=([^:]+)", location)
+    return found.group(1) if found else None
+
+
+# The parsers are given a stand-in reactor: they only build endpoint objects,
+# which touch no reactor until they listen or connect.
+_NO_REACTOR = object()
+
+_FAILOVER_KEYS = {"heartbeat_interval", "reload_interval", "secret_file"}
+_SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console"}
+_SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
+_LISTENER_KEYS = {"plugin", "servers"}
+_SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
+
+
+def _positive_seconds(path, section, key, text):
+    allowed = "a number of seconds greater than 0, e.g. 1 or 0.25"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(path, section, key, text, "not a number", allowed) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(path, section, key, text, "must be greater than 0", allowed)
+    return value
+
+
+def _port(path, section, key, text):
+    allowed = "a port number 0-65535 or a server endpoint string such as tcp:1200:interface=10.0.0.1"
+    if text.isdigit():
+        if int(text) > 65535:
+            raise ConfigError(path, section, key, text, "port out of range", allowed)
+        return text
+    try:
+        serverFromString(_NO_REACTOR, text)
+    except Exception as e:
+        raise ConfigError(path, section, key, text, f"not a server endpoint ({e})", allowed) from None
+    return text
+
+
+def _location(path, section, key, text):
+    allowed = "host:port, [ipv6]:port, or a client endpoint string such as tcp:host=iam2:port=1200"
+    match = _HOST_PORT.match(text)
+    if match is not None and int(match.group("port")) > 65535:
+        raise ConfigError(path, section, key, text, "port out of range", allowed)
+    try:
+        clientFromString(_NO_REACTOR, client_endpoint_string(text))
+    except Exception as e:
+        raise ConfigError(path, section, key, text, f"not a client endpoint ({e})", allowed) from None
+    return text
+
+
+def _unknown_keys(path, section, keys, known):
+    for key in keys:
+        if key not in known:
+            raise ConfigError(
+                path, section, key, problem="unknown key", allowed=", ".join(sorted(known))
+            )
+
+
+def parse_config(text: str, path: str) -> SharedConfig:
+    """
+    Parse the shared configuration C{text}, read from C{path}.
+
+    @raise ConfigError: with the file, section, key, bad value and what is
+        allowed.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        inline_comment_prefixes=(";", "#"),
+        # A [DEFAULT] section would silently add keys to every section: treat
+        # it as the unknown section it is here.
+        default_section="\x00no-default",
+        strict=True,
+        empty_lines_in_values=False,
+    )
+    parser.optionxform = str  # keys are case-sensitive, as written in the contract
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(path, e.section, problem=f"section appears twice (line {e.lineno})") from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(path, e.section, e.option, problem=f"key appears twice in the section (line {e.lineno})") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(path, problem=f"line {e.lineno}: text before the first [section]: {e.line.strip()!r}") from None
+    except configparser.ParsingError as e:
+        lines = ", ".join(f"line {n}: {line.strip()!r}" for n, line in e.errors[:3])
+        raise ConfigError(path, problem=f"cannot parse {lines}", allowed="[section] headers and key = value lines") from None
+    except configparser.Error as e:
+        raise ConfigError(path, problem=str(e).splitlines()[0]) from None
+
+    failover = FailoverSettings()
+    servers = {}
+    listeners = {}
+    for section in parser.sections():
+        items = dict(parser.items(section))
+        kind, _, name = section.partition(":")
+        if section == "failover":
+            failover = _parse_failover(path, section, items)
+            continue
+        if kind not in ("server", "listener") or not name:
+            raise ConfigError(path, section, problem="unknown section", allowed=_SECTIONS_ALLOWED)
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(path, section, problem=f"bad {kind} name {name!r}", allowed=NAME_ALLOWED)
+        if kind == "server":
+            servers[name] = _parse_server(path, section, name, items)
+        else:
+            listeners[name] = _parse_listener(path, section, name, items)
+
+    if not servers:
+        raise ConfigError(path, problem="no [server:NAME] section", allowed="at least one [server:NAME] section")
+    for server in servers.values():
+        if server.threshold <= failover.heartbeat_interval:
+            raise ConfigError(
+                path, f"server:{server.name}", "threshold", str(server.threshold),
+                f"must be greater than [failover] heartbeat_interval ({failover.heartbeat_interval:g}),"
+                " or every pause between two heartbeats would look like a dead live server",
+                "a number of seconds; 3 x heartbeat_interval or more is advised",
+            )
+    for listener in listeners.values():
+        for server in listener.servers or ():
+            if server not in servers:
+                raise ConfigError(
+                    path, f"listener:{listener.name}", "servers", ", ".join(listener.servers),
+                    f"no [server:{server}] section", "names of the [server:NAME] sections: " + ", ".join(sorted(servers)),
+                )
+
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners)
+
+
+def _parse_failover(path, section, items) -> FailoverSettings:
+    _unknown_keys(path, section, items, _FAILOVER_KEYS)
+    values = {}
+    for key in ("heartbeat_interval", "reload_interval"):
+        if key in items:
+            values[key] = _positive_seconds(path, section, key, items[key])
+    if "secret_file" in items:
+        values["secret_file"] = _secret_file(path, section, items["secret_file"])
+    return FailoverSettings(**values)
+
+
+def _secret_file(path, section, text):
+    allowed = "the path of a readable key file; a relative path is relative to the configuration file"
+    if not text:
+        raise ConfigError(path, section, "secret_file", text, "empty", allowed)
+    resolved = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(text))
+    if not os.path.isfile(resolved):
+        raise ConfigError(path, section, "secret_file", text, f"no such file: {resolved}", allowed)
+    if not os.access(resolved, os.R_OK):
+        raise ConfigError(path, section, "secret_file", text, f"not readable by this user: {resolved}", allowed)
+    return resolved
+
+
+def _parse_server(path, section, name, items) -> ServerSettings:
+    _unknown_keys(path, section, items, _SERVER_KEYS)
+    for key in _SERVER_REQUIRED:
+        if key not in items or not items[key]:
+            raise ConfigError(
+                path, section, key, problem="missing; every server keeps all three of backup_location,"
+                " heartbeat_port and threshold, whichever role it starts in",
+            )
+    console = items.get("console")
+    if console is not None:
+        console = _port(path, section, "console", console)
+        console = server_endpoint_string(console)
+    return ServerSettings(
+        name=name,
+        backup_location=_location(path, section, "backup_location", items["backup_location"]),
+        heartbeat_port=_port(path, section, "heartbeat_port", items["heartbeat_port"]),
+        threshold=_positive_seconds(path, section, "threshold", items["threshold"]),
+        console=console,
+    )
+
+
+def _parse_listener(path, section, name, items) -> ListenerSettings:
+    _unknown_keys(path, section, items, _LISTENER_KEYS)
+    allowed = "a twistd plugin name and its options, e.g. web --listen tcp:8080 --path /srv/www"
+    text = items.get("plugin")
+    if not text:
+        raise ConfigError(path, section, "plugin", problem="missing", allowed=allowed)
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ConfigError(path, section, "plugin", text, f"cannot split into words ({e})", allowed) from None
+    servers = None
+    if "servers" in items:
+        servers = tuple(s.strip() for s in items["servers"].split(",") if s.strip())
+        if not servers:
+            raise ConfigError(path, section, "servers", items["servers"], "empty", "a comma-separated list of server names")
+    return ListenerSettings(name=name, plugin=words[0], args=tuple(words[1:]), servers=servers)
+
+
+def read_config(path: str) -> SharedConfig:
+    """
+    Read and parse the shared configuration at C{path}.
+
+    @raise ConfigError: unreadable or invalid.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, problem=f"cannot read the configuration: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, problem=f"not UTF-8 text (byte {e.start})") from None
+    return parse_config(text, path)

@@ -1,0 +1,125 @@
+"""
+The heartbeat Protocol/Factory pair: moves frames, decides nothing.
+
+One protocol serves both directions: a node's heartbeat port accepts live
+nodes' heartbeats and answers them, and a live node's connection to its
+backup location sends heartbeats and reads the answers. What a frame means
+is the business of the L{IFrameHandler} the factory is given.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import Interface
+
+from iwayfailover import wire
+
+
+class IFrameHandler(Interface):
+    def connection_made(protocol):
+        """A heartbeat connection is up."""
+
+    def frame_received(protocol, frame):
+        """A valid L{wire.Frame} arrived on C{protocol}."""
+
+    def connection_lost(protocol, reason):
+        """A heartbeat connection is gone."""
+
+
+class RefusalLog:
+    """
+    Logs refused frames at most once per peer host per C{every} seconds, with
+    the number of refusals left unlogged in between: a hostile or confused
+    sender must not be able to flood the log.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, every: float = 10.0):
+        self._clock = clock
+        self._every = every
+        self._last = {}
+        self._quiet = {}
+
+    def report(self, peer: str, why: str) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(peer)
+        if last is not None and now - last < self._every:
+            self._quiet[peer] = self._quiet.get(peer, 0) + 1
+            return
+        if len(self._last) > 1024:  # bounded memory whatever the number of senders
+            self._last.clear()
+            self._quiet.clear()
+        self._last[peer] = now
+        unlogged = self._quiet.pop(peer, 0)
+        self.log.warn(
+            "refused heartbeat connection from {peer}: {why}{more}",
+            peer=peer, why=why, more=f" ({unlogged} more refused since the last report)" if unlogged else "",
+        )
+
+
+class HeartbeatProtocol(Int32StringReceiver):
+    """Length-prefixed heartbeat frames; a bad frame drops the connection."""
+
+    MAX_LENGTH = wire.MAX_FRAME
+    refused = False
+
+    @property
+    def peer(self) -> str:
+        address = self.transport.getPeer()
+        return getattr(address, "host", None) or str(address)
+
+    def connectionMade(self):
+        self._call("connection_made")
+
+    def stringReceived(self, body):
+        if self.refused:
+            return
+        try:
+            frame = wire.decode(body)
+        except wire.FrameError as e:
+            self.refuse(str(e))
+            return
+        self._call("frame_received", frame)
+
+    def lengthLimitExceeded(self, length):
+        self.refuse(f"frame of {length} bytes is over the limit of {self.MAX_LENGTH}")
+
+    def refuse(self, why: str) -> None:
+        """Drop this connection, logging why (rate limited per peer)."""
+        if self.refused:
+            return
+        self.refused = True
+        self.factory.refusals.report(self.peer, why)
+        self.transport.abortConnection()
+
+    def send(self, frame: wire.Frame) -> None:
+        if not self.refused and self.transport is not None:
+            self.sendString(wire.encode(frame))
+
+    def connectionLost(self, reason):
+        if self._unprocessed and not self.refused:
+            self.refused = True
+            self.factory.refusals.report(self.peer, f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
+        self._call("connection_lost", reason)
+
+    def _call(self, event, *args):
+        # The handler's errors end at this connection; none reaches the reactor.
+        try:
+            getattr(self.factory.handler, event)(self, *args)
+        except Exception:
+            self.factory.log.failure("heartbeat handler failed on {event} from {peer}", event=event, peer=self.peer)
+            if event != "connection_lost":
+                self.refuse(f"internal error while handling {event}")
+
+
+class HeartbeatFactory(Factory):
+    protocol = HeartbeatProtocol
+    noisy = False  # a live node redials its backup often; no start/stop lines for each try
+    log = Logger()
+
+    def __init__(self, handler: IFrameHandler, refusals: RefusalLog):
+        self.handler = handler
+        self.refusals = refusals

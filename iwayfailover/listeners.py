@@ -1,0 +1,259 @@
+"""
+Listeners ("channels"): the services a node runs only while it is live.
+
+Each C{[listener:NAME]} names a twistd plugin and its options, exactly as
+they would follow C{twistd} on a command line. A backup holds its listeners
+WAITING: configured, checked, not listening. Takeover builds each one's
+service afresh from its plugin and starts it; one that fails is FAILED with
+the reason, and the others start all the same.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Mapping, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, IServiceCollection, IServiceMaker
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from iwayfailover.config import ConfigError, ListenerSettings, SharedConfig
+
+WAITING = "WAITING"
+STARTING = "STARTING"
+ACTIVE = "ACTIVE"
+STOPPING = "STOPPING"
+STOPPED = "STOPPED"
+FAILED = "FAILED"
+
+OWN_TAPNAME = "iway-failover"
+
+log = Logger()
+
+_makers: Optional[Dict[str, IServiceMaker]] = None
+
+
+def service_makers() -> Dict[str, IServiceMaker]:
+    """Every installed twistd plugin, by its tapname (looked up once)."""
+    global _makers
+    if _makers is None:
+        _makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    return _makers
+
+
+def _parsed_options(spec: ListenerSettings):
+    maker = service_makers().get(spec.plugin)
+    if maker is None or spec.plugin == OWN_TAPNAME:
+        raise LookupError(spec.plugin)
+    options = maker.options()
+    options.parseOptions(list(spec.args))
+    return maker, options
+
+
+def plugin_service(spec: ListenerSettings) -> IService:
+    """Build the service of C{spec} from its twistd plugin, as twistd would."""
+    maker, options = _parsed_options(spec)
+    return maker.makeService(options)
+
+
+def check_listener_specs(config: SharedConfig) -> None:
+    """
+    Check that every listener names an installed twistd plugin and that the
+    plugin accepts the options given.
+
+    @raise ConfigError: naming the listener, its C{plugin} key and the problem.
+    """
+    for spec in config.listeners.values():
+        section = f"listener:{spec.name}"
+        try:
+            _parsed_options(spec)
+        except LookupError:
+            names = ", ".join(sorted(n for n in service_makers() if n != OWN_TAPNAME))
+            raise ConfigError(
+                config.path, section, "plugin", spec.command_line,
+                f"no twistd plugin named {spec.plugin!r} is installed", f"one of: {names}",
+            ) from None
+        except (usage.UsageError, SystemExit, ValueError, OSError) as e:
+            raise ConfigError(
+                config.path, section, "plugin", spec.command_line,
+                f"the {spec.plugin} plugin refused its options: {e}", f"see: twistd {spec.plugin} --help",
+            ) from None
+
+
+def _endpoint_services(top: IService):
+    """Every L{StreamServerEndpointService} in the tree below C{top}."""
+    pending = [top]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, StreamServerEndpointService):
+            yield current
+        if IServiceCollection.providedBy(current):
+            pending.extend(current)
+
+
+class Listener:
+    """One channel and its state."""
+
+    def __init__(self, spec: ListenerSettings, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time):
+        self.spec = spec
+        self._build = build
+        self._wall = wall
+        self.state = WAITING
+        self.since = wall()
+        self.reason: Optional[str] = None
+        self._service: Optional[IService] = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _set(self, state, reason=None):
+        previous, self.state = self.state, state
+        self.reason = reason
+        self.since = self._wall()
+        if state == FAILED:
+            log.error("listener {listener} {previous} -> FAILED: {reason}", listener=self.name, previous=previous, reason=reason)
+        else:
+            log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
+
+    def hold(self) -> None:
+        """Be WAITING (a backup's listeners are)."""
+        if self._service is None and self.state != WAITING:
+            self._set(WAITING)
+
+    def start(self) -> defer.Deferred:
+        """
+        Build and start the service. Fires when it is ACTIVE or FAILED; never
+        fails.
+        """
+        if self._service is not None:
+            return defer.succeed(None)
+        self._set(STARTING)
+        try:
+            service = self._build(self.spec)
+            endpoints = list(_endpoint_services(service))
+            for endpoint in endpoints:
+                # Report a port that cannot be bound here, with its reason,
+                # rather than only in the log.
+                endpoint._raiseSynchronously = True
+            self._service = service
+            service.privilegedStartService()
+            service.startService()
+        except Exception as e:
+            self._abandon(f"{type(e).__name__}: {e}")
+            return defer.succeed(None)
+        waiting = [e._waitingForPort for e in endpoints if getattr(e, "_waitingForPort", None) is not None]
+        started = defer.gatherResults(waiting, consumeErrors=True)
+
+        def listening(ports):
+            if self._service is not service:
+                return  # stopped while it was starting
+            if any(port is None for port in ports):
+                # StreamServerEndpointService has logged the error itself.
+                self._abandon("a port of the service could not listen (the reason is in the log)")
+            else:
+                self._set(ACTIVE)
+
+        def failed(failure):
+            if self._service is service:
+                self._abandon(failure.getErrorMessage())
+
+        started.addCallbacks(listening, failed)
+        return started
+
+    def _abandon(self, reason):
+        service, self._service = self._service, None
+        self._set(FAILED, reason)
+        if service is not None and service.running:
+            defer.maybeDeferred(service.stopService).addErrback(
+                lambda f: log.failure("listener {listener}: error while cleaning up", f, listener=self.name)
+            )
+
+    def stop(self, final: str = WAITING) -> defer.Deferred:
+        """
+        Stop the service: STOPPING, then C{final} (WAITING for a node that
+        became backup, STOPPED for one shutting down). Never fails.
+        """
+        service, self._service = self._service, None
+        if service is None:
+            if self.state != final and not (final == WAITING and self.state == FAILED):
+                self._set(final)
+            return defer.succeed(None)
+        self._set(STOPPING)
+        d = defer.maybeDeferred(service.stopService)
+
+        def done(result):
+            if isinstance(result, Failure):
+                log.failure("listener {listener}: error while stopping", result, listener=self.name)
+            if self._service is None:
+                self._set(final)
+
+        return d.addBoth(done)
+
+    def status(self) -> dict:
+        result = {"state": self.state, "since": self.since}
+        if self.reason:
+            result["reason"] = self.reason
+        return result
+
+
+class ListenerSet:
+    """This node's listeners, kept in step with the configuration."""
+
+    def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time):
+        self._build = build
+        self._wall = wall
+        self.listeners: Dict[str, Listener] = {}
+        self.active = False
+
+    def configure(self, specs: Mapping[str, ListenerSettings]) -> defer.Deferred:
+        """
+        Follow a (new) configuration: add listeners, remove those no longer
+        there, rebuild those whose plugin line changed. While active, added
+        and changed ones are started.
+        """
+        work = []
+        replaced = set()
+        for name in list(self.listeners):
+            if name not in specs or specs[name] != self.listeners[name].spec:
+                old = self.listeners.pop(name)
+                log.info("listener {listener} removed or changed by the configuration", listener=name)
+                stopped = old.stop(STOPPED)
+                if name in specs:
+                    # A changed listener starts only once its old self has
+                    # let go of its ports.
+                    replaced.add(name)
+                    stopped.addCallback(lambda _, n=name: self._start_if_active(n))
+                work.append(stopped)
+        for name, spec in specs.items():
+            if name not in self.listeners:
+                self.listeners[name] = Listener(spec, self._build, self._wall)
+            if name not in replaced:
+                work.append(defer.maybeDeferred(self._start_if_active, name))
+        return defer.gatherResults(work)
+
+    def _start_if_active(self, name):
+        listener = self.listeners.get(name)
+        if self.active and listener is not None and listener.state == WAITING:
+            return listener.start()
+
+    def hold(self) -> None:
+        self.active = False
+        for listener in self.listeners.values():
+            listener.hold()
+
+    def start(self) -> defer.Deferred:
+        """Start every listener; a failure of one does not stop the others."""
+        self.active = True
+        return defer.gatherResults([listener.start() for listener in self.listeners.values()])
+
+    def stop(self, final: str = WAITING) -> defer.Deferred:
+        self.active = False
+        return defer.gatherResults([listener.stop(final) for listener in self.listeners.values()])
+
+    def status(self) -> dict:
+        return {name: listener.status() for name, listener in sorted(self.listeners.items())}

@@ -1,0 +1,178 @@
+"""
+The twistd plugin's options and service: C{twistd iway-failover}.
+
+L{makeService} is the wiring diagram of a node: the shared configuration,
+the epoch from the state dir, the node (role machine, watchdog, listeners,
+heartbeat sender), its heartbeat port, its console and the configuration
+poller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from iwayfailover.config import ConfigError, SharedConfig, backup_host, read_config
+from iwayfailover.console import console_root
+from iwayfailover.listeners import check_listener_specs
+from iwayfailover.node import FailoverNode
+from iwayfailover.ports import ServerPort, StartupError
+from iwayfailover.reload import ConfigPoller
+from iwayfailover.state import EpochStore, StateError, default_state_dir
+
+log = Logger()
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off", "")
+DEFAULT_CONFIG = "/etc/iwayfailover/iwayfailover.ini"
+
+
+def default_config() -> str:
+    return os.environ.get("IWAY_CONFIG") or DEFAULT_CONFIG
+
+
+def default_name() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def backup_from_environment(environ=os.environ) -> bool:
+    """
+    C{IWAY_BACKUP}, the counterpart of the Java property C{iway.backup=true}.
+
+    @raise usage.UsageError: it holds something else than a yes or a no.
+    """
+    value = environ.get("IWAY_BACKUP", "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise usage.UsageError(
+        f"IWAY_BACKUP={environ['IWAY_BACKUP']!r} is neither true nor false"
+        f" (allowed: {', '.join(TRUE_WORDS)} for backup; {', '.join(w for w in FALSE_WORDS if w)} or unset for live)"
+    )
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH] [--name NAME] [--backup | -b] [--state-dir DIR]"
+    longdesc = (
+        "Runs one node of a hot-backup failover pair. A live node serves its listeners and heartbeats to its "
+        "backup location; a backup holds its listeners WAITING and takes over when the live node is silent "
+        "for longer than its threshold."
+    )
+    optFlags = [
+        ["backup", "b", "Start as a backup (also: IWAY_BACKUP=true)."],
+    ]
+    optParameters = [
+        ["config", "c", None, "The shared configuration (INI). [default: $IWAY_CONFIG or " + DEFAULT_CONFIG + "]"],
+        ["name", None, None, "This node's [server:NAME] section. [default: the host name]"],
+        ["state-dir", None, None, "Where this node keeps its epoch. [default: ~/.local/state/iwayfailover/NAME]"],
+    ]
+
+    def postOptions(self):
+        if not self["config"]:
+            self["config"] = default_config()
+        if not self["name"]:
+            self["name"] = default_name()
+        self["backup"] = bool(self["backup"]) or backup_from_environment()
+        if not self["state-dir"]:
+            self["state-dir"] = default_state_dir(self["name"])
+
+
+def load_checked_config(path: str) -> SharedConfig:
+    """
+    Read the shared configuration and check its listeners' plugins.
+
+    @raise ConfigError: it is unusable; the message names the file, section,
+        key, bad value and what is allowed.
+    """
+    config = read_config(path)
+    check_listener_specs(config)
+    return config
+
+
+def _local_addresses():
+    names = {socket.gethostname(), socket.getfqdn(), "localhost"}
+    addresses = set()
+    for name in names:
+        try:
+            addresses.update(info[4][0] for info in socket.getaddrinfo(name, None))
+        except OSError:
+            pass
+    return names, addresses
+
+
+def same_host(host: str) -> bool:
+    """Is C{host} this very machine (so that losing it would take both nodes)?"""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    names, addresses = _local_addresses()
+    if host in names or host in addresses:
+        return True
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in resolved) or bool(resolved & addresses)
+
+
+def makeService(options, reactor=None):
+    """
+    Build a node from parsed L{Options}. A startup problem raises
+    C{SystemExit} with one line that names it, before twistd detaches.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        return _build(options, reactor)
+    except (ConfigError, StateError, StartupError) as e:
+        raise SystemExit(f"iway-failover: {e}") from None
+
+
+def _build(options, reactor):
+    config = load_checked_config(options["config"])
+    name = options["name"]
+    server = config.server(name)
+    epochs = EpochStore(options["state-dir"])
+    epochs.prepare()
+
+    node = FailoverNode(config, name, options["backup"], epochs, reactor)
+
+    node.heartbeat_port = ServerPort(reactor, server.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")
+    node.heartbeat_port.bind()
+    node.heartbeat_port.setServiceParent(node)
+
+    if server.console is not None:
+        node.console_port = ServerPort(reactor, server.console, Site(console_root(node)), "console")
+        node.console_port.bind()
+        node.console_port.setServiceParent(node)
+
+    node.poller = ConfigPoller(
+        reactor, config, config.failover.reload_interval,
+        load=lambda path: node.check_config(load_checked_config(path)),
+        run=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+        apply=node.apply_config,
+    )
+    node.poller.setServiceParent(node)
+
+    host = backup_host(server.backup_location)
+    if host is not None and same_host(host):
+        log.warn(
+            "the backup location of {server} ({location}) is this same host: the loss of this machine"
+            " would take both nodes; put the backup on another host in production",
+            server=name, location=server.backup_location,
+        )
+    role = "backup" if options["backup"] else "live"
+    log.info(
+        "iway-failover {server} starting as {role} from {path}; epoch {epoch}, state dir {state}",
+        server=name, role=role, path=config.path, epoch=node.machine.epoch, state=epochs.directory,
+    )
+    return node
