@@ -376,7 +376,7 @@ class FailoverNode(MultiService):
                 self.console_port.rebind(new.console)
             elif new.console is not None or old.console is not None:
                 changes[-1] += " (takes effect at the next start)"
-        before = {n: s.command_line for n, s in self.listeners.listeners.items()}
+        before = {n: listener.spec.command_line for n, listener in self.listeners.listeners.items()}
         after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
         if before != after:
             changes.append(f"listeners {sorted(before)} -> {sorted(after)}")

@@ -41,12 +41,13 @@ def default_name() -> str:
     return socket.gethostname().split(".")[0]
 
 
-def backup_from_environment(environ=os.environ) -> bool:
+def backup_from_environment(environ=None) -> bool:
     """
     C{IWAY_BACKUP}, the counterpart of the Java property C{iway.backup=true}.
 
     @raise usage.UsageError: it holds something else than a yes or a no.
     """
+    environ = os.environ if environ is None else environ
     value = environ.get("IWAY_BACKUP", "").strip().lower()
     if value in TRUE_WORDS:
         return True

@@ -1,0 +1,538 @@
+"""
+Tests for L{iwayfailover.listeners}: a listener's states, a node's set of
+listeners following the configuration, and the twistd plugins behind them.
+"""
+
+import errno
+import os
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from iwayfailover.config import ConfigError, ListenerSettings, parse_config
+from iwayfailover.listeners import (
+    ACTIVE,
+    FAILED,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    WAITING,
+    Listener,
+    ListenerSet,
+    check_listener_specs,
+    plugin_service,
+)
+
+CONFIG_PATH = "/srv/share/iwayfailover.ini"
+
+
+def spec(name="web", *args):
+    """A listener's settings; the plugin line itself is never run here."""
+    return ListenerSettings(name=name, plugin="web", args=args or ("--listen", "tcp:8080"))
+
+
+@implementer(IStreamServerEndpoint)
+class RefusingEndpoint:
+    """An endpoint whose port is taken: listen fails at once."""
+
+    def listen(self, factory):
+        return defer.fail(CannotListenError("", 8080, OSError(errno.EADDRINUSE, "Address already in use")))
+
+
+@implementer(IStreamServerEndpoint)
+class PendingEndpoint:
+    """An endpoint whose listen answers only when the test says so."""
+
+    def __init__(self):
+        self.listening = defer.Deferred()
+
+    def listen(self, factory):
+        return self.listening
+
+
+def endpoint_service(endpoint):
+    """A plugin's service as twistd plugins build them: a MultiService with an endpoint service."""
+    top = MultiService()
+    StreamServerEndpointService(endpoint, Factory()).setServiceParent(top)
+    return top
+
+
+class BrokenService(Service):
+    """A service that cannot start."""
+
+    def startService(self):
+        raise RuntimeError("no licence for this channel")
+
+
+class SlowStoppingService(Service):
+    """A service whose stop completes only when the test fires C{stopping}."""
+
+    def __init__(self):
+        self.stopping = defer.Deferred()
+        self.stop_calls = 0
+
+    def stopService(self):
+        super().stopService()
+        self.stop_calls += 1
+        return self.stopping
+
+
+class FailingStopService(Service):
+    """A service whose stop raises."""
+
+    def stopService(self):
+        super().stopService()
+        raise RuntimeError("stuck")
+
+
+class Builds:
+    """A fake C{build}: the service for each listener name, and the specs built."""
+
+    def __init__(self, **makers):
+        self.makers = makers
+        self.built = []
+        self.services = []
+
+    def __call__(self, settings):
+        self.built.append(settings)
+        service = self.makers[settings.name]()
+        self.services.append(service)
+        return service
+
+
+def listening_service():
+    """A service whose port listens at once (on a MemoryReactor)."""
+    return endpoint_service(serverFromString(MemoryReactor(), "tcp:0"))
+
+
+class ListenerTests(TestCase):
+    """One listener and its states."""
+
+    def test_new_listener_is_waiting(self):
+        """A listener that was never started is WAITING, with no reason."""
+        listener = Listener(spec(), Builds(web=listening_service))
+
+        self.assertEqual((listener.state, listener.reason), (WAITING, None))
+
+    def test_start_builds_the_service_from_its_spec(self):
+        """Starting a listener builds its service afresh from its own settings."""
+        build = Builds(web=listening_service)
+        settings = spec()
+        listener = Listener(settings, build)
+
+        listener.start()
+
+        self.assertEqual(build.built, [settings])
+
+    def test_listener_is_starting_while_its_port_is_pending(self):
+        """A listener whose port has not answered yet is STARTING."""
+        endpoint = PendingEndpoint()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(endpoint)))
+
+        d = listener.start()
+
+        self.assertEqual(listener.state, STARTING)
+        self.assertNoResult(d)
+
+    def test_listener_is_active_once_its_port_listens(self):
+        """A STARTING listener becomes ACTIVE when its pending port listens."""
+        endpoint = PendingEndpoint()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(endpoint)))
+        d = listener.start()
+
+        endpoint.listening.callback(object())
+
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(listener.state, ACTIVE)
+
+    def test_listener_with_port_that_listens_at_once_is_active(self):
+        """A service whose port listens at once leaves the listener ACTIVE, listening on the reactor."""
+        reactor = MemoryReactor()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(serverFromString(reactor, "tcp:0"))))
+
+        self.successResultOf(listener.start())
+
+        self.assertEqual(listener.state, ACTIVE)
+        self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_service_that_cannot_start_is_failed_with_the_reason(self):
+        """A service whose startService raises leaves the listener FAILED with the exception as reason."""
+        listener = Listener(spec(), Builds(web=BrokenService))
+
+        listener.start()
+
+        self.assertEqual(listener.state, FAILED)
+        self.assertEqual(listener.reason, "RuntimeError: no licence for this channel")
+
+    def test_port_that_cannot_listen_is_failed_with_the_reason(self):
+        """A port that cannot be bound leaves the listener FAILED with why it could not listen."""
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(RefusingEndpoint())))
+
+        listener.start()
+
+        self.assertEqual(listener.state, FAILED)
+        self.assertIn("Address already in use", listener.reason)
+
+    def test_start_that_fails_still_succeeds(self):
+        """The Deferred of a failing start fires with None: a FAILED listener is a state, not an error."""
+        listener = Listener(spec(), Builds(web=BrokenService))
+
+        result = self.successResultOf(listener.start())
+
+        self.assertIsNone(result)
+
+    def test_status_of_failed_listener_has_its_reason(self):
+        """The status of a FAILED listener reports its state, since when and the reason."""
+        listener = Listener(spec(), Builds(web=BrokenService), wall=lambda: 1234.5)
+        listener.start()
+
+        status = listener.status()
+
+        self.assertEqual(
+            status, {"state": FAILED, "since": 1234.5, "reason": "RuntimeError: no licence for this channel"}
+        )
+
+    def test_stop_is_stopping_until_the_service_has_stopped(self):
+        """While its service's stopService has not finished, a listener is STOPPING."""
+        service = SlowStoppingService()
+        listener = Listener(spec(), Builds(web=lambda: service))
+        listener.start()
+
+        d = listener.stop()
+
+        self.assertEqual(listener.state, STOPPING)
+        self.assertNoResult(d)
+
+    def test_stop_calls_stop_service_then_waits(self):
+        """Stopping calls the service's stopService; once it is done the listener is WAITING."""
+        service = SlowStoppingService()
+        listener = Listener(spec(), Builds(web=lambda: service))
+        listener.start()
+        d = listener.stop()
+
+        service.stopping.callback(None)
+
+        self.successResultOf(d)
+        self.assertEqual((service.stop_calls, listener.state), (1, WAITING))
+
+    def test_stop_with_final_stopped_ends_stopped(self):
+        """A listener stopped for a shutdown ends STOPPED rather than WAITING."""
+        listener = Listener(spec(), Builds(web=listening_service))
+        listener.start()
+
+        self.successResultOf(listener.stop(STOPPED))
+
+        self.assertEqual(listener.state, STOPPED)
+
+    def test_stop_stops_listening_on_the_port(self):
+        """Stopping an ACTIVE listener lets go of its port."""
+        endpoint = PendingEndpoint()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(endpoint)))
+        listener.start()
+        port = StoppablePort()
+        endpoint.listening.callback(port)
+
+        self.successResultOf(listener.stop())
+
+        self.assertTrue(port.stopped)
+
+    def test_stop_that_raises_still_ends_in_final_state(self):
+        """A service whose stopService raises is logged, and the listener still ends WAITING."""
+        listener = Listener(spec(), Builds(web=FailingStopService))
+        listener.start()
+
+        d = listener.stop()
+
+        self.successResultOf(d)
+        self.assertEqual(listener.state, WAITING)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_listener_stopped_while_starting_does_not_become_active(self):
+        """A port that listens after its listener was stopped does not make the listener ACTIVE."""
+        endpoint = PendingEndpoint()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(endpoint)))
+        listener.start()
+        self.successResultOf(listener.stop())
+
+        endpoint.listening.callback(StoppablePort())
+
+        self.assertEqual(listener.state, WAITING)
+
+    def test_stop_to_waiting_keeps_a_failed_listener_failed(self):
+        """Stopping a FAILED listener towards WAITING keeps FAILED and its reason visible."""
+        listener = Listener(spec(), Builds(web=BrokenService))
+        listener.start()
+
+        self.successResultOf(listener.stop())
+
+        self.assertEqual((listener.state, listener.reason), (FAILED, "RuntimeError: no licence for this channel"))
+
+    def test_hold_makes_a_failed_listener_waiting(self):
+        """hold() puts a FAILED listener back to WAITING, without a reason."""
+        listener = Listener(spec(), Builds(web=BrokenService))
+        listener.start()
+
+        listener.hold()
+
+        self.assertEqual((listener.state, listener.reason), (WAITING, None))
+
+    def test_start_of_a_running_listener_builds_nothing_more(self):
+        """Starting a listener that already runs its service builds no second one."""
+        build = Builds(web=listening_service)
+        listener = Listener(spec(), build)
+        listener.start()
+
+        listener.start()
+
+        self.assertEqual(len(build.built), 1)
+
+
+class StoppablePort:
+    """A listening port that records whether it was told to stop."""
+
+    stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+
+
+class ListenerSetTests(TestCase):
+    """A node's listeners, following the configuration."""
+
+    def test_configure_while_held_adds_waiting_listeners_without_building(self):
+        """Configured listeners of a node that is not live are WAITING and not built."""
+        build = Builds(web=listening_service, ftp=listening_service)
+        listeners = ListenerSet(build)
+
+        self.successResultOf(listeners.configure({"web": spec("web"), "ftp": spec("ftp")}))
+
+        self.assertEqual(
+            {name: l.state for name, l in listeners.listeners.items()}, {"web": WAITING, "ftp": WAITING}
+        )
+        self.assertEqual(build.built, [])
+
+    def test_start_makes_every_listener_active(self):
+        """start() starts every configured listener."""
+        listeners = ListenerSet(Builds(web=listening_service, ftp=listening_service))
+        listeners.configure({"web": spec("web"), "ftp": spec("ftp")})
+
+        self.successResultOf(listeners.start())
+
+        self.assertEqual({n: l.state for n, l in listeners.listeners.items()}, {"web": ACTIVE, "ftp": ACTIVE})
+
+    def test_failure_of_one_listener_does_not_keep_others_from_starting(self):
+        """A listener that cannot start is FAILED, while the other listeners still become ACTIVE."""
+        listeners = ListenerSet(
+            Builds(
+                broken=BrokenService,
+                refused=lambda: endpoint_service(RefusingEndpoint()),
+                web=listening_service,
+            )
+        )
+        listeners.configure({"broken": spec("broken"), "refused": spec("refused"), "web": spec("web")})
+
+        self.successResultOf(listeners.start())
+
+        self.assertEqual(
+            {n: l.state for n, l in listeners.listeners.items()},
+            {"broken": FAILED, "refused": FAILED, "web": ACTIVE},
+        )
+
+    def test_configure_while_active_starts_an_added_listener(self):
+        """A listener added to the configuration of a live node starts at once."""
+        listeners = ListenerSet(Builds(web=listening_service, ftp=listening_service))
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+
+        self.successResultOf(listeners.configure({"web": spec("web"), "ftp": spec("ftp")}))
+
+        self.assertEqual(listeners.listeners["ftp"].state, ACTIVE)
+
+    def test_configure_removes_and_stops_a_listener_no_longer_there(self):
+        """A listener dropped from the configuration is removed and its service stopped."""
+        build = Builds(web=listening_service, ftp=SlowStoppingService)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web"), "ftp": spec("ftp")})
+        listeners.start()
+        ftp_service = build.services[1]
+        ftp = listeners.listeners["ftp"]
+
+        listeners.configure({"web": spec("web")})
+        ftp_service.stopping.callback(None)
+
+        self.assertNotIn("ftp", listeners.listeners)
+        self.assertEqual((ftp_service.stop_calls, ftp.state), (1, STOPPED))
+
+    def test_configure_keeps_an_unchanged_listener_running(self):
+        """A listener whose settings did not change is neither stopped nor rebuilt."""
+        build = Builds(web=SlowStoppingService)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+        web = listeners.listeners["web"]
+
+        listeners.configure({"web": spec("web")})
+
+        self.assertIs(listeners.listeners["web"], web)
+        self.assertEqual((len(build.built), build.services[0].stop_calls, web.state), (1, 0, ACTIVE))
+
+    def test_configure_replaces_a_changed_listener(self):
+        """A listener whose plugin line changed is replaced by one with the new settings."""
+        listeners = ListenerSet(Builds(web=listening_service))
+        listeners.configure({"web": spec("web")})
+        old = listeners.listeners["web"]
+        changed = spec("web", "--listen", "tcp:8081")
+
+        self.successResultOf(listeners.configure({"web": changed}))
+
+        self.assertIsNot(listeners.listeners["web"], old)
+        self.assertEqual(listeners.listeners["web"].spec, changed)
+
+    def test_changed_listener_starts_only_after_the_old_one_stopped(self):
+        """While live, a changed listener is built and started only once its old service's stop has fired."""
+        build = Builds(web=SlowStoppingService)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+        old_service = build.services[0]
+        changed = spec("web", "--listen", "tcp:8081")
+
+        d = listeners.configure({"web": changed})
+        before = (build.built[1:], listeners.listeners["web"].state)
+        old_service.stopping.callback(None)
+
+        self.assertEqual(before, ([], WAITING))
+        self.successResultOf(d)
+        self.assertEqual((build.built[1:], listeners.listeners["web"].state), ([changed], ACTIVE))
+
+    def test_hold_makes_listeners_waiting(self):
+        """hold() puts the listeners of a node that became backup in WAITING."""
+        listeners = ListenerSet(Builds(web=BrokenService))
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+
+        listeners.hold()
+
+        self.assertEqual(listeners.listeners["web"].state, WAITING)
+
+    def test_configure_after_hold_starts_nothing(self):
+        """A listener added while the node is held stays WAITING."""
+        build = Builds(web=listening_service, ftp=listening_service)
+        listeners = ListenerSet(build)
+        listeners.start()
+        listeners.hold()
+
+        listeners.configure({"ftp": spec("ftp")})
+
+        self.assertEqual((listeners.listeners["ftp"].state, build.built), (WAITING, []))
+
+    def test_stop_ends_every_listener_in_the_final_state(self):
+        """stop(STOPPED) stops every listener and leaves them STOPPED."""
+        listeners = ListenerSet(Builds(web=listening_service, ftp=listening_service))
+        listeners.configure({"web": spec("web"), "ftp": spec("ftp")})
+        listeners.start()
+
+        self.successResultOf(listeners.stop(STOPPED))
+
+        self.assertEqual({n: l.state for n, l in listeners.listeners.items()}, {"web": STOPPED, "ftp": STOPPED})
+
+    def test_status_lists_listeners_by_name(self):
+        """status() maps each listener's name to its status, in name order."""
+        listeners = ListenerSet(Builds(), wall=lambda: 7.0)
+        listeners.configure({"web": spec("web"), "ftp": spec("ftp")})
+
+        status = listeners.status()
+
+        self.assertEqual(list(status), ["ftp", "web"])
+        self.assertEqual(status["web"], {"state": WAITING, "since": 7.0})
+
+
+def shared_config(plugin_line):
+    """A shared configuration with one listener running C{plugin_line}."""
+    text = (
+        "[server:serv_a]\n"
+        "backup_location = iam2:1200\n"
+        "heartbeat_port = 1200\n"
+        "threshold = 3\n"
+        "\n"
+        "[listener:web]\n"
+        f"plugin = {plugin_line}\n"
+    )
+    return parse_config(text, CONFIG_PATH)
+
+
+class PluginTests(TestCase):
+    """Listeners run real twistd plugins (here Twisted's own C{web})."""
+
+    def web_line(self):
+        """A C{web} plugin line serving a fresh temporary folder."""
+        path = self.mktemp()
+        os.makedirs(path)
+        return f"web --listen tcp:0 --path {path}"
+
+    def test_plugin_service_builds_the_plugins_service(self):
+        """plugin_service builds the web plugin's service, with a server endpoint for --listen."""
+        settings = shared_config(self.web_line()).listeners["web"]
+
+        service = plugin_service(settings)
+
+        self.assertTrue(IService.providedBy(service))
+        self.assertEqual(len([s for s in service if isinstance(s, StreamServerEndpointService)]), 1)
+
+    def test_check_accepts_an_installed_plugin_with_good_options(self):
+        """check_listener_specs accepts the web plugin with options it understands."""
+        config = shared_config(self.web_line())
+
+        self.assertIsNone(check_listener_specs(config))
+
+    def test_check_refuses_an_unknown_plugin_naming_section_and_key(self):
+        """An unknown plugin name is a ConfigError naming the listener's section and its plugin key."""
+        config = shared_config("no-such-plugin --port 80")
+
+        error = self.assertRaises(ConfigError, check_listener_specs, config)
+
+        self.assertEqual((error.path, error.section, error.key), (CONFIG_PATH, "listener:web", "plugin"))
+        self.assertIn("no twistd plugin named 'no-such-plugin'", str(error))
+
+    def test_unknown_plugin_error_lists_the_installed_plugins(self):
+        """The error for an unknown plugin lists the installed plugins, without iway-failover itself."""
+        config = shared_config("no-such-plugin")
+
+        error = self.assertRaises(ConfigError, check_listener_specs, config)
+
+        names = error.allowed.removeprefix("one of: ").split(", ")
+        self.assertIn("web", names)
+        self.assertNotIn("iway-failover", names)
+
+    def test_check_refuses_options_the_plugin_refuses(self):
+        """Options the plugin does not accept are a ConfigError saying the plugin refused them."""
+        config = shared_config("web --no-such-option")
+
+        error = self.assertRaises(ConfigError, check_listener_specs, config)
+
+        self.assertEqual((error.section, error.key), ("listener:web", "plugin"))
+        self.assertIn("the web plugin refused its options", str(error))
+        self.assertIn("no-such-option", str(error))
+
+    def test_check_refuses_iway_failover_itself(self):
+        """A listener may not run iway-failover itself, though it is an installed plugin."""
+        config = shared_config("iway-failover --config /etc/other.ini")
+
+        error = self.assertRaises(ConfigError, check_listener_specs, config)
+
+        self.assertEqual((error.section, error.key), ("listener:web", "plugin"))
+        self.assertIn("'iway-failover'", str(error))
+
+    def test_plugin_service_refuses_iway_failover_itself(self):
+        """plugin_service will not build a node inside a node."""
+        settings = ListenerSettings(name="web", plugin="iway-failover", args=())
+
+        self.assertRaises(LookupError, plugin_service, settings)

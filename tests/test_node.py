@@ -1,0 +1,350 @@
+"""
+A whole node on a MemoryReactorClock: heartbeats in and out through
+in-memory transports, takeover, configuration changes and status.
+"""
+
+import json
+import os
+import struct
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from iwayfailover import wire
+from iwayfailover.config import parse_config
+from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
+from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
+from iwayfailover.role import BACKUP, LIVE, STOPPED as ROLE_STOPPED
+from iwayfailover.state import EpochStore
+
+CONFIG = """
+[failover]
+heartbeat_interval = 0.5
+
+[server:serv_a]
+backup_location = 10.9.9.2:1200
+heartbeat_port = 1200
+threshold = 2
+
+[server:serv_b]
+backup_location = 10.9.9.1:1200
+heartbeat_port = 1200
+threshold = 2
+
+[listener:web]
+plugin = fake --port 8080
+
+[listener:broken]
+plugin = fake --fail
+servers = serv_a, serv_b
+
+[listener:elsewhere]
+plugin = fake
+servers = serv_a
+"""
+
+
+class FakeListenerService(Service):
+    """A listener's service: fails to start when its plugin line says --fail."""
+
+    def __init__(self, spec, started):
+        self.spec = spec
+        self.started = started
+
+    def startService(self):
+        if "--fail" in self.spec.args:
+            raise OSError("port 8443 is in use")
+        super().startService()
+        self.started.append(self.spec.name)
+
+
+def frame_bytes(kind, name, role, epoch=0, seq=1):
+    body = wire.encode(wire.Frame(kind=kind, name=name, role=role, epoch=epoch, seq=seq))
+    return struct.pack("!I", len(body)) + body
+
+
+def frames_in(data):
+    frames = []
+    while data:
+        (length,) = struct.unpack("!I", data[:4])
+        frames.append(wire.decode(data[4:4 + length]))
+        data = data[4 + length:]
+    return frames
+
+
+class NodeTestCase(unittest.TestCase):
+    text = CONFIG
+
+    def make_node(self, name="serv_b", backup=True, text=None):
+        self.reactor = MemoryReactorClock()
+        self.started = []
+        self.store = EpochStore(self.mktemp())
+        self.store.prepare()
+        config = parse_config(text or self.text, "/share/iway.ini")
+        node = FailoverNode(
+            config, name, backup, self.store, self.reactor,
+            build_listener=lambda spec: FakeListenerService(spec, self.started),
+            now=self.reactor.seconds, wall=lambda: 1764064800.0,
+        )
+        node.startService()
+        self.addCleanup(lambda: node.running and node.stopService())
+        return node
+
+    def inbound(self, node, host="10.9.9.1"):
+        """A connection to the node's heartbeat port, as a live peer would open."""
+        protocol = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def outbound(self, node):
+        """Complete the live node's pending connection to its backup location."""
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        return (host, port), protocol, transport
+
+    def step(self, seconds, step=0.05):
+        for _ in range(int(round(seconds / step))):
+            self.reactor.advance(step)
+
+
+class BackupNodeTests(NodeTestCase):
+    def test_backup_holds_its_listeners_waiting(self):
+        """A backup's listeners are WAITING and none of them is started."""
+        node = self.make_node()
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual({n: s["state"] for n, s in node.listeners.status().items()}, {"web": WAITING, "broken": WAITING})
+        self.assertEqual(self.started, [])
+
+    def test_backup_only_gets_the_listeners_meant_for_it(self):
+        """A listener whose servers list leaves this node out is not this node's."""
+        node = self.make_node()
+        self.assertNotIn("elsewhere", node.listeners.listeners)
+
+    def test_heartbeats_from_the_live_peer_keep_the_backup_waiting(self):
+        """While heartbeats arrive more often than the threshold, the backup stays backup."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)
+        for seq in range(1, 21):
+            self.step(0.5)
+            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual(node.received, 20)
+
+    def test_backup_answers_every_heartbeat_with_its_role_and_epoch(self):
+        """Each heartbeat gets an answer echoing its sequence number, so the live node knows the backup is there."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=7))
+        [answer] = frames_in(transport.value())
+        self.assertEqual(
+            (answer.kind, answer.name, answer.role, answer.epoch, answer.seq),
+            (wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, 0, 7),
+        )
+
+    def test_backup_takes_over_after_threshold_of_silence(self):
+        """Silence for the threshold: listeners start (one failure does not stop the other), epoch rises and is kept, heartbeats go to the backup location."""
+        node = self.make_node()
+        self.step(1.95)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.step(0.1)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(node.machine.epoch, 1)
+        self.assertEqual(self.store.load(), 1)
+        states = node.listeners.status()
+        self.assertEqual(states["web"]["state"], ACTIVE)
+        self.assertEqual(states["broken"]["state"], FAILED)
+        self.assertIn("port 8443 is in use", states["broken"]["reason"])
+        self.assertEqual(self.started, ["web"])
+        self.assertEqual(self.reactor.tcpClients[-1][:2], ("10.9.9.1", 1200))
+
+    def test_takeover_cause_names_the_peer_and_the_silence(self):
+        """The cause of a takeover says whose signal was lost and for how long."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=3))
+        self.step(2.05)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertIn("serv_a", node.machine.cause)
+        self.assertIn("threshold 2s", node.machine.cause)
+        self.assertEqual(node.machine.epoch, 4, "the new live goes above the epoch it heard")
+
+    def test_frames_from_unknown_servers_do_not_feed_the_watchdog(self):
+        """A heartbeat signed with a name not in the configuration is refused and keeps nobody backup."""
+        node = self.make_node()
+        self.step(1.5)
+        protocol, transport = self.inbound(node, host="10.9.9.66")
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "intruder", wire.Role.LIVE))
+        self.assertTrue(transport.disconnecting)
+        self.step(0.6)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_frames_carrying_the_nodes_own_name_are_refused(self):
+        """A node hearing its own name (a backup_location pointing back at itself) refuses it."""
+        node = self.make_node()
+        self.step(1.5)
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(node.received, 0)
+
+    def test_garbage_on_the_heartbeat_port_drops_the_connection_and_feeds_nothing(self):
+        """Bytes that are not a frame drop the connection; the watchdog keeps counting."""
+        node = self.make_node()
+        self.step(1.5)
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(b"\x00\x00\x00\x05hello")
+        self.assertTrue(transport.disconnecting)
+        self.step(0.6)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_heartbeat_from_a_backup_role_does_not_feed_the_watchdog(self):
+        """Only a live server's heartbeats prove a live server is there."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        for seq in range(1, 6):
+            self.step(0.5)
+            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.BACKUP, seq=seq))
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_lost_heartbeat_connection_is_shown_in_status(self):
+        """When the live peer's connection closes, status shows it not connected."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        self.assertTrue(node.status()["peer"]["connected"])
+        protocol.connectionLost(Failure(ConnectionDone("gone")))
+        self.assertFalse(node.status()["peer"]["connected"])
+        self.assertTrue(node.peer.lost)
+
+    def test_a_failed_epoch_write_is_logged_and_the_takeover_goes_on(self):
+        """A state dir that cannot be written must not stop the takeover."""
+        node = self.make_node()
+        os.chmod(self.store.directory, 0o500)
+        self.addCleanup(os.chmod, self.store.directory, 0o700)
+        if os.access(self.store.directory, os.W_OK):
+            # root writes anyway; make the write fail another way
+            self.patch(self.store, "save", lambda epoch: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        self.step(2.05)
+        self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 1))
+
+
+class LiveNodeTests(NodeTestCase):
+    def test_live_node_serves_and_dials_its_backup_location(self):
+        """A node started live starts its listeners and connects to its backup location."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(self.started, ["web", "elsewhere"])
+        self.assertEqual(self.reactor.tcpClients[-1][:2], ("10.9.9.2", 1200))
+
+    def test_live_node_heartbeats_every_interval_with_rising_sequence_numbers(self):
+        """On connection one heartbeat goes at once, then one every heartbeat_interval."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        self.reactor.advance(0.5)
+        self.reactor.advance(0.5)
+        frames = frames_in(transport.value())
+        self.assertEqual([(f.kind, f.name, f.role, f.seq) for f in frames], [
+            (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 1),
+            (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 2),
+            (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 3),
+        ])
+
+    def test_answers_show_the_backup_in_status(self):
+        """The backup's answers tell the live node who its backup is and how recently it answered."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, _ = self.outbound(node)
+        self.reactor.advance(0.2)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        self.reactor.advance(0.3)
+        peer = node.status()["peer"]
+        self.assertEqual((peer["name"], peer["connected"], peer["role"]), ("serv_b", True, "backup"))
+        self.assertAlmostEqual(peer["last_heartbeat_age"], 0.3, places=3)
+
+    def test_unanswered_heartbeats_make_the_live_node_dial_again(self):
+        """A backup that stops answering (hung) gets its connection dropped and redialled."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        self.step(0.5 * UNANSWERED_LIMIT, step=0.5)
+        self.assertTrue(transport.disconnecting)
+
+    def test_answered_heartbeats_keep_the_connection(self):
+        """A backup that answers keeps its connection however long it runs."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        for seq in range(2, 30):
+            self.reactor.advance(0.5)
+            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq))
+        self.assertFalse(transport.disconnecting)
+
+    def test_stopping_a_live_node_stops_its_listeners(self):
+        """A live node shutting down leaves its listeners STOPPED."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.successResultOf(node.stopService())
+        self.assertEqual(node.machine.role, ROLE_STOPPED)
+        self.assertEqual({s["state"] for s in node.listeners.status().values()} - {FAILED}, {STOPPED})
+
+
+class ConfigChangeTests(NodeTestCase):
+    def test_a_new_threshold_changes_a_running_backups_takeover_time(self):
+        """Raising the threshold in the shared file postpones the takeover to the new threshold."""
+        node = self.make_node()
+        self.step(1.0)
+        node.apply_config(parse_config(CONFIG.replace("threshold = 2", "threshold = 5"), "/share/iway.ini"))
+        self.step(3.9)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.step(0.2)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_a_listener_added_to_a_live_node_starts_at_once(self):
+        """Listeners added to the shared file follow on a live node without a restart."""
+        node = self.make_node(name="serv_a", backup=False)
+        node.apply_config(parse_config(CONFIG + "\n[listener:extra]\nplugin = fake\n", "/share/iway.ini"))
+        self.assertEqual(node.listeners.status()["extra"]["state"], ACTIVE)
+
+    def test_a_listener_removed_from_the_file_is_stopped_and_dropped(self):
+        """A listener no longer in the shared file stops and leaves the status."""
+        node = self.make_node(name="serv_a", backup=False)
+        web = node.listeners.listeners["web"]
+        node.apply_config(parse_config(CONFIG.replace("[listener:web]\nplugin = fake --port 8080\n", ""), "/share/iway.ini"))
+        self.assertNotIn("web", node.listeners.status())
+        self.assertEqual(web.state, STOPPED)
+
+    def test_a_new_heartbeat_interval_applies_to_the_sender(self):
+        """A live node heartbeats at the new interval as soon as the file says so."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        node.apply_config(parse_config(CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.25"), "/share/iway.ini"))
+        transport.clear()
+        self.reactor.advance(0.25)
+        self.reactor.advance(0.25)
+        self.assertEqual(len(frames_in(transport.value())), 2)
+
+    def test_a_configuration_without_this_node_is_refused(self):
+        """A file in which this node's section is gone is not applied."""
+        node = self.make_node()
+        other = parse_config(CONFIG.replace("[server:serv_b]", "[server:serv_c]").replace("serv_a, serv_b", "serv_a"), "/share/iway.ini")
+        error = self.assertRaises(Exception, node.check_config, other)
+        self.assertIn("serv_b", str(error))
+        self.assertIn("serv_c", str(error))
+
+
+class StatusTests(NodeTestCase):
+    def test_status_has_the_contract_fields(self):
+        """GET /api/status carries server, role, epoch, since, peer and listeners (CONTRACT section 4), as JSON."""
+        node = self.make_node()
+        status = json.loads(json.dumps(node.status()))
+        self.assertEqual(status["server"], "serv_b")
+        self.assertEqual(status["role"], "backup")
+        self.assertEqual(status["epoch"], 0)
+        self.assertEqual(status["since"], "2025-11-25T10:00:00.000Z")
+        self.assertTrue(set(status["peer"]) >= {"name", "connected", "last_heartbeat_age"})
+        self.assertEqual(status["peer"]["name"], "serv_a")
+        self.assertEqual(status["listeners"]["web"]["state"], "WAITING")
+        self.assertEqual(status["settings"]["threshold"], 2.0)

@@ -1,0 +1,171 @@
+"""The twistd plugin's options and the structure makeService builds."""
+
+import os
+import socket
+
+from twisted.application.service import IService
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial import unittest
+
+from iwayfailover import tap
+from iwayfailover.node import FailoverNode
+from iwayfailover.ports import ServerPort
+from iwayfailover.reload import ConfigPoller
+
+CONFIG = """
+[failover]
+heartbeat_interval = 1
+
+[server:serv_a]
+backup_location = 192.0.2.2:1200
+heartbeat_port = 1201
+threshold = 3
+console = tcp:8081:interface=127.0.0.1
+
+[server:serv_b]
+backup_location = 192.0.2.1:1201
+heartbeat_port = 1200
+threshold = 3
+"""
+
+
+class EnvironmentMixin:
+    def set_environ(self, **values):
+        saved = {k: os.environ.get(k) for k in values}
+
+        def restore():
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+        self.addCleanup(restore)
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class OptionsTests(EnvironmentMixin, unittest.TestCase):
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_default_role_is_live(self):
+        """Without -b and without IWAY_BACKUP, a node starts live."""
+        self.set_environ(IWAY_BACKUP=None)
+        self.assertFalse(self.parse("--config", "x.ini", "--name", "serv_a")["backup"])
+
+    def test_backup_flag_long_and_short(self):
+        """--backup and -b both start a backup."""
+        self.set_environ(IWAY_BACKUP=None)
+        self.assertTrue(self.parse("--config", "x.ini", "--backup")["backup"])
+        self.assertTrue(self.parse("--config", "x.ini", "-b")["backup"])
+
+    def test_iway_backup_environment_means_backup(self):
+        """IWAY_BACKUP set to true, 1, yes or on (any case) starts a backup, like -b."""
+        for value in ("true", "1", "yes", "on", "TRUE", " On "):
+            self.set_environ(IWAY_BACKUP=value)
+            self.assertTrue(self.parse("--config", "x.ini")["backup"], value)
+
+    def test_iway_backup_false_words_mean_live(self):
+        """IWAY_BACKUP set to false, 0, no, off or empty leaves the node live."""
+        for value in ("false", "0", "no", "off", ""):
+            self.set_environ(IWAY_BACKUP=value)
+            self.assertFalse(self.parse("--config", "x.ini")["backup"], value)
+
+    def test_iway_backup_with_another_word_is_an_error_naming_it(self):
+        """A value that is neither yes nor no is refused, naming the variable and its value."""
+        self.set_environ(IWAY_BACKUP="maybe")
+        error = self.assertRaises(usage.UsageError, self.parse, "--config", "x.ini")
+        self.assertIn("IWAY_BACKUP='maybe'", str(error))
+
+    def test_defaults_name_config_and_state_dir(self):
+        """The name defaults to the host name, the config to $IWAY_CONFIG, the state dir to a per-user folder of that name."""
+        self.set_environ(IWAY_CONFIG="/share/iway.ini", XDG_STATE_HOME="/var/tmp/state", IWAY_BACKUP=None)
+        options = self.parse()
+        host = socket.gethostname().split(".")[0]
+        self.assertEqual(options["config"], "/share/iway.ini")
+        self.assertEqual(options["name"], host)
+        self.assertEqual(options["state-dir"], os.path.join("/var/tmp/state", "iwayfailover", host))
+
+
+class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
+    def options(self, text=CONFIG, name="serv_a", backup=False):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        self.set_environ(IWAY_BACKUP=None)
+        options = tap.Options()
+        argv = ["--config", path, "--name", name, "--state-dir", self.mktemp()]
+        options.parseOptions(argv + (["-b"] if backup else []))
+        return options
+
+    def test_make_service_builds_the_node_with_its_ports_and_poller(self):
+        """makeService gives a node with a heartbeat port, a console and a configuration poller, ports bound at once."""
+        reactor = MemoryReactorClock()
+        node = tap.makeService(self.options(), reactor=reactor)
+        self.assertIsInstance(node, FailoverNode)
+        IService(node)
+        children = list(node)
+        self.assertEqual([type(c) for c in children], [ServerPort, ServerPort, ConfigPoller])
+        self.assertEqual([c.label for c in children[:2]], ["heartbeat port", "console"])
+        self.assertEqual([(port, interface) for port, _, _, interface in reactor.tcpServers], [(1201, ""), (8081, "127.0.0.1")])
+
+    def test_no_console_key_no_console(self):
+        """A server without a console key gets no console port."""
+        node = tap.makeService(self.options(name="serv_b", backup=True), reactor=MemoryReactorClock())
+        self.assertEqual([c.label for c in node if isinstance(c, ServerPort)], ["heartbeat port"])
+        self.assertTrue(node.start_as_backup)
+
+    def test_unknown_server_name_exits_with_one_line_listing_the_sections(self):
+        """A name with no section stops startup with one line naming the sections there are."""
+        error = self.assertRaises(SystemExit, tap.makeService, self.options(name="serv_x"), MemoryReactorClock())
+        message = str(error.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn("serv_x", message)
+        self.assertIn("[server:serv_a], [server:serv_b]", message)
+
+    def test_bad_value_exits_with_one_line_naming_file_section_and_key(self):
+        """A bad value stops startup with one line naming the file, section, key and value."""
+        options = self.options(text=CONFIG.replace("threshold = 3\nconsole", "threshold = soon\nconsole"))
+        error = self.assertRaises(SystemExit, tap.makeService, options, MemoryReactorClock())
+        message = str(error.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn(options["config"], message)
+        self.assertIn("[server:serv_a] threshold = 'soon'", message)
+
+    def test_a_port_in_use_exits_with_one_line(self):
+        """A heartbeat port that cannot be had stops startup with one line naming it."""
+        port = 41200
+        text = CONFIG.replace("heartbeat_port = 1201", f"heartbeat_port = tcp:{port}:interface=127.0.0.1")
+
+        class BusyReactor(MemoryReactorClock):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+        error = self.assertRaises(SystemExit, tap.makeService, self.options(text=text), BusyReactor())
+        message = str(error.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn(f"heartbeat port tcp:{port}:interface=127.0.0.1", message)
+        self.assertIn("Address already in use", message)
+
+    def test_unknown_listener_plugin_exits_naming_the_listener(self):
+        """A listener naming a plugin that is not installed stops startup, naming its section and key."""
+        text = CONFIG + "\n[listener:web]\nplugin = no-such-plugin --x\n"
+        error = self.assertRaises(SystemExit, tap.makeService, self.options(text=text), MemoryReactorClock())
+        self.assertIn("[listener:web] plugin", str(error.code))
+        self.assertIn("no twistd plugin named 'no-such-plugin'", str(error.code))
+
+    def test_same_host_backup_location_is_detected(self):
+        """A backup location on this very host is recognised (loopback, this host's name)."""
+        self.assertTrue(tap.same_host("127.0.0.1"))
+        self.assertTrue(tap.same_host("::1"))
+        self.assertTrue(tap.same_host("localhost"))
+        self.assertTrue(tap.same_host(socket.gethostname()))
+        self.assertFalse(tap.same_host("192.0.2.7"))
