@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test trial clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ run: install
 # Run from tests/ against the installed copy, never the source folder.
 test: install
 	cd tests && ../$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) .
+
+# The same tests under Twisted's trial.
+trial: install
+	cd tests && PYTHONPATH=. ../$(BIN)/trial $(patsubst %.py,%,$(notdir $(wildcard tests/test_*.py)))
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info

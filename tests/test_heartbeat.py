@@ -1,0 +1,493 @@
+"""
+The heartbeat Protocol/Factory: frames in, frames out, a bad frame drops the
+connection, and refusals are logged at most once per peer per interval.
+"""
+
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from iwayfailover import wire
+from iwayfailover.heartbeat import HeartbeatFactory, HeartbeatProtocol, IFrameHandler, RefusalLog
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
+HOST = IPv4Address("TCP", "192.0.2.1", 1200)
+
+
+def frame(seq=1, name="serv_a", kind=wire.Kind.HEARTBEAT, role=wire.Role.LIVE):
+    return wire.Frame(kind=kind, name=name, role=role, epoch=2, seq=seq)
+
+
+def prefixed(body):
+    """A frame body behind its 4-byte big-endian length prefix."""
+    return struct.pack("!I", len(body)) + body
+
+
+def on_the_wire(f):
+    return prefixed(wire.encode(f))
+
+
+GARBAGE = prefixed(b"GE" + b"\x00" * 30)
+
+
+@implementer(IFrameHandler)
+class RecordingHandler:
+    """Records, in order, what the protocol told it; can be told to fail."""
+
+    def __init__(self, fail_on=()):
+        self.events = []
+        self.fail_on = fail_on
+
+    def _record(self, event, *args):
+        self.events.append((event,) + args)
+        if event in self.fail_on:
+            raise RuntimeError(f"handler broke on {event}")
+
+    def connection_made(self, protocol):
+        self._record("connection_made", protocol)
+
+    def frame_received(self, protocol, frame):
+        self._record("frame_received", protocol, frame)
+
+    def connection_lost(self, protocol, reason):
+        self._record("connection_lost", protocol, reason)
+
+    @property
+    def frames(self):
+        return [e[2] for e in self.events if e[0] == "frame_received"]
+
+
+class ProtocolHarness:
+    """Builds a HeartbeatProtocol on a StringTransport, with log events captured."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.refusal_events = []
+        self.handler_failures = []
+        self.refusals = RefusalLog(self.clock)
+        self.refusals.log = Logger(observer=self.refusal_events.append)
+
+    def connect(self, handler=None):
+        self.handler = handler if handler is not None else RecordingHandler()
+        self.factory = HeartbeatFactory(self.handler, self.refusals)
+        self.factory.log = Logger(observer=self.handler_failures.append)
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = StringTransport(hostAddress=HOST, peerAddress=PEER)
+        self.protocol.makeConnection(self.transport)
+        return self.protocol
+
+    def refusal_lines(self):
+        return [formatEvent(e) for e in self.refusal_events]
+
+
+class HeartbeatProtocolReceiveTests(ProtocolHarness, unittest.TestCase):
+    """Incoming bytes become frames for the handler."""
+
+    def test_recorder_provides_the_handler_interface(self):
+        """The test double really provides IFrameHandler."""
+        verifyObject(IFrameHandler, RecordingHandler())
+
+    def test_factory_builds_heartbeat_protocols_bound_to_it(self):
+        """buildProtocol gives a HeartbeatProtocol whose factory is the factory."""
+        protocol = self.connect()
+
+        self.assertIsInstance(protocol, HeartbeatProtocol)
+        self.assertIs(protocol.factory, self.factory)
+
+    def test_connection_made_reaches_the_handler(self):
+        """A new connection is announced to the handler with its protocol."""
+        protocol = self.connect()
+
+        self.assertEqual(self.handler.events, [("connection_made", protocol)])
+
+    def test_frame_in_one_piece_reaches_the_handler(self):
+        """A whole frame in one dataReceived is handed over, decoded."""
+        protocol = self.connect()
+
+        protocol.dataReceived(on_the_wire(frame(seq=5)))
+
+        self.assertEqual(self.handler.events[-1], ("frame_received", protocol, frame(seq=5)))
+
+    def test_frame_split_byte_by_byte_reaches_the_handler_once_complete(self):
+        """A frame arriving one byte at a time is handed over once, after its last byte."""
+        protocol = self.connect()
+        data = on_the_wire(frame(seq=6))
+
+        for i in range(len(data) - 1):
+            protocol.dataReceived(data[i:i + 1])
+        before_last = list(self.handler.frames)
+        protocol.dataReceived(data[-1:])
+
+        self.assertEqual(before_last, [])
+        self.assertEqual(self.handler.frames, [frame(seq=6)])
+
+    def test_several_frames_in_one_chunk_each_reach_the_handler(self):
+        """Three frames in one dataReceived are handed over in order."""
+        protocol = self.connect()
+
+        protocol.dataReceived(b"".join(on_the_wire(frame(seq=n)) for n in (1, 2, 3)))
+
+        self.assertEqual(self.handler.frames, [frame(seq=1), frame(seq=2), frame(seq=3)])
+
+    def test_frames_split_across_chunk_boundaries_reach_the_handler(self):
+        """Two frames cut at an odd place across two chunks are both handed over."""
+        protocol = self.connect()
+        data = on_the_wire(frame(seq=1)) + on_the_wire(frame(seq=2))
+
+        protocol.dataReceived(data[:37])
+        protocol.dataReceived(data[37:])
+
+        self.assertEqual(self.handler.frames, [frame(seq=1), frame(seq=2)])
+
+    def test_good_frames_keep_the_connection_open(self):
+        """Valid frames do not close the connection."""
+        protocol = self.connect()
+
+        protocol.dataReceived(on_the_wire(frame()))
+
+        self.assertFalse(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+
+
+class HeartbeatProtocolRefusalTests(ProtocolHarness, unittest.TestCase):
+    """Bad input drops the connection and is reported."""
+
+    def test_garbage_frame_aborts_the_connection(self):
+        """A frame that does not decode aborts (not merely closes) the connection."""
+        protocol = self.connect()
+
+        protocol.dataReceived(GARBAGE)
+
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(self.handler.frames, [])
+
+    def test_garbage_frame_is_reported_with_peer_and_reason(self):
+        """The refusal log names the peer host and why the frame was refused."""
+        protocol = self.connect()
+
+        protocol.dataReceived(GARBAGE)
+
+        [line] = self.refusal_lines()
+        self.assertIn("192.0.2.7", line)
+        self.assertIn("not a heartbeat frame", line)
+
+    def test_frames_after_garbage_in_the_same_chunk_are_not_delivered(self):
+        """Once a frame is refused, valid frames behind it in the same bytes are dropped."""
+        protocol = self.connect()
+
+        protocol.dataReceived(on_the_wire(frame(seq=1)) + GARBAGE + on_the_wire(frame(seq=2)))
+
+        self.assertEqual(self.handler.frames, [frame(seq=1)])
+
+    def test_oversize_length_prefix_aborts_before_the_body_arrives(self):
+        """A length prefix over MAX_FRAME aborts at once, without waiting for the body."""
+        protocol = self.connect()
+
+        protocol.dataReceived(struct.pack("!I", 2**31))
+
+        self.assertTrue(self.transport.disconnected)
+        [line] = self.refusal_lines()
+        self.assertIn("over the limit", line)
+
+    def test_length_prefix_just_over_max_frame_aborts(self):
+        """A length prefix of MAX_FRAME + 1 is refused."""
+        protocol = self.connect()
+
+        protocol.dataReceived(struct.pack("!I", wire.MAX_FRAME + 1))
+
+        self.assertTrue(self.transport.disconnected)
+
+    def test_length_prefix_of_max_frame_waits_for_the_body(self):
+        """A length prefix of exactly MAX_FRAME is not refused by its size."""
+        protocol = self.connect()
+
+        protocol.dataReceived(struct.pack("!I", wire.MAX_FRAME))
+
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.refusal_lines(), [])
+
+    def test_connection_closed_mid_frame_is_reported(self):
+        """A connection lost with part of a frame unread is reported as a refusal."""
+        protocol = self.connect()
+        protocol.dataReceived(on_the_wire(frame())[:10])
+
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+        [line] = self.refusal_lines()
+        self.assertIn("192.0.2.7", line)
+        self.assertIn("closed inside a frame", line)
+
+    def test_connection_closed_between_frames_is_not_reported(self):
+        """A connection lost after whole frames only is no refusal."""
+        protocol = self.connect()
+        protocol.dataReceived(on_the_wire(frame()))
+
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+        self.assertEqual(self.refusal_lines(), [])
+
+    def test_refused_connection_is_reported_only_once(self):
+        """After an oversize prefix, more bytes and the close add no second report."""
+        protocol = self.connect()
+        protocol.dataReceived(struct.pack("!I", 2**31))
+
+        protocol.dataReceived(GARBAGE)
+        protocol.connectionLost(Failure(ConnectionLost()))
+        self.clock.advance(60)  # no rate limit would hide a second report now
+
+        self.assertEqual(len(self.refusal_lines()), 1)
+
+    def test_connection_lost_reaches_the_handler_with_the_reason(self):
+        """The handler hears of the lost connection, with its reason."""
+        protocol = self.connect()
+        reason = Failure(ConnectionDone())
+
+        protocol.connectionLost(reason)
+
+        self.assertEqual(self.handler.events[-1], ("connection_lost", protocol, reason))
+
+    def test_connection_lost_reaches_the_handler_after_a_refusal(self):
+        """A refused connection is still reported lost to the handler."""
+        protocol = self.connect()
+        protocol.dataReceived(GARBAGE)
+
+        protocol.connectionLost(Failure(ConnectionLost()))
+
+        self.assertEqual(self.handler.events[-1][0], "connection_lost")
+
+
+class HandlerFailureTests(ProtocolHarness, unittest.TestCase):
+    """A failing handler costs its connection, never the reactor."""
+
+    def test_handler_error_on_a_frame_does_not_escape_data_received(self):
+        """An exception from frame_received stays inside the protocol."""
+        protocol = self.connect(RecordingHandler(fail_on={"frame_received"}))
+
+        protocol.dataReceived(on_the_wire(frame()))  # must not raise
+
+        self.assertEqual(self.handler.frames, [frame()])
+
+    def test_handler_error_on_a_frame_drops_the_connection(self):
+        """After frame_received raises, the connection is aborted."""
+        protocol = self.connect(RecordingHandler(fail_on={"frame_received"}))
+
+        protocol.dataReceived(on_the_wire(frame()))
+
+        self.assertTrue(self.transport.disconnected)
+
+    def test_handler_error_on_a_frame_stops_delivery(self):
+        """Frames behind the one the handler failed on are not delivered."""
+        protocol = self.connect(RecordingHandler(fail_on={"frame_received"}))
+
+        protocol.dataReceived(on_the_wire(frame(seq=1)) + on_the_wire(frame(seq=2)))
+
+        self.assertEqual(self.handler.frames, [frame(seq=1)])
+
+    def test_handler_error_is_logged_with_its_traceback(self):
+        """The handler's exception is logged as a failure, naming the event."""
+        protocol = self.connect(RecordingHandler(fail_on={"frame_received"}))
+
+        protocol.dataReceived(on_the_wire(frame()))
+
+        [event] = self.handler_failures
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.assertIn("frame_received", formatEvent(event))
+
+    def test_handler_error_on_connection_made_drops_the_connection(self):
+        """If connection_made raises, the connection is aborted and nothing escapes."""
+        self.connect(RecordingHandler(fail_on={"connection_made"}))
+
+        self.assertTrue(self.transport.disconnected)
+
+    def test_handler_error_on_connection_lost_does_not_escape(self):
+        """An exception from connection_lost stays inside the protocol, and is logged."""
+        protocol = self.connect(RecordingHandler(fail_on={"connection_lost"}))
+
+        protocol.connectionLost(Failure(ConnectionDone()))  # must not raise
+
+        self.assertEqual(len(self.handler_failures), 1)
+
+
+class SendTests(ProtocolHarness, unittest.TestCase):
+    """Outgoing frames."""
+
+    def test_send_writes_a_length_prefixed_encoded_frame(self):
+        """send() writes the 4-byte big-endian length, then the encoded frame."""
+        protocol = self.connect()
+        body = wire.encode(frame(seq=9))
+
+        protocol.send(frame(seq=9))
+
+        self.assertEqual(self.transport.value(), struct.pack("!I", len(body)) + body)
+
+    def test_sent_frames_follow_one_another(self):
+        """Two sends write two prefixed frames, in order."""
+        protocol = self.connect()
+
+        protocol.send(frame(seq=1))
+        protocol.send(frame(seq=2))
+
+        self.assertEqual(self.transport.value(), on_the_wire(frame(seq=1)) + on_the_wire(frame(seq=2)))
+
+    def test_send_on_a_refused_connection_writes_nothing(self):
+        """Once a connection is refused, send() stays silent."""
+        protocol = self.connect()
+        protocol.dataReceived(GARBAGE)
+
+        protocol.send(frame())
+
+        self.assertEqual(self.transport.value(), b"")
+
+
+class RefusalLogTests(unittest.TestCase):
+    """Refusals are logged at most once per peer per interval, with a count."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.events = []
+        self.refusals = RefusalLog(self.clock, every=10.0)
+        self.refusals.log = Logger(observer=self.events.append)
+
+    def lines(self):
+        return [formatEvent(e) for e in self.events]
+
+    def test_first_refusal_is_logged_as_a_warning(self):
+        """The first refusal from a peer is logged at once, with peer and reason."""
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        [event] = self.events
+        self.assertEqual(event["log_level"].name, "warn")
+        self.assertEqual((event["peer"], event["why"]), ("192.0.2.7", "bad magic"))
+        self.assertIn("192.0.2.7", formatEvent(event))
+        self.assertIn("bad magic", formatEvent(event))
+
+    def test_refusals_within_the_interval_are_not_logged(self):
+        """Further refusals from the same peer within `every` seconds add no line."""
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.clock.advance(9.9)
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.assertEqual(len(self.events), 1)
+
+    def test_refusal_after_the_interval_is_logged(self):
+        """A refusal `every` seconds after the last line is logged again."""
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.clock.advance(10.0)
+        self.refusals.report("192.0.2.7", "bad version")
+
+        self.assertEqual(len(self.events), 2)
+        self.assertIn("bad version", self.lines()[1])
+
+    def test_next_line_counts_the_suppressed_refusals(self):
+        """The next logged line says how many refusals went unlogged since the last."""
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.clock.advance(1)
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.clock.advance(10)
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.assertIn("3 more refused", self.lines()[1])
+
+    def test_first_line_has_no_count(self):
+        """A line with no suppressed refusals before it mentions no count."""
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.assertNotIn("more refused", self.lines()[0])
+
+    def test_count_starts_again_after_it_is_logged(self):
+        """Suppressed refusals are counted once: the line after next starts from zero."""
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.clock.advance(10)
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.clock.advance(10)
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.assertIn("1 more refused", self.lines()[1])
+        self.assertNotIn("more refused", self.lines()[2])
+
+    def test_peers_are_limited_separately(self):
+        """A refusal from a second peer is logged even while the first is quiet."""
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.refusals.report("192.0.2.8", "bad magic")
+
+        self.assertEqual([e["peer"] for e in self.events], ["192.0.2.7", "192.0.2.8"])
+
+    def test_suppressed_counts_are_kept_per_peer(self):
+        """Refusals suppressed for one peer are not counted in another peer's line."""
+        self.refusals.report("192.0.2.7", "bad magic")
+        self.refusals.report("192.0.2.7", "bad magic")
+
+        self.refusals.report("192.0.2.8", "bad magic")
+
+        self.assertNotIn("more refused", self.lines()[1])
+
+    def test_default_interval_is_ten_seconds(self):
+        """Without `every`, a peer is logged at most once per 10 seconds."""
+        refusals = RefusalLog(self.clock)
+        refusals.log = Logger(observer=self.events.append)
+        refusals.report("192.0.2.7", "bad magic")
+
+        self.clock.advance(9.5)
+        refusals.report("192.0.2.7", "bad magic")
+        self.clock.advance(0.5)
+        refusals.report("192.0.2.7", "bad magic")
+
+        self.assertEqual(len(self.events), 2)
+
+
+class InMemoryConnectionTests(unittest.TestCase):
+    """A client and a server HeartbeatProtocol joined in memory."""
+
+    def test_frame_sent_by_a_client_reaches_the_server_handler(self):
+        """A frame sent on the live node's side arrives, decoded, at the backup's handler."""
+        clock = Clock()
+        server_handler = RecordingHandler()
+        client_handler = RecordingHandler()
+        server_factory = HeartbeatFactory(server_handler, RefusalLog(clock))
+        client_factory = HeartbeatFactory(client_handler, RefusalLog(clock))
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: server_factory.buildProtocol(PEER),
+            lambda: client_factory.buildProtocol(HOST),
+        )
+
+        client.send(frame(seq=42))
+        pump.flush()
+
+        self.assertEqual(server_handler.frames, [frame(seq=42)])
+        self.assertEqual(client_handler.frames, [])
+
+    def test_answer_sent_by_the_server_reaches_the_client_handler(self):
+        """The backup's answer travels back to the live node's handler."""
+        clock = Clock()
+        server_handler = RecordingHandler()
+        client_handler = RecordingHandler()
+        server_factory = HeartbeatFactory(server_handler, RefusalLog(clock))
+        client_factory = HeartbeatFactory(client_handler, RefusalLog(clock))
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: server_factory.buildProtocol(PEER),
+            lambda: client_factory.buildProtocol(HOST),
+        )
+        answer = frame(seq=42, name="serv_b", kind=wire.Kind.ANSWER, role=wire.Role.BACKUP)
+
+        server.send(answer)
+        pump.flush()
+
+        self.assertEqual(client_handler.frames, [answer])
