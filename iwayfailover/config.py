@@ -20,8 +20,10 @@ from typing import Mapping, Optional, Tuple
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 NAME_ALLOWED = "1 to 64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"
+
+_DIGITS = re.compile(r"^[0-9]+\Z")
 
 # host:port, [v6]:port
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$")
@@ -133,14 +135,14 @@ def client_endpoint_string(location: str) -> str:
         return location.strip()
     if match.group("v6"):
         host = match.group("v6").replace(":", r"\:")
-        return f"tcp6:host={host}:port={match.group('port')}"
+        return f"tcp:host={host}:port={match.group('port')}"
     return f"tcp:host={match.group('host')}:port={match.group('port')}"
 
 
 def server_endpoint_string(port: str) -> str:
     """A bare port number becomes C{tcp:PORT}; other text is a server endpoint string."""
     text = port.strip()
-    return f"tcp:{text}" if text.isdigit() else text
+    return f"tcp:{text}" if _DIGITS.match(text) else text
 
 
 def backup_host(location: str) -> Optional[str]:
@@ -176,15 +178,22 @@ def _positive_seconds(path, section, key, text):
 
 def _port(path, section, key, text):
     allowed = "a port number 0-65535 or a server endpoint string such as tcp:1200:interface=10.0.0.1"
-    if text.isdigit():
+    if _DIGITS.match(text):
         if int(text) > 65535:
             raise ConfigError(path, section, key, text, "port out of range", allowed)
         return text
     try:
-        serverFromString(_NO_REACTOR, text)
+        endpoint = serverFromString(_NO_REACTOR, text)
     except Exception as e:
         raise ConfigError(path, section, key, text, f"not a server endpoint ({e})", allowed) from None
+    _check_endpoint_port(path, section, key, text, endpoint, allowed)
     return text
+
+
+def _check_endpoint_port(path, section, key, text, endpoint, allowed):
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ConfigError(path, section, key, text, "port out of range", allowed)
 
 
 def _location(path, section, key, text):
@@ -193,9 +202,10 @@ def _location(path, section, key, text):
     if match is not None and int(match.group("port")) > 65535:
         raise ConfigError(path, section, key, text, "port out of range", allowed)
     try:
-        clientFromString(_NO_REACTOR, client_endpoint_string(text))
+        endpoint = clientFromString(_NO_REACTOR, client_endpoint_string(text))
     except Exception as e:
         raise ConfigError(path, section, key, text, f"not a client endpoint ({e})", allowed) from None
+    _check_endpoint_port(path, section, key, text, endpoint, allowed)
     return text
 
 

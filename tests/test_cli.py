@@ -5,13 +5,23 @@ asks (L{iwayfailover.console}).
 
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
 
 from treq.testing import StubTreq
 from twisted.trial.unittest import TestCase
 
 from iwayfailover.cli import console_client_string, format_status, status_main
 from iwayfailover.console import console_root
+
+
+def fresh_dir(test):
+    """A new, empty temporary folder, removed after C{test}."""
+    path = tempfile.mkdtemp(prefix="iwayfailover-test-")
+    test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 CONFIG = """\
 [server:serv_a]
@@ -133,7 +143,7 @@ class StatusMainErrorTests(TestCase):
     def setUp(self):
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
-        self.config = self.mktemp()
+        self.config = os.path.join(fresh_dir(self), "iwayfailover.ini")
         with open(self.config, "w") as f:
             f.write(CONFIG)
 
@@ -162,7 +172,7 @@ class StatusMainErrorTests(TestCase):
 
     def test_unreadable_configuration(self):
         """A configuration file that cannot be read exits 2, naming the file."""
-        missing = self.mktemp()
+        missing = os.path.join(fresh_dir(self), "missing.ini")
 
         code = status_main(["--config", missing, "--name", "serv_a"])
 

@@ -793,3 +793,29 @@ class EndpointStringTests(unittest.TestCase):
     def test_backup_host_of_an_endpoint_without_host(self):
         """An endpoint without a host (a UNIX socket) has no backup host."""
         self.assertIsNone(backup_host("unix:path=/run/iway.sock"))
+
+
+class RegressionTests(ConfigErrorAssertions, unittest.TestCase):
+    """Mistakes found in review, kept from coming back."""
+
+    def test_ipv6_backup_location_is_accepted(self):
+        """[v6]:port, allowed by the contract, parses into a client endpoint Twisted knows."""
+        config = parse_config(server_section(backup_location="[::1]:1200"), PATH)
+        self.assertEqual(config.servers["serv_a"].backup_endpoint, r"tcp:host=\:\:1:port=1200")
+
+    def test_name_with_a_trailing_newline_is_refused(self):
+        """A server name may not end in a newline (a pattern ending in $ would let it through)."""
+        from iwayfailover.config import NAME_PATTERN
+
+        self.assertIsNone(NAME_PATTERN.match("serv_a\n"))
+
+    def test_non_ascii_digits_are_a_config_error(self):
+        """A port written with a superscript digit is a ConfigError, not a crash."""
+        self.assertRefused(server_section(heartbeat_port="²"), "server:serv_a", "heartbeat_port")
+        self.assertRefused(server_section(console="²"), "server:serv_a", "console")
+
+    def test_endpoint_string_ports_are_range_checked(self):
+        """Ports over 65535 are refused in endpoint strings too, not only as bare numbers."""
+        self.assertRefused(server_section(heartbeat_port="tcp:99999"), "server:serv_a", "heartbeat_port")
+        self.assertRefused(server_section(console="tcp:99999"), "server:serv_a", "console")
+        self.assertRefused(server_section(backup_location="tcp:host=x:port=70000"), "server:serv_a", "backup_location")

@@ -4,7 +4,8 @@ listeners following the configuration, and the twistd plugins behind them.
 """
 
 import errno
-import os
+import shutil
+import tempfile
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -14,9 +15,11 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from iwayfailover import listeners as listeners_module
 from iwayfailover.config import ConfigError, ListenerSettings, parse_config
 from iwayfailover.listeners import (
     ACTIVE,
@@ -32,6 +35,13 @@ from iwayfailover.listeners import (
 )
 
 CONFIG_PATH = "/srv/share/iwayfailover.ini"
+
+
+def fresh_dir(test):
+    """A new, empty temporary folder, removed after C{test}."""
+    path = tempfile.mkdtemp(prefix="iwayfailover-test-")
+    test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def spec(name="web", *args):
@@ -106,6 +116,18 @@ class Builds:
         service = self.makers[settings.name]()
         self.services.append(service)
         return service
+
+
+def record_transitions(test):
+    """The transition events every listener logs from now on during C{test}."""
+    events = []
+    test.patch(listeners_module, "log", Logger(namespace="test", observer=events.append))
+    return events
+
+
+def states(events):
+    """The states the logged transitions went to (FAILED is logged with a reason, not a state)."""
+    return [e.get("state", FAILED) for e in events if "previous" in e]
 
 
 def listening_service():
@@ -265,6 +287,17 @@ class ListenerTests(TestCase):
         endpoint.listening.callback(StoppablePort())
 
         self.assertEqual(listener.state, WAITING)
+
+    def test_listener_stopped_while_starting_goes_straight_to_stopping_then_waiting(self):
+        """A listener stopped while STARTING goes only STOPPING then WAITING: its abandoned start reports nothing."""
+        transitions = record_transitions(self)
+        endpoint = PendingEndpoint()
+        listener = Listener(spec(), Builds(web=lambda: endpoint_service(endpoint)))
+        listener.start()
+
+        self.successResultOf(listener.stop())
+
+        self.assertEqual(states(transitions), [STARTING, STOPPING, WAITING])
 
     def test_stop_to_waiting_keeps_a_failed_listener_failed(self):
         """Stopping a FAILED listener towards WAITING keeps FAILED and its reason visible."""
@@ -474,8 +507,7 @@ class PluginTests(TestCase):
 
     def web_line(self):
         """A C{web} plugin line serving a fresh temporary folder."""
-        path = self.mktemp()
-        os.makedirs(path)
+        path = fresh_dir(self)
         return f"web --listen tcp:0 --path {path}"
 
     def test_plugin_service_builds_the_plugins_service(self):

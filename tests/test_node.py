@@ -348,3 +348,19 @@ class StatusTests(NodeTestCase):
         self.assertEqual(status["peer"]["name"], "serv_a")
         self.assertEqual(status["listeners"]["web"]["state"], "WAITING")
         self.assertEqual(status["settings"]["threshold"], 2.0)
+
+
+class PortChangeTests(NodeTestCase):
+    def test_a_changed_heartbeat_port_is_rebound(self):
+        """A new heartbeat_port in the shared file is listened on, and the old port let go."""
+        from iwayfailover.ports import ServerPort
+
+        node = self.make_node()
+        node.heartbeat_port = ServerPort(self.reactor, node.settings.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")
+        node.heartbeat_port.bind()
+        released = []
+        self.patch(node.heartbeat_port.port, "stopListening", lambda: released.append(True))
+        node.apply_config(parse_config(CONFIG.replace("heartbeat_port = 1200\nthreshold = 2\n\n[listener:web]", "heartbeat_port = 1300\nthreshold = 2\n\n[listener:web]"), "/share/iway.ini"))
+        self.assertEqual([p for p, *_ in self.reactor.tcpServers], [1200, 1300])
+        self.assertEqual(node.heartbeat_port.description, "tcp:1300")
+        self.assertEqual(released, [True])

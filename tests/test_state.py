@@ -3,17 +3,25 @@ Tests for L{iwayfailover.state}: the node's epoch, kept in its own state dir.
 """
 
 import os
+import shutil
 import stat
+import tempfile
 
 from twisted.trial.unittest import TestCase
 
 from iwayfailover.state import EpochStore, StateError, default_state_dir
 
 
+def fresh_dir(test):
+    """A new, empty temporary folder, removed after C{test}."""
+    path = tempfile.mkdtemp(prefix="iwayfailover-test-")
+    test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 class EpochStoreTests(TestCase):
     def setUp(self):
-        self.directory = self.mktemp()
-        os.makedirs(self.directory)
+        self.directory = fresh_dir(self)
         self.store = EpochStore(self.directory)
 
     def test_missing_file_is_epoch_zero(self):
@@ -69,8 +77,7 @@ class EpochStoreTests(TestCase):
 class PrepareTests(TestCase):
     def test_prepare_creates_the_dir_private_to_the_user(self):
         """prepare() makes a missing state dir, with mode 0700."""
-        directory = os.path.join(self.mktemp(), "serv_a")
-        os.makedirs(os.path.dirname(directory))
+        directory = os.path.join(fresh_dir(self), "serv_a")
 
         EpochStore(directory).prepare()
 
@@ -78,7 +85,7 @@ class PrepareTests(TestCase):
 
     def test_prepare_creates_missing_parents(self):
         """prepare() makes the missing folders above the state dir too."""
-        directory = os.path.join(self.mktemp(), "state", "iwayfailover", "serv_a")
+        directory = os.path.join(fresh_dir(self), "state", "iwayfailover", "serv_a")
 
         EpochStore(directory).prepare()
 
@@ -86,8 +93,7 @@ class PrepareTests(TestCase):
 
     def test_prepare_of_an_existing_dir_succeeds(self):
         """prepare() of a state dir that already exists keeps it."""
-        directory = self.mktemp()
-        os.makedirs(directory)
+        directory = fresh_dir(self)
         EpochStore(directory).save(5)
 
         EpochStore(directory).prepare()
@@ -96,7 +102,7 @@ class PrepareTests(TestCase):
 
     def test_dir_that_cannot_be_created_is_a_state_error_naming_it(self):
         """A state dir under a regular file raises StateError naming the dir."""
-        blocker = self.mktemp()
+        blocker = os.path.join(fresh_dir(self), "blocker")
         with open(blocker, "w") as f:
             f.write("a file, not a folder\n")
         directory = os.path.join(blocker, "serv_a")

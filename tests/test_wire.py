@@ -275,3 +275,11 @@ class PropertyTests(unittest.TestCase):
     def test_every_valid_frame_round_trips(self, original):
         """decode(encode(frame)) gives back the same frame."""
         self.assertEqual(decode(encode(original)), original)
+
+
+class NameRegressionTests(unittest.TestCase):
+    def test_a_name_ending_in_a_newline_is_refused(self):
+        """A sender name with a trailing newline is not a valid frame (it would forge log lines)."""
+        body = encode(Frame(kind=Kind.HEARTBEAT, name="serv_a", role=Role.LIVE, epoch=0, seq=1))
+        forged = body[:-7] + bytes([7]) + b"serv_a\n"
+        self.assertRaises(FrameError, decode, forged)
