@@ -46,10 +46,10 @@ def console_client_string(console: str) -> str:
             (p.split("=", 1)[1] for p in rest if p.startswith("port=")), None
         )
         interface = next((p.split("=", 1)[1] for p in rest if p.startswith("interface=")), "")
-        if interface in ("", "0.0.0.0"):
-            interface = "127.0.0.1"
-        elif interface in ("::", r"\:\:"):
+        if interface in ("", "::", r"\:\:") and kind == "tcp6":
             interface = r"\:\:1"
+        elif interface in ("", "0.0.0.0"):
+            interface = "127.0.0.1"
         return f"{kind}:host={interface}:port={port}"
     if kind == "unix":
         for part in rest:
@@ -91,7 +91,7 @@ def format_status(status: dict) -> str:
     heard = "never heard" if age is None else f"last heartbeat {age:.1f}s ago"
     lines = [
         ("server", status["server"]),
-        ("role", f"{status['role']} since {status['since']} ({status.get('cause', '')})"),
+        ("role", f"{status['role']} since {status['since']}" + (f" ({status['cause']})" if status.get("cause") else "")),
         ("epoch", str(status["epoch"])),
         ("peer", f"{peer.get('name') or '?'}, {'connected' if peer.get('connected') else 'not connected'}, {heard}"),
     ]

@@ -77,10 +77,20 @@ def check_listener_specs(config: SharedConfig) -> None:
                 config.path, section, "plugin", spec.command_line,
                 f"no twistd plugin named {spec.plugin!r} is installed", f"one of: {names}",
             ) from None
-        except (usage.UsageError, SystemExit, ValueError, OSError) as e:
+        except usage.UsageError as e:
             raise ConfigError(
                 config.path, section, "plugin", spec.command_line,
                 f"the {spec.plugin} plugin refused its options: {e}", f"see: twistd {spec.plugin} --help",
+            ) from None
+        except BaseException as e:
+            # A plugin's option parsing may do anything: import a class
+            # named on the command line, exit, fail to import its own module.
+            if isinstance(e, (KeyboardInterrupt, GeneratorExit)):
+                raise
+            raise ConfigError(
+                config.path, section, "plugin", spec.command_line,
+                f"the {spec.plugin} plugin could not take its options: {type(e).__name__}: {e}",
+                f"see: twistd {spec.plugin} --help",
             ) from None
 
 

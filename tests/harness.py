@@ -10,16 +10,25 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 IWSRV = os.path.join(BIN, "iwsrv")
+
+
+def temporary_directory(testcase) -> str:
+    """A new folder, removed with everything in it when C{testcase} ends."""
+    path = tempfile.mkdtemp(prefix="iwayfailover-test-")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 def free_port() -> int:

@@ -71,6 +71,10 @@ class ConsoleClientStringTests(TestCase):
         r"""A console on tcp6:8081:interface=\:\: is reached at ::1 (escaped) over tcp6."""
         self.assertEqual(console_client_string(r"tcp6:8081:interface=\:\:"), r"tcp6:host=\:\:1:port=8081")
 
+    def test_tcp6_without_an_interface_connects_to_ipv6_localhost(self):
+        """A console on tcp6:8081 (every IPv6 interface) is reached at ::1, not at an IPv4 address."""
+        self.assertEqual(console_client_string("tcp6:8081"), r"tcp6:host=\:\:1:port=8081")
+
     def test_unix_socket_path_is_connected_to(self):
         """A console on unix:/run/x.sock is reached at that path."""
         self.assertEqual(console_client_string("unix:/run/x.sock"), "unix:path=/run/x.sock")

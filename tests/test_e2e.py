@@ -11,7 +11,7 @@ import time
 
 from twisted.trial import unittest
 
-from harness import IWSRV, TWISTD, Pair, accepts, wait_for
+from harness import IWSRV, TWISTD, Pair, accepts, temporary_directory, wait_for
 
 
 class PairTestCase(unittest.TestCase):
@@ -19,7 +19,7 @@ class PairTestCase(unittest.TestCase):
     threshold = 1.0
 
     def setUp(self):
-        self.pair = Pair(os.path.abspath(self.mktemp()), interval=self.interval, threshold=self.threshold)
+        self.pair = Pair(temporary_directory(self), interval=self.interval, threshold=self.threshold)
         self.addCleanup(self.pair.stop)
 
     def start_pair(self):
@@ -139,7 +139,7 @@ class CommandLineTests(PairTestCase):
         """A --name with no section is a startup error that names the sections there are."""
         result = subprocess.run(
             [TWISTD, "--nodaemon", "--pidfile=", "iway-failover", "--config", self.pair.config_path, "--name", "nobody",
-             "--state-dir", self.mktemp()],
+             "--state-dir", os.path.join(self.pair.workdir, "state-nobody")],
             capture_output=True, text=True, timeout=60,
         )
         self.assertNotEqual(result.returncode, 0)
@@ -150,7 +150,7 @@ class CommandLineTests(PairTestCase):
         self.pair.a.start()
         self.pair.a.wait_role("live")
         process = subprocess.Popen(
-            [IWSRV, "-b", "--config", self.pair.config_path, "--name", "serv_b", "--state-dir", self.mktemp()],
+            [IWSRV, "-b", "--config", self.pair.config_path, "--name", "serv_b", "--state-dir", self.pair.b.state_dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.pair.b.process = process

@@ -554,6 +554,16 @@ class PluginTests(TestCase):
         self.assertIn("the web plugin refused its options", str(error))
         self.assertIn("no-such-option", str(error))
 
+    def test_check_turns_any_error_of_the_plugins_options_into_a_config_error(self):
+        """A plugin whose option parsing fails in another way (an import) is a ConfigError too, not a crash."""
+        config = shared_config(f"web --path {fresh_dir(self)} --class no.such.Resource")
+
+        error = self.assertRaises(ConfigError, check_listener_specs, config)
+
+        self.assertEqual((error.section, error.key), ("listener:web", "plugin"))
+        self.assertIn("the web plugin could not take its options", str(error))
+        self.assertIn("no.such", str(error))
+
     def test_check_refuses_iway_failover_itself(self):
         """A listener may not run iway-failover itself, though it is an installed plugin."""
         config = shared_config("iway-failover --config /etc/other.ini")

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from harness import temporary_directory
 from iwayfailover import wire
 from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
@@ -82,7 +83,7 @@ class NodeTestCase(unittest.TestCase):
     def make_node(self, name="serv_b", backup=True, text=None):
         self.reactor = MemoryReactorClock()
         self.started = []
-        self.store = EpochStore(self.mktemp())
+        self.store = EpochStore(os.path.join(temporary_directory(self), "state"))
         self.store.prepare()
         config = parse_config(text or self.text, "/share/iway.ini")
         node = FailoverNode(

@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial import unittest
 
+from harness import temporary_directory
 from iwayfailover import tap
 from iwayfailover.node import FailoverNode
 from iwayfailover.ports import ServerPort
@@ -97,12 +98,13 @@ class OptionsTests(EnvironmentMixin, unittest.TestCase):
 
 class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
     def options(self, text=CONFIG, name="serv_a", backup=False):
-        path = self.mktemp()
+        folder = temporary_directory(self)
+        path = os.path.join(folder, "iway.ini")
         with open(path, "w") as f:
             f.write(text)
         self.set_environ(IWAY_BACKUP=None)
         options = tap.Options()
-        argv = ["--config", path, "--name", name, "--state-dir", self.mktemp()]
+        argv = ["--config", path, "--name", name, "--state-dir", os.path.join(folder, "state")]
         options.parseOptions(argv + (["-b"] if backup else []))
         return options
 

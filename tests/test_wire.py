@@ -3,11 +3,20 @@ Heartbeat frames: the codec round-trips every valid frame, and refuses
 everything else with a L{FrameError} and nothing but a L{FrameError}.
 """
 
+import atexit
+import shutil
 import struct
+import tempfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from twisted.trial import unittest
+
+# Hypothesis keeps a cache folder; keep it out of the source tree and remove it after the run.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="iwayfailover-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
 
 from iwayfailover.wire import MAX_FRAME, Frame, FrameError, Kind, Role, decode, encode
 
