@@ -60,6 +60,11 @@ class FailoverSettings:
     heartbeat_interval: float = 1.0
     reload_interval: float = 5.0
     secret_file: Optional[str] = None
+    witness: Tuple[Tuple[str, int], ...] = ()
+    self_fence: bool = True
+    failback: bool = False
+    preferred: Optional[str] = None
+    failback_delay: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ServerSettings:
     heartbeat_port: str
     threshold: float
     console: Optional[str] = None
+    priority: int = 0
 
     @property
     def backup_endpoint(self) -> str:
@@ -145,6 +151,19 @@ def server_endpoint_string(port: str) -> str:
     return f"tcp:{text}" if _DIGITS.match(text) else text
 
 
+def endpoint_port(description: str) -> Optional[int]:
+    """The port number of a server endpoint string (C{1200}, C{tcp:1200:...}, C{ssl:port=1200}), if it has one."""
+    parts = re.split(r"(?<!\\):", description.strip())
+    if len(parts) == 1 and _DIGITS.match(parts[0]):
+        return int(parts[0])
+    for part in parts[1:]:
+        if _DIGITS.match(part):
+            return int(part)
+        if part.startswith("port=") and _DIGITS.match(part[5:]):
+            return int(part[5:])
+    return None
+
+
 def backup_host(location: str) -> Optional[str]:
     """The host part of a Location of Backup, where it has one."""
     match = _HOST_PORT.match(location.strip())
@@ -158,8 +177,13 @@ def backup_host(location: str) -> Optional[str]:
 # which touch no reactor until they listen or connect.
 _NO_REACTOR = object()
 
-_FAILOVER_KEYS = {"heartbeat_interval", "reload_interval", "secret_file"}
-_SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console"}
+_FAILOVER_KEYS = {
+    "heartbeat_interval", "reload_interval", "secret_file",
+    "witness", "self_fence", "failback", "preferred", "failback_delay",
+}
+_SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority"}
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
 _SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
 _LISTENER_KEYS = {"plugin", "servers"}
 _SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
@@ -174,6 +198,33 @@ def _positive_seconds(path, section, key, text):
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(path, section, key, text, "must be greater than 0", allowed)
     return value
+
+
+def _boolean(path, section, key, text):
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(path, section, key, text, "not a yes or no", "true, false, yes, no, on, off, 1, 0")
+
+
+def _integer(path, section, key, text):
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ConfigError(path, section, key, text, "not a whole number", "a whole number, e.g. 0, 10 or -5") from None
+
+
+def _witnesses(path, section, key, text):
+    allowed = "host:port[, host:port ...]: TCP addresses this node must reach before it takes over"
+    witnesses = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _HOST_PORT.match(item)
+        if match is None or not 0 < int(match.group("port")) <= 65535:
+            raise ConfigError(path, section, key, text, f"{item!r} is not host:port", allowed)
+        witnesses.append((match.group("v6") or match.group("host"), int(match.group("port"))))
+    return tuple(witnesses)
 
 
 def _port(path, section, key, text):
@@ -276,6 +327,16 @@ def parse_config(text: str, path: str) -> SharedConfig:
                 " or every pause between two heartbeats would look like a dead live server",
                 "a number of seconds; 3 x heartbeat_interval or more is advised",
             )
+    if failover.failback and failover.preferred is None:
+        raise ConfigError(
+            path, "failover", "failback", "true", "failback needs a preferred server to give the role back to",
+            "set preferred = NAME in [failover], or failback = false",
+        )
+    if failover.preferred is not None and failover.preferred not in servers:
+        raise ConfigError(
+            path, "failover", "preferred", failover.preferred, f"no [server:{failover.preferred}] section",
+            "the name of a [server:NAME] section: " + ", ".join(sorted(servers)),
+        )
     for listener in listeners.values():
         for server in listener.servers or ():
             if server not in servers:
@@ -291,11 +352,18 @@ def parse_config(text: str, path: str) -> SharedConfig:
 def _parse_failover(path, section, items) -> FailoverSettings:
     _unknown_keys(path, section, items, _FAILOVER_KEYS)
     values = {}
-    for key in ("heartbeat_interval", "reload_interval"):
+    for key in ("heartbeat_interval", "reload_interval", "failback_delay"):
         if key in items:
             values[key] = _positive_seconds(path, section, key, items[key])
+    for key in ("self_fence", "failback"):
+        if key in items:
+            values[key] = _boolean(path, section, key, items[key])
     if "secret_file" in items:
         values["secret_file"] = _secret_file(path, section, items["secret_file"])
+    if items.get("witness"):
+        values["witness"] = _witnesses(path, section, "witness", items["witness"])
+    if items.get("preferred"):
+        values["preferred"] = items["preferred"].strip()
     return FailoverSettings(**values)
 
 
@@ -329,6 +397,7 @@ def _parse_server(path, section, name, items) -> ServerSettings:
         heartbeat_port=_port(path, section, "heartbeat_port", items["heartbeat_port"]),
         threshold=_positive_seconds(path, section, "threshold", items["threshold"]),
         console=console,
+        priority=_integer(path, section, "priority", items["priority"]) if "priority" in items else 0,
     )
 
 

@@ -22,17 +22,26 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from iwayfailover import wire
-from iwayfailover.config import SharedConfig
+from iwayfailover import probe, wire
+from iwayfailover.config import SharedConfig, endpoint_port
 from iwayfailover.heartbeat import HeartbeatFactory, IFrameHandler, RefusalLog
-from iwayfailover.listeners import STOPPED, ListenerSet, plugin_service
-from iwayfailover.role import BACKUP, LIVE, IRoleEffects, RoleMachine
+from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
+from iwayfailover.role import BACKUP, HANDING_OVER, LIVE, STARTING, IRoleEffects, RoleMachine, outranks
 from iwayfailover.state import EpochStore
 from iwayfailover.watchdog import Watchdog
 
 UNANSWERED_LIMIT = 5
 """Heartbeats a live node sends without an answer before it drops the
 connection to its backup and dials again (the backup may be hung)."""
+
+STARTUP_CHECK_TIMEOUT = 2.0
+"""The longest a node started live waits to hear how its backup location stands."""
+
+_WIRE_ROLES = {LIVE: wire.Role.LIVE, STARTING: wire.Role.STARTING}
+
+
+class SwitchoverRefused(Exception):
+    """A planned switchover cannot be made now; the message says why."""
 
 
 def iso(wall: float) -> str:
@@ -92,10 +101,23 @@ class HeartbeatSender:
         self._seq = 0
         self._unanswered = 0
         self.sent = 0
+        self.last_answer = node.now()
 
     @property
     def running(self) -> bool:
         return self._client is not None
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
+
+    def silence(self) -> float:
+        """Seconds since the backup last answered (or since heartbeating began)."""
+        return self._node.now() - self.last_answer
+
+    def healthy(self) -> bool:
+        """Is the backup connected and answering (within two heartbeat intervals)?"""
+        return self.connected and self.silence() <= 2 * self._node.config.failover.heartbeat_interval + 0.25
 
     def start(self) -> None:
         self.stop()
@@ -108,25 +130,33 @@ class HeartbeatSender:
         policy = backoffPolicy(
             initialDelay=interval / 10, maxDelay=interval, factor=2, jitter=lambda: random.random() * interval / 10
         )
+        self.last_answer = node.now()
         self._client = ClientService(endpoint, factory, retryPolicy=policy, clock=node.reactor)
         self._client.startService()
-        self._loop = LoopingCall(self.beat)
-        self._loop.clock = node.reactor
-        self._loop.start(interval, now=False)
+        self.resume()
 
     def stop(self) -> defer.Deferred:
         client, self._client = self._client, None
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        self.pause()
         if client is None:
             return defer.succeed(None)
         return client.stopService()
 
+    def pause(self) -> None:
+        """Stop sending heartbeats; keep the connection."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def resume(self) -> None:
+        self.pause()
+        self._loop = LoopingCall(self.beat)
+        self._loop.clock = self._node.reactor
+        self._loop.start(self._node.config.failover.heartbeat_interval, now=False)
+
     def set_interval(self, interval: float) -> None:
         if self._loop is not None:
-            self._loop.stop()
-            self._loop.start(interval, now=False)
+            self.resume()
 
     def beat(self) -> None:
         """Send one heartbeat, if connected. Never raises."""
@@ -149,6 +179,17 @@ class HeartbeatSender:
         except Exception:
             self.log.failure("sending a heartbeat failed")
 
+    def stand_down(self, switchover: bool) -> bool:
+        """Tell the backup this node has stopped serving; False if it is not connected."""
+        if self._protocol is None:
+            return False
+        self._seq += 1
+        frame = self._node.frame(wire.Kind.STANDING_DOWN, self._seq)
+        if switchover:
+            frame = wire.Frame(frame.kind, frame.name, frame.role, frame.epoch, frame.seq, wire.FLAG_SWITCHOVER)
+        self._protocol.send(frame)
+        return True
+
     # IFrameHandler, for the connection to the backup location
 
     def connection_made(self, protocol):
@@ -156,7 +197,8 @@ class HeartbeatSender:
         self._unanswered = 0
         self._node.peer.connections.add(protocol)
         self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
-        self.beat()
+        if self._loop is not None:
+            self.beat()
 
     def frame_received(self, protocol, frame):
         if frame.kind != wire.Kind.ANSWER:
@@ -165,12 +207,15 @@ class HeartbeatSender:
         if not self._node.known_peer(protocol, frame):
             return
         self._unanswered = 0
+        self.last_answer = self._node.now()
         self._node.heard_from_peer(frame)
+        self._node.answer_from_backup(frame)
 
     def connection_lost(self, protocol, reason):
         self._node.peer.connections.discard(protocol)
         if self._protocol is protocol:
             self._protocol = None
+            self._node.backup_link_lost()
             if self.running:
                 self._node.peer.lost = True
                 self.log.warn(
@@ -179,17 +224,31 @@ class HeartbeatSender:
                 )
 
 
+class _Handover:
+    """A planned switchover under way."""
+
+    def __init__(self, started: float):
+        self.deferred = defer.Deferred()
+        self.started = started
+        self.stopped_at: Optional[float] = None
+        self.timeout = None
+
+
 @implementer(IRoleEffects, IFrameHandler)
 class FailoverNode(MultiService):
     """
     @param config: the shared configuration.
     @param name: this node's server name.
-    @param start_as_backup: start in the backup role.
+    @param start_as_backup: start in the backup role; otherwise ask the
+        backup location how it stands first, and start live unless it is.
     @param epochs: where the epoch is kept.
     @param reactor: for timers and connections (a L{Clock} or
         L{MemoryReactor} in tests).
     @param now: the monotonic clock silence is measured on.
     @param wall: the wall clock, for the times shown to people.
+    @param reach: L{probe.reach}, or a stand-in.
+    @param reach_any: L{probe.reach_any}, or a stand-in.
+    @param query: L{probe.query}, or a stand-in.
     """
 
     log = Logger()
@@ -200,16 +259,20 @@ class FailoverNode(MultiService):
     poller = None
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
-                 build_listener=plugin_service, now=time.monotonic, wall=time.time):
+                 build_listener=plugin_service, now=time.monotonic, wall=time.time,
+                 reach=probe.reach, reach_any=probe.reach_any, query=probe.query):
         super().__init__()
         self.config = config
         self.name = name
         self.settings = config.server(name)
         self.start_as_backup = start_as_backup
         self.reactor = reactor
+        self.now = now
         self._epochs = epochs
-        self._now = now
         self._wall = wall
+        self._reach = reach
+        self._reach_any = reach_any
+        self._query = query
         self.machine = RoleMachine(self, name, epoch=epochs.load(), wall=wall)
         self.watchdog = Watchdog(reactor, self.settings.threshold, self._silence, now=now)
         self.listeners = ListenerSet(build_listener, wall=wall)
@@ -221,6 +284,42 @@ class FailoverNode(MultiService):
         self.sender = HeartbeatSender(self)
         self.received = 0
         self._stopping = defer.succeed(None)
+        self._activating = defer.succeed(None)
+        self._handover: Optional[_Handover] = None
+        self._lease: Optional[LoopingCall] = None
+        self._resume_call = None
+        self._probing_witness = False
+        self._isolation_logged = False
+        self._fence_warned = False
+        self._failback_since: Optional[float] = None
+        self._two_lives_logged = None
+
+    # -- derived settings --
+
+    @property
+    def peer_threshold(self) -> float:
+        """The threshold of this node's backup: when it will take over if this node goes quiet."""
+        server = self.config.servers.get(self.peer.name or "")
+        return server.threshold if server is not None else self.settings.threshold
+
+    @property
+    def probe_timeout(self) -> float:
+        """How long a probe (witness, crashed peer) may take: a quarter of the threshold, at most 1 s."""
+        return min(1.0, self.peer_threshold / 4)
+
+    @property
+    def lease_tick(self) -> float:
+        return min(0.25, self.peer_threshold / 8)
+
+    def rank(self):
+        return (self.machine.epoch, self.settings.priority, self.name)
+
+    def rank_of(self, frame: wire.Frame):
+        server = self.config.servers.get(frame.name)
+        return (frame.epoch, server.priority if server is not None else 0, frame.name)
+
+    def outranked_by(self, frame: wire.Frame) -> bool:
+        return outranks(self.rank_of(frame), self.rank())
 
     # -- service --
 
@@ -229,12 +328,44 @@ class FailoverNode(MultiService):
         if self.start_as_backup:
             self.machine.start_backup("started as backup")
         else:
-            self.machine.start_live("started as live")
+            self._startup_check()
 
     def stopService(self):
+        self._cancel_handover(SwitchoverRefused("the node is shutting down"))
+        self._cancel_resume()
         self.machine.stop("node shutting down")
-        stopping = self._stopping
-        return defer.gatherResults([stopping, defer.maybeDeferred(super().stopService)])
+        return defer.gatherResults([self._stopping, defer.maybeDeferred(super().stopService)])
+
+    def _startup_check(self):
+        location = self.settings.backup_location
+        timeout = min(STARTUP_CHECK_TIMEOUT, max(0.5, 2 * self.config.failover.heartbeat_interval))
+        self.log.info(
+            "started as live: first asking {location} how it stands (at most {timeout:g}s)",
+            location=location, timeout=timeout,
+        )
+        d = self._query(self.reactor, self.settings.backup_endpoint, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals)
+        d.addCallback(self._startup_checked)
+        d.addErrback(lambda f: self.log.failure("startup check failed", f) or self._startup_checked((None, "error")))
+
+    def _startup_checked(self, result):
+        answer, why = result
+        if not self.running or self.machine.role != STARTING:
+            return
+        location = self.settings.backup_location
+        if answer is None or answer.name == self.name or answer.name not in self.config.servers:
+            self.machine.start_live(f"started as live; {location} did not answer ({why or 'not a known server'})")
+            return
+        self.heard_from_peer(answer)
+        if answer.role == wire.Role.LIVE:
+            self.machine.start_backup(
+                f"started as live, but {answer.name} at {location} is live (epoch {answer.epoch}): started as backup instead"
+            )
+        elif answer.role == wire.Role.STARTING and self.outranked_by(answer):
+            self.machine.start_backup(
+                f"started as live together with {answer.name}, which outranks this node: started as backup instead"
+            )
+        else:
+            self.machine.start_live(f"started as live; {answer.name} at {location} is {answer.role.label}")
 
     # -- IRoleEffects --
 
@@ -242,21 +373,51 @@ class FailoverNode(MultiService):
         self.listeners.hold()
 
     def activate_listeners(self):
-        self.listeners.start()
+        self._activating = self.listeners.start()
 
     def deactivate_listeners(self):
-        self._stopping = self.listeners.stop(STOPPED)
+        self._stopping = self.listeners.stop(WAITING)
+
+    def shut_down_live(self):
+        self._stop_lease()
+        stopped = self.listeners.stop(STOPPED)
+
+        def stand_down(_):
+            if self.sender.stand_down(switchover=False):
+                self.log.info("listeners stopped; told backup {peer} that this node is standing down", peer=self.peer.name)
+            return self.sender.stop()
+
+        self._stopping = stopped.addCallback(stand_down)
+
+    def hand_over(self):
+        self._stop_lease()
+        self.sender.pause()
+        handover = self._handover
+        stopped = self.listeners.stop(WAITING)
+
+        def tell(_):
+            if handover is not self._handover:
+                return
+            handover.stopped_at = self.now()
+            if not self.sender.stand_down(switchover=True):
+                self._fail_handover(f"the link to backup {self.peer.name} went down during the switchover")
+
+        stopped.addCallback(tell)
 
     def start_heartbeats(self):
         self.sender.start()
+        self._start_lease()
 
     def stop_heartbeats(self):
+        self._stop_lease()
         self._stopping = defer.gatherResults([self._stopping, self.sender.stop()])
 
     def arm_watchdog(self):
+        self._isolation_logged = False
         self.watchdog.start()
 
     def disarm_watchdog(self):
+        self._cancel_resume()
         self.watchdog.stop()
 
     def save_epoch(self, epoch):
@@ -270,23 +431,198 @@ class FailoverNode(MultiService):
                 epoch=epoch, path=self._epochs.path, why=e,
             )
 
-    # -- the watchdog --
+    # -- takeover on silence, with the witness check --
 
     def _silence(self, silence: float) -> None:
-        self.machine.silence(
+        cause = (
             f"no live signal from {self.peer.name or 'any live server'} for {silence:.3f}s"
             f" (threshold {self.settings.threshold:g}s)"
         )
+        witnesses = self.config.failover.witness
+        if not witnesses:
+            self._take_over(cause, silence)
+            return
+        d = self._reach_any(self.reactor, witnesses, self.probe_timeout)
+
+        def checked(witness):
+            if self.machine.role != BACKUP:
+                return
+            silence = self.watchdog.silence()
+            if silence < self.settings.threshold:
+                self._resume_watchdog()  # the live signal came back while we asked
+            elif witness is not None:
+                self._take_over(f"{cause}; witness {witness[0]}:{witness[1]} reachable", silence)
+            else:
+                if not self._isolation_logged:
+                    self._isolation_logged = True
+                    self.log.warn(
+                        "no live signal for {silence:.3f}s, but no witness is reachable either: this node is the"
+                        " isolated one and stays backup",
+                        silence=silence,
+                    )
+                self._cancel_resume()
+                self._resume_call = self.reactor.callLater(max(self.probe_timeout, self.watchdog.tick), self._resume_watchdog)
+
+        d.addCallback(checked)
+        d.addErrback(lambda f: self.log.failure("witness check failed", f) or self._resume_watchdog())
+
+    def _resume_watchdog(self):
+        self._resume_call = None
+        if self.machine.role == BACKUP and self.running:
+            self.watchdog.resume()
+
+    def _cancel_resume(self):
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        self._resume_call = None
+
+    def _take_over(self, cause: str, silence: Optional[float] = None) -> None:
+        if self.machine.role != BACKUP:
+            return
+        self.machine.take_over(cause)
         if self.machine.role == LIVE:
             self.log.warn(
-                "took over from {peer} after {silence:.3f}s of silence; now live with epoch {epoch}",
-                peer=self.peer.name, silence=silence, epoch=self.machine.epoch,
+                "took over from {peer}: {cause}; now live with epoch {epoch}",
+                peer=self.peer.name, cause=cause, epoch=self.machine.epoch, silence=silence,
             )
+
+    # -- the live node's lease: self-fencing and failback --
+
+    def _start_lease(self):
+        self._stop_lease()
+        self._fence_warned = False
+        self._failback_since = None
+        self._lease = LoopingCall(self._lease_check)
+        self._lease.clock = self.reactor
+        self._lease.start(self.lease_tick, now=False)
+
+    def _stop_lease(self):
+        if self._lease is not None and self._lease.running:
+            self._lease.stop()
+        self._lease = None
+
+    def _lease_check(self):
+        try:
+            if self.machine.role != LIVE:
+                return
+            self._check_failback()
+            failover = self.config.failover
+            if not failover.witness or not failover.self_fence or self._probing_witness:
+                return
+            # Fence well before the backup's threshold: by then this node must
+            # have stopped serving if it is the one cut off.
+            limit = self.peer_threshold / 2
+            if self.sender.silence() < limit:
+                self._fence_warned = False
+                return
+            self._probing_witness = True
+            d = self._reach_any(self.reactor, failover.witness, self.probe_timeout)
+
+            def checked(witness):
+                self._probing_witness = False
+                silence = self.sender.silence()
+                if self.machine.role != LIVE or silence < limit:
+                    return
+                if witness is None:
+                    self.machine.yield_to(
+                        f"self-fenced: no answer from backup {self.peer.name} for {silence:.3f}s and no witness reachable"
+                    )
+                elif not self._fence_warned:
+                    self._fence_warned = True
+                    self.log.warn(
+                        "backup {peer} has not answered for {silence:.3f}s; witness {host}:{port} is reachable,"
+                        " so this node stays live",
+                        peer=self.peer.name, silence=silence, host=witness[0], port=witness[1],
+                    )
+
+            d.addCallback(checked)
+            d.addErrback(lambda f: self.log.failure("witness check failed", f))
+        except Exception:
+            self._probing_witness = False
+            self.log.failure("lease check failed; it keeps running")
+
+    def _check_failback(self):
+        failover = self.config.failover
+        since = self._failback_since
+        if not failover.failback or failover.preferred in (None, self.name) or since is None or self._handover:
+            return
+        if not self.sender.healthy():
+            self._failback_since = None
+            return
+        if self.now() - since >= failover.failback_delay:
+            self._failback_since = None
+            self.log.info(
+                "failback: {preferred} has been a healthy backup for {delay:g}s; giving the live role back",
+                preferred=failover.preferred, delay=failover.failback_delay,
+            )
+            d = self.switchover(cause=f"failback to the preferred server {failover.preferred}")
+            d.addErrback(lambda f: self.log.warn("failback did not happen: {why}", why=f.getErrorMessage()))
+
+    def backup_link_lost(self):
+        self._failback_since = None
+
+    # -- planned switchover --
+
+    def switchover(self, cause: Optional[str] = None) -> defer.Deferred:
+        """
+        Move the live role to the backup: stop every listener, then tell the
+        backup to take over, so that the two never serve at once.
+
+        @return: a Deferred firing with C{{"from", "to", "epoch", "gap"}} once
+            the backup confirms it is live (C{gap}: seconds during which
+            neither node's listeners served, as seen from this node), or
+            failing with L{SwitchoverRefused}.
+        """
+        role = self.machine.role
+        if role != LIVE:
+            live = f"; ask the live node {self.peer.name}" if role == BACKUP and self.peer.name else ""
+            return defer.fail(SwitchoverRefused(f"{self.name} is {role}, not live{live}"))
+        if not self.sender.healthy():
+            return defer.fail(SwitchoverRefused(
+                f"the backup {self.peer.name or self.settings.backup_location} has not answered recently;"
+                " a switchover now could leave nobody serving"
+            ))
+        handover = self._handover = _Handover(self.now())
+        timeout = max(5.0, self.peer_threshold)
+        handover.timeout = self.reactor.callLater(
+            timeout, self._fail_handover, f"{self.peer.name} did not confirm it is live within {timeout:g}s"
+        )
+        self.machine.hand_over(cause or f"planned switchover to {self.peer.name}")
+        return handover.deferred
+
+    def _confirm_handover(self, frame: wire.Frame):
+        handover, self._handover = self._handover, None
+        if handover is None:
+            return
+        if handover.timeout.active():
+            handover.timeout.cancel()
+        stopped_at = handover.stopped_at if handover.stopped_at is not None else handover.started
+        gap = self.now() - stopped_at
+        self.machine.handed_over(
+            f"handed over to {frame.name} (epoch {frame.epoch}); no listener served for {gap * 1000:.1f} ms"
+        )
+        handover.deferred.callback({"from": self.name, "to": frame.name, "epoch": frame.epoch, "gap": gap})
+
+    def _fail_handover(self, why: str):
+        handover, self._handover = self._handover, None
+        if handover is None:
+            return
+        if handover.timeout is not None and handover.timeout.active():
+            handover.timeout.cancel()
+        self.machine.handover_failed(f"switchover failed: {why}; serving again")
+        handover.deferred.errback(SwitchoverRefused(why))
+
+    def _cancel_handover(self, reason: Exception):
+        handover, self._handover = self._handover, None
+        if handover is not None:
+            if handover.timeout is not None and handover.timeout.active():
+                handover.timeout.cancel()
+            handover.deferred.errback(reason)
 
     # -- frames --
 
     def frame(self, kind: wire.Kind, seq: int) -> wire.Frame:
-        role = wire.Role.LIVE if self.machine.role == LIVE else wire.Role.BACKUP
+        role = _WIRE_ROLES.get(self.machine.role, wire.Role.BACKUP)
         return wire.Frame(kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq)
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
@@ -307,33 +643,125 @@ class FailoverNode(MultiService):
             self.log.info("heartbeat from {peer} restored after {gap:.3f}s", peer=frame.name, gap=gap)
         self.machine.observe_peer_epoch(frame.epoch)
 
+    def _meet_live(self, frame: wire.Frame) -> None:
+        """This live node heard from another live node: the lower rank yields."""
+        if self.outranked_by(frame):
+            self.machine.yield_to(
+                f"{frame.name} is live too with epoch {frame.epoch}, which outranks this node"
+                f" (epoch {self.machine.epoch}): yielding"
+            )
+        elif self._two_lives_logged != (frame.name, frame.epoch):
+            self._two_lives_logged = (frame.name, frame.epoch)
+            self.log.warn(
+                "{peer} is live too (epoch {epoch}); this node outranks it, so {peer} yields",
+                peer=frame.name, epoch=frame.epoch,
+            )
+
+    def answer_from_backup(self, frame: wire.Frame) -> None:
+        """An answer on the link to this node's backup location."""
+        role = self.machine.role
+        if frame.role == wire.Role.LIVE:
+            if role == HANDING_OVER:
+                self._confirm_handover(frame)
+            elif role == LIVE:
+                self._meet_live(frame)
+        elif role == LIVE and frame.role == wire.Role.BACKUP:
+            if frame.name == self.config.failover.preferred:
+                if self._failback_since is None:
+                    self._failback_since = self.now()
+            else:
+                self._failback_since = None
+
     # IFrameHandler, for the heartbeat port
 
     def connection_made(self, protocol):
         pass
 
     def frame_received(self, protocol, frame):
-        if frame.kind != wire.Kind.HEARTBEAT:
-            protocol.refuse(f"expected a heartbeat, got a {frame.kind.name.lower()} frame")
-            return
         if not self.known_peer(protocol, frame):
             return
+        if frame.kind == wire.Kind.QUERY:
+            protocol.send(self.frame(wire.Kind.ANSWER, frame.seq))
+        elif frame.kind == wire.Kind.STANDING_DOWN:
+            self._standing_down(protocol, frame)
+        elif frame.kind == wire.Kind.HEARTBEAT:
+            self._heartbeat(protocol, frame)
+        else:
+            protocol.refuse(f"unexpected {frame.kind.name.lower()} frame on the heartbeat port")
+
+    def _heartbeat(self, protocol, frame):
         self.received += 1
         self.peer.connections.add(protocol)
-        if frame.role == wire.Role.LIVE and self.machine.role == BACKUP:
-            self.watchdog.heard()
+        protocol.peer_name = frame.name
+        protocol.from_live = frame.role == wire.Role.LIVE
         self.heard_from_peer(frame)
+        if frame.role == wire.Role.LIVE:
+            role = self.machine.role
+            if role == BACKUP:
+                self.watchdog.heard()
+                self._isolation_logged = False
+            elif role == LIVE:
+                self._meet_live(frame)
+            elif role == HANDING_OVER:
+                self._confirm_handover(frame)
         protocol.send(self.frame(wire.Kind.ANSWER, frame.seq))
 
+    def _standing_down(self, protocol, frame):
+        protocol.stood_down = True
+        self.heard_from_peer(frame)
+        if self.machine.role != BACKUP:
+            protocol.send(self.frame(wire.Kind.ANSWER, frame.seq))
+            return
+        why = "planned switchover" if frame.flags & wire.FLAG_SWITCHOVER else "shutting down"
+        self._take_over(f"{frame.name} stood down ({why})")
+        # Answer once the listeners are up: the old live node measures the gap to this answer.
+        self._activating.addCallback(lambda _: protocol.send(self.frame(wire.Kind.ANSWER, frame.seq)))
+
     def connection_lost(self, protocol, reason):
-        if protocol in self.peer.connections:
-            self.peer.connections.discard(protocol)
-            if self.machine.role == BACKUP:
-                self.peer.lost = True
-                self.log.warn(
-                    "heartbeat from {peer} lost: {why}; taking over after {threshold:g}s of silence",
-                    peer=self.peer.name, why=reason.getErrorMessage(), threshold=self.settings.threshold,
+        if protocol not in self.peer.connections:
+            return
+        self.peer.connections.discard(protocol)
+        if self.machine.role != BACKUP or not getattr(protocol, "from_live", False):
+            return
+        self.peer.lost = True
+        if getattr(protocol, "stood_down", False):
+            return
+        self.log.warn(
+            "heartbeat from {peer} lost: {why}; checking at once whether its process is gone",
+            peer=self.peer.name, why=reason.getErrorMessage(),
+        )
+        self._probe_crash(protocol)
+
+    def _probe_crash(self, protocol):
+        """
+        The live node's connection closed without a standing-down message. A
+        refused connection to its heartbeat port means its process is gone
+        while its host is up: take over at once. Anything else leaves the
+        threshold rule in charge.
+        """
+        name = protocol.peer_name
+        server = self.config.servers.get(name)
+        port = endpoint_port(server.heartbeat_endpoint) if server is not None else None
+        host = protocol.peer
+        if port is None:
+            self.log.info("cannot probe {peer}'s heartbeat port; the threshold rule stays in charge", peer=name)
+            return
+        d = self._reach(self.reactor, host, port, self.probe_timeout)
+
+        def probed(outcome):
+            if outcome == probe.REFUSED and self.machine.role == BACKUP and self.peer.lost:
+                self._take_over(
+                    f"{name} is gone: its heartbeat connection closed and {host}:{port} refused a connection"
+                    " (its process is dead, its host is up)"
                 )
+            else:
+                self.log.info(
+                    "{peer}'s heartbeat port {host}:{port} is {outcome}; the threshold rule stays in charge",
+                    peer=name, host=host, port=port, outcome=outcome,
+                )
+
+        d.addCallback(probed)
+        d.addErrback(lambda f: self.log.failure("crash probe failed", f))
 
     # -- configuration --
 

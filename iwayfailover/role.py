@@ -19,6 +19,7 @@ from zope.interface import Interface
 
 BACKUP = "backup"
 LIVE = "live"
+HANDING_OVER = "handing_over"
 STARTING = "starting"
 STOPPED = "stopped"
 
@@ -33,7 +34,20 @@ class IRoleEffects(Interface):
         """Start every listener of this node."""
 
     def deactivate_listeners():
-        """Stop every listener; they end STOPPED."""
+        """Stop every listener; they end WAITING (the node stays, as a backup)."""
+
+    def shut_down_live():
+        """
+        The live node is shutting down: stop every listener (STOPPED), then
+        tell the backup this node is standing down, then stop heartbeating.
+        """
+
+    def hand_over():
+        """
+        Planned switchover: stop every listener (WAITING), then tell the
+        backup to take over; report to the role machine with C{handed_over}
+        or C{handover_failed}.
+        """
 
     def start_heartbeats():
         """Begin to heartbeat to this node's backup location."""
@@ -49,6 +63,21 @@ class IRoleEffects(Interface):
 
     def save_epoch(epoch):
         """Keep C{epoch} in the state dir, atomically, before it is used."""
+
+
+def outranks(theirs, mine) -> bool:
+    """
+    Does a live node of rank C{theirs} win over one of rank C{mine}? A rank
+    is C{(epoch, priority, name)}: the higher epoch wins, then the higher
+    priority, then the name that sorts first. Two different servers never
+    tie, so two live nodes always agree which of them stays.
+    """
+    (their_epoch, their_priority, their_name), (my_epoch, my_priority, my_name) = theirs, mine
+    if their_epoch != my_epoch:
+        return their_epoch > my_epoch
+    if their_priority != my_priority:
+        return their_priority > my_priority
+    return their_name < my_name
 
 
 @dataclass(frozen=True)
@@ -94,7 +123,7 @@ class RoleMachine:
 
     @_machine.state(initial=True)
     def _starting(self):
-        "Built, not started yet."
+        "Built, not started yet (or checking how its peer stands)."
 
     @_machine.state()
     def _backup(self):
@@ -103,6 +132,10 @@ class RoleMachine:
     @_machine.state()
     def _live(self):
         "Serving: listeners started, heartbeating to the backup location."
+
+    @_machine.state()
+    def _handing_over(self):
+        "Planned switchover under way: listeners stopping or stopped, backup told to take over."
 
     @_machine.state()
     def _stopped(self):
@@ -119,8 +152,24 @@ class RoleMachine:
         "The node starts in the live role."
 
     @_machine.input()
-    def silence(self, cause):
-        "The live signal has been silent for longer than the threshold."
+    def take_over(self, cause):
+        "The live node is gone: silent past the threshold, stood down, or its process found dead."
+
+    @_machine.input()
+    def yield_to(self, cause):
+        "Another live node outranks this one, or this one is cut off: stop serving, be a backup."
+
+    @_machine.input()
+    def hand_over(self, cause):
+        "A planned switchover: give the live role to the backup."
+
+    @_machine.input()
+    def handed_over(self, cause):
+        "The backup confirmed it is live."
+
+    @_machine.input()
+    def handover_failed(self, cause):
+        "The backup did not confirm in time: serve again."
 
     @_machine.input()
     def stop(self, cause):
@@ -135,6 +184,10 @@ class RoleMachine:
     @_machine.output()
     def _become_live(self, cause):
         self._record(LIVE, cause)
+
+    @_machine.output()
+    def _become_handing_over(self, cause):
+        self._record(HANDING_OVER, cause)
 
     @_machine.output()
     def _become_stopped(self, cause):
@@ -156,6 +209,14 @@ class RoleMachine:
     @_machine.output()
     def _deactivate_listeners(self, cause):
         self._effects.deactivate_listeners()
+
+    @_machine.output()
+    def _shut_down_live(self, cause):
+        self._effects.shut_down_live()
+
+    @_machine.output()
+    def _hand_over(self, cause):
+        self._effects.hand_over()
 
     @_machine.output()
     def _start_heartbeats(self, cause):
@@ -181,18 +242,42 @@ class RoleMachine:
 
     # Takeover: the epoch is raised and kept before anything serves under it.
     _backup.upon(
-        silence,
+        take_over,
         enter=_live,
         outputs=[_disarm_watchdog, _raise_epoch, _become_live, _activate_listeners, _start_heartbeats],
     )
     _backup.upon(stop, enter=_stopped, outputs=[_disarm_watchdog, _become_stopped])
 
-    # A late silence report (the watchdog fired as the role changed) changes nothing.
-    _live.upon(silence, enter=_live, outputs=[])
-    _live.upon(stop, enter=_stopped, outputs=[_stop_heartbeats, _deactivate_listeners, _become_stopped])
+    # Yielding: stop serving first, then shadow the node that stays live.
+    _live.upon(
+        yield_to,
+        enter=_backup,
+        outputs=[_stop_heartbeats, _deactivate_listeners, _become_backup, _arm_watchdog],
+    )
+    _live.upon(hand_over, enter=_handing_over, outputs=[_become_handing_over, _hand_over])
+    _live.upon(stop, enter=_stopped, outputs=[_become_stopped, _shut_down_live])
 
-    _stopped.upon(silence, enter=_stopped, outputs=[])
+    # The listeners of a node handing over are already stopping.
+    _handing_over.upon(handed_over, enter=_backup, outputs=[_stop_heartbeats, _become_backup, _arm_watchdog])
+    _handing_over.upon(yield_to, enter=_backup, outputs=[_stop_heartbeats, _become_backup, _arm_watchdog])
+    _handing_over.upon(handover_failed, enter=_live, outputs=[_become_live, _activate_listeners, _start_heartbeats])
+    _handing_over.upon(stop, enter=_stopped, outputs=[_become_stopped, _shut_down_live])
+
+    # Late or crossing events change nothing: a second takeover report on a
+    # live node, a yield on a node that is already backup, and anything
+    # after the node stopped.
+    for _state in (_starting, _live, _handing_over, _stopped):
+        _state.upon(take_over, enter=_state, outputs=[])
+    for _state in (_starting, _backup, _stopped):
+        _state.upon(yield_to, enter=_state, outputs=[])
+        _state.upon(hand_over, enter=_state, outputs=[])
+        _state.upon(handed_over, enter=_state, outputs=[])
+        _state.upon(handover_failed, enter=_state, outputs=[])
+    _live.upon(handed_over, enter=_live, outputs=[])
+    _live.upon(handover_failed, enter=_live, outputs=[])
+    _handing_over.upon(hand_over, enter=_handing_over, outputs=[])
     _stopped.upon(stop, enter=_stopped, outputs=[])
+    del _state
 
     def _record(self, role, cause):
         previous = self.role

@@ -64,6 +64,11 @@ class Watchdog:
         self._last = self._now()
         self._start_loop()
 
+    def resume(self) -> None:
+        """Check again, counting the silence from the last heartbeat heard (not from now)."""
+        self.stop()
+        self._start_loop()
+
     def stop(self) -> None:
         if self._loop is not None:
             loop, self._loop = self._loop, None

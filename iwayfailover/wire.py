@@ -6,9 +6,9 @@ L{iwayfailover.heartbeat}); its body is::
 
     magic   2 bytes  b"IW"
     version 1 byte   1
-    kind    1 byte   1 heartbeat, 2 answer
-    role    1 byte   0 backup, 1 live
-    flags   1 byte   0 (reserved)
+    kind    1 byte   1 heartbeat, 2 answer, 3 query, 4 standing down
+    role    1 byte   0 backup, 1 live, 2 starting
+    flags   1 byte   bit 0: switchover (on a standing-down frame); others reserved, 0
     epoch   8 bytes  unsigned, big-endian
     seq     8 bytes  unsigned, big-endian
     namelen 1 byte   1..64
@@ -35,6 +35,10 @@ MAX_FRAME = 256
 
 _U64 = 2**64
 
+FLAG_SWITCHOVER = 0x01
+"""On a standing-down frame: a planned switchover, not a shutdown."""
+KNOWN_FLAGS = FLAG_SWITCHOVER
+
 
 class FrameError(ValueError):
     """A frame body that is not a valid frame; the message says why."""
@@ -42,12 +46,19 @@ class FrameError(ValueError):
 
 class Kind(enum.IntEnum):
     HEARTBEAT = 1
+    """A live node's signal, sent every heartbeat interval; answered."""
     ANSWER = 2
+    """The answer to any other frame, with the answering node's role and epoch."""
+    QUERY = 3
+    """How do you stand? (the startup check); answered, feeds no watchdog."""
+    STANDING_DOWN = 4
+    """The live node has stopped serving: take over now; answered once live."""
 
 
 class Role(enum.IntEnum):
     BACKUP = 0
     LIVE = 1
+    STARTING = 2
 
     @property
     def label(self) -> str:
@@ -61,6 +72,7 @@ class Frame:
     role: Role
     epoch: int
     seq: int
+    flags: int = 0
 
     def __post_init__(self):
         if not NAME_PATTERN.match(self.name):
@@ -68,11 +80,13 @@ class Frame:
         for label, value in (("epoch", self.epoch), ("seq", self.seq)):
             if not 0 <= value < _U64:
                 raise FrameError(f"{label} {value} out of range")
+        if not 0 <= self.flags <= 0xFF or self.flags & ~KNOWN_FLAGS:
+            raise FrameError(f"unknown flags {self.flags:#04x}")
 
 
 def encode(frame: Frame) -> bytes:
     name = frame.name.encode("utf-8")
-    return _HEADER.pack(MAGIC, VERSION, frame.kind, frame.role, 0, frame.epoch, frame.seq, len(name)) + name
+    return _HEADER.pack(MAGIC, VERSION, frame.kind, frame.role, frame.flags, frame.epoch, frame.seq, len(name)) + name
 
 
 def decode(body: bytes) -> Frame:
@@ -98,7 +112,7 @@ def decode(body: bytes) -> Frame:
         role = Role(role)
     except ValueError:
         raise FrameError(f"unknown role {role}") from None
-    if flags != 0:
+    if flags & ~KNOWN_FLAGS:
         raise FrameError(f"reserved flags set ({flags:#04x})")
     end = _HEADER.size + namelen
     if len(body) < end:
@@ -109,4 +123,4 @@ def decode(body: bytes) -> Frame:
         name = body[_HEADER.size:end].decode("utf-8")
     except UnicodeDecodeError:
         raise FrameError("sender name is not UTF-8") from None
-    return Frame(kind=kind, name=name, role=role, epoch=epoch, seq=seq)
+    return Frame(kind=kind, name=name, role=role, epoch=epoch, seq=seq, flags=flags)

@@ -137,7 +137,10 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
         """The error for an unknown key says which keys are allowed."""
         error = self.assertRefused("[failover]\nheartbeat = 1\n" + SERVER_A, "failover", "heartbeat")
 
-        self.assertIn("heartbeat_interval, reload_interval, secret_file", str(error))
+        self.assertIn(
+            "failback, failback_delay, heartbeat_interval, preferred, reload_interval, secret_file, self_fence, witness",
+            str(error),
+        )
 
     def test_heartbeat_interval_not_a_number_is_refused(self):
         """heartbeat_interval = fast is not a number of seconds."""

@@ -97,16 +97,18 @@ class TakeoverTests(PairTestCase):
         self.assertEqual(self.pair.b.status()["role"], "live")
 
     def test_threshold_edit_changes_a_running_backups_takeover_time(self):
-        """An edit of the threshold in the shared file changes when a running backup takes over."""
+        """An edit of the threshold in the shared file changes when a running backup takes over a silent live node."""
         self.start_pair()
         self.pair.write_config(threshold=3.0)
         wait_for(lambda: self.pair.b.status()["settings"]["threshold"] == 3.0, 10, "serv_b to apply the new threshold")
-        killed = time.monotonic()
-        self.pair.a.kill()
-        wait_for(lambda: accepts(self.pair.web_port), 5, "the backup's listener\n" + self.assert_log_tails(), poll=0.01)
-        elapsed = time.monotonic() - killed
-        self.assertGreaterEqual(elapsed, 3.0 - self.interval)  # silence counts from the last heartbeat before the kill
+        # SIGSTOP: the live node falls silent with its connections open, so only the threshold can end it.
+        stopped = time.monotonic()
+        self.pair.a.signal(signal.SIGSTOP)
+        self.pair.b.wait_role("live", timeout=6)
+        elapsed = time.monotonic() - stopped
+        self.assertGreaterEqual(elapsed, 3.0 - self.interval)  # silence counts from the last heartbeat before the stop
         self.assertLess(elapsed, 4.0)
+        self.assertIn("threshold 3s", self.pair.b.status()["cause"])
 
     def test_a_bad_edit_keeps_the_last_good_configuration(self):
         """A broken edit of the shared file is refused, shown in status, and the node goes on with what it had."""

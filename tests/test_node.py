@@ -9,13 +9,14 @@ import struct
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from harness import temporary_directory
-from iwayfailover import wire
+from iwayfailover import probe, wire
 from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
 from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
@@ -80,19 +81,42 @@ def frames_in(data):
 class NodeTestCase(unittest.TestCase):
     text = CONFIG
 
-    def make_node(self, name="serv_b", backup=True, text=None):
+    def make_node(self, name="serv_b", backup=True, text=None, answer=None):
+        """
+        A started node. Its probes are stand-ins: the startup check gets
+        C{answer} (None: nobody answered), a crash probe gets
+        C{self.crash_probe}, a witness check C{self.witness}.
+        """
         self.reactor = MemoryReactorClock()
         self.started = []
         self.store = EpochStore(os.path.join(temporary_directory(self), "state"))
         self.store.prepare()
+        self.queries, self.reaches, self.witness_checks = [], [], []
+        self.crash_probe = probe.UNREACHABLE
+        self.witness = None
+
+        def query(reactor, endpoint, frame, timeout, refusals):
+            self.queries.append((endpoint, frame, timeout))
+            return defer.succeed((answer, None if answer else "connection refused"))
+
+        def reach(reactor, host, port, timeout):
+            self.reaches.append((host, port, timeout))
+            return defer.succeed(self.crash_probe)
+
+        def reach_any(reactor, addresses, timeout):
+            self.witness_checks.append((tuple(addresses), timeout))
+            return defer.succeed(self.witness)
+
         config = parse_config(text or self.text, "/share/iway.ini")
         node = FailoverNode(
             config, name, backup, self.store, self.reactor,
             build_listener=lambda spec: FakeListenerService(spec, self.started),
             now=self.reactor.seconds, wall=lambda: 1764064800.0,
+            reach=reach, reach_any=reach_any, query=query,
         )
         node.startService()
-        self.addCleanup(lambda: node.running and node.stopService())
+        # In-memory transports never report a close, so the cleanup does not wait for one.
+        self.addCleanup(lambda: node.running and node.stopService() and None)
         return node
 
     def inbound(self, node, host="10.9.9.1"):

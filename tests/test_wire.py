@@ -157,17 +157,26 @@ class DecodeRefusalTests(unittest.TestCase):
         """Kind 0 is unknown."""
         self.assertRaises(FrameError, decode, body(kind=0))
 
-    def test_kind_three_is_refused(self):
-        """Kind 3 is unknown."""
-        self.assertRaises(FrameError, decode, body(kind=3))
+    def test_kind_five_is_refused(self):
+        """Kind 5 is unknown (1 to 4 are heartbeat, answer, query, standing down)."""
+        self.assertRaises(FrameError, decode, body(kind=5))
 
     def test_unknown_role_is_refused(self):
-        """Role 2 is neither backup nor live."""
-        self.assertRaises(FrameError, decode, body(role=2))
+        """Role 3 is neither backup, live nor starting."""
+        self.assertRaises(FrameError, decode, body(role=3))
 
-    def test_lowest_flag_set_is_refused(self):
-        """Reserved flag bit 0x01 must be clear."""
-        self.assertRaises(FrameError, decode, body(flags=0x01))
+    def test_lowest_reserved_flag_set_is_refused(self):
+        """Reserved flag bit 0x02 must be clear (0x01 is the switchover flag)."""
+        self.assertRaises(FrameError, decode, body(flags=0x02))
+
+    def test_switchover_flag_round_trips(self):
+        """The switchover flag of a standing-down frame survives encoding."""
+        sent = Frame(kind=Kind.STANDING_DOWN, name="serv_a", role=Role.BACKUP, epoch=1, seq=2, flags=0x01)
+        self.assertEqual(decode(encode(sent)), sent)
+
+    def test_frame_with_unknown_flags_cannot_be_made(self):
+        """A frame with a reserved flag is refused before it is ever sent."""
+        self.assertRaises(FrameError, Frame, Kind.HEARTBEAT, "serv_a", Role.LIVE, 0, 1, 0x04)
 
     def test_highest_flag_set_is_refused(self):
         """Reserved flag bit 0x80 must be clear."""

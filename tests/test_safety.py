@@ -1,0 +1,383 @@
+"""
+Safe, fast takeover, rule by rule, on a node driven with a
+MemoryReactorClock, in-memory transports and stand-in probes: fencing by
+epoch, the startup check, graceful handover, the crash fast path, planned
+switchover, failback and witnesses.
+"""
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from iwayfailover import probe, wire
+from iwayfailover.listeners import ACTIVE, STOPPED, WAITING
+from iwayfailover.node import SwitchoverRefused
+from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
+from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
+
+WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
+
+
+def answer(role, epoch=0, seq=1, name="serv_a"):
+    return wire.Frame(kind=wire.Kind.ANSWER, name=name, role=role, epoch=epoch, seq=seq)
+
+
+class FencingTests(NodeTestCase):
+    def test_live_node_yields_to_a_live_peer_with_a_higher_epoch(self):
+        """A heartbeat from a live peer of higher epoch makes a live node stop serving and become its backup."""
+        node = self.make_node(name="serv_b", backup=False)
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
+        self.assertIn("outranks this node", node.machine.cause)
+        [reply] = frames_in(transport.value())
+        self.assertEqual(reply.role, wire.Role.BACKUP, "the answer already says backup")
+
+    def test_live_node_of_higher_rank_stays_live_and_says_so(self):
+        """A live node hearing a lower-ranked live peer stays live and answers as live, so the peer yields."""
+        node = self.make_node(name="serv_a", backup=False)  # serv_a sorts first: it wins at equal epochs
+        protocol, transport = self.inbound(node, host="10.9.9.2")
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
+        self.assertEqual(node.machine.role, LIVE)
+        [reply] = frames_in(transport.value())
+        self.assertEqual((reply.role, reply.epoch), (wire.Role.LIVE, 0))
+
+    def test_priority_breaks_an_epoch_tie(self):
+        """At equal epochs, the server with the higher configured priority stays live."""
+        text = CONFIG.replace("threshold = 2\n\n[server:serv_b]", "threshold = 2\npriority = -1\n\n[server:serv_b]")
+        node = self.make_node(name="serv_a", backup=False, text=text)
+        protocol, _ = self.inbound(node, host="10.9.9.2")
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_a_woken_live_node_yields_on_the_answer_of_the_new_live(self):
+        """A live node that was paused learns from its backup's answer that the backup is live now, and yields."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, _ = self.outbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1))
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual({s["state"] for s in node.listeners.status().values()} - {"FAILED"}, {WAITING})
+
+    def test_two_live_nodes_settle_to_one_within_one_heartbeat(self):
+        """Two live nodes linked to each other: after one heartbeat each way exactly one is live, and it stays so."""
+        a = self.make_node(name="serv_a", backup=False)
+        reactor = self.reactor
+        b = self.make_node(name="serv_b", backup=False)
+        links = []
+        for node, dialler_reactor, target in ((a, reactor, b), (b, self.reactor, a)):
+            host, port, factory, _, _ = dialler_reactor.tcpClients[-1]
+            client = factory.buildProtocol(None)
+            server, server_transport = self.inbound(target, host="10.9.9.1" if target is b else "10.9.9.2")
+            client_transport = StringTransport()
+            client.makeConnection(client_transport)
+            links.append((client, client_transport, server, server_transport))
+        for _ in range(4):
+            for client, client_transport, server, server_transport in links:
+                self.deliver(client_transport, server)
+                self.deliver(server_transport, client)
+        self.assertEqual(sorted([a.machine.role, b.machine.role]), [BACKUP, LIVE])
+        self.assertEqual(a.machine.role, LIVE, "serv_a sorts first at equal epochs and priorities")
+
+    def deliver(self, transport, protocol):
+        data = transport.value()
+        transport.clear()
+        if data:
+            protocol.dataReceived(data)
+
+
+class StartupCheckTests(NodeTestCase):
+    def test_a_node_started_live_asks_its_backup_location_first(self):
+        """Before serving, a node started live sends a query to its backup location."""
+        self.make_node(name="serv_a", backup=False)
+        [(endpoint, frame, timeout)] = self.queries
+        self.assertEqual(endpoint, "tcp:host=10.9.9.2:port=1200")
+        self.assertEqual((frame.kind, frame.role), (wire.Kind.QUERY, wire.Role.STARTING))
+        self.assertLessEqual(timeout, 2.0)
+
+    def test_peer_live_makes_a_node_started_live_a_backup(self):
+        """If the peer answers that it is live, the node starts as backup instead and says why."""
+        node = self.make_node(name="serv_a", backup=False, answer=answer(wire.Role.LIVE, epoch=3, name="serv_b"))
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertIn("serv_b", node.machine.cause)
+        self.assertIn("is live", node.machine.cause)
+        self.assertEqual(self.started, [])
+
+    def test_peer_starting_and_outranking_makes_this_node_a_backup(self):
+        """Two nodes started live together: the one the other outranks starts as backup."""
+        node = self.make_node(name="serv_b", backup=False, answer=answer(wire.Role.STARTING, name="serv_a"))
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_peer_starting_and_outranked_lets_this_node_start_live(self):
+        """The higher-ranked of two nodes started together starts live."""
+        node = self.make_node(name="serv_a", backup=False, answer=answer(wire.Role.STARTING, name="serv_b"))
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_peer_backup_lets_the_node_start_live(self):
+        """A peer that answers as backup leaves the node live."""
+        node = self.make_node(name="serv_a", backup=False, answer=answer(wire.Role.BACKUP, name="serv_b"))
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_no_answer_starts_live(self):
+        """A backup location that does not answer: the node starts live and keeps dialling it."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertIn("did not answer", node.machine.cause)
+
+    def test_a_starting_node_answers_queries_as_starting(self):
+        """The heartbeat port answers a query even before the node has a role: role starting."""
+        node = self.make_node(name="serv_b", backup=True)
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.QUERY, "serv_a", wire.Role.STARTING, seq=9))
+        [reply] = frames_in(transport.value())
+        self.assertEqual((reply.kind, reply.role, reply.seq), (wire.Kind.ANSWER, wire.Role.BACKUP, 9))
+        self.assertEqual(node.machine.role, BACKUP, "a query is not a live signal")
+
+
+class GracefulHandoverTests(NodeTestCase):
+    def test_backup_takes_over_at_once_when_the_live_stands_down(self):
+        """A standing-down frame from the live node: the backup takes over without waiting for the threshold."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=2))
+        transport.clear()
+        protocol.dataReceived(frame_bytes(wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, epoch=2, seq=5))
+        self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 3))
+        self.assertIn("stood down (shutting down)", node.machine.cause)
+        [reply] = frames_in(transport.value())
+        self.assertEqual((reply.kind, reply.role, reply.seq), (wire.Kind.ANSWER, wire.Role.LIVE, 5))
+
+    def test_a_closed_connection_after_standing_down_is_not_probed(self):
+        """The connection closing after a standing-down message is expected: no crash probe."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, seq=2))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.reaches, [])
+
+    def test_a_live_node_stopping_stops_listeners_before_it_stands_down(self):
+        """On SIGTERM the listeners stop first; only then does the backup hear that the node stands down."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        transport.clear()
+        seen = []
+        heartbeat = node.sender._protocol
+        original = heartbeat.send
+        heartbeat.send = lambda frame: (seen.append((frame.kind, node.listeners.status()["web"]["state"])), original(frame))
+        node.stopService()
+        self.assertIn((wire.Kind.STANDING_DOWN, STOPPED), seen)
+        [frame] = frames_in(transport.value())
+        self.assertEqual((frame.kind, frame.flags), (wire.Kind.STANDING_DOWN, 0))
+
+
+class CrashFastPathTests(NodeTestCase):
+    def heard_then_closed(self, node):
+        protocol, _ = self.inbound(node, host="10.9.9.1")
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        return protocol
+
+    def test_refused_probe_after_a_closed_connection_takes_over_at_once(self):
+        """The live's connection closes and its heartbeat port refuses: its process is dead; take over now."""
+        node = self.make_node()
+        self.crash_probe = probe.REFUSED
+        self.heard_then_closed(node)
+        self.assertEqual(self.reaches, [("10.9.9.1", 1200, 0.5)])
+        self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 2))
+        self.assertIn("refused a connection", node.machine.cause)
+
+    def test_open_port_after_a_closed_connection_changes_nothing(self):
+        """The live node is still listening (it only redialled): no takeover, no flapping."""
+        node = self.make_node()
+        self.crash_probe = probe.OPEN
+        self.heard_then_closed(node)
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_unreachable_host_leaves_the_threshold_rule_in_charge(self):
+        """A timeout or unreachable host is not proof of death: the backup waits for the threshold."""
+        node = self.make_node()
+        self.crash_probe = probe.UNREACHABLE
+        self.heard_then_closed(node)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.step(2.05)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_a_heartbeat_before_the_probe_answers_prevents_the_takeover(self):
+        """If the live node reconnects and heartbeats while the probe is out, a late refusal changes nothing."""
+        from twisted.internet import defer
+
+        node = self.make_node()
+        pending = defer.Deferred()
+        node._reach = lambda reactor, host, port, timeout: pending
+        self.heard_then_closed(node)
+        again, _ = self.inbound(node, host="10.9.9.1")
+        again.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
+        pending.callback(probe.REFUSED)
+        self.assertEqual(node.machine.role, BACKUP)
+
+
+class SwitchoverTests(NodeTestCase):
+    def live_with_backup(self):
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        transport.clear()
+        return node, protocol, transport
+
+    def test_switchover_stops_listeners_then_tells_the_backup(self):
+        """A switchover stops every listener (WAITING) and then sends a standing-down frame flagged as switchover."""
+        node, protocol, transport = self.live_with_backup()
+        d = node.switchover()
+        self.assertNoResult(d)
+        self.assertEqual(node.machine.role, HANDING_OVER)
+        self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
+        [frame] = frames_in(transport.value())
+        self.assertEqual((frame.kind, frame.flags, frame.role), (wire.Kind.STANDING_DOWN, wire.FLAG_SWITCHOVER, wire.Role.BACKUP))
+        node.stopService()
+        self.failureResultOf(d, SwitchoverRefused)  # a shutdown ends a switchover under way
+
+    def test_confirmed_switchover_reports_the_gap_and_makes_the_node_backup(self):
+        """The backup's answer as live ends the switchover: this node is backup and the gap is reported."""
+        node, protocol, _ = self.live_with_backup()
+        d = node.switchover()
+        self.reactor.advance(0.012)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1, seq=2))
+        result = self.successResultOf(d)
+        self.assertEqual((result["from"], result["to"], result["epoch"]), ("serv_a", "serv_b", 1))
+        self.assertAlmostEqual(result["gap"], 0.012, places=6)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertIn("handed over to serv_b", node.machine.cause)
+
+    def test_switchover_on_a_backup_is_refused_naming_the_live_node(self):
+        """Only the live node can hand over; a backup says which node to ask."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        failure = self.failureResultOf(node.switchover(), SwitchoverRefused)
+        self.assertIn("ask the live node serv_a", failure.getErrorMessage())
+
+    def test_switchover_without_an_answering_backup_is_refused(self):
+        """With no backup answering, a switchover would leave nobody serving: refused, listeners untouched."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.failureResultOf(node.switchover(), SwitchoverRefused)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(node.listeners.status()["web"]["state"], ACTIVE)
+
+    def test_unconfirmed_switchover_serves_again(self):
+        """If the backup does not confirm in time, the node is live again with its listeners ACTIVE."""
+        node, protocol, _ = self.live_with_backup()
+        d = node.switchover()
+        self.reactor.advance(5.0)
+        self.failureResultOf(d, SwitchoverRefused)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(node.listeners.status()["web"]["state"], ACTIVE)
+
+
+class FailbackTests(NodeTestCase):
+    text = CONFIG.replace(
+        "heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nfailback = true\npreferred = serv_a\nfailback_delay = 10"
+    )
+
+    def backup_answers(self, protocol, seconds, seq=1):
+        for _ in range(int(seconds / 0.5)):
+            self.reactor.advance(0.5)
+            seq += 1
+            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_a", wire.Role.BACKUP, seq=seq))
+        return seq
+
+    def live_serv_b(self):
+        node = self.make_node(name="serv_b", backup=False)
+        _, protocol, transport = self.outbound(node)
+        return node, protocol, transport
+
+    def test_no_failback_before_the_delay(self):
+        """The preferred server must be a healthy backup for failback_delay before the role goes back."""
+        node, protocol, _ = self.live_serv_b()
+        self.backup_answers(protocol, 9.5)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_failback_hands_the_role_to_the_preferred_server(self):
+        """After failback_delay of healthy answers from the preferred server, a planned switchover starts."""
+        node, protocol, transport = self.live_serv_b()
+        self.backup_answers(protocol, 10.5)
+        self.assertEqual(node.machine.role, HANDING_OVER)
+        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+
+    def test_a_gap_in_the_answers_restarts_the_delay(self):
+        """A backup that stopped answering for a while must be healthy for the whole delay again."""
+        node, protocol, _ = self.live_serv_b()
+        seq = self.backup_answers(protocol, 8)
+        self.reactor.advance(2.0)  # no answers: not healthy
+        self.backup_answers(protocol, 8, seq)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_no_failback_by_default(self):
+        """Without failback = true, the new live stays live."""
+        self.text = CONFIG
+        node, protocol, _ = self.live_serv_b()
+        self.backup_answers(protocol, 30)
+        self.assertEqual(node.machine.role, LIVE)
+
+
+class WitnessTests(NodeTestCase):
+    text = WITNESS_CONFIG
+
+    def test_backup_takes_over_only_after_reaching_a_witness(self):
+        """Silence past the threshold and a reachable witness: take over, naming the witness."""
+        node = self.make_node()
+        self.witness = ("10.9.9.9", 22)
+        self.step(2.05)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(self.witness_checks[0][0], (("10.9.9.9", 22),))
+        self.assertIn("witness 10.9.9.9:22 reachable", node.machine.cause)
+
+    def test_isolated_backup_stays_backup(self):
+        """Silence and no witness reachable: this node is the isolated one and stays backup, checking again."""
+        node = self.make_node()
+        self.witness = None
+        self.step(6.0)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertGreater(len(self.witness_checks), 3)
+
+    def test_isolated_backup_takes_over_once_a_witness_answers(self):
+        """When a witness becomes reachable and the live node is still silent, the backup takes over."""
+        node = self.make_node()
+        self.step(4.0)
+        self.witness = ("10.9.9.9", 22)
+        self.step(1.0)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_cut_off_live_node_fences_itself_before_the_backups_threshold(self):
+        """A live node with no answer from its backup and no witness yields before the backup would take over."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.outbound(node)
+        self.witness = None
+        self.step(1.95)  # the backup's threshold is 2 s
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertIn("self-fenced", node.machine.cause)
+        self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
+
+    def test_live_node_that_reaches_a_witness_stays_live(self):
+        """Backup silent but a witness reachable: the backup is the one that is gone; stay live."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.witness = ("10.9.9.9", 22)
+        self.step(10.0)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_self_fence_false_keeps_a_cut_off_node_live(self):
+        """self_fence = false turns self-fencing off."""
+        self.text = WITNESS_CONFIG.replace("witness = 10.9.9.9:22", "witness = 10.9.9.9:22\nself_fence = false")
+        node = self.make_node(name="serv_a", backup=False)
+        self.step(10.0)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_answering_backup_keeps_the_live_node_live_without_asking_witnesses(self):
+        """While the backup answers, the live node does not even ask the witnesses."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, _ = self.outbound(node)
+        for seq in range(1, 20):
+            self.reactor.advance(0.5)
+            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq))
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(self.witness_checks, [])
