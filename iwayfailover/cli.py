@@ -3,6 +3,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
+    iwsrv switchover [--config PATH] [--name NAME] [--json]      hand the live role to the backup
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def console_client_string(console: str) -> str:
     raise ValueError(f"iwsrv status cannot reach a console on {console!r} (tcp, tcp6 and unix are supported)")
 
 
-def fetch_status(reactor, client_string: str, timeout: float = STATUS_TIMEOUT):
-    """A Deferred of the node's C{/api/status} object."""
+def call_console(reactor, client_string: str, method: bytes, path: bytes, timeout: float = STATUS_TIMEOUT):
+    """A Deferred of C{(http_code, json_body)} from a node's console."""
     from twisted.internet.endpoints import clientFromString
     from twisted.web.client import Agent, readBody
     from twisted.web.iweb import IAgentEndpointFactory
@@ -71,17 +72,26 @@ def fetch_status(reactor, client_string: str, timeout: float = STATUS_TIMEOUT):
             return clientFromString(reactor, client_string)
 
     agent = Agent.usingEndpointFactory(reactor, Console())
-    d = agent.request(b"GET", b"http://console/api/status")
+    d = agent.request(method, b"http://console" + path)
 
     def body(response):
-        if response.code != 200:
-            raise RuntimeError(f"the console answered HTTP {response.code}")
-        return readBody(response)
+        return readBody(response).addCallback(lambda data: (response.code, json.loads(data)))
 
     d.addCallback(body)
-    d.addCallback(lambda data: json.loads(data))
     d.addTimeout(timeout, reactor)
     return d
+
+
+def fetch_status(reactor, client_string: str, timeout: float = STATUS_TIMEOUT):
+    """A Deferred of the node's C{/api/status} object."""
+
+    def ok(result):
+        code, status = result
+        if code != 200:
+            raise RuntimeError(f"the console answered HTTP {code}")
+        return status
+
+    return call_console(reactor, client_string, b"GET", b"/api/status", timeout).addCallback(ok)
 
 
 def format_status(status: dict) -> str:
@@ -111,56 +121,132 @@ def format_status(status: dict) -> str:
     return "\n".join(out)
 
 
-def status_main(argv) -> int:
-    options = StatusOptions()
+class SwitchoverOptions(StatusOptions):
+    synopsis = "[--config PATH] [--name NAME] [--json]"
+    optFlags = [["json", "j", "Print the result as JSON."]]
+
+
+class CommandError(Exception):
+    """A CLI command cannot go on; the message is printed as it is."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def _console_of(config, name):
+    try:
+        server = config.server(name)
+    except ConfigError as e:
+        raise CommandError(str(e), 2) from None
+    if server.console is None:
+        raise CommandError(f"[server:{server.name}] has no console key in {config.path}; the API needs one", 2)
+    try:
+        return server, console_client_string(server.console)
+    except ValueError as e:
+        raise CommandError(str(e), 2) from None
+
+
+def _run(command, argv, options, prepare):
+    """
+    Parse, read the configuration, then C{prepare(options, config)}, which
+    checks what it can without the network (raising L{CommandError}) and
+    returns the work to run in a reactor: a function of the reactor that
+    returns a Deferred of the text to print.
+    """
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        print(f"iwsrv status: {e}", file=sys.stderr)
+        print(f"iwsrv {command}: {e}", file=sys.stderr)
         return 2
     try:
         config = read_config(options["config"])
-        server = config.server(options["name"])
     except ConfigError as e:
-        print(f"iwsrv status: {e}", file=sys.stderr)
+        print(f"iwsrv {command}: {e}", file=sys.stderr)
         return 2
-    if server.console is None:
-        print(f"iwsrv status: [server:{server.name}] has no console key in {config.path}; the status API needs one", file=sys.stderr)
-        return 2
-    try:
-        client_string = console_client_string(server.console)
-    except ValueError as e:
-        print(f"iwsrv status: {e}", file=sys.stderr)
-        return 2
-
-    from twisted.internet import task
-
-    result = {}
-
-    def ask(reactor):
-        d = fetch_status(reactor, client_string)
-
-        def got(status):
-            result["status"] = status
-
-        def failed(failure):
-            result["error"] = failure.getErrorMessage() or failure.type.__name__
-
-        return d.addCallbacks(got, failed)
 
     try:
-        task.react(ask)
+        work = prepare(options, config)
+    except CommandError as e:
+        print(f"iwsrv {command}: {e}", file=sys.stderr)
+        return e.code
+
+    from twisted.internet import defer, task
+
+    outcome = {}
+
+    def main(reactor):
+        d = defer.maybeDeferred(work, reactor)
+        d.addCallbacks(lambda text: outcome.setdefault("text", text), lambda f: outcome.setdefault("error", f))
+        return d
+
+    try:
+        task.react(main)
     except SystemExit as e:
         if e.code not in (0, None):
             raise
-    if "error" in result:
-        print(f"iwsrv status: cannot ask {server.name} on {server.console}: {result['error']}", file=sys.stderr)
+    failure = outcome.get("error")
+    if failure is not None:
+        if failure.check(CommandError):
+            print(f"iwsrv {command}: {failure.value}", file=sys.stderr)
+            return failure.value.code
+        print(f"iwsrv {command}: {failure.getErrorMessage() or failure.type.__name__}", file=sys.stderr)
         return 1
-    if options["json"]:
-        print(json.dumps(result["status"], indent=2))
-    else:
-        print(format_status(result["status"]))
+    print(outcome["text"])
     return 0
+
+
+def _reach(server, request):
+    def cannot(failure):
+        why = failure.getErrorMessage() or failure.type.__name__
+        raise CommandError(f"cannot ask {server.name} on {server.console}: {why}")
+
+    return request.addErrback(cannot)
+
+
+def status_main(argv) -> int:
+    def prepare(options, config):
+        server, client = _console_of(config, options["name"])
+
+        def work(reactor):
+            d = _reach(server, fetch_status(reactor, client))
+            return d.addCallback(lambda status: json.dumps(status, indent=2) if options["json"] else format_status(status))
+
+        return work
+
+    return _run("status", argv, StatusOptions(), prepare)
+
+
+def switchover_main(argv) -> int:
+    """
+    Ask the live node to hand over. C{--name} may name either node: asked
+    of a backup, the command finds the live node from the backup's status.
+    """
+
+    def prepare(options, config):
+        from twisted.internet import defer
+
+        first = _console_of(config, options["name"])
+
+        @defer.inlineCallbacks
+        def work(reactor):
+            server, client = first
+            status = yield _reach(server, fetch_status(reactor, client))
+            if status["role"] == "backup" and (status.get("peer") or {}).get("name"):
+                server, client = _console_of(config, status["peer"]["name"])
+            code, body = yield _reach(server, call_console(reactor, client, b"POST", b"/api/switchover", timeout=60))
+            if code != 200:
+                raise CommandError(f"{server.name} refused the switchover: {body.get('error', code)}")
+            if options["json"]:
+                return json.dumps(body, indent=2)
+            return (
+                f"switched over from {body['from']} to {body['to']} (epoch {body['epoch']});"
+                f" no listener served for {body['gap_ms']:.1f} ms"
+            )
+
+        return work
+
+    return _run("switchover", argv, SwitchoverOptions(), prepare)
 
 
 def run_node(argv) -> None:
@@ -175,6 +261,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "status":
         return status_main(argv[1:])
+    if argv and argv[0] == "switchover":
+        return switchover_main(argv[1:])
     if argv and argv[0] in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0

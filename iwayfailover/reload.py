@@ -88,7 +88,7 @@ class ConfigPoller(Service):
             self.last_error = None
         if config.digest == self.current.digest:
             return
-        previous, self.current = self.current, config
+        self.current = config
         self.reloads += 1
         self.log.info("configuration {path} changed; applying it", path=config.path)
         self._apply(config)

@@ -63,14 +63,35 @@ def accepts(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _console_connection(console, timeout=1.0):
+    """An HTTP connection to a console given as tcp:PORT:interface=HOST or unix:PATH."""
+    kind, _, rest = console.partition(":")
+    if kind == "unix":
+        return _UnixHTTPConnection(rest, timeout)
+    port, _, interface = rest.partition(":interface=")
+    return http.client.HTTPConnection(interface or "127.0.0.1", int(port), timeout=timeout)
+
+
 class Node:
     """One iway-failover node run by twistd in the foreground."""
 
-    def __init__(self, workdir, config_path, name, console_port):
+    def __init__(self, workdir, config_path, name, console, netns=None):
         self.workdir = workdir
         self.config_path = config_path
         self.name = name
-        self.console_port = console_port
+        self.console = console
+        self.netns = netns
         self.state_dir = os.path.join(workdir, f"state-{name}")
         self.logfile = os.path.join(workdir, f"{name}.log")
         self.process = None
@@ -83,6 +104,8 @@ class Node:
         ]
         if backup:
             argv.append("--backup")
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         environment = dict(os.environ)
         environment.pop("IWAY_BACKUP", None)
         environment.update(env or {})
@@ -95,7 +118,7 @@ class Node:
     def status(self):
         """The node's /api/status object, or None if it does not answer."""
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.console_port, timeout=1)
+            connection = _console_connection(self.console)
             connection.request("GET", "/api/status")
             response = connection.getresponse()
             body = response.read()
@@ -147,53 +170,80 @@ PAIR_CONFIG = """\
 [failover]
 heartbeat_interval = {interval}
 reload_interval = {reload_interval}
+{failover_extra}
 
 [server:serv_a]
-backup_location = 127.0.0.1:{hb_b}
-heartbeat_port = tcp:{hb_a}:interface=127.0.0.1
+backup_location = {host_b}:{hb_b}
+heartbeat_port = tcp:{hb_a}:interface={host_a}
 threshold = {threshold}
-console = tcp:{console_a}:interface=127.0.0.1
+console = {console_a}
 
 [server:serv_b]
-backup_location = 127.0.0.1:{hb_a}
-heartbeat_port = tcp:{hb_b}:interface=127.0.0.1
+backup_location = {host_a}:{hb_a}
+heartbeat_port = tcp:{hb_b}:interface={host_b}
 threshold = {threshold}
-console = tcp:{console_b}:interface=127.0.0.1
+console = {console_b}
+"""
 
+SHARED_LISTENER = """
 [listener:web]
 plugin = web --listen tcp:{web}:interface=127.0.0.1 --path {www}
+"""
+
+# On one loopback host a SIGSTOPped node still holds its listener's port, so
+# each node gets a listener of its own.
+OWN_LISTENERS = """
+[listener:web_a]
+plugin = web --listen tcp:{web_a}:interface=127.0.0.1 --path {www}
+servers = serv_a
+
+[listener:web_b]
+plugin = web --listen tcp:{web_b}:interface=127.0.0.1 --path {www}
+servers = serv_b
 """
 
 
 class Pair:
     """Two nodes, serv_a and serv_b, each the other's backup, sharing one configuration file."""
 
-    def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2):
+    def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2, own_listeners=False,
+                 failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.www = os.path.join(workdir, "www")
         os.makedirs(self.www, exist_ok=True)
         with open(os.path.join(self.www, "index.html"), "w") as f:
             f.write("served by the live node\n")
-        self.ports = {k: free_port() for k in ("hb_a", "hb_b", "console_a", "console_b", "web")}
-        self.values = dict(self.ports, interval=interval, threshold=threshold, reload_interval=reload_interval, www=self.www)
+        self.ports = {k: free_port() for k in ("hb_a", "hb_b", "console_a", "console_b", "web", "web_a", "web_b")}
+        consoles = consoles or (
+            f"tcp:{self.ports['console_a']}:interface=127.0.0.1", f"tcp:{self.ports['console_b']}:interface=127.0.0.1"
+        )
+        self.values = dict(
+            self.ports, interval=interval, threshold=threshold, reload_interval=reload_interval, www=self.www,
+            failover_extra=failover_extra, host_a=hosts[0], host_b=hosts[1], console_a=consoles[0], console_b=consoles[1],
+        )
+        self.listeners = OWN_LISTENERS if own_listeners else SHARED_LISTENER
         self.config_path = os.path.join(workdir, "iwayfailover.ini")
         self.write_config()
-        self.a = Node(workdir, self.config_path, "serv_a", self.ports["console_a"])
-        self.b = Node(workdir, self.config_path, "serv_b", self.ports["console_b"])
-
-    @property
-    def web_port(self):
-        return self.ports["web"]
+        self.a = Node(workdir, self.config_path, "serv_a", consoles[0])
+        self.b = Node(workdir, self.config_path, "serv_b", consoles[1])
 
     def write_config(self, **changes):
         """Write the shared file atomically, as an editor saving over a share would."""
         self.values.update(changes)
         temporary = self.config_path + ".tmp"
         with open(temporary, "w") as f:
-            f.write(PAIR_CONFIG.format(**self.values))
+            f.write((PAIR_CONFIG + self.listeners).format(**self.values))
         os.replace(temporary, self.config_path)
 
     def stop(self):
         for node in (self.a, self.b):
             node.stop()
+
+    def roles(self):
+        """Both nodes' roles right now (None for a node that does not answer)."""
+        return tuple((node.status() or {}).get("role") for node in (self.a, self.b))
+
+    @property
+    def web_port(self):
+        return self.ports["web"]

@@ -1,8 +1,8 @@
-"""The node's console: the status API now, the administration pages later."""
+"""The node's console: the JSON API now, the administration pages later."""
 
 from twisted.web.resource import Resource
 
-from iwayfailover.console.api import StatusResource
+from iwayfailover.console.api import StatusResource, SwitchoverResource
 
 
 def console_root(node) -> Resource:
@@ -11,4 +11,5 @@ def console_root(node) -> Resource:
     api = Resource()
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
+    api.putChild(b"switchover", SwitchoverResource(node))
     return root

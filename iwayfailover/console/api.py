@@ -1,8 +1,35 @@
-"""C{GET /api/status}: how the node stands, as JSON (CONTRACT section 4)."""
+"""
+The node's JSON API: C{GET /api/status} (CONTRACT section 4) and
+C{POST /api/switchover} (a planned switchover).
+"""
 
+import ipaddress
 import json
 
+from twisted.internet.address import UNIXAddress
+from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+log = Logger()
+
+
+def _json(request, code, value):
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value, indent=2).encode("utf-8") + b"\n"
+
+
+def from_this_host(request) -> bool:
+    """Did the request come over loopback or a Unix socket?"""
+    address = request.getClientAddress()
+    if isinstance(address, UNIXAddress):
+        return True
+    try:
+        return ipaddress.ip_address(getattr(address, "host", "")).is_loopback
+    except ValueError:
+        return False
 
 
 class StatusResource(Resource):
@@ -13,6 +40,47 @@ class StatusResource(Resource):
         self._node = node
 
     def render_GET(self, request):
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(self._node.status(), indent=2).encode("utf-8") + b"\n"
+        return _json(request, 200, self._node.status())
+
+
+class SwitchoverResource(Resource):
+    """
+    C{POST /api/switchover}: hand the live role to the backup. Answers 200
+    with C{from}, C{to}, C{epoch} and C{gap_ms} once the backup confirms, 409
+    when a switchover cannot be made now (with the reason), 403 from any
+    host but this one (until the console has logins).
+    """
+
+    isLeaf = True
+
+    def __init__(self, node):
+        super().__init__()
+        self._node = node
+
+    def render_POST(self, request):
+        from iwayfailover.node import SwitchoverRefused
+
+        if not from_this_host(request):
+            return _json(request, 403, {"error": "a switchover may only be asked for from this host"})
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+        d = self._node.switchover()
+
+        def done(result):
+            body = {"from": result["from"], "to": result["to"], "epoch": result["epoch"], "gap_ms": round(result["gap"] * 1000, 3)}
+            return 200, body
+
+        def refused(failure):
+            if failure.check(SwitchoverRefused):
+                return 409, {"error": failure.getErrorMessage()}
+            log.failure("switchover failed", failure)
+            return 500, {"error": failure.getErrorMessage()}
+
+        def respond(outcome):
+            code, body = outcome
+            if not finished:
+                request.write(_json(request, code, body))
+                request.finish()
+
+        d.addCallbacks(done, refused).addCallback(respond)
+        return NOT_DONE_YET

@@ -1,0 +1,152 @@
+"""
+Faults with real twistd processes on loopback: a crash, a clean stop, a
+pause past the threshold, a restart of the old live node, two nodes started
+live together, and a planned switchover.
+"""
+
+import signal
+import subprocess
+import time
+
+from twisted.trial import unittest
+
+from harness import IWSRV, Pair, accepts, temporary_directory, wait_for
+
+
+class FaultTestCase(unittest.TestCase):
+    interval = 0.2
+    threshold = 1.0
+    own_listeners = False
+
+    def setUp(self):
+        self.pair = Pair(
+            temporary_directory(self), interval=self.interval, threshold=self.threshold, own_listeners=self.own_listeners
+        )
+        self.addCleanup(self.pair.stop)
+
+    def logs(self):
+        return self.pair.a.log_tail() + "\n" + self.pair.b.log_tail()
+
+    def start_pair(self):
+        self.pair.a.start()
+        self.pair.a.wait_role("live")
+        self.pair.b.start(backup=True)
+        self.pair.b.wait_role("backup")
+        wait_for(lambda: (self.pair.b.status() or {}).get("peer", {}).get("connected"), 10, "serv_b to hear serv_a")
+
+    def sample_roles(self, seconds):
+        """Both roles, sampled until C{seconds} have passed; fails at once on a sample with two live nodes."""
+        deadline = time.monotonic() + seconds
+        samples = []
+        while time.monotonic() < deadline:
+            roles = self.pair.roles()
+            samples.append(roles)
+            self.assertNotEqual(roles, ("live", "live"), "two live nodes at once\n" + self.logs())
+        return samples
+
+
+class CrashAndStopTests(FaultTestCase):
+    """At threshold 5 s, a dead or stopping live node is replaced well under a second."""
+
+    interval = 0.5
+    threshold = 5.0
+    own_listeners = True  # the backup's own port: a connection there proves the backup serves
+
+    def test_kill_9_of_the_live_is_taken_over_well_under_a_second(self):
+        """kill -9: the backup's probe finds the live's port refused and takes over at once, not after 5 s."""
+        self.start_pair()
+        killed = time.monotonic()
+        self.pair.a.kill()
+        wait_for(lambda: accepts(self.pair.ports["web_b"]), 1.0, "the backup's listener\n" + self.logs(), poll=0.002)
+        elapsed = time.monotonic() - killed
+        self.assertLess(elapsed, 1.0)
+        status = self.pair.b.status()
+        self.assertEqual(status["role"], "live")
+        self.assertIn("refused a connection", status["cause"])
+
+    def test_sigterm_of_the_live_hands_over_well_under_a_second(self):
+        """SIGTERM: the live node stops its listeners, stands down, and the backup takes over at once."""
+        self.start_pair()
+        stopped = time.monotonic()
+        self.pair.a.signal(signal.SIGTERM)
+        wait_for(lambda: accepts(self.pair.ports["web_b"]), 1.0, "the backup's listener\n" + self.logs(), poll=0.002)
+        elapsed = time.monotonic() - stopped
+        self.assertLess(elapsed, 1.0)
+        self.assertIn("stood down (shutting down)", self.pair.b.status()["cause"])
+        self.assertEqual(self.pair.a.process.wait(timeout=30), -signal.SIGTERM)
+
+
+class PauseTests(FaultTestCase):
+    """SIGSTOP past the threshold, then SIGCONT: the woken node must not serve."""
+
+    own_listeners = True
+
+    def test_woken_live_node_yields_within_two_heartbeat_intervals(self):
+        """After SIGCONT exactly one node is live within two heartbeat intervals and the woken node's listener refuses."""
+        self.start_pair()
+        self.pair.a.signal(signal.SIGSTOP)
+        self.pair.b.wait_role("live", timeout=self.threshold + 2)
+        wait_for(lambda: accepts(self.pair.ports["web_b"]), 2, "serv_b's listener")
+        woken = time.monotonic()
+        self.pair.a.signal(signal.SIGCONT)
+        status = wait_for(
+            lambda: (s := self.pair.a.status()) and s["role"] == "backup" and s["listeners"]["web_a"]["state"] == "WAITING" and s,
+            2 * self.interval, "the woken serv_a to yield\n" + self.logs(), poll=0.005,
+        )
+        self.assertLess(time.monotonic() - woken, 2 * self.interval)
+        self.assertFalse(accepts(self.pair.ports["web_a"]), "the woken node still serves")
+        self.assertEqual(self.pair.b.status()["role"], "live")
+        self.assertIn("outranks this node", status["cause"])
+        samples = self.sample_roles(1.0)
+        self.assertEqual(set(samples), {("backup", "live")})
+
+
+class RestartTests(FaultTestCase):
+    def test_old_live_restarted_without_b_comes_up_as_backup(self):
+        """The old live node, restarted without -b while the other is live, comes up as backup; never two lives."""
+        self.start_pair()
+        self.pair.a.kill()
+        self.pair.b.wait_role("live")
+        self.pair.a.start()  # no -b
+        wait_for(lambda: self.pair.a.status() is not None, 10, "serv_a to answer")
+        samples = self.sample_roles(2.0)
+        self.assertEqual(samples[-1], ("backup", "live"))
+        status = self.pair.a.status()
+        self.assertIn("is live", status["cause"])
+        self.assertEqual(status["listeners"]["web"]["state"], "WAITING")
+
+    def test_two_nodes_started_live_together_settle_to_exactly_one(self):
+        """Both nodes started live at the same moment: exactly one is live, and it stays so."""
+        self.pair.a.start()
+        self.pair.b.start()
+        wait_for(lambda: None not in self.pair.roles() and "starting" not in self.pair.roles(), 10, "both nodes to start")
+        samples = self.sample_roles(2.0)
+        self.assertEqual(set(samples[-10:]), {samples[-1]})
+        self.assertEqual(sorted(samples[-1]), ["backup", "live"])
+
+
+class SwitchoverTests(FaultTestCase):
+    def test_iwsrv_switchover_swaps_the_roles_and_reports_the_gap(self):
+        """iwsrv switchover, asked of the backup, moves the live role to it; the gap is printed; never two lives."""
+        self.start_pair()
+        result = subprocess.run(
+            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr + self.logs())
+        self.assertRegex(result.stdout, r"switched over from serv_a to serv_b \(epoch 1\); no listener served for [0-9.]+ ms")
+        self.assertEqual(self.pair.roles(), ("backup", "live"))
+        wait_for(lambda: accepts(self.pair.web_port), 2, "serv_b's listener")
+        wait_for(lambda: self.pair.a.status()["peer"]["connected"], 5, "serv_a to hear serv_b")
+
+    def test_switchover_without_a_backup_is_refused(self):
+        """With no backup running, the live node refuses to switch over and keeps serving."""
+        self.pair.a.start()
+        self.pair.a.wait_role("live")
+        result = subprocess.run(
+            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_a"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("refused the switchover", result.stderr)
+        self.assertEqual(self.pair.a.status()["role"], "live")
