@@ -16,10 +16,9 @@ import socket
 from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from iwayfailover.config import ConfigError, SharedConfig, backup_host, read_config
-from iwayfailover.console import console_root
+from iwayfailover.console import ConsoleSite, console_root
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode
 from iwayfailover.ports import ServerPort, StartupError
@@ -152,7 +151,7 @@ def _build(options, reactor):
     node.heartbeat_port.setServiceParent(node)
 
     if server.console is not None:
-        node.console_port = ServerPort(reactor, server.console, Site(console_root(node)), "console")
+        node.console_port = ServerPort(reactor, server.console, ConsoleSite(console_root(node)), "console")
         node.console_port.bind()
         node.console_port.setServiceParent(node)
 

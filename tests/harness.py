@@ -158,6 +158,13 @@ class Node:
             if self.process.stderr:
                 self.process.stderr.close()
 
+    def log_text(self):
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
     def log_tail(self, lines=40):
         try:
             with open(self.logfile, encoding="utf-8", errors="replace") as f:

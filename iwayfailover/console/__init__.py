@@ -1,6 +1,7 @@
 """The node's console: the JSON API now, the administration pages later."""
 
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from iwayfailover.console.api import StatusResource, SwitchoverResource
 
@@ -13,3 +14,15 @@ def console_root(node) -> Resource:
     api.putChild(b"status", StatusResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
     return root
+
+
+class ConsoleSite(Site):
+    """
+    The console's site. Status polls come every few seconds from monitoring;
+    they are not access-logged (actions are logged by the node itself).
+    """
+
+    noisy = False
+
+    def log(self, request):
+        pass
