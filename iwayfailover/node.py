@@ -246,7 +246,6 @@ class FailoverNode(MultiService):
         L{MemoryReactor} in tests).
     @param now: the monotonic clock silence is measured on.
     @param wall: the wall clock, for the times shown to people.
-    @param reach: L{probe.reach}, or a stand-in.
     @param reach_any: L{probe.reach_any}, or a stand-in.
     @param query: L{probe.query}, or a stand-in.
     """
@@ -260,7 +259,7 @@ class FailoverNode(MultiService):
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
-                 reach=probe.reach, reach_any=probe.reach_any, query=probe.query):
+                 reach_any=probe.reach_any, query=probe.query):
         super().__init__()
         self.config = config
         self.name = name
@@ -270,7 +269,6 @@ class FailoverNode(MultiService):
         self.now = now
         self._epochs = epochs
         self._wall = wall
-        self._reach = reach
         self._reach_any = reach_any
         self._query = query
         self.machine = RoleMachine(self, name, epoch=epochs.load(), wall=wall)
@@ -343,12 +341,15 @@ class FailoverNode(MultiService):
             "started as live: first asking {location} how it stands (at most {timeout:g}s)",
             location=location, timeout=timeout,
         )
-        d = self._query(self.reactor, self.settings.backup_endpoint, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals)
+        target = clientFromString(self.reactor, self.settings.backup_endpoint)
+        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals)
         d.addCallback(self._startup_checked)
-        d.addErrback(lambda f: self.log.failure("startup check failed", f) or self._startup_checked((None, "error")))
+        d.addErrback(
+            lambda f: self.log.failure("startup check failed", f) or self._startup_checked(probe.Reply(None, "error", "error"))
+        )
 
-    def _startup_checked(self, result):
-        answer, why = result
+    def _startup_checked(self, reply):
+        answer, why = reply.frame, reply.why
         if not self.running or self.machine.role != STARTING:
             return
         location = self.settings.backup_location
@@ -734,10 +735,11 @@ class FailoverNode(MultiService):
 
     def _probe_crash(self, protocol):
         """
-        The live node's connection closed without a standing-down message. A
-        refused connection to its heartbeat port means its process is gone
-        while its host is up: take over at once. Anything else leaves the
-        threshold rule in charge.
+        The live node's connection closed without a standing-down message.
+        Ask its heartbeat port at once: a refused connection, or one closed
+        without an answer, means its process is gone while its host is up:
+        take over now. An answer means it is alive (it only redialled); no
+        answer in time leaves the threshold rule in charge.
         """
         name = protocol.peer_name
         server = self.config.servers.get(name)
@@ -746,18 +748,19 @@ class FailoverNode(MultiService):
         if port is None:
             self.log.info("cannot probe {peer}'s heartbeat port; the threshold rule stays in charge", peer=name)
             return
-        d = self._reach(self.reactor, host, port, self.probe_timeout)
+        target = probe.endpoint(self.reactor, host, port, self.probe_timeout)
+        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), self.probe_timeout, self.refusals)
 
-        def probed(outcome):
-            if outcome == probe.REFUSED and self.machine.role == BACKUP and self.peer.lost:
+        def probed(reply):
+            if reply.gone and self.machine.role == BACKUP and self.peer.lost:
                 self._take_over(
-                    f"{name} is gone: its heartbeat connection closed and {host}:{port} refused a connection"
+                    f"{name} is gone: its heartbeat connection closed and {host}:{port} {reply.why}"
                     " (its process is dead, its host is up)"
                 )
             else:
                 self.log.info(
-                    "{peer}'s heartbeat port {host}:{port} is {outcome}; the threshold rule stays in charge",
-                    peer=name, host=host, port=port, outcome=outcome,
+                    "probe of {peer}'s heartbeat port {host}:{port}: {why}; the threshold rule stays in charge",
+                    peer=name, host=host, port=port, why=reply.why,
                 )
 
         d.addCallback(probed)

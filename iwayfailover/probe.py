@@ -6,13 +6,19 @@ never fails:
   refused connection (the host is up, nothing listens: a dead process) from
   a silent or unreachable one (the host, or the way to it, is down).
 - L{query}: ask the node at a client endpoint how it stands (one QUERY
-  frame, one ANSWER frame).
+  frame, one ANSWER frame). A node that answers is alive; a refused
+  connection, or one closed without an answer, means no live process is
+  there; a timeout or an unreachable host proves nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
+from typing import NamedTuple, Optional
+
 from twisted.internet import defer, error
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -23,6 +29,21 @@ from iwayfailover.heartbeat import HeartbeatFactory, IFrameHandler, RefusalLog
 OPEN = "open"
 REFUSED = "refused"
 UNREACHABLE = "unreachable"
+ANSWERED = "answered"
+CLOSED = "closed"
+
+
+class Reply(NamedTuple):
+    """What a query got: the answer frame (if any), the outcome, and why, in words."""
+
+    frame: Optional[wire.Frame]
+    outcome: str
+    why: str
+
+    @property
+    def gone(self) -> bool:
+        """Proof that no node process is there: refused, or closed without an answer."""
+        return self.outcome in (REFUSED, CLOSED)
 
 log = Logger()
 
@@ -30,6 +51,23 @@ log = Logger()
 class _Hangup(Protocol):
     def connectionMade(self):
         self.transport.abortConnection()
+
+
+class _HangupFactory(Factory):
+    protocol = _Hangup
+    noisy = False
+
+
+def endpoint(reactor, host, port, timeout):
+    # An address needs no name lookup (which would go through a thread pool
+    # and eat into a short timeout); only names are resolved.
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if address.version == 6:
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
 
 
 def reach(reactor, host: str, port: int, timeout: float) -> defer.Deferred:
@@ -40,8 +78,7 @@ def reach(reactor, host: str, port: int, timeout: float) -> defer.Deferred:
         once), L{REFUSED} (the host answered that nothing listens there) or
         L{UNREACHABLE} (no answer in time, no route, name not found).
     """
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    d = endpoint.connect(Factory.forProtocol(_Hangup))
+    d = endpoint(reactor, host, port, timeout).connect(_HangupFactory())
     d.addTimeout(timeout, reactor)
 
     def refused(failure):
@@ -69,8 +106,10 @@ class _Query:
     def __init__(self, frame: wire.Frame):
         self._frame = frame
         self.answer = defer.Deferred()
+        self.protocol = None
 
     def connection_made(self, protocol):
+        self.protocol = protocol
         protocol.send(self._frame)
 
     def frame_received(self, protocol, frame):
@@ -83,36 +122,37 @@ class _Query:
             self.answer.errback(reason)
 
 
-def query(reactor, endpoint_string: str, frame: wire.Frame, timeout: float, refusals: RefusalLog) -> defer.Deferred:
+def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalLog) -> defer.Deferred:
     """
-    Send C{frame} (a QUERY) to the node at C{endpoint_string} and wait at
-    most C{timeout} seconds for its answer.
+    Send C{frame} (a QUERY) to the node at C{target} (a client endpoint) and
+    wait at most C{timeout} seconds for its answer.
 
-    @return: a Deferred firing with C{(answer_frame, None)}, or
-        C{(None, why)} when there was no answer.
+    @return: a Deferred firing with a L{Reply}; it never fails.
     """
     handler = _Query(frame)
-    connected = clientFromString(reactor, endpoint_string).connect(HeartbeatFactory(handler, refusals))
-    connected.addErrback(lambda failure: handler.answer.called or handler.answer.errback(failure))
+    connected = target.connect(HeartbeatFactory(handler, refusals))
+    connected.addErrback(lambda failure: None if handler.answer.called else handler.answer.errback(failure))
     d = handler.answer
-    d.addTimeout(timeout, reactor, onTimeoutCancel=lambda result, t: _timed_out(connected, t))
+    d.addTimeout(timeout, reactor, onTimeoutCancel=lambda result, t: _timed_out(connected, handler, t))
 
     def answered(frame):
-        return (frame, None)
+        return Reply(frame, ANSWERED, f"{frame.name} answered as {frame.role.label}")
 
     def failed(failure):
         if failure.check(error.ConnectionRefusedError):
-            return (None, "connection refused")
+            return Reply(None, REFUSED, "connection refused")
         if failure.check(defer.TimeoutError):
-            return (None, f"no answer within {timeout:g}s")
-        return (None, failure.getErrorMessage())
+            return Reply(None, UNREACHABLE, f"no answer within {timeout:g}s")
+        if failure.check(error.ConnectionDone, error.ConnectionLost):
+            return Reply(None, CLOSED, "connection closed without an answer")
+        return Reply(None, UNREACHABLE, failure.getErrorMessage())
 
     return d.addCallbacks(answered, failed)
 
 
-def _timed_out(connected, timeout):
-    connected.cancel()
-    if connected.called:
+def _timed_out(connected, handler, timeout):
+    connected.cancel()  # still connecting: give up
+    if handler.protocol is not None:
         # Connected, but no answer: close the connection the query opened.
-        connected.addCallback(lambda protocol: protocol.transport.abortConnection())
+        handler.protocol.transport.abortConnection()
     raise defer.TimeoutError(timeout)

@@ -91,16 +91,17 @@ class NodeTestCase(unittest.TestCase):
         self.started = []
         self.store = EpochStore(os.path.join(temporary_directory(self), "state"))
         self.store.prepare()
-        self.queries, self.reaches, self.witness_checks = [], [], []
-        self.crash_probe = probe.UNREACHABLE
+        self.queries, self.probes, self.witness_checks = [], [], []
+        self.crash_probe = probe.Reply(None, probe.UNREACHABLE, "no answer within 0.5s")
         self.witness = None
 
-        def query(reactor, endpoint, frame, timeout, refusals):
-            self.queries.append((endpoint, frame, timeout))
-            return defer.succeed((answer, None if answer else "connection refused"))
-
-        def reach(reactor, host, port, timeout):
-            self.reaches.append((host, port, timeout))
+        def query(reactor, target, frame, timeout, refusals):
+            if frame.role == wire.Role.STARTING:  # the startup check
+                self.queries.append((target, frame, timeout))
+                if answer is None:
+                    return defer.succeed(probe.Reply(None, probe.REFUSED, "connection refused"))
+                return defer.succeed(probe.Reply(answer, probe.ANSWERED, "answered"))
+            self.probes.append((target._host, target._port, timeout))  # a crash probe
             return defer.succeed(self.crash_probe)
 
         def reach_any(reactor, addresses, timeout):
@@ -112,7 +113,7 @@ class NodeTestCase(unittest.TestCase):
             config, name, backup, self.store, self.reactor,
             build_listener=lambda spec: FakeListenerService(spec, self.started),
             now=self.reactor.seconds, wall=lambda: 1764064800.0,
-            reach=reach, reach_any=reach_any, query=query,
+            reach_any=reach_any, query=query,
         )
         node.startService()
         # In-memory transports never report a close, so the cleanup does not wait for one.

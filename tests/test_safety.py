@@ -90,8 +90,8 @@ class StartupCheckTests(NodeTestCase):
     def test_a_node_started_live_asks_its_backup_location_first(self):
         """Before serving, a node started live sends a query to its backup location."""
         self.make_node(name="serv_a", backup=False)
-        [(endpoint, frame, timeout)] = self.queries
-        self.assertEqual(endpoint, "tcp:host=10.9.9.2:port=1200")
+        [(target, frame, timeout)] = self.queries
+        self.assertEqual((target._host, target._port), ("10.9.9.2", 1200))
         self.assertEqual((frame.kind, frame.role), (wire.Kind.QUERY, wire.Role.STARTING))
         self.assertLessEqual(timeout, 2.0)
 
@@ -154,7 +154,7 @@ class GracefulHandoverTests(NodeTestCase):
         protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         protocol.dataReceived(frame_bytes(wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, seq=2))
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(self.reaches, [])
+        self.assertEqual(self.probes, [])
 
     def test_a_live_node_stopping_stops_listeners_before_it_stands_down(self):
         """On SIGTERM the listeners stop first; only then does the backup hear that the node stands down."""
@@ -181,23 +181,30 @@ class CrashFastPathTests(NodeTestCase):
     def test_refused_probe_after_a_closed_connection_takes_over_at_once(self):
         """The live's connection closes and its heartbeat port refuses: its process is dead; take over now."""
         node = self.make_node()
-        self.crash_probe = probe.REFUSED
+        self.crash_probe = probe.Reply(None, probe.REFUSED, "connection refused")
         self.heard_then_closed(node)
-        self.assertEqual(self.reaches, [("10.9.9.1", 1200, 0.5)])
+        self.assertEqual(self.probes, [("10.9.9.1", 1200, 0.5)])
         self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 2))
-        self.assertIn("refused a connection", node.machine.cause)
+        self.assertIn("refused", node.machine.cause)
 
-    def test_open_port_after_a_closed_connection_changes_nothing(self):
-        """The live node is still listening (it only redialled): no takeover, no flapping."""
+    def test_probe_closed_without_an_answer_takes_over_at_once(self):
+        """A dying process may still accept, then drop the probe unanswered: that is death too."""
         node = self.make_node()
-        self.crash_probe = probe.OPEN
+        self.crash_probe = probe.Reply(None, probe.CLOSED, "connection closed without an answer")
+        self.heard_then_closed(node)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertIn("closed without an answer", node.machine.cause)
+
+    def test_answering_live_node_after_a_closed_connection_changes_nothing(self):
+        """The live node answers the probe (it only redialled): no takeover, no flapping."""
+        node = self.make_node()
+        self.crash_probe = probe.Reply(answer(wire.Role.LIVE), probe.ANSWERED, "serv_a answered as live")
         self.heard_then_closed(node)
         self.assertEqual(node.machine.role, BACKUP)
 
-    def test_unreachable_host_leaves_the_threshold_rule_in_charge(self):
+    def test_unanswered_probe_leaves_the_threshold_rule_in_charge(self):
         """A timeout or unreachable host is not proof of death: the backup waits for the threshold."""
         node = self.make_node()
-        self.crash_probe = probe.UNREACHABLE
         self.heard_then_closed(node)
         self.assertEqual(node.machine.role, BACKUP)
         self.step(2.05)
@@ -209,11 +216,11 @@ class CrashFastPathTests(NodeTestCase):
 
         node = self.make_node()
         pending = defer.Deferred()
-        node._reach = lambda reactor, host, port, timeout: pending
+        node._query = lambda reactor, target, frame, timeout, refusals: pending
         self.heard_then_closed(node)
         again, _ = self.inbound(node, host="10.9.9.1")
         again.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
-        pending.callback(probe.REFUSED)
+        pending.callback(probe.Reply(None, probe.REFUSED, "connection refused"))
         self.assertEqual(node.machine.role, BACKUP)
 
 

@@ -1,0 +1,132 @@
+"""Bounded network questions: their outcomes, driven on a MemoryReactorClock."""
+
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from iwayfailover import probe, wire
+from iwayfailover.heartbeat import RefusalLog
+
+QUESTION = wire.Frame(kind=wire.Kind.QUERY, name="serv_b", role=wire.Role.BACKUP, epoch=0, seq=0)
+
+
+def framed(frame):
+    body = wire.encode(frame)
+    return struct.pack("!I", len(body)) + body
+
+
+class QueryTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        target = probe.endpoint(self.reactor, "10.9.9.1", 1200, 0.5)
+        self.reply = probe.query(self.reactor, target, QUESTION, 0.5, RefusalLog(Clock()))
+        self.factory = self.reactor.tcpClients[-1][2]
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.9.9.1", 1200))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.1", 1200))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_the_query_goes_to_the_address_given(self):
+        """An IP address is dialled directly (no name lookup) on the port given."""
+        self.assertEqual(self.reactor.tcpClients[-1][:2], ("10.9.9.1", 1200))
+
+    def test_the_query_frame_is_sent_on_connection(self):
+        """Once connected, the query frame goes out at once."""
+        _, transport = self.connect()
+        self.assertEqual(transport.value(), framed(QUESTION))
+
+    def test_an_answer_is_answered(self):
+        """An answer frame gives ANSWERED with the frame: the node is alive."""
+        protocol, _ = self.connect()
+        answer = wire.Frame(kind=wire.Kind.ANSWER, name="serv_a", role=wire.Role.LIVE, epoch=3, seq=0)
+        protocol.dataReceived(framed(answer))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.frame, reply.outcome, reply.gone), (answer, probe.ANSWERED, False))
+
+    def test_a_refused_connection_means_gone(self):
+        """A refused connection: nothing listens, the process is gone."""
+        self.factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.REFUSED, True))
+
+    def test_a_connection_closed_without_an_answer_means_gone(self):
+        """Accepted, then closed unanswered (a dying process's backlog): gone."""
+        protocol, _ = self.connect()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.CLOSED, True))
+
+    def test_no_answer_in_time_proves_nothing_and_closes_the_connection(self):
+        """Connected but silent past the timeout (a hung process): unreachable, not gone; the connection is closed."""
+        _, transport = self.connect()
+        self.reactor.advance(0.5)
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.UNREACHABLE, False))
+        self.assertTrue(transport.disconnecting)
+
+    def test_no_connection_in_time_proves_nothing(self):
+        """A connection attempt that hangs (a dead host, a cut cable) times out as unreachable."""
+        self.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(self.reply).outcome, probe.UNREACHABLE)
+
+
+class ReachTests(unittest.TestCase):
+    def test_accepted_connection_is_open_and_closed_at_once(self):
+        """A connection that is accepted counts as open and is hung up at once."""
+        reactor = MemoryReactorClock()
+        d = probe.reach(reactor, "10.9.9.9", 22, 1.0)
+        protocol = reactor.tcpClients[-1][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(self.successResultOf(d), probe.OPEN)
+        self.assertTrue(transport.disconnecting)
+
+    def test_refused_connection_is_refused(self):
+        """A refusal is told apart from silence."""
+        reactor = MemoryReactorClock()
+        d = probe.reach(reactor, "10.9.9.9", 22, 1.0)
+        reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(self.successResultOf(d), probe.REFUSED)
+
+    def test_silence_is_unreachable(self):
+        """No answer within the timeout is unreachable."""
+        reactor = MemoryReactorClock()
+        d = probe.reach(reactor, "10.9.9.9", 22, 1.0)
+        reactor.advance(1.0)
+        self.assertEqual(self.successResultOf(d), probe.UNREACHABLE)
+
+    def test_ipv6_addresses_are_dialled_directly(self):
+        """An IPv6 address needs no lookup either."""
+        reactor = MemoryReactorClock()
+        probe.reach(reactor, "::1", 22, 1.0)
+        self.assertEqual(reactor.tcpClients[-1][:2], ("::1", 22))
+
+
+class ReachAnyTests(unittest.TestCase):
+    def test_first_witness_whose_host_answers_is_returned(self):
+        """Witnesses are tried at once; one that refused still proves its host is reachable."""
+        reactor = MemoryReactorClock()
+        d = probe.reach_any(reactor, [("10.9.9.8", 22), ("10.9.9.9", 22)], 1.0)
+        first, second = reactor.tcpClients[-2][2], reactor.tcpClients[-1][2]
+        second.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        reactor.advance(1.0)
+        self.assertEqual(self.successResultOf(d), ("10.9.9.9", 22))
+        self.assertIsNotNone(first)
+
+    def test_no_witness_reachable_is_none(self):
+        """When every witness is silent, the answer is None."""
+        reactor = MemoryReactorClock()
+        d = probe.reach_any(reactor, [("10.9.9.8", 22)], 1.0)
+        reactor.advance(1.0)
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_no_witnesses_is_none_at_once(self):
+        """No witness configured: nothing to ask."""
+        self.assertIsNone(self.successResultOf(probe.reach_any(MemoryReactorClock(), [], 1.0)))
