@@ -754,8 +754,8 @@ class FailoverNode(MultiService):
         def probed(reply):
             if reply.gone and self.machine.role == BACKUP and self.peer.lost:
                 self._take_over(
-                    f"{name} is gone: its heartbeat connection closed and {host}:{port} {reply.why}"
-                    " (its process is dead, its host is up)"
+                    f"{name} is gone: its heartbeat connection closed and a probe of {host}:{port} found"
+                    f" {reply.why} (its process is dead, its host is up)"
                 )
             else:
                 self.log.info(

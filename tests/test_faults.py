@@ -62,7 +62,7 @@ class CrashAndStopTests(FaultTestCase):
         self.assertLess(elapsed, 1.0)
         status = self.pair.b.status()
         self.assertEqual(status["role"], "live")
-        self.assertIn("refused a connection", status["cause"])
+        self.assertIn("serv_a is gone", status["cause"])
 
     def test_sigterm_of_the_live_hands_over_well_under_a_second(self):
         """SIGTERM: the live node stops its listeners, stands down, and the backup takes over at once."""

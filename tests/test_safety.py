@@ -185,7 +185,8 @@ class CrashFastPathTests(NodeTestCase):
         self.heard_then_closed(node)
         self.assertEqual(self.probes, [("10.9.9.1", 1200, 0.5)])
         self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 2))
-        self.assertIn("refused", node.machine.cause)
+        self.assertIn("serv_a is gone", node.machine.cause)
+        self.assertIn("found connection refused", node.machine.cause)
 
     def test_probe_closed_without_an_answer_takes_over_at_once(self):
         """A dying process may still accept, then drop the probe unanswered: that is death too."""
