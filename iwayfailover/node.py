@@ -281,6 +281,8 @@ class FailoverNode(MultiService):
         self.heartbeat_factory = HeartbeatFactory(self, self.refusals)
         self.sender = HeartbeatSender(self)
         self.received = 0
+        self.max_gap = 0.0
+        self._last_live_heartbeat: Optional[float] = None
         self._stopping = defer.succeed(None)
         self._activating = defer.succeed(None)
         self._handover: Optional[_Handover] = None
@@ -415,6 +417,7 @@ class FailoverNode(MultiService):
 
     def arm_watchdog(self):
         self._isolation_logged = False
+        self._last_live_heartbeat = None
         self.watchdog.start()
 
     def disarm_watchdog(self):
@@ -701,11 +704,19 @@ class FailoverNode(MultiService):
             if role == BACKUP:
                 self.watchdog.heard()
                 self._isolation_logged = False
+                self._note_gap()
             elif role == LIVE:
                 self._meet_live(frame)
             elif role == HANDING_OVER:
                 self._confirm_handover(frame)
         protocol.send(self.frame(wire.Kind.ANSWER, frame.seq))
+
+    def _note_gap(self):
+        """Keep the largest gap between two live heartbeats heard as a backup."""
+        now = self.now()
+        if self._last_live_heartbeat is not None:
+            self.max_gap = max(self.max_gap, now - self._last_live_heartbeat)
+        self._last_live_heartbeat = now
 
     def _standing_down(self, protocol, frame):
         protocol.stood_down = True
@@ -830,7 +841,7 @@ class FailoverNode(MultiService):
             "cause": self.machine.cause,
             "peer": self.peer.status(),
             "listeners": listeners,
-            "heartbeats": {"sent": self.sender.sent, "received": self.received},
+            "heartbeats": {"sent": self.sender.sent, "received": self.received, "max_gap": round(self.max_gap, 4)},
             "settings": {
                 "backup_location": self.settings.backup_location,
                 "heartbeat_port": self.settings.heartbeat_port,

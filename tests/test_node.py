@@ -163,6 +163,15 @@ class BackupNodeTests(NodeTestCase):
         self.assertEqual(node.machine.role, BACKUP)
         self.assertEqual(node.received, 20)
 
+    def test_backup_reports_the_largest_gap_between_live_heartbeats(self):
+        """Status shows the longest pause between two heartbeats a backup heard (how close it came to a takeover)."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        for seq, pause in enumerate((0.5, 0.5, 1.25, 0.5), start=1):
+            self.reactor.advance(pause)
+            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+        self.assertEqual(node.status()["heartbeats"]["max_gap"], 1.25)
+
     def test_backup_answers_every_heartbeat_with_its_role_and_epoch(self):
         """Each heartbeat gets an answer echoing its sequence number, so the live node knows the backup is there."""
         node = self.make_node()
