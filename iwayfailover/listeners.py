@@ -116,10 +116,27 @@ class Listener:
         self.since = wall()
         self.reason: Optional[str] = None
         self._service: Optional[IService] = None
+        self._prepared: Optional[IService] = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def prepare(self) -> None:
+        """
+        Build the service ahead of a takeover, so that starting it is all a
+        takeover has to do (a hot backup). A failure here is only logged:
+        the build is tried again, and reported, when the listener starts.
+        """
+        if self._prepared is not None or self._service is not None:
+            return
+        try:
+            self._prepared = self._build(self.spec)
+        except Exception as e:
+            log.warn(
+                "listener {listener} could not be prepared ({why}); it will be built again when it starts",
+                listener=self.name, why=f"{type(e).__name__}: {e}",
+            )
 
     def _set(self, state, reason=None):
         previous, self.state = self.state, state
@@ -131,9 +148,11 @@ class Listener:
             log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
 
     def hold(self) -> None:
-        """Be WAITING (a backup's listeners are)."""
-        if self._service is None and self.state != WAITING:
-            self._set(WAITING)
+        """Be WAITING (a backup's listeners are), with the service built and ready to start."""
+        if self._service is None:
+            if self.state != WAITING:
+                self._set(WAITING)
+            self.prepare()
 
     def start(self) -> defer.Deferred:
         """
@@ -144,7 +163,9 @@ class Listener:
             return defer.succeed(None)
         self._set(STARTING)
         try:
-            service = self._build(self.spec)
+            service, self._prepared = self._prepared, None
+            if service is None:
+                service = self._build(self.spec)
             endpoints = list(_endpoint_services(service))
             for endpoint in endpoints:
                 # Report a port that cannot be bound here, with its reason,
@@ -201,6 +222,8 @@ class Listener:
                 log.failure("listener {listener}: error while stopping", result, listener=self.name)
             if self._service is None:
                 self._set(final)
+                if final == WAITING:
+                    self.prepare()  # a fresh service for the next takeover
 
         return d.addBoth(done)
 
@@ -242,6 +265,8 @@ class ListenerSet:
         for name, spec in specs.items():
             if name not in self.listeners:
                 self.listeners[name] = Listener(spec, self._build, self._wall)
+                if not self.active:
+                    self.listeners[name].prepare()
             if name not in replaced:
                 work.append(defer.maybeDeferred(self._start_if_active, name))
         return defer.gatherResults(work)

@@ -492,10 +492,16 @@ class FailoverNode(MultiService):
 
     # -- the live node's lease: self-fencing and failback --
 
+    def _lease_needed(self) -> bool:
+        failover = self.config.failover
+        return bool(failover.witness and failover.self_fence) or (failover.failback and failover.preferred != self.name)
+
     def _start_lease(self):
         self._stop_lease()
         self._fence_warned = False
         self._failback_since = None
+        if not self._lease_needed():
+            return  # nothing to watch for: no timer at all
         self._lease = LoopingCall(self._lease_check)
         self._lease.clock = self.reactor
         self._lease.start(self.lease_tick, now=False)
@@ -818,6 +824,8 @@ class FailoverNode(MultiService):
                 self.console_port.rebind(new.console)
             elif new.console is not None or old.console is not None:
                 changes[-1] += " (takes effect at the next start)"
+        if self.machine.role == LIVE and (self._lease is not None) != self._lease_needed():
+            self._start_lease()  # witness, self_fence or failback changed
         before = {n: listener.spec.command_line for n, listener in self.listeners.listeners.items()}
         after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
         if before != after:

@@ -4,7 +4,7 @@ and says so once it passes the threshold.
 
 Silence is measured on a monotonic clock, so a step of the wall clock (NTP,
 an operator's C{date -s}) can neither cause a takeover nor hold one back
-by itself. A coarse L{LoopingCall} tick keeps the cost low; when the
+by itself. A coarse L{LoopingCall} tick (half the threshold, at most 0.5 s) keeps the cost low; when the
 deadline falls before the next tick, a one-off timer is armed for the
 deadline itself, so the report comes within the reactor's timer precision
 of the threshold, not up to a whole tick late.
@@ -48,7 +48,9 @@ class Watchdog:
 
     @property
     def tick(self) -> float:
-        return min(self.threshold / 4, MAX_TICK)
+        # Coarse on purpose: the deadline timer, armed once the deadline is
+        # less than a tick away, gives the precision.
+        return min(self.threshold / 2, MAX_TICK)
 
     def silence(self) -> float:
         """Seconds since the live signal was last heard (or since L{start})."""

@@ -214,7 +214,7 @@ class Pair:
     """Two nodes, serv_a and serv_b, each the other's backup, sharing one configuration file."""
 
     def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2, own_listeners=False,
-                 failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None):
+                 failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None, listener_servers=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.www = os.path.join(workdir, "www")
@@ -234,8 +234,9 @@ class Pair:
         if listener_count is not None:
             # N channels served by whichever node is live, each on a port of its own.
             self.listener_ports = [free_port() for _ in range(listener_count)]
+            servers = f"servers = {listener_servers}\n" if listener_servers else ""
             self.listeners = "".join(
-                f"\n[listener:web{n}]\nplugin = web --listen tcp:{port}:interface=127.0.0.1 --path {{www}}\n"
+                f"\n[listener:web{n}]\nplugin = web --listen tcp:{port}:interface=127.0.0.1 --path {{www}}\n{servers}"
                 for n, port in enumerate(self.listener_ports, start=1)
             )
         self.config_path = os.path.join(workdir, "iwayfailover.ini")

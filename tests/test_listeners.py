@@ -340,8 +340,8 @@ class StoppablePort:
 class ListenerSetTests(TestCase):
     """A node's listeners, following the configuration."""
 
-    def test_configure_while_held_adds_waiting_listeners_without_building(self):
-        """Configured listeners of a node that is not live are WAITING and not built."""
+    def test_configure_while_held_adds_waiting_listeners_built_ahead_not_started(self):
+        """Configured listeners of a node that is not live are WAITING: built ahead (a hot backup), not started."""
         build = Builds(web=listening_service, ftp=listening_service)
         listeners = ListenerSet(build)
 
@@ -350,7 +350,50 @@ class ListenerSetTests(TestCase):
         self.assertEqual(
             {name: l.state for name, l in listeners.listeners.items()}, {"web": WAITING, "ftp": WAITING}
         )
-        self.assertEqual(build.built, [])
+        self.assertEqual(sorted(s.name for s in build.built), ["ftp", "web"])
+        self.assertFalse(any(service.running for service in build.services))
+
+    def test_start_uses_the_service_built_ahead(self):
+        """A takeover starts the service prepared while WAITING; it does not build another."""
+        build = Builds(web=listening_service)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web")})
+
+        listeners.start()
+
+        self.assertEqual(len(build.built), 1)
+        self.assertTrue(build.services[0].running)
+        self.assertEqual(listeners.listeners["web"].state, ACTIVE)
+
+    def test_a_listener_stopped_to_waiting_is_prepared_again(self):
+        """After a yield, a fresh service is built for the next takeover (a stopped one is not reused)."""
+        build = Builds(web=listening_service)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+
+        self.successResultOf(listeners.stop(WAITING))
+
+        self.assertEqual(len(build.built), 2)
+        self.assertFalse(build.services[1].running)
+
+    def test_a_failure_to_prepare_is_retried_and_reported_at_start(self):
+        """A service that cannot be built ahead stays WAITING; at takeover the build is tried again and FAILED says why."""
+        attempts = []
+
+        def broken(settings):
+            attempts.append(settings)
+            raise OSError("no such directory: /srv/www")
+
+        listeners = ListenerSet(broken)
+        listeners.configure({"web": spec("web")})
+        self.assertEqual(listeners.listeners["web"].state, WAITING)
+
+        listeners.start()
+
+        self.assertEqual(len(attempts), 2)
+        self.assertEqual(listeners.listeners["web"].state, FAILED)
+        self.assertIn("no such directory", listeners.listeners["web"].reason)
 
     def test_start_makes_every_listener_active(self):
         """start() starts every configured listener."""
@@ -465,7 +508,8 @@ class ListenerSetTests(TestCase):
 
         listeners.configure({"ftp": spec("ftp")})
 
-        self.assertEqual((listeners.listeners["ftp"].state, build.built), (WAITING, []))
+        self.assertEqual(listeners.listeners["ftp"].state, WAITING)
+        self.assertFalse(build.services[-1].running)
 
     def test_stop_ends_every_listener_in_the_final_state(self):
         """stop(STOPPED) stops every listener and leaves them STOPPED."""

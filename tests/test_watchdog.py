@@ -122,7 +122,7 @@ class WatchdogTests(unittest.TestCase):
         watchdog = Watchdog(self.clock, 1.0, self.reports.append, now=self.clock.seconds)
         watchdog.start()
         watchdog._now = now
-        self.clock.advance(0.25)
+        self.clock.advance(watchdog.tick)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         broken["on"] = False
         self.clock.pump([0.25] * 8)
@@ -132,4 +132,4 @@ class WatchdogTests(unittest.TestCase):
         """Checks come at least every MAX_TICK seconds, whatever the threshold."""
         watchdog = Watchdog(self.clock, 600.0, self.reports.append, now=self.monotonic)
         self.assertEqual(watchdog.tick, MAX_TICK)
-        self.assertEqual(Watchdog(self.clock, 0.3, self.reports.append).tick, 0.075)
+        self.assertEqual(Watchdog(self.clock, 0.3, self.reports.append).tick, 0.15)
