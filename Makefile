@@ -6,8 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
+# From Debian: ip (network namespaces for the partition test), keepalived (the
+# comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng
 
-.PHONY: install run test trial clean
+.PHONY: install system-packages run test trial bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,21 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet ".[test]"
 	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+
+# Installed when missing, as root with apt-get (as on CI); elsewhere the tests
+# that need them say why they skip.
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		missing=""; \
+		for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+			systemctl disable --now keepalived >/dev/null 2>&1 || true; \
+		fi; \
+	else \
+		echo "not root or no apt-get: not installing $(DEBIAN_PACKAGES)"; \
+	fi
 
 run: install
 	@mkdir -p .run
@@ -32,8 +50,15 @@ run: install
 	wait
 
 # Run from tests/ against the installed copy, never the source folder.
-test: install
+test: install system-packages
 	cd tests && ../$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) .
+
+# Every benchmark in its quick mode (a few minutes); see README for the full runs.
+bench: install system-packages
+	$(BIN)/python bench/takeover.py --quick
+	$(BIN)/python bench/false_takeover.py --quick
+	$(BIN)/python bench/cost.py --quick
+	$(BIN)/python bench/keepalived.py --quick
 
 # The same tests under Twisted's trial.
 trial: install
