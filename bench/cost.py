@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from harness import Pair, accepts, wait_for  # noqa: E402
+from harness import Pair, accepts  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -45,13 +45,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def started_pair(workdir, **options):
-    pair = Pair(workdir, reload_interval=5, **options)
-    pair.a.start()
-    pair.a.wait_role("live", timeout=30)
-    pair.b.start(backup=True)
-    pair.b.wait_role("backup", timeout=30)
-    wait_for(lambda: (pair.b.status() or {}).get("peer", {}).get("connected"), 30, "the backup to hear the live node")
-    return pair
+    return Pair(workdir, reload_interval=5, **options).start_both(timeout=30)
 
 
 def idle_cost(interval: float, seconds: float):

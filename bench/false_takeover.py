@@ -22,11 +22,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from harness import Pair, wait_for  # noqa: E402
+from harness import Pair  # noqa: E402
 
 INTERVAL = 0.1
 THRESHOLD = 0.3
@@ -76,11 +75,7 @@ def run(seconds: float):
     burners = []
     load = None
     try:
-        pair.a.start()
-        pair.a.wait_role("live", timeout=30)
-        pair.b.start(backup=True)
-        pair.b.wait_role("backup", timeout=30)
-        wait_for(lambda: (pair.b.status() or {}).get("peer", {}).get("connected"), 30, "the backup to hear the live node")
+        pair.start_both(timeout=30)
         epochs_before = (pair.a.status()["epoch"], pair.b.status()["epoch"])
         burners, how = saturate(seconds)
         load = Load(pair.ports["web_a"])

@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from harness import Pair, wait_for  # noqa: E402
+from harness import Pair  # noqa: E402
 
 FAULTS = {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGSTOP": signal.SIGSTOP}
 
@@ -64,12 +64,7 @@ def trial(workdir, fault: str, interval: float, threshold: float):
     """One pair, one fault. Returns (seconds to service, excess over threshold or None)."""
     pair = Pair(workdir, interval=interval, threshold=threshold, own_listeners=True, reload_interval=5)
     try:
-        pair.a.start()
-        pair.a.wait_role("live", timeout=20)
-        pair.b.start(backup=True)
-        pair.b.wait_role("backup", timeout=20)
-        wait_for(lambda: (pair.b.status() or {}).get("peer", {}).get("connected"), 20, "the backup to hear the live node")
-        wait_for(lambda: (pair.b.status() or {}).get("heartbeats", {}).get("received", 0) >= 2, 20, "heartbeats")
+        pair.start_both()
         start = time.monotonic()
         os.kill(pair.a.process.pid, FAULTS[fault])
         accepted = first_accept(pair.ports["web_b"], start + threshold + 10)

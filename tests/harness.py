@@ -256,6 +256,18 @@ class Pair:
         for node in (self.a, self.b):
             node.stop()
 
+    def start_both(self, timeout=20.0):
+        """serv_a live, serv_b backup, and serv_b hearing serv_a's heartbeats."""
+        self.a.start()
+        self.a.wait_role("live", timeout=timeout)
+        self.b.start(backup=True)
+        self.b.wait_role("backup", timeout=timeout)
+        wait_for(
+            lambda: (self.b.status() or {}).get("heartbeats", {}).get("received", 0) >= 2,
+            timeout, "serv_b to hear serv_a\n" + self.b.log_tail(),
+        )
+        return self
+
     def roles(self):
         """Both nodes' roles right now (None for a node that does not answer)."""
         return tuple((node.status() or {}).get("role") for node in (self.a, self.b))

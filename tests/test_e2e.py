@@ -24,14 +24,7 @@ class PairTestCase(unittest.TestCase):
 
     def start_pair(self):
         """serv_a live, serv_b backup, and the backup hearing the live node."""
-        self.pair.a.start()
-        self.pair.a.wait_role("live")
-        self.pair.b.start(backup=True)
-        self.pair.b.wait_role("backup")
-        wait_for(
-            lambda: (self.pair.b.status() or {}).get("peer", {}).get("connected"),
-            10, "serv_b to hear serv_a\n" + self.pair.b.log_tail(),
-        )
+        self.pair.start_both()
 
     def assert_log_tails(self):
         return self.pair.a.log_tail() + "\n" + self.pair.b.log_tail()

@@ -28,11 +28,7 @@ class FaultTestCase(unittest.TestCase):
         return self.pair.a.log_tail() + "\n" + self.pair.b.log_tail()
 
     def start_pair(self):
-        self.pair.a.start()
-        self.pair.a.wait_role("live")
-        self.pair.b.start(backup=True)
-        self.pair.b.wait_role("backup")
-        wait_for(lambda: (self.pair.b.status() or {}).get("peer", {}).get("connected"), 10, "serv_b to hear serv_a")
+        self.pair.start_both()
 
     def sample_roles(self, seconds):
         """Both roles, sampled until C{seconds} have passed; fails at once on a sample with two live nodes."""

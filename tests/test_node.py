@@ -135,6 +135,14 @@ class NodeTestCase(unittest.TestCase):
         protocol.makeConnection(transport)
         return (host, port), protocol, transport
 
+    def every_half_second(self, protocol, count, kind, name, role, seq=0):
+        """Deliver C{count} frames on C{protocol}, one every 0.5 s of clock time; returns the last seq."""
+        for _ in range(count):
+            self.reactor.advance(0.5)
+            seq += 1
+            protocol.dataReceived(frame_bytes(kind, name, role, seq=seq))
+        return seq
+
     def step(self, seconds, step=0.05):
         for _ in range(int(round(seconds / step))):
             self.reactor.advance(step)
@@ -157,9 +165,7 @@ class BackupNodeTests(NodeTestCase):
         """While heartbeats arrive more often than the threshold, the backup stays backup."""
         node = self.make_node()
         protocol, transport = self.inbound(node)
-        for seq in range(1, 21):
-            self.step(0.5)
-            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+        self.every_half_second(protocol, 20, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE)
         self.assertEqual(node.machine.role, BACKUP)
         self.assertEqual(node.received, 20)
 
@@ -243,9 +249,7 @@ class BackupNodeTests(NodeTestCase):
         """Only a live server's heartbeats prove a live server is there."""
         node = self.make_node()
         protocol, _ = self.inbound(node)
-        for seq in range(1, 6):
-            self.step(0.5)
-            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.BACKUP, seq=seq))
+        self.every_half_second(protocol, 5, wire.Kind.HEARTBEAT, "serv_a", wire.Role.BACKUP)
         self.assertEqual(node.machine.role, LIVE)
 
     def test_lost_heartbeat_connection_is_shown_in_status(self):
@@ -313,9 +317,7 @@ class LiveNodeTests(NodeTestCase):
         """A backup that answers keeps its connection however long it runs."""
         node = self.make_node(name="serv_a", backup=False)
         _, protocol, transport = self.outbound(node)
-        for seq in range(2, 30):
-            self.reactor.advance(0.5)
-            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq))
+        self.every_half_second(protocol, 28, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP)
         self.assertFalse(transport.disconnecting)
 
     def test_stopping_a_live_node_stops_its_listeners(self):

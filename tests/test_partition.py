@@ -14,7 +14,7 @@ import time
 
 from twisted.trial import unittest
 
-from harness import Pair, temporary_directory, wait_for
+from harness import Pair, temporary_directory
 
 WITNESS_PORT = 7000
 WITNESS_SERVER = """
@@ -112,12 +112,7 @@ class PartitionTests(unittest.TestCase):
 
         self.addCleanup(stop_witness)
         self.addCleanup(pair.stop)
-        pair.a.start()
-        pair.a.wait_role("live")
-        pair.b.start(backup=True)
-        pair.b.wait_role("backup")
-        wait_for(lambda: (pair.b.status() or {}).get("peer", {}).get("connected"), 10, "serv_b to hear serv_a\n" + pair.b.log_tail())
-        return hosts, pair
+        return hosts, pair.start_both()
 
     def sample(self, pair, seconds):
         deadline = time.monotonic() + seconds

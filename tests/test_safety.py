@@ -288,11 +288,7 @@ class FailbackTests(NodeTestCase):
     )
 
     def backup_answers(self, protocol, seconds, seq=1):
-        for _ in range(int(seconds / 0.5)):
-            self.reactor.advance(0.5)
-            seq += 1
-            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_a", wire.Role.BACKUP, seq=seq))
-        return seq
+        return self.every_half_second(protocol, int(seconds / 0.5), wire.Kind.ANSWER, "serv_a", wire.Role.BACKUP, seq)
 
     def live_serv_b(self):
         node = self.make_node(name="serv_b", backup=False)
@@ -384,8 +380,6 @@ class WitnessTests(NodeTestCase):
         """While the backup answers, the live node does not even ask the witnesses."""
         node = self.make_node(name="serv_a", backup=False)
         _, protocol, _ = self.outbound(node)
-        for seq in range(1, 20):
-            self.reactor.advance(0.5)
-            protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq))
+        self.every_half_second(protocol, 19, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP)
         self.assertEqual(node.machine.role, LIVE)
         self.assertEqual(self.witness_checks, [])
