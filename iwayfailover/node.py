@@ -378,8 +378,15 @@ class FailoverNode(MultiService):
     def activate_listeners(self):
         self._activating = self.listeners.start()
 
+    def _track_stopping(self, d: defer.Deferred) -> None:
+        """Remember stop work under way, so that stopService waits for all of it."""
+        if self._stopping.called:
+            self._stopping = d
+        else:
+            self._stopping = defer.gatherResults([self._stopping, d], consumeErrors=True)
+
     def deactivate_listeners(self):
-        self._stopping = self.listeners.stop(WAITING)
+        self._track_stopping(self.listeners.stop(WAITING))
 
     def shut_down_live(self):
         self._stop_lease()
@@ -390,7 +397,7 @@ class FailoverNode(MultiService):
                 self.log.info("listeners stopped; told backup {peer} that this node is standing down", peer=self.peer.name)
             return self.sender.stop()
 
-        self._stopping = stopped.addCallback(stand_down)
+        self._track_stopping(stopped.addCallback(stand_down))
 
     def hand_over(self):
         self._stop_lease()
@@ -413,7 +420,7 @@ class FailoverNode(MultiService):
 
     def stop_heartbeats(self):
         self._stop_lease()
-        self._stopping = defer.gatherResults([self._stopping, self.sender.stop()])
+        self._track_stopping(self.sender.stop())
 
     def arm_watchdog(self):
         self._isolation_logged = False

@@ -34,6 +34,17 @@ class FencingTests(NodeTestCase):
         [reply] = frames_in(transport.value())
         self.assertEqual(reply.role, wire.Role.BACKUP, "the answer already says backup")
 
+    def test_shutdown_after_a_yield_waits_for_the_heartbeat_link_to_close(self):
+        """A node that yielded and then shuts down waits for its old heartbeat link as well as its listeners."""
+        node = self.make_node(name="serv_b", backup=False)
+        _, link, _ = self.outbound(node)
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        stopped = node.stopService()
+        self.assertNoResult(stopped)
+        link.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+
     def test_live_node_of_higher_rank_stays_live_and_says_so(self):
         """A live node hearing a lower-ranked live peer stays live and answers as live, so the peer yields."""
         node = self.make_node(name="serv_a", backup=False)  # serv_a sorts first: it wins at equal epochs
