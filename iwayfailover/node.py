@@ -19,7 +19,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import probe, wire
@@ -83,6 +83,38 @@ class Peer:
         }
 
 
+class QuietRetries:
+    """
+    An observer for the redialling client's log: while the backup is away
+    the live node redials every heartbeat interval, and one line per
+    attempt (ten a second at 0.1 s) would drown the log. The first retry of
+    a run is logged, then at most one every C{every} seconds; other events
+    pass through.
+    """
+
+    def __init__(self, clock, every: float = 60.0, publish=globalLogPublisher):
+        self._clock = clock
+        self._every = every
+        self._publish = publish
+        self._last: Optional[float] = None
+
+    def __call__(self, event):
+        if str(event.get("log_format", "")).startswith("Scheduling retry"):
+            now = self._clock.seconds()
+            if event.get("attempt") != 1 and self._last is not None and now - self._last < self._every:
+                return
+            self._last = now
+        self._publish(event)
+
+
+class HeartbeatClient(ClientService):
+    """ClientService with its retries logged sparingly (see L{QuietRetries})."""
+
+    def __init__(self, endpoint, factory, retryPolicy, clock):
+        self._log = Logger(namespace="iwayfailover.node.HeartbeatClient", observer=QuietRetries(clock))
+        super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
+
+
 @implementer(IFrameHandler)
 class HeartbeatSender:
     """
@@ -131,7 +163,7 @@ class HeartbeatSender:
             initialDelay=interval / 10, maxDelay=interval, factor=2, jitter=lambda: random.random() * interval / 10
         )
         self.last_answer = node.now()
-        self._client = ClientService(endpoint, factory, retryPolicy=policy, clock=node.reactor)
+        self._client = HeartbeatClient(endpoint, factory, retryPolicy=policy, clock=node.reactor)
         self._client.startService()
         self.resume()
 

@@ -401,3 +401,21 @@ class PortChangeTests(NodeTestCase):
         self.assertEqual([p for p, *_ in self.reactor.tcpServers], [1200, 1300])
         self.assertEqual(node.heartbeat_port.description, "tcp:1300")
         self.assertEqual(released, [True])
+
+
+class RetryLogTests(unittest.TestCase):
+    def test_redials_to_an_absent_backup_are_logged_sparingly(self):
+        """The first redial of a run is logged, then at most one a minute; other events pass through."""
+        from twisted.internet.task import Clock
+
+        from iwayfailover.node import QuietRetries
+
+        clock, published = Clock(), []
+        observer = QuietRetries(clock, every=60, publish=published.append)
+        for attempt in range(1, 601):  # ten minutes of redials at 0.1 s... and a few more
+            observer({"log_format": "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.", "attempt": attempt})
+            clock.advance(1.0)
+        observer({"log_format": "something else"})
+        retries = [e["attempt"] for e in published if "attempt" in e]
+        self.assertEqual(retries, [1, 61, 121, 181, 241, 301, 361, 421, 481, 541])
+        self.assertEqual(published[-1], {"log_format": "something else"})
