@@ -164,6 +164,15 @@ def endpoint_port(description: str) -> Optional[int]:
     return None
 
 
+def endpoint_interface(description: str) -> Optional[str]:
+    """The address a server endpoint string is bound to, if it names a particular one (not 0.0.0.0 or ::)."""
+    found = re.search(r"(?:^|(?<!\\):)interface=((?:\\:|[^:])+)", description)
+    if found is None:
+        return None
+    address = found.group(1).replace("\\:", ":")
+    return None if address in ("", "0.0.0.0", "::") else address
+
+
 def backup_host(location: str) -> Optional[str]:
     """The host part of a Location of Backup, where it has one."""
     match = _HOST_PORT.match(location.strip())

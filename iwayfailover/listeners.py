@@ -117,6 +117,8 @@ class Listener:
         self.reason: Optional[str] = None
         self._service: Optional[IService] = None
         self._prepared: Optional[IService] = None
+        self._stopping: Optional[defer.Deferred] = None
+        self._final = WAITING
 
     @property
     def name(self) -> str:
@@ -128,7 +130,7 @@ class Listener:
         takeover has to do (a hot backup). A failure here is only logged:
         the build is tried again, and reported, when the listener starts.
         """
-        if self._prepared is not None or self._service is not None:
+        if self._prepared is not None or self._service is not None or self._stopping is not None:
             return
         try:
             self._prepared = self._build(self.spec)
@@ -161,6 +163,9 @@ class Listener:
         """
         if self._service is not None:
             return defer.succeed(None)
+        if self._stopping is not None:
+            # The old service still holds its ports: start once it has let go.
+            return self._after_stop().addCallback(lambda _: self.start())
         self._set(STARTING)
         try:
             service, self._prepared = self._prepared, None
@@ -199,33 +204,64 @@ class Listener:
     def _abandon(self, reason):
         service, self._service = self._service, None
         self._set(FAILED, reason)
-        if service is not None and service.running:
-            defer.maybeDeferred(service.stopService).addErrback(
-                lambda f: log.failure("listener {listener}: error while cleaning up", f, listener=self.name)
-            )
+        if service is not None:
+            self._release(service)
+
+    def _after_stop(self) -> defer.Deferred:
+        """A Deferred that fires once the stop in flight has ended."""
+        waiter = defer.Deferred()
+        self._stopping.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
+
+    def _release(self, service: IService) -> defer.Deferred:
+        """
+        Stop C{service}, letting go of every port it bound, even when it
+        failed half-way through starting (its own C{running} still false).
+        Never fails; until it fires, the listener has a stop in flight.
+        """
+        if service.running:
+            d = defer.maybeDeferred(service.stopService)
+        else:
+            started = [e for e in _endpoint_services(service) if getattr(e, "_waitingForPort", None) is not None]
+            d = defer.gatherResults([defer.maybeDeferred(e.stopService) for e in started], consumeErrors=True)
+
+        stopping = self._stopping = defer.Deferred()
+
+        def released(result):
+            if isinstance(result, Failure):
+                log.failure("listener {listener}: error while stopping", result, listener=self.name)
+            if self._stopping is stopping:
+                self._stopping = None
+            stopping.callback(None)
+
+        d.addBoth(released)
+        return stopping
 
     def stop(self, final: str = WAITING) -> defer.Deferred:
         """
         Stop the service: STOPPING, then C{final} (WAITING for a node that
-        became backup, STOPPED for one shutting down). Never fails.
+        became backup, STOPPED for one shutting down). Fires once every port
+        is let go, including those of a stop already in flight. Never fails.
         """
+        self._final = final
         service, self._service = self._service, None
         if service is None:
-            if self.state != final and not (final == WAITING and self.state == FAILED):
-                self._set(final)
+            if self._stopping is not None:
+                return self._after_stop().addCallback(lambda _: self._settle())
+            self._settle()
             return defer.succeed(None)
         self._set(STOPPING)
-        d = defer.maybeDeferred(service.stopService)
+        return self._release(service).addCallback(lambda _: self._settle())
 
-        def done(result):
-            if isinstance(result, Failure):
-                log.failure("listener {listener}: error while stopping", result, listener=self.name)
-            if self._service is None:
-                self._set(final)
-                if final == WAITING:
-                    self.prepare()  # a fresh service for the next takeover
-
-        return d.addBoth(done)
+    def _settle(self):
+        """After a stop: the final state asked for, and a fresh service for the next takeover."""
+        if self._service is not None or self._stopping is not None:
+            return  # started again, or another stop began, meanwhile
+        final = self._final
+        if self.state != final and not (final == WAITING and self.state == FAILED):
+            self._set(final)
+        if final == WAITING:
+            self.prepare()
 
     def status(self) -> dict:
         result = {"state": self.state, "since": self.since}

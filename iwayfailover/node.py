@@ -23,7 +23,7 @@ from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import probe, wire
-from iwayfailover.config import SharedConfig, endpoint_port
+from iwayfailover.config import SharedConfig, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE, STARTING, IRoleEffects, RoleMachine, outranks
@@ -185,10 +185,6 @@ class HeartbeatSender:
         self._loop = LoopingCall(self.beat)
         self._loop.clock = self._node.reactor
         self._loop.start(self._node.config.failover.heartbeat_interval, now=False)
-
-    def set_interval(self, interval: float) -> None:
-        if self._loop is not None:
-            self.resume()
 
     def beat(self) -> None:
         """Send one heartbeat, if connected. Never raises."""
@@ -436,6 +432,7 @@ class FailoverNode(MultiService):
         self.sender.pause()
         handover = self._handover
         stopped = self.listeners.stop(WAITING)
+        self._track_stopping(stopped)
 
         def tell(_):
             if handover is not self._handover:
@@ -800,7 +797,9 @@ class FailoverNode(MultiService):
         name = protocol.peer_name
         server = self.config.servers.get(name)
         port = endpoint_port(server.heartbeat_endpoint) if server is not None else None
-        host = protocol.peer
+        # The address its heartbeat port is bound to, where the configuration
+        # names one; otherwise (bound to every address) the one it dialled from.
+        host = (endpoint_interface(server.heartbeat_endpoint) if server is not None else None) or protocol.peer
         if port is None:
             self.log.info("cannot probe {peer}'s heartbeat port; the threshold rule stays in charge", peer=name)
             return
@@ -837,11 +836,13 @@ class FailoverNode(MultiService):
         """Apply a new, checked configuration at once."""
         old, new = self.settings, config.server(self.name)
         old_failover, failover = self.config.failover, config.failover
+        old_lease = (self._lease_needed(), self.lease_tick)
         self.config, self.settings = config, new
         changes = []
         if failover.heartbeat_interval != old_failover.heartbeat_interval:
             changes.append(f"heartbeat_interval {old_failover.heartbeat_interval:g} -> {failover.heartbeat_interval:g}")
-            self.sender.set_interval(failover.heartbeat_interval)
+            if self.sender.running:
+                self.sender.start()  # the redial backoff is bounded by the interval too
         if failover.reload_interval != old_failover.reload_interval:
             changes.append(f"reload_interval {old_failover.reload_interval:g} -> {failover.reload_interval:g}")
             if self.poller is not None:
@@ -863,8 +864,8 @@ class FailoverNode(MultiService):
                 self.console_port.rebind(new.console)
             elif new.console is not None or old.console is not None:
                 changes[-1] += " (takes effect at the next start)"
-        if self.machine.role == LIVE and (self._lease is not None) != self._lease_needed():
-            self._start_lease()  # witness, self_fence or failback changed
+        if self.machine.role == LIVE and old_lease != (self._lease_needed(), self.lease_tick):
+            self._start_lease()  # witness, self_fence, failback or the backup's threshold changed
         before = {n: listener.spec.command_line for n, listener in self.listeners.listeners.items()}
         after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
         if before != after:

@@ -83,6 +83,8 @@ class ConfigPoller(Service):
         return d.addBoth(done)
 
     def _loaded(self, config: SharedConfig):
+        if not self.running:
+            return  # read before the node stopped; nothing to apply it to
         if self.last_error is not None:
             self.log.info("configuration {path} is usable again", path=config.path)
             self.last_error = None

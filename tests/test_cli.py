@@ -225,3 +225,33 @@ class StatusResourceTests(TestCase):
         response = self.successResultOf(self.client.get("http://console/api/nothing"))
 
         self.assertEqual(response.code, 404)
+
+
+class FromThisHostTests(TestCase):
+    """Who may ask for a switchover (until the console has logins): this host only."""
+
+    def request_from(self, address):
+        class Request:
+            def getClientAddress(self):
+                return address
+
+        return Request()
+
+    def test_loopback_v4_v6_mapped_and_unix_are_this_host(self):
+        """127.0.0.1, ::1, ::ffff:127.0.0.1 (IPv4 on a dual-stack port) and a Unix socket are this host."""
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        from iwayfailover.console.api import from_this_host
+
+        for address in (IPv4Address("TCP", "127.0.0.1", 1), IPv6Address("TCP", "::1", 1),
+                        IPv6Address("TCP", "::ffff:127.0.0.1", 1), UNIXAddress(b"/run/x.sock")):
+            self.assertTrue(from_this_host(self.request_from(address)), address)
+
+    def test_other_addresses_are_not_this_host(self):
+        """Any other address, mapped or not, is refused."""
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        from iwayfailover.console.api import from_this_host
+
+        for address in (IPv4Address("TCP", "192.0.2.1", 1), IPv6Address("TCP", "::ffff:192.0.2.1", 1)):
+            self.assertFalse(from_this_host(self.request_from(address)), address)

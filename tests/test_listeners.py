@@ -622,3 +622,62 @@ class PluginTests(TestCase):
         settings = ListenerSettings(name="web", plugin="iway-failover", args=())
 
         self.assertRaises(LookupError, plugin_service, settings)
+
+
+@implementer(IStreamServerEndpoint)
+class GrantingEndpoint:
+    """An endpoint that listens at once on a port the test can inspect."""
+
+    def __init__(self):
+        self.port = StoppablePort()
+
+    def listen(self, factory):
+        return defer.succeed(self.port)
+
+
+class ReleaseTests(TestCase):
+    """Whatever a listener bound is let go, whatever happened while it started or stopped."""
+
+    def test_a_half_started_listener_lets_go_of_the_ports_it_did_bind(self):
+        """Two ports, the second taken: FAILED, and the first port is released (a backup must not keep serving it)."""
+        first = GrantingEndpoint()
+        top = MultiService()
+        StreamServerEndpointService(first, Factory()).setServiceParent(top)
+        StreamServerEndpointService(RefusingEndpoint(), Factory()).setServiceParent(top)
+        listener = Listener(spec("web"), build=lambda settings: top)
+
+        listener.start()
+
+        self.assertEqual(listener.state, FAILED)
+        self.assertTrue(first.port.stopped)
+
+    def test_a_start_during_a_slow_stop_waits_for_the_stop(self):
+        """A start asked for while the old service is still stopping begins only once the old one let go."""
+        old, new = SlowStoppingService(), Service()
+        services = [old, new]
+        listener = Listener(spec("web"), build=lambda settings: services.pop(0))
+        listener.start()
+        listener.stop(WAITING)
+
+        started = listener.start()
+
+        self.assertNoResult(started)
+        self.assertFalse(new.running)
+        old.stopping.callback(None)
+        self.successResultOf(started)
+        self.assertTrue(new.running)
+        self.assertEqual(listener.state, ACTIVE)
+
+    def test_a_second_stop_waits_for_the_stop_in_flight(self):
+        """Stopping a listener whose stop is in flight fires only when the ports are really released."""
+        old = SlowStoppingService()
+        listener = Listener(spec("web"), build=lambda settings: old)
+        listener.start()
+        listener.stop(WAITING)
+
+        again = listener.stop(STOPPED)
+
+        self.assertNoResult(again)
+        old.stopping.callback(None)
+        self.successResultOf(again)
+        self.assertEqual(listener.state, STOPPED)

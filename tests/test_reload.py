@@ -253,3 +253,14 @@ class ConfigPollerTests(TestCase):
         self.clock.advance(INTERVAL * 3)
 
         self.assertEqual(self.share.reads, [])
+
+    def test_a_read_that_finishes_after_stop_is_not_applied(self):
+        """A change read while the node was stopping is dropped: a stopped node must not re-bind ports."""
+        hung = HungShare()
+        poller = self.poller(run=hung.run)
+        self.clock.advance(INTERVAL)
+        poller.stopService()
+
+        hung.pending[0].callback(shared_config(threshold=7))
+
+        self.assertEqual(self.applied, [])

@@ -5,11 +5,13 @@ epoch, the startup check, graceful handover, the crash fast path, planned
 switchover, failback and witnesses.
 """
 
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from iwayfailover import probe, wire
+from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, STOPPED, WAITING
 from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
@@ -293,6 +295,46 @@ class SwitchoverTests(NodeTestCase):
         self.assertEqual(node.listeners.status()["web"]["state"], ACTIVE)
 
 
+class HandoverDuringSlowStopTests(NodeTestCase):
+    def make_slow_node(self):
+        from test_node import FakeListenerService
+
+        self.slow = []
+
+        class SlowStop(FakeListenerService):
+            def stopService(inner):
+                super().stopService()
+                d = defer.Deferred()
+                self.slow.append(d)
+                return d
+
+        node = self.make_node(name="serv_a", backup=False)
+        node.listeners._build = lambda spec: SlowStop(spec, self.started)
+        for listener in node.listeners.listeners.values():
+            listener._build = node.listeners._build
+        # restart the listeners with slow-stopping services
+        for listener in node.listeners.listeners.values():
+            listener._service = None
+            listener._prepared = None
+        node.listeners.start()
+        _, protocol, transport = self.outbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        transport.clear()
+        return node, protocol, transport
+
+    def test_a_shutdown_during_a_switchover_stands_down_only_after_the_listeners_let_go(self):
+        """Stopping the node while a switchover's listener stops are pending: the backup is told only once they are done."""
+        node, protocol, transport = self.make_slow_node()
+        d = node.switchover()
+        stopped = node.stopService()
+        self.assertNotIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+        self.assertNoResult(stopped)
+        for pending in list(self.slow):
+            pending.callback(None)
+        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+        self.failureResultOf(d, SwitchoverRefused)
+
+
 class FailbackTests(NodeTestCase):
     text = CONFIG.replace(
         "heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nfailback = true\npreferred = serv_a\nfailback_delay = 10"
@@ -386,6 +428,13 @@ class WitnessTests(NodeTestCase):
         node = self.make_node(name="serv_a", backup=False)
         self.step(10.0)
         self.assertEqual(node.machine.role, LIVE)
+
+    def test_a_lower_backup_threshold_from_the_file_shortens_the_fence_at_once(self):
+        """After a reload lowers the backup's threshold, the live node checks often enough to fence before it."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertEqual(node._lease.interval, 0.25)
+        node.apply_config(parse_config(WITNESS_CONFIG.replace("threshold = 2", "threshold = 0.8"), "/share/iway.ini"))
+        self.assertEqual(node._lease.interval, 0.1)
 
     def test_answering_backup_keeps_the_live_node_live_without_asking_witnesses(self):
         """While the backup answers, the live node does not even ask the witnesses."""

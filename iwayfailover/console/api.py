@@ -27,9 +27,12 @@ def from_this_host(request) -> bool:
     if isinstance(address, UNIXAddress):
         return True
     try:
-        return ipaddress.ip_address(getattr(address, "host", "")).is_loopback
+        ip = ipaddress.ip_address(getattr(address, "host", ""))
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # 127.0.0.1 on a dual-stack port
+    return ip.is_loopback
 
 
 class StatusResource(Resource):
