@@ -9,6 +9,8 @@ is the business of the L{IFrameHandler} the factory is given.
 
 from __future__ import annotations
 
+import collections
+
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -60,6 +62,45 @@ class RefusalLog:
         )
 
 
+class Gate:
+    """
+    Keeps a heartbeat port from being starved. A connection counts as
+    unproven until it has delivered a valid frame from a configured server;
+    each unproven one must do so within C{deadline} seconds, and at most
+    C{cap} may be open at once: a new one makes room by dropping the oldest,
+    so a real peer's new connection (which sends its first frame at once)
+    always gets in. Proven connections are not counted.
+    """
+
+    def __init__(self, clock, deadline: float = 5.0, cap: int = 32):
+        self._clock = clock
+        self.deadline = deadline
+        self.cap = cap
+        self._unproven = collections.OrderedDict()
+
+    def __len__(self):
+        return len(self._unproven)
+
+    def admit(self, protocol) -> None:
+        while len(self._unproven) >= self.cap:
+            oldest, call = self._unproven.popitem(last=False)
+            if call.active():
+                call.cancel()
+            oldest.refuse(f"more than {self.cap} connections have sent no valid frame; dropping the oldest")
+        self._unproven[protocol] = self._clock.callLater(self.deadline, self._expire, protocol)
+
+    def proven(self, protocol) -> None:
+        call = self._unproven.pop(protocol, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    gone = proven
+
+    def _expire(self, protocol):
+        self._unproven.pop(protocol, None)
+        protocol.refuse(f"no valid frame within {self.deadline:g}s")
+
+
 class HeartbeatProtocol(Int32StringReceiver):
     """Length-prefixed heartbeat frames; a bad frame drops the connection."""
 
@@ -72,6 +113,8 @@ class HeartbeatProtocol(Int32StringReceiver):
         return getattr(address, "host", None) or str(address)
 
     def connectionMade(self):
+        if self.factory.gate is not None:
+            self.factory.gate.admit(self)
         self._call("connection_made")
 
     def stringReceived(self, body):
@@ -83,6 +126,8 @@ class HeartbeatProtocol(Int32StringReceiver):
             self.refuse(str(e))
             return
         self._call("frame_received", frame)
+        if not self.refused and self.factory.gate is not None:
+            self.factory.gate.proven(self)  # the handler accepted it
 
     def lengthLimitExceeded(self, length):
         self.refuse(f"frame of {length} bytes is over the limit of {self.MAX_LENGTH}")
@@ -100,6 +145,8 @@ class HeartbeatProtocol(Int32StringReceiver):
             self.sendString(wire.encode(frame))
 
     def connectionLost(self, reason):
+        if self.factory.gate is not None:
+            self.factory.gate.gone(self)
         if self._unprocessed and not self.refused:
             self.refused = True
             self.factory.refusals.report(self.peer, f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
@@ -120,6 +167,7 @@ class HeartbeatFactory(Factory):
     noisy = False  # a live node redials its backup often; no start/stop lines for each try
     log = Logger()
 
-    def __init__(self, handler: IFrameHandler, refusals: RefusalLog):
+    def __init__(self, handler: IFrameHandler, refusals: RefusalLog, gate: Gate = None):
         self.handler = handler
         self.refusals = refusals
+        self.gate = gate

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from iwayfailover import probe, wire
 from iwayfailover.config import SharedConfig, endpoint_interface, endpoint_port
-from iwayfailover.heartbeat import HeartbeatFactory, IFrameHandler, RefusalLog
+from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE, STARTING, IRoleEffects, RoleMachine, outranks
 from iwayfailover.state import EpochStore
@@ -306,7 +306,9 @@ class FailoverNode(MultiService):
         others = [n for n in config.servers if n != name]
         self.peer = Peer(others[0] if len(others) == 1 else None, now)
         self.refusals = RefusalLog(reactor)
-        self.heartbeat_factory = HeartbeatFactory(self, self.refusals)
+        self.gate = Gate(reactor)
+        self.heartbeat_factory = HeartbeatFactory(self, self.refusals, self.gate)
+        self._sessions = {}  # server name -> its current heartbeat connection to this node
         self.sender = HeartbeatSender(self)
         self.received = 0
         self.max_gap = 0.0
@@ -737,6 +739,13 @@ class FailoverNode(MultiService):
 
     def _heartbeat(self, protocol, frame):
         self.received += 1
+        old = self._sessions.get(frame.name)
+        if old is not None and old is not protocol:
+            # One session per peer: a newer connection from it replaces the old one.
+            old.replaced = True
+            old.transport.abortConnection()
+            self.log.info("a newer heartbeat connection from {peer} replaces the old one", peer=frame.name)
+        self._sessions[frame.name] = protocol
         self.peer.connections.add(protocol)
         protocol.peer_name = frame.name
         protocol.from_live = frame.role == wire.Role.LIVE
@@ -772,10 +781,13 @@ class FailoverNode(MultiService):
         self._activating.addCallback(lambda _: protocol.send(self.frame(wire.Kind.ANSWER, frame.seq)))
 
     def connection_lost(self, protocol, reason):
+        name = getattr(protocol, "peer_name", None)
+        if name is not None and self._sessions.get(name) is protocol:
+            del self._sessions[name]
         if protocol not in self.peer.connections:
             return
         self.peer.connections.discard(protocol)
-        if self.machine.role != BACKUP or not getattr(protocol, "from_live", False):
+        if self.machine.role != BACKUP or not getattr(protocol, "from_live", False) or getattr(protocol, "replaced", False):
             return
         self.peer.lost = True
         if getattr(protocol, "stood_down", False):

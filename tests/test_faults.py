@@ -6,6 +6,7 @@ live together, and a planned switchover.
 
 import signal
 import subprocess
+import threading
 import time
 
 from twisted.trial import unittest
@@ -146,3 +147,42 @@ class SwitchoverTests(FaultTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("refused the switchover", result.stderr)
         self.assertEqual(self.pair.a.status()["role"], "live")
+
+
+class FloodTests(FaultTestCase):
+    def test_idle_and_garbage_connections_cause_no_false_takeover_and_lose_no_heartbeat(self):
+        """200 idle or garbage connections against a backup: it stays backup and counts every heartbeat the live sent."""
+        import socket
+
+        self.start_pair()
+        port = self.pair.ports["hb_b"]
+        before_sent = self.pair.a.status()["heartbeats"]["sent"]
+        before_received = self.pair.b.status()["heartbeats"]["received"]
+        held, opened = [], 0
+        pace = threading.Event()
+        deadline = time.monotonic() + 5.0  # the flood is bounded in time and in count
+        try:
+            while time.monotonic() < deadline and opened < 5000:
+                pace.wait(0.002)
+                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                opened += 1
+                if opened % 2:
+                    try:
+                        sock.sendall(b"\x00\x00\x00\x10garbage-garbage!")  # refused at once
+                    except OSError:
+                        pass
+                held.append(sock)
+                if len(held) > 200:
+                    held.pop(0).close()
+                if opened % 50 == 0:
+                    self.assertEqual(self.pair.b.status()["role"], "backup")
+            self.assertGreaterEqual(opened, 200)
+            a, b = self.pair.a.status(), self.pair.b.status()
+        finally:
+            for sock in held:
+                sock.close()
+        self.assertEqual((a["role"], b["role"]), ("live", "backup"))
+        sent = a["heartbeats"]["sent"] - before_sent
+        received = b["heartbeats"]["received"] - before_received
+        self.assertGreater(sent, 10)
+        self.assertLessEqual(abs(sent - received), 1, "a heartbeat was lost (one may be in flight)")

@@ -443,3 +443,48 @@ class WitnessTests(NodeTestCase):
         self.every_half_second(protocol, 19, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP)
         self.assertEqual(node.machine.role, LIVE)
         self.assertEqual(self.witness_checks, [])
+
+
+class StarvationTests(NodeTestCase):
+    """The heartbeat port cannot be starved by connections that say nothing useful."""
+
+    def test_a_silent_connection_is_dropped_after_the_deadline(self):
+        """A connection that sends no valid frame within the deadline is dropped."""
+        node = self.make_node()
+        _, transport = self.inbound(node, host="10.9.9.66")
+        self.reactor.advance(node.gate.deadline - 0.01)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.02)
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_real_peer_is_not_subject_to_the_deadline(self):
+        """Once a configured server's valid frame arrived, the connection stays however quiet it gets later."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        self.reactor.advance(node.gate.deadline * 3)
+        self.assertFalse(transport.disconnecting)
+
+    def test_too_many_unproven_connections_drop_the_oldest_so_a_peer_gets_in(self):
+        """Past the cap, each new connection drops the oldest unproven one; the newest (a real peer) can speak."""
+        node = self.make_node()
+        idle = [self.inbound(node, host="10.9.9.66")[1] for _ in range(node.gate.cap)]
+        protocol, transport = self.inbound(node)
+        self.assertTrue(idle[0].disconnecting)
+        self.assertFalse(any(t.disconnecting for t in idle[1:]))
+        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(node.gate), node.gate.cap - 1)
+
+    def test_a_newer_connection_from_the_live_peer_replaces_the_old_one_quietly(self):
+        """One session per peer: the old connection is dropped and its loss is not taken for a crash."""
+        node = self.make_node()
+        self.crash_probe = probe.Reply(None, probe.REFUSED, "connection refused")
+        old, old_transport = self.inbound(node)
+        old.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=1))
+        new, _ = self.inbound(node)
+        new.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=2))
+        self.assertTrue(old_transport.disconnecting)
+        old.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.probes, [])
+        self.assertEqual(node.machine.role, BACKUP)
