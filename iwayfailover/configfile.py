@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+
+from iwayfailover.atomic import replace_file
 
 
 class ConfigConflict(Exception):
@@ -41,37 +42,11 @@ def write_config(path: str, text: str, expected_digest: str) -> str:
             f"{path} changed since it was read (someone else saved it); read it again and redo the change"
         )
     data = text.encode("utf-8")
-    folder = os.path.dirname(os.path.abspath(path))
-    before = os.stat(path)
-    fd, temporary = tempfile.mkstemp(prefix=".iwayfailover-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, before.st_mode & 0o7777)
-        try:
-            os.chown(temporary, before.st_uid, before.st_gid)
-        except PermissionError:
-            pass  # not ours to give away; the mode is kept all the same
-        with open(path, "rb") as f:  # last look: a save that raced ours wins, ours is dropped
+
+    def still_as_read():  # last look: a save that raced ours wins, ours is dropped
+        with open(path, "rb") as f:
             if digest(f.read()) != expected_digest:
                 raise ConfigConflict(f"{path} changed while it was being written; nothing was written")
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    try:
-        directory = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return digest(data)
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass  # some network file systems cannot sync a folder
-    finally:
-        os.close(directory)
+
+    replace_file(path, data, prefix=".iwayfailover-", like=os.stat(path), check=still_as_read)
     return digest(data)

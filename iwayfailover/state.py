@@ -6,7 +6,8 @@ node's state dir (never on the shared network folder).
 from __future__ import annotations
 
 import os
-import tempfile
+
+from iwayfailover.atomic import replace_file
 
 
 class StateError(Exception):
@@ -71,21 +72,4 @@ class EpochStore:
 
         @raise OSError: it could not be written.
         """
-        fd, temporary = tempfile.mkstemp(prefix=".epoch.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(f"{epoch}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_file(self.path, f"{epoch}\n".encode("ascii"), prefix=".epoch.")

@@ -456,8 +456,8 @@ class RefusalLogTests(unittest.TestCase):
 class InMemoryConnectionTests(unittest.TestCase):
     """A client and a server HeartbeatProtocol joined in memory."""
 
-    def test_frame_sent_by_a_client_reaches_the_server_handler(self):
-        """A frame sent on the live node's side arrives, decoded, at the backup's handler."""
+    def connected(self):
+        """Both handlers, both protocols and the pump of a client joined to a server."""
         clock = Clock()
         server_handler = RecordingHandler()
         client_handler = RecordingHandler()
@@ -467,6 +467,11 @@ class InMemoryConnectionTests(unittest.TestCase):
             lambda: server_factory.buildProtocol(PEER),
             lambda: client_factory.buildProtocol(HOST),
         )
+        return server_handler, client_handler, client, server, pump
+
+    def test_frame_sent_by_a_client_reaches_the_server_handler(self):
+        """A frame sent on the live node's side arrives, decoded, at the backup's handler."""
+        server_handler, client_handler, client, server, pump = self.connected()
 
         client.send(frame(seq=42))
         pump.flush()
@@ -476,15 +481,7 @@ class InMemoryConnectionTests(unittest.TestCase):
 
     def test_answer_sent_by_the_server_reaches_the_client_handler(self):
         """The backup's answer travels back to the live node's handler."""
-        clock = Clock()
-        server_handler = RecordingHandler()
-        client_handler = RecordingHandler()
-        server_factory = HeartbeatFactory(server_handler, RefusalLog(clock))
-        client_factory = HeartbeatFactory(client_handler, RefusalLog(clock))
-        client, server, pump = iosim.connectedServerAndClient(
-            lambda: server_factory.buildProtocol(PEER),
-            lambda: client_factory.buildProtocol(HOST),
-        )
+        server_handler, client_handler, client, server, pump = self.connected()
         answer = frame(seq=42, name="serv_b", kind=wire.Kind.ANSWER, role=wire.Role.BACKUP)
 
         server.send(answer)

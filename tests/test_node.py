@@ -81,7 +81,7 @@ def frames_in(data):
 class NodeTestCase(unittest.TestCase):
     text = CONFIG
 
-    def make_node(self, name="serv_b", backup=True, text=None, answer=None):
+    def make_node(self, name="serv_b", backup=True, text=None, answer=None, build=None):
         """
         A started node. Its probes are stand-ins: the startup check gets
         C{answer} (None: nobody answered), a crash probe gets
@@ -111,7 +111,7 @@ class NodeTestCase(unittest.TestCase):
         config = parse_config(text or self.text, "/share/iway.ini")
         node = FailoverNode(
             config, name, backup, self.store, self.reactor,
-            build_listener=lambda spec: FakeListenerService(spec, self.started),
+            build_listener=build or (lambda spec: FakeListenerService(spec, self.started)),
             now=self.reactor.seconds, wall=lambda: 1764064800.0,
             reach_any=reach_any, query=query,
         )
@@ -134,6 +134,13 @@ class NodeTestCase(unittest.TestCase):
         transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         protocol.makeConnection(transport)
         return (host, port), protocol, transport
+
+    def answering_backup(self, node):
+        """Connect a live node to its backup location, which answers once; the transport is then cleared."""
+        _, protocol, transport = self.outbound(node)
+        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        transport.clear()
+        return protocol, transport
 
     def every_half_second(self, protocol, count, kind, name, role, seq=0):
         """Deliver C{count} frames on C{protocol}, one every 0.5 s of clock time; returns the last seq."""

@@ -241,10 +241,7 @@ class CrashFastPathTests(NodeTestCase):
 class SwitchoverTests(NodeTestCase):
     def live_with_backup(self):
         node = self.make_node(name="serv_a", backup=False)
-        _, protocol, transport = self.outbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
-        transport.clear()
-        return node, protocol, transport
+        return (node, *self.answering_backup(node))
 
     def test_switchover_stops_listeners_then_tells_the_backup(self):
         """A switchover stops every listener (WAITING) and then sends a standing-down frame flagged as switchover."""
@@ -308,19 +305,8 @@ class HandoverDuringSlowStopTests(NodeTestCase):
                 self.slow.append(d)
                 return d
 
-        node = self.make_node(name="serv_a", backup=False)
-        node.listeners._build = lambda spec: SlowStop(spec, self.started)
-        for listener in node.listeners.listeners.values():
-            listener._build = node.listeners._build
-        # restart the listeners with slow-stopping services
-        for listener in node.listeners.listeners.values():
-            listener._service = None
-            listener._prepared = None
-        node.listeners.start()
-        _, protocol, transport = self.outbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
-        transport.clear()
-        return node, protocol, transport
+        node = self.make_node(name="serv_a", backup=False, build=lambda spec: SlowStop(spec, self.started))
+        return (node, *self.answering_backup(node))
 
     def test_a_shutdown_during_a_switchover_stands_down_only_after_the_listeners_let_go(self):
         """Stopping the node while a switchover's listener stops are pending: the backup is told only once they are done."""
