@@ -45,9 +45,9 @@ run: install
 	@echo "the web channel: http://127.0.0.1:8080/ (served by whichever node is live)"
 	@echo "Ctrl-C stops both."
 	@trap 'kill $$A $$B 2>/dev/null; wait' INT TERM; \
-	$(BIN)/iwsrv --config $(CONF) --name serv_a --state-dir .run/serv_a & A=$$!; \
-	$(BIN)/iwsrv -b --config $(CONF) --name serv_b --state-dir .run/serv_b & B=$$!; \
-	wait
+	$(BIN)/iwsrv --config $(CONF) --name serv_a --state-dir .run/serv_a & A=$$!; echo $$A > .run/serv_a.pid; \
+	$(BIN)/iwsrv -b --config $(CONF) --name serv_b --state-dir .run/serv_b & B=$$!; echo $$B > .run/serv_b.pid; \
+	wait; rm -f .run/serv_a.pid .run/serv_b.pid
 
 # Run from tests/ against the installed copy, never the source folder.
 test: install system-packages
