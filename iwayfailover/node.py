@@ -808,6 +808,14 @@ class FailoverNode(MultiService):
         """
         name = protocol.peer_name
         server = self.config.servers.get(name)
+        if server is not None and server.heartbeat_endpoint.split(":", 1)[0] not in ("tcp", "tcp6"):
+            # A plain query to a TLS (or other) port would go unanswered and
+            # look like a dead process: only the threshold can judge there.
+            self.log.info(
+                "{peer}'s heartbeat port is {endpoint}, which a plain probe cannot ask; the threshold rule stays in charge",
+                peer=name, endpoint=server.heartbeat_endpoint.split(":", 1)[0],
+            )
+            return
         port = endpoint_port(server.heartbeat_endpoint) if server is not None else None
         # The address its heartbeat port is bound to, where the configuration
         # names one; otherwise (bound to every address) the one it dialled from.

@@ -15,9 +15,35 @@ from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, STOPPED, WAITING
 from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
+from harness import temporary_directory
 from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
+
+
+def self_signed_pem(folder):
+    """A key and a self-signed certificate for localhost in one PEM file (for a TLS endpoint string)."""
+    import datetime
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = os.path.join(folder, "node.pem")
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
 
 
 def answer(role, epoch=0, seq=1, name="serv_a"):
@@ -214,6 +240,29 @@ class CrashFastPathTests(NodeTestCase):
         node = self.make_node()
         self.crash_probe = probe.Reply(answer(wire.Role.LIVE), probe.ANSWERED, "serv_a answered as live")
         self.heard_then_closed(node)
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_the_probe_goes_to_the_address_the_heartbeat_port_is_bound_to(self):
+        """A live node whose heartbeat port is bound to one address but dials from another is probed at the bound one."""
+        self.text = CONFIG.replace(
+            "heartbeat_port = 1200\nthreshold = 2\n\n[server:serv_b]",
+            "heartbeat_port = tcp:1200:interface=10.9.8.1\nthreshold = 2\n\n[server:serv_b]",
+        )
+        node = self.make_node()
+        self.heard_then_closed(node)  # it dialled from 10.9.9.1
+        self.assertEqual(self.probes, [("10.9.8.1", 1200, 0.5)])
+
+    def test_a_tls_heartbeat_port_is_not_probed_in_plain_text(self):
+        """A plain query to a TLS port would go unanswered and look like death: no probe, the threshold decides."""
+        pem = self_signed_pem(temporary_directory(self))
+        self.text = CONFIG.replace(
+            "heartbeat_port = 1200\nthreshold = 2\n\n[server:serv_b]",
+            f"heartbeat_port = ssl:1200:privateKey={pem}:certKey={pem}\nthreshold = 2\n\n[server:serv_b]",
+        )
+        node = self.make_node()
+        self.crash_probe = probe.Reply(None, probe.CLOSED, "connection closed without an answer")
+        self.heard_then_closed(node)
+        self.assertEqual(self.probes, [])
         self.assertEqual(node.machine.role, BACKUP)
 
     def test_unanswered_probe_leaves_the_threshold_rule_in_charge(self):
