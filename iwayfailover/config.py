@@ -191,8 +191,8 @@ _FAILOVER_KEYS = {
     "witness", "self_fence", "failback", "preferred", "failback_delay",
 }
 _SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority"}
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
 _SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
 _LISTENER_KEYS = {"plugin", "servers"}
 _SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
@@ -211,9 +211,9 @@ def _positive_seconds(path, section, key, text):
 
 def _boolean(path, section, key, text):
     value = text.strip().lower()
-    if value in _TRUE:
+    if value in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if value in FALSE_WORDS:
         return False
     raise ConfigError(path, section, key, text, "not a yes or no", "true, false, yes, no, on, off, 1, 0")
 

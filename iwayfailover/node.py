@@ -212,10 +212,8 @@ class HeartbeatSender:
         if self._protocol is None:
             return False
         self._seq += 1
-        frame = self._node.frame(wire.Kind.STANDING_DOWN, self._seq)
-        if switchover:
-            frame = wire.Frame(frame.kind, frame.name, frame.role, frame.epoch, frame.seq, wire.FLAG_SWITCHOVER)
-        self._protocol.send(frame)
+        flags = wire.FLAG_SWITCHOVER if switchover else 0
+        self._protocol.send(self._node.frame(wire.Kind.STANDING_DOWN, self._seq, flags))
         return True
 
     # IFrameHandler, for the connection to the backup location
@@ -638,12 +636,17 @@ class FailoverNode(MultiService):
         self.machine.hand_over(cause or f"planned switchover to {self.peer.name}")
         return handover.deferred
 
-    def _confirm_handover(self, frame: wire.Frame):
+    def _end_handover(self) -> Optional[_Handover]:
+        """The switchover under way, if any, now ended: its timeout cancelled."""
         handover, self._handover = self._handover, None
+        if handover is not None and handover.timeout is not None and handover.timeout.active():
+            handover.timeout.cancel()
+        return handover
+
+    def _confirm_handover(self, frame: wire.Frame):
+        handover = self._end_handover()
         if handover is None:
             return
-        if handover.timeout.active():
-            handover.timeout.cancel()
         stopped_at = handover.stopped_at if handover.stopped_at is not None else handover.started
         gap = self.now() - stopped_at
         self.machine.handed_over(
@@ -652,26 +655,22 @@ class FailoverNode(MultiService):
         handover.deferred.callback({"from": self.name, "to": frame.name, "epoch": frame.epoch, "gap": gap})
 
     def _fail_handover(self, why: str):
-        handover, self._handover = self._handover, None
+        handover = self._end_handover()
         if handover is None:
             return
-        if handover.timeout is not None and handover.timeout.active():
-            handover.timeout.cancel()
         self.machine.handover_failed(f"switchover failed: {why}; serving again")
         handover.deferred.errback(SwitchoverRefused(why))
 
     def _cancel_handover(self, reason: Exception):
-        handover, self._handover = self._handover, None
+        handover = self._end_handover()
         if handover is not None:
-            if handover.timeout is not None and handover.timeout.active():
-                handover.timeout.cancel()
             handover.deferred.errback(reason)
 
     # -- frames --
 
-    def frame(self, kind: wire.Kind, seq: int) -> wire.Frame:
+    def frame(self, kind: wire.Kind, seq: int, flags: int = 0) -> wire.Frame:
         role = _WIRE_ROLES.get(self.machine.role, wire.Role.BACKUP)
-        return wire.Frame(kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq)
+        return wire.Frame(kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq, flags=flags)
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
         """Refuse frames from this node's own name or from unknown servers."""

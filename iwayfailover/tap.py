@@ -17,7 +17,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.python import usage
 
-from iwayfailover.config import ConfigError, SharedConfig, backup_host, read_config
+from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
 from iwayfailover.console import ConsoleSite, console_root
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode
@@ -27,8 +27,6 @@ from iwayfailover.state import EpochStore, StateError, default_state_dir
 
 log = Logger()
 
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off", "")
 DEFAULT_CONFIG = "/etc/iwayfailover/iwayfailover.ini"
 
 
@@ -50,11 +48,11 @@ def backup_from_environment(environ=None) -> bool:
     value = environ.get("IWAY_BACKUP", "").strip().lower()
     if value in TRUE_WORDS:
         return True
-    if value in FALSE_WORDS:
+    if value in FALSE_WORDS or not value:
         return False
     raise usage.UsageError(
         f"IWAY_BACKUP={environ['IWAY_BACKUP']!r} is neither true nor false"
-        f" (allowed: {', '.join(TRUE_WORDS)} for backup; {', '.join(w for w in FALSE_WORDS if w)} or unset for live)"
+        f" (allowed: {', '.join(TRUE_WORDS)} for backup; {', '.join(FALSE_WORDS)}, empty or unset for live)"
     )
 
 
