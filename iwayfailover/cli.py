@@ -14,7 +14,7 @@ import sys
 
 from twisted.python import usage
 
-from iwayfailover.config import ConfigError, read_config
+from iwayfailover.config import ConfigError, endpoint_interface, endpoint_port, read_config, server_endpoint_string
 from iwayfailover.tap import default_config, default_name
 
 STATUS_TIMEOUT = 5.0
@@ -38,24 +38,17 @@ def console_client_string(console: str) -> str:
     A client endpoint string that reaches a console listening on the server
     endpoint string C{console} from this host.
     """
-    parts = re.split(r"(?<!\\):", console)
-    kind, rest = parts[0], parts[1:]
-    if kind in ("tcp", "tcp6") or kind.isdigit():
-        if kind.isdigit():
-            kind, rest = "tcp", parts
-        port = next((p for p in rest if "=" not in p), None) or next(
-            (p.split("=", 1)[1] for p in rest if p.startswith("port=")), None
-        )
-        interface = next((p.split("=", 1)[1] for p in rest if p.startswith("interface=")), "")
-        if interface in ("", "::", r"\:\:") and kind == "tcp6":
-            interface = r"\:\:1"
-        elif interface in ("", "0.0.0.0"):
-            interface = "127.0.0.1"
-        return f"{kind}:host={interface}:port={port}"
+    description = server_endpoint_string(console)
+    kind, _, rest = description.partition(":")
+    if kind in ("tcp", "tcp6"):
+        # Bound to every address (or none named): reach it over loopback.
+        host = endpoint_interface(description) or ("::1" if kind == "tcp6" else "127.0.0.1")
+        escaped = host.replace(":", "\\:")
+        return f"{kind}:host={escaped}:port={endpoint_port(description)}"
     if kind == "unix":
-        for part in rest:
-            if part.startswith("address=") or "=" not in part:
-                return "unix:path=" + part.split("=", 1)[-1] if part.startswith("address=") else "unix:path=" + part
+        parts = re.split(r"(?<!\\):", rest)
+        path = next((p[len("address="):] for p in parts if p.startswith("address=")), parts[0])
+        return f"unix:path={path}"
     raise ValueError(f"iwsrv status cannot reach a console on {console!r} (tcp, tcp6 and unix are supported)")
 
 
