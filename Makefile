@@ -38,7 +38,11 @@ system-packages:
 		echo "not root or no apt-get: not installing $(DEBIAN_PACKAGES)"; \
 	fi
 
-run: install
+# The heartbeat key of the example pair: made once, never committed.
+conf/failover.key: | install
+	$(BIN)/iwsrv keygen $@
+
+run: install conf/failover.key
 	@mkdir -p .run
 	@echo "serv_a (live):   console http://127.0.0.1:8081/api/status"
 	@echo "serv_b (backup): console http://127.0.0.1:8082/api/status"

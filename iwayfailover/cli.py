@@ -4,6 +4,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
     iwsrv switchover [--config PATH] [--name NAME] [--json]      hand the live role to the backup
+    iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
 """
 
 from __future__ import annotations
@@ -242,6 +243,37 @@ def switchover_main(argv) -> int:
     return _run("switchover", argv, SwitchoverOptions(), prepare)
 
 
+class KeygenOptions(usage.Options):
+    synopsis = "PATH"
+
+    def parseArgs(self, path):
+        self["path"] = path
+
+
+def keygen_main(argv) -> int:
+    """Write a new key file for secret_file; never replaces one."""
+    from iwayfailover import auth
+
+    options = KeygenOptions()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        print(f"iwsrv keygen: {e} (usage: iwsrv keygen PATH)", file=sys.stderr)
+        return 2
+    path = options["path"]
+    try:
+        auth.write_new_key_file(path)
+    except FileExistsError:
+        print(f"iwsrv keygen: {path} exists; not replacing a key (remove it first, or add a new key as a second line)",
+              file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"iwsrv keygen: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"wrote a new key to {path} (mode 0600); set secret_file = {path} in [failover] and give both nodes the file")
+    return 0
+
+
 def run_node(argv) -> None:
     """Run a node in the foreground: C{twistd -n iway-failover ARGS}."""
     from twisted.scripts.twistd import run
@@ -256,6 +288,8 @@ def main(argv=None) -> int:
         return status_main(argv[1:])
     if argv and argv[0] == "switchover":
         return switchover_main(argv[1:])
+    if argv and argv[0] == "keygen":
+        return keygen_main(argv[1:])
     if argv and argv[0] in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0

@@ -60,6 +60,7 @@ class FailoverSettings:
     heartbeat_interval: float = 1.0
     reload_interval: float = 5.0
     secret_file: Optional[str] = None
+    insecure: bool = False
     witness: Tuple[Tuple[str, int], ...] = ()
     self_fence: bool = True
     failback: bool = False
@@ -109,6 +110,14 @@ class SharedConfig:
     failover: FailoverSettings
     servers: Mapping[str, ServerSettings] = field(default_factory=dict)
     listeners: Mapping[str, ListenerSettings] = field(default_factory=dict)
+    keys: Optional[object] = field(default=None, repr=False, compare=False)
+    """The heartbeat keys (an L{iwayfailover.auth.KeyRing}), once read by
+    L{iwayfailover.tap.load_checked_config}; never shown."""
+
+    @property
+    def fingerprint(self) -> tuple:
+        """What a reload compares: the file's digest and the ids of its keys."""
+        return (self.digest, getattr(self.keys, "key_ids", None))
 
     def server(self, name: str) -> ServerSettings:
         """
@@ -187,7 +196,7 @@ def backup_host(location: str) -> Optional[str]:
 _NO_REACTOR = object()
 
 _FAILOVER_KEYS = {
-    "heartbeat_interval", "reload_interval", "secret_file",
+    "heartbeat_interval", "reload_interval", "secret_file", "insecure",
     "witness", "self_fence", "failback", "preferred", "failback_delay",
 }
 _SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority"}
@@ -364,7 +373,7 @@ def _parse_failover(path, section, items) -> FailoverSettings:
     for key in ("heartbeat_interval", "reload_interval", "failback_delay"):
         if key in items:
             values[key] = _positive_seconds(path, section, key, items[key])
-    for key in ("self_fence", "failback"):
+    for key in ("self_fence", "failback", "insecure"):
         if key in items:
             values[key] = _boolean(path, section, key, items[key])
     if "secret_file" in items:
@@ -373,6 +382,11 @@ def _parse_failover(path, section, items) -> FailoverSettings:
         values["witness"] = _witnesses(path, section, "witness", items["witness"])
     if items.get("preferred"):
         values["preferred"] = items["preferred"].strip()
+    if values.get("insecure") and "secret_file" in values:
+        raise ConfigError(
+            path, section, "insecure", items["insecure"], "set together with secret_file",
+            "either secret_file (heartbeats signed with its key) or insecure = true (unsigned), not both",
+        )
     return FailoverSettings(**values)
 
 

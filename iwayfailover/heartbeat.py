@@ -10,13 +10,18 @@ is the business of the L{IFrameHandler} the factory is given.
 from __future__ import annotations
 
 import collections
+import os
+from typing import Callable, Optional
 
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import Interface
 
-from iwayfailover import wire
+from iwayfailover import auth, wire
+
+HELLO_TIMEOUT = 5.0
+"""The longest a dialled heartbeat port may take to say hello."""
 
 
 class IFrameHandler(Interface):
@@ -102,32 +107,72 @@ class Gate:
 
 
 class HeartbeatProtocol(Int32StringReceiver):
-    """Length-prefixed heartbeat frames; a bad frame drops the connection."""
+    """
+    Length-prefixed heartbeat frames on an authenticated connection (see
+    L{iwayfailover.auth}): a hello each way, then sealed frames. The handler
+    hears of the connection only once the hellos are exchanged, and of each
+    frame only once its MAC and number are checked. Anything wrong drops the
+    connection, with the reason logged (rate limited).
+    """
 
-    MAX_LENGTH = wire.MAX_FRAME
+    MAX_LENGTH = wire.MAX_FRAME + auth.OVERHEAD
     refused = False
+    refusal = None
+    session = None
+    _hello_timer = None
 
     @property
     def peer(self) -> str:
         address = self.transport.getPeer()
         return getattr(address, "host", None) or str(address)
 
-    def connectionMade(self):
-        if self.factory.gate is not None:
-            self.factory.gate.admit(self)
-        self._call("connection_made")
+    @property
+    def authenticated(self) -> bool:
+        return self.session is not None
 
-    def stringReceived(self, body):
+    def connectionMade(self):
+        factory = self.factory
+        if factory.gate is not None:
+            factory.gate.admit(self)
+        self._ring = factory.keys()
+        self._nonce = factory.nonce()
+        self.sendString(auth.hello(self._nonce))
+        if factory.hello_timeout is not None:
+            self._hello_timer = factory.clock.callLater(
+                factory.hello_timeout, self.refuse, f"no hello within {factory.hello_timeout:g}s"
+            )
+
+    def stringReceived(self, data):
         if self.refused:
             return
+        if self.session is None:
+            self._hello_received(data)
+            return
         try:
-            frame = wire.decode(body)
-        except wire.FrameError as e:
+            frame = wire.decode(self.session.open(data))
+        except (auth.AuthError, wire.FrameError) as e:
+            self.factory.rejected += 1
             self.refuse(str(e))
             return
         self._call("frame_received", frame)
         if not self.refused and self.factory.gate is not None:
             self.factory.gate.proven(self)  # the handler accepted it
+
+    def _hello_received(self, data):
+        try:
+            peer_nonce = auth.parse_hello(data)
+        except auth.AuthError as e:
+            self.factory.rejected += 1
+            self.refuse(str(e))
+            return
+        self._cancel_hello_timer()
+        self.session = auth.Session(self._ring, self.factory.initiating, self._nonce, peer_nonce)
+        self._call("connection_made")
+
+    def _cancel_hello_timer(self):
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
 
     def lengthLimitExceeded(self, length):
         self.refuse(f"frame of {length} bytes is over the limit of {self.MAX_LENGTH}")
@@ -137,14 +182,17 @@ class HeartbeatProtocol(Int32StringReceiver):
         if self.refused:
             return
         self.refused = True
+        self.refusal = why
+        self._cancel_hello_timer()
         self.factory.refusals.report(self.peer, why)
         self.transport.abortConnection()
 
     def send(self, frame: wire.Frame) -> None:
-        if not self.refused and self.transport is not None:
-            self.sendString(wire.encode(frame))
+        if not self.refused and self.transport is not None and self.session is not None:
+            self.sendString(self.session.seal(wire.encode(frame)))
 
     def connectionLost(self, reason):
+        self._cancel_hello_timer()
         if self.factory.gate is not None:
             self.factory.gate.gone(self)
         if self._unprocessed and not self.refused:
@@ -167,7 +215,24 @@ class HeartbeatFactory(Factory):
     noisy = False  # a live node redials its backup often; no start/stop lines for each try
     log = Logger()
 
-    def __init__(self, handler: IFrameHandler, refusals: RefusalLog, gate: Gate = None):
+    rejected = 0
+    """Frames and hellos refused for a bad MAC, number or format."""
+
+    def __init__(self, handler: IFrameHandler, refusals: RefusalLog, keys: Callable[[], auth.KeyRing],
+                 clock, initiating: bool, gate: Gate = None, hello_timeout: Optional[float] = HELLO_TIMEOUT,
+                 nonce: Callable[[], bytes] = lambda: os.urandom(auth.NONCE_SIZE)):
+        """
+        @param keys: the node's current keys (they change when the key file does).
+        @param initiating: does this factory dial out (the client side of the
+            sessions) rather than accept?
+        @param hello_timeout: drop a connection whose peer sends no hello in
+            this many seconds (None: no limit, e.g. where a L{Gate} limits it).
+        """
         self.handler = handler
         self.refusals = refusals
+        self.keys = keys
+        self.clock = clock
+        self.initiating = initiating
         self.gate = gate
+        self.hello_timeout = hello_timeout
+        self.nonce = nonce

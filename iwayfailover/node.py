@@ -48,6 +48,11 @@ def iso(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
+def describe_keys(ring) -> str:
+    """Key ids (public) for the log; never the keys."""
+    return "unsigned (insecure = true)" if ring.insecure else "ids " + ",".join(ring.key_ids)
+
+
 class Peer:
     """What this node knows of the other node of the pair."""
 
@@ -156,7 +161,7 @@ class HeartbeatSender:
         node = self._node
         interval = node.config.failover.heartbeat_interval
         endpoint = clientFromString(node.reactor, node.settings.backup_endpoint)
-        factory = HeartbeatFactory(self, node.refusals)
+        factory = HeartbeatFactory(self, node.refusals, lambda: node.keys, node.reactor, initiating=True)
         # The backup must hear from us again well within its threshold after
         # it comes back, so the redial delay never grows past one interval.
         policy = backoffPolicy(
@@ -287,7 +292,10 @@ class FailoverNode(MultiService):
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
                  reach_any=probe.reach_any, query=probe.query):
         super().__init__()
+        if config.keys is None:
+            raise ValueError("a configuration without its keys: read it with tap.load_checked_config")
         self.config = config
+        self.keys = config.keys
         self.name = name
         self.settings = config.server(name)
         self.start_as_backup = start_as_backup
@@ -305,7 +313,10 @@ class FailoverNode(MultiService):
         self.peer = Peer(others[0] if len(others) == 1 else None, now)
         self.refusals = RefusalLog(reactor)
         self.gate = Gate(reactor)
-        self.heartbeat_factory = HeartbeatFactory(self, self.refusals, self.gate)
+        # The gate limits how long an accepted connection may take to prove itself.
+        self.heartbeat_factory = HeartbeatFactory(
+            self, self.refusals, lambda: self.keys, reactor, initiating=False, gate=self.gate, hello_timeout=None
+        )
         self._sessions = {}  # server name -> its current heartbeat connection to this node
         self.sender = HeartbeatSender(self)
         self.received = 0
@@ -372,7 +383,7 @@ class FailoverNode(MultiService):
             location=location, timeout=timeout,
         )
         target = clientFromString(self.reactor, self.settings.backup_endpoint)
-        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals)
+        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals, self.keys)
         d.addCallback(self._startup_checked)
         d.addErrback(
             lambda f: self.log.failure("startup check failed", f) or self._startup_checked(probe.Reply(None, "error", "error"))
@@ -823,7 +834,7 @@ class FailoverNode(MultiService):
             self.log.info("cannot probe {peer}'s heartbeat port; the threshold rule stays in charge", peer=name)
             return
         target = probe.endpoint(self.reactor, host, port, self.probe_timeout)
-        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), self.probe_timeout, self.refusals)
+        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), self.probe_timeout, self.refusals, self.keys)
 
         def probed(reply):
             if reply.gone and self.machine.role == BACKUP and self.peer.lost:
@@ -858,6 +869,10 @@ class FailoverNode(MultiService):
         old_lease = (self._lease_needed(), self.lease_tick)
         self.config, self.settings = config, new
         changes = []
+        if config.keys.key_ids != self.keys.key_ids or config.keys.insecure != self.keys.insecure:
+            # Connections already authenticated keep their session; new ones use the new keys.
+            changes.append(f"heartbeat keys {describe_keys(self.keys)} -> {describe_keys(config.keys)}")
+            self.keys = config.keys
         if failover.heartbeat_interval != old_failover.heartbeat_interval:
             changes.append(f"heartbeat_interval {old_failover.heartbeat_interval:g} -> {failover.heartbeat_interval:g}")
             if self.sender.running:
@@ -908,7 +923,10 @@ class FailoverNode(MultiService):
             "cause": self.machine.cause,
             "peer": self.peer.status(),
             "listeners": listeners,
-            "heartbeats": {"sent": self.sender.sent, "received": self.received, "max_gap": round(self.max_gap, 4)},
+            "heartbeats": {
+                "sent": self.sender.sent, "received": self.received, "max_gap": round(self.max_gap, 4),
+                "rejected": self.heartbeat_factory.rejected,
+            },
             "settings": {
                 "backup_location": self.settings.backup_location,
                 "heartbeat_port": self.settings.heartbeat_port,
@@ -916,6 +934,7 @@ class FailoverNode(MultiService):
                 "heartbeat_interval": self.config.failover.heartbeat_interval,
                 "reload_interval": self.config.failover.reload_interval,
             },
+            "auth": self.keys.status(),
             "config": {
                 "path": self.config.path,
                 "digest": self.config.digest,

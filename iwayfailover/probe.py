@@ -7,8 +7,9 @@ never fails:
   a silent or unreachable one (the host, or the way to it, is down).
 - L{query}: ask the node at a client endpoint how it stands (one QUERY
   frame, one ANSWER frame). A node that answers is alive; a refused
-  connection, or one closed without an answer, means no live process is
-  there; a timeout or an unreachable host proves nothing.
+  connection, or one closed before the node said hello, means no live
+  process is there; a timeout, an unreachable host, or a close after the
+  hello (a node that refused this one's key) proves nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Reply(NamedTuple):
 
     @property
     def gone(self) -> bool:
-        """Proof that no node process is there: refused, or closed without an answer."""
+        """Proof that no node process is there: refused, or closed before a hello."""
         return self.outcome in (REFUSED, CLOSED)
 
 log = Logger()
@@ -118,19 +119,35 @@ class _Query:
         protocol.transport.loseConnection()
 
     def connection_lost(self, protocol, reason):
-        if not self.answer.called:
-            self.answer.errback(reason)
+        if self.answer.called:
+            return
+        if protocol.authenticated or protocol.refused:
+            # A process said hello (or something this node refused): it was
+            # alive when it closed, so the close proves nothing about its
+            # death; most likely one side refused the other's key.
+            why = "it said hello, then closed without answering (do both nodes hold the same key?)"
+            if protocol.refused:
+                why = f"this node refused what it sent: {protocol.refusal}"
+            self.answer.errback(Inconclusive(why))
+            return
+        self.answer.errback(reason)
 
 
-def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalLog) -> defer.Deferred:
+class Inconclusive(Exception):
+    """The connection ended in a way that proves neither life nor death."""
+
+
+def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalLog, keys) -> defer.Deferred:
     """
     Send C{frame} (a QUERY) to the node at C{target} (a client endpoint) and
-    wait at most C{timeout} seconds for its answer.
+    wait at most C{timeout} seconds for its answer, on a connection
+    authenticated with C{keys} (an L{iwayfailover.auth.KeyRing}).
 
     @return: a Deferred firing with a L{Reply}; it never fails.
     """
     handler = _Query(frame)
-    connected = target.connect(HeartbeatFactory(handler, refusals))
+    factory = HeartbeatFactory(handler, refusals, lambda: keys, reactor, initiating=True, hello_timeout=None)
+    connected = target.connect(factory)
     connected.addErrback(lambda failure: None if handler.answer.called else handler.answer.errback(failure))
     d = handler.answer
     d.addTimeout(timeout, reactor, onTimeoutCancel=lambda result, t: _timed_out(connected, handler, t))
@@ -144,7 +161,7 @@ def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalL
         if failure.check(defer.TimeoutError):
             return Reply(None, UNREACHABLE, f"no answer within {timeout:g}s")
         if failure.check(error.ConnectionDone, error.ConnectionLost):
-            return Reply(None, CLOSED, "connection closed without an answer")
+            return Reply(None, CLOSED, "connection closed before a hello or an answer")
         return Reply(None, UNREACHABLE, failure.getErrorMessage())
 
     return d.addCallbacks(answered, failed)

@@ -88,7 +88,7 @@ class ConfigPoller(Service):
         if self.last_error is not None:
             self.log.info("configuration {path} is usable again", path=config.path)
             self.last_error = None
-        if config.digest == self.current.digest:
+        if config.fingerprint == self.current.fingerprint:
             return
         self.current = config
         self.reloads += 1

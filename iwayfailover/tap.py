@@ -9,6 +9,7 @@ poller.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -17,10 +18,11 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.python import usage
 
+from iwayfailover import auth
 from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
 from iwayfailover.console import ConsoleSite, console_root
 from iwayfailover.listeners import check_listener_specs
-from iwayfailover.node import FailoverNode
+from iwayfailover.node import FailoverNode, describe_keys
 from iwayfailover.ports import ServerPort, StartupError
 from iwayfailover.reload import ConfigPoller
 from iwayfailover.state import EpochStore, StateError, default_state_dir
@@ -91,7 +93,7 @@ def load_checked_config(path: str) -> SharedConfig:
     """
     config = read_config(path)
     check_listener_specs(config)
-    return config
+    return dataclasses.replace(config, keys=auth.load_keys(config))
 
 
 def _local_addresses():
@@ -120,6 +122,21 @@ def same_host(host: str) -> bool:
     except OSError:
         return False
     return any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in resolved) or bool(resolved & addresses)
+
+
+def warn_about_keys(config: SharedConfig) -> None:
+    """At every start: say so when heartbeats are unsigned or the key file is exposed."""
+    ring = config.keys
+    if ring.insecure:
+        log.warn(
+            "heartbeats are NOT authenticated (insecure = true in {path}): anyone who can reach a heartbeat"
+            " port can stop or force a failover; make a key with `iwsrv keygen PATH` and set secret_file",
+            path=config.path,
+        )
+        return
+    problem = auth.exposure(ring.source)
+    if problem is not None:
+        log.warn("{problem}: whoever reads the key can forge heartbeats", problem=problem)
 
 
 def makeService(options, reactor=None):
@@ -168,9 +185,11 @@ def _build(options, reactor):
             " would take both nodes; put the backup on another host in production",
             server=name, location=server.backup_location,
         )
+    warn_about_keys(config)
     role = "backup" if options["backup"] else "live"
     log.info(
-        "iway-failover {server} starting as {role} from {path}; epoch {epoch}, state dir {state}",
+        "iway-failover {server} starting as {role} from {path}; epoch {epoch}, state dir {state}; heartbeat keys {keys}",
         server=name, role=role, path=config.path, epoch=node.machine.epoch, state=epochs.directory,
+        keys=describe_keys(config.keys),
     )
     return node

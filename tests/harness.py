@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 
+from iwayfailover import auth
+
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 IWSRV = os.path.join(BIN, "iwsrv")
@@ -177,6 +179,7 @@ PAIR_CONFIG = """\
 [failover]
 heartbeat_interval = {interval}
 reload_interval = {reload_interval}
+{trust}
 {failover_extra}
 
 [server:serv_a]
@@ -214,7 +217,8 @@ class Pair:
     """Two nodes, serv_a and serv_b, each the other's backup, sharing one configuration file."""
 
     def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2, own_listeners=False,
-                 failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None, listener_servers=None):
+                 failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None, listener_servers=None,
+                 signed=True):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.www = os.path.join(workdir, "www")
@@ -240,6 +244,11 @@ class Pair:
                 for n, port in enumerate(self.listener_ports, start=1)
             )
         self.config_path = os.path.join(workdir, "iwayfailover.ini")
+        # Heartbeats signed with a key made for this pair, beside the shared file.
+        self.key_path = os.path.join(workdir, "failover.key")
+        if signed:
+            auth.write_new_key_file(self.key_path)
+        self.values["trust"] = "secret_file = failover.key" if signed else "insecure = true"
         self.write_config()
         self.a = Node(workdir, self.config_path, "serv_a", consoles[0])
         self.b = Node(workdir, self.config_path, "serv_b", consoles[1])

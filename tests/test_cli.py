@@ -13,7 +13,7 @@ import tempfile
 from treq.testing import StubTreq
 from twisted.trial.unittest import TestCase
 
-from iwayfailover.cli import console_client_string, format_status, status_main
+from iwayfailover.cli import console_client_string, format_status, main, status_main
 from iwayfailover.console import console_root
 
 
@@ -255,3 +255,46 @@ class FromThisHostTests(TestCase):
 
         for address in (IPv4Address("TCP", "192.0.2.1", 1), IPv6Address("TCP", "::ffff:192.0.2.1", 1)):
             self.assertFalse(from_this_host(self.request_from(address)), address)
+
+
+class KeygenCommandTests(TestCase):
+    """iwsrv keygen PATH."""
+
+    def setUp(self):
+        self.stdout, self.stderr = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+
+    def run_main(self, argv):
+        code = main(argv)
+        return code, self.stdout.getvalue(), self.stderr.getvalue()
+
+    def test_keygen_writes_a_private_key_file_that_a_node_accepts(self):
+        """The file is new, mode 0600, and parses as a key; the output says what to do next."""
+        import stat
+
+        from iwayfailover import auth
+
+        path = os.path.join(fresh_dir(self), "failover.key")
+        code, out, err = self.run_main(["keygen", path])
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(len(auth.read_key_file(path).keys), 1)
+        self.assertIn("secret_file", out)
+
+    def test_keygen_never_replaces_a_key(self):
+        """An existing file is left alone, with exit status 1 and a line saying why."""
+        path = os.path.join(fresh_dir(self), "failover.key")
+        with open(path, "w") as f:
+            f.write("k" * 40 + "\n")
+        code, out, err = self.run_main(["keygen", path])
+        self.assertEqual(code, 1)
+        self.assertIn("not replacing", err)
+        with open(path) as f:
+            self.assertEqual(f.read(), "k" * 40 + "\n")
+
+    def test_keygen_without_a_path_is_a_usage_error(self):
+        """No PATH: exit status 2 with the usage."""
+        code, out, err = self.run_main(["keygen"])
+        self.assertEqual(code, 2)
+        self.assertIn("iwsrv keygen PATH", err)

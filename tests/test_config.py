@@ -138,7 +138,7 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
         error = self.assertRefused("[failover]\nheartbeat = 1\n" + SERVER_A, "failover", "heartbeat")
 
         self.assertIn(
-            "failback, failback_delay, heartbeat_interval, preferred, reload_interval, secret_file, self_fence, witness",
+            "failback, failback_delay, heartbeat_interval, insecure, preferred, reload_interval, secret_file, self_fence, witness",
             str(error),
         )
 

@@ -186,3 +186,98 @@ class FloodTests(FaultTestCase):
         received = b["heartbeats"]["received"] - before_received
         self.assertGreater(sent, 10)
         self.assertLessEqual(abs(sent - received), 1, "a heartbeat was lost (one may be in flight)")
+
+
+class Forger(threading.Thread):
+    """
+    Sends forged live heartbeats for serv_a to a heartbeat port, on a new
+    connection each time: signed with a wrong key, or unsigned in the old
+    format. Bounded in count and time; counts the connections it made.
+    """
+
+    def __init__(self, port, seconds=10.0, most=2000):
+        super().__init__(daemon=True)
+        self.port = port
+        self.until = time.monotonic() + seconds
+        self.most = most
+        self.sent = 0
+        self.done = threading.Event()
+
+    def forged(self, sock, n):
+        import os
+        import struct
+
+        from iwayfailover import auth, wire
+
+        frame = wire.Frame(kind=wire.Kind.HEARTBEAT, name="serv_a", role=wire.Role.LIVE, epoch=10**6, seq=n)
+        if n % 2:
+            return struct.pack("!I", len(wire.encode(frame))) + wire.encode(frame)  # no hello, no seal
+        sock.settimeout(1)
+        hello = b""
+        while len(hello) < 4 + auth.HELLO_SIZE:
+            chunk = sock.recv(4 + auth.HELLO_SIZE - len(hello))
+            if not chunk:
+                raise OSError("closed")
+            hello += chunk
+        mine = os.urandom(16)
+        session = auth.Session(auth.KeyRing(keys=(b"not the pair's key".ljust(40, b"!"),)), True, mine, auth.parse_hello(hello[4:]))
+        sealed = session.seal(wire.encode(frame))
+        return struct.pack("!I", auth.HELLO_SIZE) + auth.hello(mine) + struct.pack("!I", len(sealed)) + sealed
+
+    def run(self):
+        import socket
+
+        pace = threading.Event()
+        while not self.done.is_set() and time.monotonic() < self.until and self.sent < self.most:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(self.forged(sock, self.sent + 1))
+                    self.sent += 1
+            except OSError:
+                pass
+            pace.wait(0.02)
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=5)
+
+
+class ForgeryTests(FaultTestCase):
+    """Forged heartbeats arriving all the while cannot keep a backup from taking over."""
+
+    own_listeners = True
+
+    def forging(self):
+        forger = Forger(self.pair.ports["hb_b"])
+        forger.start()
+        self.addCleanup(forger.stop)
+        wait_for(lambda: forger.sent >= 20, 5, "the forger to get going")
+        self.assertEqual(self.pair.b.status()["role"], "backup")
+        return forger
+
+    def test_live_killed_while_forged_heartbeats_arrive_is_taken_over_at_once(self):
+        """kill -9 of the live under a stream of forgeries: the backup serves well within the threshold."""
+        self.start_pair()
+        forger = self.forging()
+        killed = time.monotonic()
+        self.pair.a.kill()
+        wait_for(lambda: accepts(self.pair.ports["web_b"]), self.threshold, "the backup's listener\n" + self.logs(), poll=0.002)
+        self.assertLess(time.monotonic() - killed, self.threshold)
+        status = self.pair.b.status()
+        self.assertEqual(status["role"], "live")
+        self.assertLess(status["epoch"], 10**6, "a forged epoch was believed")
+        self.assertGreaterEqual(forger.sent, 20)
+
+    def test_live_paused_while_forged_heartbeats_arrive_is_taken_over_at_the_threshold(self):
+        """SIGSTOP of the live (no crash to detect) under forgeries: the backup takes over at its threshold."""
+        self.start_pair()
+        self.forging()
+        paused = time.monotonic()
+        self.pair.a.signal(signal.SIGSTOP)
+        self.addCleanup(lambda: self.pair.a.process.poll() is None and self.pair.a.signal(signal.SIGCONT))
+        wait_for(lambda: accepts(self.pair.ports["web_b"]), self.threshold + 1.0, "the backup's listener\n" + self.logs(), poll=0.005)
+        elapsed = time.monotonic() - paused
+        self.assertGreaterEqual(elapsed, self.threshold - self.interval)
+        self.assertLess(elapsed, self.threshold + 1.0)
+        self.assertIn("refused heartbeat connection from 127.0.0.1", self.pair.b.log_text())
+        self.assertGreaterEqual(self.pair.b.status()["heartbeats"]["rejected"], 20)

@@ -22,6 +22,7 @@ from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
 from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
 from iwayfailover.role import BACKUP, LIVE, STOPPED as ROLE_STOPPED
 from iwayfailover.state import EpochStore
+from wirepeer import RING, frame_bytes, frames_in, greet, keyed
 
 CONFIG = """
 [failover]
@@ -64,18 +65,6 @@ class FakeListenerService(Service):
         self.started.append(self.spec.name)
 
 
-def frame_bytes(kind, name, role, epoch=0, seq=1):
-    body = wire.encode(wire.Frame(kind=kind, name=name, role=role, epoch=epoch, seq=seq))
-    return struct.pack("!I", len(body)) + body
-
-
-def frames_in(data):
-    frames = []
-    while data:
-        (length,) = struct.unpack("!I", data[:4])
-        frames.append(wire.decode(data[4:4 + length]))
-        data = data[4 + length:]
-    return frames
 
 
 class NodeTestCase(unittest.TestCase):
@@ -95,7 +84,7 @@ class NodeTestCase(unittest.TestCase):
         self.crash_probe = probe.Reply(None, probe.UNREACHABLE, "no answer within 0.5s")
         self.witness = None
 
-        def query(reactor, target, frame, timeout, refusals):
+        def query(reactor, target, frame, timeout, refusals, keys):
             if frame.role == wire.Role.STARTING:  # the startup check
                 self.queries.append((target, frame, timeout))
                 if answer is None:
@@ -108,7 +97,7 @@ class NodeTestCase(unittest.TestCase):
             self.witness_checks.append((tuple(addresses), timeout))
             return defer.succeed(self.witness)
 
-        config = parse_config(text or self.text, "/share/iway.ini")
+        config = keyed(text or self.text, "/share/iway.ini")
         node = FailoverNode(
             config, name, backup, self.store, self.reactor,
             build_listener=build or (lambda spec: FakeListenerService(spec, self.started)),
@@ -120,11 +109,12 @@ class NodeTestCase(unittest.TestCase):
         self.addCleanup(lambda: node.running and node.stopService() and None)
         return node
 
-    def inbound(self, node, host="10.9.9.1"):
+    def inbound(self, node, host="10.9.9.1", ring=RING):
         """A connection to the node's heartbeat port, as a live peer would open."""
         protocol = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", host, 40000))
         transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
         protocol.makeConnection(transport)
+        greet(protocol, transport, far_is_client=True, ring=ring)
         return protocol, transport
 
     def outbound(self, node):
@@ -133,12 +123,13 @@ class NodeTestCase(unittest.TestCase):
         protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
         transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         protocol.makeConnection(transport)
+        greet(protocol, transport, far_is_client=False)
         return (host, port), protocol, transport
 
     def answering_backup(self, node):
         """Connect a live node to its backup location, which answers once; the transport is then cleared."""
         _, protocol, transport = self.outbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
         transport.clear()
         return protocol, transport
 
@@ -147,7 +138,7 @@ class NodeTestCase(unittest.TestCase):
         for _ in range(count):
             self.reactor.advance(0.5)
             seq += 1
-            protocol.dataReceived(frame_bytes(kind, name, role, seq=seq))
+            protocol.dataReceived(frame_bytes(protocol, kind, name, role, seq=seq))
         return seq
 
     def step(self, seconds, step=0.05):
@@ -182,15 +173,15 @@ class BackupNodeTests(NodeTestCase):
         protocol, _ = self.inbound(node)
         for seq, pause in enumerate((0.5, 0.5, 1.25, 0.5), start=1):
             self.reactor.advance(pause)
-            protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+            protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
         self.assertEqual(node.status()["heartbeats"]["max_gap"], 1.25)
 
     def test_backup_answers_every_heartbeat_with_its_role_and_epoch(self):
         """Each heartbeat gets an answer echoing its sequence number, so the live node knows the backup is there."""
         node = self.make_node()
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=7))
-        [answer] = frames_in(transport.value())
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=7))
+        [answer] = frames_in(transport)
         self.assertEqual(
             (answer.kind, answer.name, answer.role, answer.epoch, answer.seq),
             (wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, 0, 7),
@@ -216,7 +207,7 @@ class BackupNodeTests(NodeTestCase):
         """The cause of a takeover says whose signal was lost and for how long."""
         node = self.make_node()
         protocol, _ = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=3))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=3))
         self.step(2.05)
         self.assertEqual(node.machine.role, LIVE)
         self.assertIn("serv_a", node.machine.cause)
@@ -228,7 +219,7 @@ class BackupNodeTests(NodeTestCase):
         node = self.make_node()
         self.step(1.5)
         protocol, transport = self.inbound(node, host="10.9.9.66")
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "intruder", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "intruder", wire.Role.LIVE))
         self.assertTrue(transport.disconnecting)
         self.step(0.6)
         self.assertEqual(node.machine.role, LIVE)
@@ -238,7 +229,7 @@ class BackupNodeTests(NodeTestCase):
         node = self.make_node()
         self.step(1.5)
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE))
         self.assertTrue(transport.disconnecting)
         self.assertEqual(node.received, 0)
 
@@ -263,7 +254,7 @@ class BackupNodeTests(NodeTestCase):
         """When the live peer's connection closes, status shows it not connected."""
         node = self.make_node()
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         self.assertTrue(node.status()["peer"]["connected"])
         protocol.connectionLost(Failure(ConnectionDone("gone")))
         self.assertFalse(node.status()["peer"]["connected"])
@@ -295,7 +286,7 @@ class LiveNodeTests(NodeTestCase):
         _, protocol, transport = self.outbound(node)
         self.reactor.advance(0.5)
         self.reactor.advance(0.5)
-        frames = frames_in(transport.value())
+        frames = frames_in(transport)
         self.assertEqual([(f.kind, f.name, f.role, f.seq) for f in frames], [
             (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 1),
             (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 2),
@@ -307,7 +298,7 @@ class LiveNodeTests(NodeTestCase):
         node = self.make_node(name="serv_a", backup=False)
         _, protocol, _ = self.outbound(node)
         self.reactor.advance(0.2)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
         self.reactor.advance(0.3)
         peer = node.status()["peer"]
         self.assertEqual((peer["name"], peer["connected"], peer["role"]), ("serv_b", True, "backup"))
@@ -340,7 +331,7 @@ class ConfigChangeTests(NodeTestCase):
         """Raising the threshold in the shared file postpones the takeover to the new threshold."""
         node = self.make_node()
         self.step(1.0)
-        node.apply_config(parse_config(CONFIG.replace("threshold = 2", "threshold = 5"), "/share/iway.ini"))
+        node.apply_config(keyed(CONFIG.replace("threshold = 2", "threshold = 5"), "/share/iway.ini"))
         self.step(3.9)
         self.assertEqual(node.machine.role, BACKUP)
         self.step(0.2)
@@ -349,14 +340,14 @@ class ConfigChangeTests(NodeTestCase):
     def test_a_listener_added_to_a_live_node_starts_at_once(self):
         """Listeners added to the shared file follow on a live node without a restart."""
         node = self.make_node(name="serv_a", backup=False)
-        node.apply_config(parse_config(CONFIG + "\n[listener:extra]\nplugin = fake\n", "/share/iway.ini"))
+        node.apply_config(keyed(CONFIG + "\n[listener:extra]\nplugin = fake\n", "/share/iway.ini"))
         self.assertEqual(node.listeners.status()["extra"]["state"], ACTIVE)
 
     def test_a_listener_removed_from_the_file_is_stopped_and_dropped(self):
         """A listener no longer in the shared file stops and leaves the status."""
         node = self.make_node(name="serv_a", backup=False)
         web = node.listeners.listeners["web"]
-        node.apply_config(parse_config(CONFIG.replace("[listener:web]\nplugin = fake --port 8080\n", ""), "/share/iway.ini"))
+        node.apply_config(keyed(CONFIG.replace("[listener:web]\nplugin = fake --port 8080\n", ""), "/share/iway.ini"))
         self.assertNotIn("web", node.listeners.status())
         self.assertEqual(web.state, STOPPED)
 
@@ -364,16 +355,16 @@ class ConfigChangeTests(NodeTestCase):
         """A live node heartbeats at the new interval as soon as the file says so."""
         node = self.make_node(name="serv_a", backup=False)
         _, protocol, transport = self.outbound(node)
-        node.apply_config(parse_config(CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.25"), "/share/iway.ini"))
+        node.apply_config(keyed(CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.25"), "/share/iway.ini"))
         transport.clear()
         self.reactor.advance(0.25)
         self.reactor.advance(0.25)
-        self.assertEqual(len(frames_in(transport.value())), 2)
+        self.assertEqual(len(frames_in(transport)), 2)
 
     def test_a_configuration_without_this_node_is_refused(self):
         """A file in which this node's section is gone is not applied."""
         node = self.make_node()
-        other = parse_config(CONFIG.replace("[server:serv_b]", "[server:serv_c]").replace("serv_a, serv_b", "serv_a"), "/share/iway.ini")
+        other = keyed(CONFIG.replace("[server:serv_b]", "[server:serv_c]").replace("serv_a, serv_b", "serv_a"), "/share/iway.ini")
         error = self.assertRaises(Exception, node.check_config, other)
         self.assertIn("serv_b", str(error))
         self.assertIn("serv_c", str(error))
@@ -404,7 +395,7 @@ class PortChangeTests(NodeTestCase):
         node.heartbeat_port.bind()
         released = []
         self.patch(node.heartbeat_port.port, "stopListening", lambda: released.append(True))
-        node.apply_config(parse_config(CONFIG.replace("heartbeat_port = 1200\nthreshold = 2\n\n[listener:web]", "heartbeat_port = 1300\nthreshold = 2\n\n[listener:web]"), "/share/iway.ini"))
+        node.apply_config(keyed(CONFIG.replace("heartbeat_port = 1200\nthreshold = 2\n\n[listener:web]", "heartbeat_port = 1300\nthreshold = 2\n\n[listener:web]"), "/share/iway.ini"))
         self.assertEqual([p for p, *_ in self.reactor.tcpServers], [1200, 1300])
         self.assertEqual(node.heartbeat_port.description, "tcp:1300")
         self.assertEqual(released, [True])

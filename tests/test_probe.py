@@ -9,28 +9,27 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from iwayfailover import probe, wire
+from iwayfailover import auth, probe, wire
 from iwayfailover.heartbeat import RefusalLog
+from wirepeer import RING, frames_in, greet, prefixed
 
 QUESTION = wire.Frame(kind=wire.Kind.QUERY, name="serv_b", role=wire.Role.BACKUP, epoch=0, seq=0)
-
-
-def framed(frame):
-    body = wire.encode(frame)
-    return struct.pack("!I", len(body)) + body
 
 
 class QueryTests(unittest.TestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         target = probe.endpoint(self.reactor, "10.9.9.1", 1200, 0.5)
-        self.reply = probe.query(self.reactor, target, QUESTION, 0.5, RefusalLog(Clock()))
+        self.reply = probe.query(self.reactor, target, QUESTION, 0.5, RefusalLog(Clock()), RING)
         self.factory = self.reactor.tcpClients[-1][2]
 
-    def connect(self):
+    def connect(self, hello=True, ring=RING):
+        """Complete the connection; the node there says hello unless C{hello} is false."""
         protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.9.9.1", 1200))
         transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.1", 1200))
         protocol.makeConnection(transport)
+        if hello:
+            greet(protocol, transport, far_is_client=False, ring=ring)
         return protocol, transport
 
     def test_the_query_goes_to_the_address_given(self):
@@ -40,13 +39,13 @@ class QueryTests(unittest.TestCase):
     def test_the_query_frame_is_sent_on_connection(self):
         """Once connected, the query frame goes out at once."""
         _, transport = self.connect()
-        self.assertEqual(transport.value(), framed(QUESTION))
+        self.assertEqual(frames_in(transport), [QUESTION])
 
     def test_an_answer_is_answered(self):
         """An answer frame gives ANSWERED with the frame: the node is alive."""
-        protocol, _ = self.connect()
+        protocol, transport = self.connect()
         answer = wire.Frame(kind=wire.Kind.ANSWER, name="serv_a", role=wire.Role.LIVE, epoch=3, seq=0)
-        protocol.dataReceived(framed(answer))
+        protocol.dataReceived(prefixed(transport.far.seal(wire.encode(answer))))
         reply = self.successResultOf(self.reply)
         self.assertEqual((reply.frame, reply.outcome, reply.gone), (answer, probe.ANSWERED, False))
 
@@ -57,11 +56,29 @@ class QueryTests(unittest.TestCase):
         self.assertEqual((reply.outcome, reply.gone), (probe.REFUSED, True))
 
     def test_a_connection_closed_without_an_answer_means_gone(self):
-        """Accepted, then closed unanswered (a dying process's backlog): gone."""
-        protocol, _ = self.connect()
+        """Accepted, then closed before any hello (a dying process's backlog): gone."""
+        protocol, _ = self.connect(hello=False)
         protocol.connectionLost(Failure(ConnectionDone()))
         reply = self.successResultOf(self.reply)
         self.assertEqual((reply.outcome, reply.gone), (probe.CLOSED, True))
+
+    def test_a_close_after_the_hello_proves_nothing(self):
+        """A node that said hello was alive: its closing unanswered (it refused this key) is no proof of death."""
+        protocol, _ = self.connect()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.UNREACHABLE, False))
+        self.assertIn("same key", reply.why)
+
+    def test_an_answer_signed_with_another_key_proves_nothing(self):
+        """An answer this node refuses (another key) ends the probe inconclusive, not gone."""
+        protocol, transport = self.connect(ring=auth.KeyRing(keys=(b"x" * 40,)))
+        answer = wire.Frame(kind=wire.Kind.ANSWER, name="serv_a", role=wire.Role.LIVE, epoch=3, seq=0)
+        protocol.dataReceived(prefixed(transport.far.seal(wire.encode(answer))))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.UNREACHABLE, False))
+        self.assertIn("bad MAC", reply.why)
 
     def test_no_answer_in_time_proves_nothing_and_closes_the_connection(self):
         """Connected but silent past the timeout (a hung process): unreachable, not gone; the connection is closed."""

@@ -264,3 +264,37 @@ class ConfigPollerTests(TestCase):
         hung.pending[0].callback(shared_config(threshold=7))
 
         self.assertEqual(self.applied, [])
+
+
+class KeyChangeTests(ConfigPollerTests):
+    """The key file is part of what a reload compares."""
+
+    def test_a_changed_key_file_is_applied_though_the_ini_is_the_same(self):
+        """Same INI text, new keys: the new configuration is applied."""
+        import dataclasses
+
+        from iwayfailover import auth
+
+        self.current = dataclasses.replace(self.current, keys=auth.KeyRing(keys=(b"a" * 40,)))
+        poller = self.poller()
+        rotated = dataclasses.replace(self.current, keys=auth.KeyRing(keys=(b"b" * 40, b"a" * 40)))
+        self.share.result = rotated
+
+        self.clock.advance(INTERVAL)
+
+        self.assertEqual(self.applied, [rotated])
+        self.assertIs(poller.current, rotated)
+
+    def test_the_same_keys_read_again_are_no_change(self):
+        """Reading the same INI and the same keys again applies nothing."""
+        import dataclasses
+
+        from iwayfailover import auth
+
+        self.current = dataclasses.replace(self.current, keys=auth.KeyRing(keys=(b"a" * 40,)))
+        self.poller()
+        self.share.result = dataclasses.replace(self.current, keys=auth.KeyRing(keys=(b"a" * 40,)))
+
+        self.clock.advance(INTERVAL)
+
+        self.assertEqual(self.applied, [])

@@ -6,17 +6,19 @@ switchover, failback and witnesses.
 """
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from iwayfailover import probe, wire
+from iwayfailover import auth, probe, wire
 from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, STOPPED, WAITING
 from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from harness import temporary_directory
 from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
+from wirepeer import RING, keyed
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
 
@@ -55,11 +57,11 @@ class FencingTests(NodeTestCase):
         """A heartbeat from a live peer of higher epoch makes a live node stop serving and become its backup."""
         node = self.make_node(name="serv_b", backup=False)
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
         self.assertEqual(node.machine.role, BACKUP)
         self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
         self.assertIn("outranks this node", node.machine.cause)
-        [reply] = frames_in(transport.value())
+        [reply] = frames_in(transport)
         self.assertEqual(reply.role, wire.Role.BACKUP, "the answer already says backup")
 
     def test_shutdown_after_a_yield_waits_for_the_heartbeat_link_to_close(self):
@@ -67,7 +69,7 @@ class FencingTests(NodeTestCase):
         node = self.make_node(name="serv_b", backup=False)
         _, link, _ = self.outbound(node)
         protocol, _ = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
         stopped = node.stopService()
         self.assertNoResult(stopped)
         link.connectionLost(Failure(ConnectionDone()))
@@ -77,9 +79,9 @@ class FencingTests(NodeTestCase):
         """A live node hearing a lower-ranked live peer stays live and answers as live, so the peer yields."""
         node = self.make_node(name="serv_a", backup=False)  # serv_a sorts first: it wins at equal epochs
         protocol, transport = self.inbound(node, host="10.9.9.2")
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
         self.assertEqual(node.machine.role, LIVE)
-        [reply] = frames_in(transport.value())
+        [reply] = frames_in(transport)
         self.assertEqual((reply.role, reply.epoch), (wire.Role.LIVE, 0))
 
     def test_priority_breaks_an_epoch_tie(self):
@@ -87,14 +89,14 @@ class FencingTests(NodeTestCase):
         text = CONFIG.replace("threshold = 2\n\n[server:serv_b]", "threshold = 2\npriority = -1\n\n[server:serv_b]")
         node = self.make_node(name="serv_a", backup=False, text=text)
         protocol, _ = self.inbound(node, host="10.9.9.2")
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, epoch=0))
         self.assertEqual(node.machine.role, BACKUP)
 
     def test_a_woken_live_node_yields_on_the_answer_of_the_new_live(self):
         """A live node that was paused learns from its backup's answer that the backup is live now, and yields."""
         node = self.make_node(name="serv_a", backup=False)
         _, protocol, _ = self.outbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1))
         self.assertEqual(node.machine.role, BACKUP)
         self.assertEqual({s["state"] for s in node.listeners.status().values()} - {"FAILED"}, {WAITING})
 
@@ -107,7 +109,10 @@ class FencingTests(NodeTestCase):
         for node, dialler_reactor, target in ((a, reactor, b), (b, self.reactor, a)):
             host, port, factory, _, _ = dialler_reactor.tcpClients[-1]
             client = factory.buildProtocol(None)
-            server, server_transport = self.inbound(target, host="10.9.9.1" if target is b else "10.9.9.2")
+            address = IPv4Address("TCP", "10.9.9.1" if target is b else "10.9.9.2", 40000)
+            server = target.heartbeat_factory.buildProtocol(address)
+            server_transport = StringTransport(peerAddress=address)
+            server.makeConnection(server_transport)
             client_transport = StringTransport()
             client.makeConnection(client_transport)
             links.append((client, client_transport, server, server_transport))
@@ -167,8 +172,8 @@ class StartupCheckTests(NodeTestCase):
         """The heartbeat port answers a query even before the node has a role: role starting."""
         node = self.make_node(name="serv_b", backup=True)
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.QUERY, "serv_a", wire.Role.STARTING, seq=9))
-        [reply] = frames_in(transport.value())
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.QUERY, "serv_a", wire.Role.STARTING, seq=9))
+        [reply] = frames_in(transport)
         self.assertEqual((reply.kind, reply.role, reply.seq), (wire.Kind.ANSWER, wire.Role.BACKUP, 9))
         self.assertEqual(node.machine.role, BACKUP, "a query is not a live signal")
 
@@ -178,20 +183,20 @@ class GracefulHandoverTests(NodeTestCase):
         """A standing-down frame from the live node: the backup takes over without waiting for the threshold."""
         node = self.make_node()
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=2))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=2))
         transport.clear()
-        protocol.dataReceived(frame_bytes(wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, epoch=2, seq=5))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, epoch=2, seq=5))
         self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 3))
         self.assertIn("stood down (shutting down)", node.machine.cause)
-        [reply] = frames_in(transport.value())
+        [reply] = frames_in(transport)
         self.assertEqual((reply.kind, reply.role, reply.seq), (wire.Kind.ANSWER, wire.Role.LIVE, 5))
 
     def test_a_closed_connection_after_standing_down_is_not_probed(self):
         """The connection closing after a standing-down message is expected: no crash probe."""
         node = self.make_node()
         protocol, _ = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
-        protocol.dataReceived(frame_bytes(wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, seq=2))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.STANDING_DOWN, "serv_a", wire.Role.LIVE, seq=2))
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.probes, [])
 
@@ -206,14 +211,14 @@ class GracefulHandoverTests(NodeTestCase):
         heartbeat.send = lambda frame: (seen.append((frame.kind, node.listeners.status()["web"]["state"])), original(frame))
         node.stopService()
         self.assertIn((wire.Kind.STANDING_DOWN, STOPPED), seen)
-        [frame] = frames_in(transport.value())
+        [frame] = frames_in(transport)
         self.assertEqual((frame.kind, frame.flags), (wire.Kind.STANDING_DOWN, 0))
 
 
 class CrashFastPathTests(NodeTestCase):
     def heard_then_closed(self, node):
         protocol, _ = self.inbound(node, host="10.9.9.1")
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
         protocol.connectionLost(Failure(ConnectionDone()))
         return protocol
 
@@ -279,10 +284,10 @@ class CrashFastPathTests(NodeTestCase):
 
         node = self.make_node()
         pending = defer.Deferred()
-        node._query = lambda reactor, target, frame, timeout, refusals: pending
+        node._query = lambda reactor, target, frame, timeout, refusals, keys: pending
         self.heard_then_closed(node)
         again, _ = self.inbound(node, host="10.9.9.1")
-        again.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
+        again.dataReceived(frame_bytes(again, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
         pending.callback(probe.Reply(None, probe.REFUSED, "connection refused"))
         self.assertEqual(node.machine.role, BACKUP)
 
@@ -299,7 +304,7 @@ class SwitchoverTests(NodeTestCase):
         self.assertNoResult(d)
         self.assertEqual(node.machine.role, HANDING_OVER)
         self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
-        [frame] = frames_in(transport.value())
+        [frame] = frames_in(transport)
         self.assertEqual((frame.kind, frame.flags, frame.role), (wire.Kind.STANDING_DOWN, wire.FLAG_SWITCHOVER, wire.Role.BACKUP))
         node.stopService()
         self.failureResultOf(d, SwitchoverRefused)  # a shutdown ends a switchover under way
@@ -309,7 +314,7 @@ class SwitchoverTests(NodeTestCase):
         node, protocol, _ = self.live_with_backup()
         d = node.switchover()
         self.reactor.advance(0.012)
-        protocol.dataReceived(frame_bytes(wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1, seq=2))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1, seq=2))
         result = self.successResultOf(d)
         self.assertEqual((result["from"], result["to"], result["epoch"]), ("serv_a", "serv_b", 1))
         self.assertAlmostEqual(result["gap"], 0.012, places=6)
@@ -320,7 +325,7 @@ class SwitchoverTests(NodeTestCase):
         """Only the live node can hand over; a backup says which node to ask."""
         node = self.make_node()
         protocol, _ = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         failure = self.failureResultOf(node.switchover(), SwitchoverRefused)
         self.assertIn("ask the live node serv_a", failure.getErrorMessage())
 
@@ -362,11 +367,11 @@ class HandoverDuringSlowStopTests(NodeTestCase):
         node, protocol, transport = self.make_slow_node()
         d = node.switchover()
         stopped = node.stopService()
-        self.assertNotIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+        self.assertNotIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport)])
         self.assertNoResult(stopped)
         for pending in list(self.slow):
             pending.callback(None)
-        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport)])
         self.failureResultOf(d, SwitchoverRefused)
 
 
@@ -394,7 +399,7 @@ class FailbackTests(NodeTestCase):
         node, protocol, transport = self.live_serv_b()
         self.backup_answers(protocol, 10.5)
         self.assertEqual(node.machine.role, HANDING_OVER)
-        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport.value())])
+        self.assertIn(wire.Kind.STANDING_DOWN, [f.kind for f in frames_in(transport)])
 
     def test_a_gap_in_the_answers_restarts_the_delay(self):
         """A backup that stopped answering for a while must be healthy for the whole delay again."""
@@ -468,7 +473,7 @@ class WitnessTests(NodeTestCase):
         """After a reload lowers the backup's threshold, the live node checks often enough to fence before it."""
         node = self.make_node(name="serv_a", backup=False)
         self.assertEqual(node._lease.interval, 0.25)
-        node.apply_config(parse_config(WITNESS_CONFIG.replace("threshold = 2", "threshold = 0.8"), "/share/iway.ini"))
+        node.apply_config(keyed(WITNESS_CONFIG.replace("threshold = 2", "threshold = 0.8"), "/share/iway.ini"))
         self.assertEqual(node._lease.interval, 0.1)
 
     def test_answering_backup_keeps_the_live_node_live_without_asking_witnesses(self):
@@ -496,7 +501,7 @@ class StarvationTests(NodeTestCase):
         """Once a configured server's valid frame arrived, the connection stays however quiet it gets later."""
         node = self.make_node()
         protocol, transport = self.inbound(node)
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         self.reactor.advance(node.gate.deadline * 3)
         self.assertFalse(transport.disconnecting)
 
@@ -507,7 +512,7 @@ class StarvationTests(NodeTestCase):
         protocol, transport = self.inbound(node)
         self.assertTrue(idle[0].disconnecting)
         self.assertFalse(any(t.disconnecting for t in idle[1:]))
-        protocol.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         self.assertFalse(transport.disconnecting)
         self.assertEqual(len(node.gate), node.gate.cap - 1)
 
@@ -516,10 +521,82 @@ class StarvationTests(NodeTestCase):
         node = self.make_node()
         self.crash_probe = probe.Reply(None, probe.REFUSED, "connection refused")
         old, old_transport = self.inbound(node)
-        old.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=1))
+        old.dataReceived(frame_bytes(old, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=1))
         new, _ = self.inbound(node)
-        new.dataReceived(frame_bytes(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=2))
+        new.dataReceived(frame_bytes(new, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=2))
         self.assertTrue(old_transport.disconnecting)
         old.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.probes, [])
         self.assertEqual(node.machine.role, BACKUP)
+
+
+class TrustTests(NodeTestCase):
+    """Only frames signed with the pair's key, from a server of the configuration, count."""
+
+    def forge(self, node, ring=auth.KeyRing(keys=(b"f" * 40,)), name="serv_a", epoch=1):
+        """One forger's connection: a hello, then a live heartbeat signed with C{ring}."""
+        protocol, transport = self.inbound(node, host="10.9.9.1", ring=ring)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, name, wire.Role.LIVE, epoch=epoch))
+        return transport
+
+    def test_forged_heartbeats_do_not_hold_off_a_takeover(self):
+        """Live heard once, then only forged heartbeats every 0.25 s: the backup takes over at its threshold."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        forged = []
+        for _ in range(7):  # 1.75 s of forgeries, inside the 2 s threshold
+            self.reactor.advance(0.25)
+            forged.append(self.forge(node))
+        role_before_threshold = node.machine.role
+        for _ in range(2):
+            self.reactor.advance(0.25)
+            forged.append(self.forge(node))
+        self.assertEqual(role_before_threshold, BACKUP)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertTrue(all(t.disconnected for t in forged))
+        self.assertEqual(node.received, 1)
+        self.assertEqual(node.heartbeat_factory.rejected, 9)
+
+    def test_a_forged_higher_epoch_changes_nothing(self):
+        """A forged frame claiming a huge epoch neither moves this node's epoch nor its role."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.answering_backup(node)
+        epoch = node.machine.epoch
+        self.forge(node, name="serv_b", epoch=10**6)
+        self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, epoch))
+
+    def test_replayed_heartbeats_on_a_new_connection_do_not_feed_the_watchdog(self):
+        """Bytes recorded from a real connection, played on new ones, are refused; the threshold still runs."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        recorded = frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1)
+        protocol.dataReceived(recorded)
+        replays = []
+        for _ in range(9):
+            self.reactor.advance(0.25)
+            again, transport = self.inbound(node)
+            again.dataReceived(recorded)
+            replays.append(transport.disconnected)
+        self.assertEqual(replays, [True] * 9)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_a_signed_heartbeat_from_a_name_not_in_the_config_is_refused(self):
+        """Even with the key, a sender that is no server of the configuration feeds nothing."""
+        node = self.make_node()
+        transport = self.forge(node, ring=RING, name="serv_x")
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(node.received, 0)
+        self.assertIsNone(node.peer.last_heard)
+
+    def test_a_new_key_file_applies_to_new_connections(self):
+        """After a reload with a new key, connections signed with it are heard and old-key ones refused."""
+        node = self.make_node()
+        new = auth.KeyRing(keys=(b"n" * 40,), source="/share/failover.key")
+        node.apply_config(keyed(CONFIG, ring=new))
+        self.assertEqual(node.status()["auth"]["key_ids"], list(new.key_ids))
+        old_key = self.forge(node, ring=RING)
+        new_key = self.forge(node, ring=new)
+        self.assertTrue(old_key.disconnected)
+        self.assertFalse(new_key.disconnected)
+        self.assertEqual(node.received, 1)

@@ -1,16 +1,18 @@
 """The twistd plugin's options and the structure makeService builds."""
 
+import json
 import os
 import socket
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
 from harness import temporary_directory
-from iwayfailover import tap
+from iwayfailover import auth, tap
 from iwayfailover.node import FailoverNode
 from iwayfailover.ports import ServerPort
 from iwayfailover.reload import ConfigPoller
@@ -18,6 +20,7 @@ from iwayfailover.reload import ConfigPoller
 CONFIG = """
 [failover]
 heartbeat_interval = 1
+secret_file = failover.key
 
 [server:serv_a]
 backup_location = 192.0.2.2:1200
@@ -102,6 +105,7 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         path = os.path.join(folder, "iway.ini")
         with open(path, "w") as f:
             f.write(text)
+        auth.write_new_key_file(os.path.join(folder, "failover.key"))
         self.set_environ(IWAY_BACKUP=None)
         options = tap.Options()
         argv = ["--config", path, "--name", name, "--state-dir", os.path.join(folder, "state")]
@@ -171,3 +175,90 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         self.assertTrue(tap.same_host("localhost"))
         self.assertTrue(tap.same_host(socket.gethostname()))
         self.assertFalse(tap.same_host("192.0.2.7"))
+
+
+class TrustAtStartTests(EnvironmentMixin, unittest.TestCase):
+    """A node starts only with a key, or with insecure = true said out loud."""
+
+    def start(self, text, key=True, mode=0o600):
+        """makeService on C{text}, with log events captured; returns (node or SystemExit, events, folder)."""
+        folder = temporary_directory(self)
+        path = os.path.join(folder, "iway.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        if key:
+            auth.write_new_key_file(os.path.join(folder, "failover.key"))
+            os.chmod(os.path.join(folder, "failover.key"), mode)
+        self.set_environ(IWAY_BACKUP=None)
+        options = tap.Options()
+        options.parseOptions(["--config", path, "--name", "serv_a", "--state-dir", os.path.join(folder, "state")])
+        events = []
+        observer = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        try:
+            outcome = tap.makeService(options, reactor=MemoryReactorClock())
+        except SystemExit as e:
+            outcome = e
+        return outcome, [formatEvent(e) for e in events], folder
+
+    def test_no_key_and_no_insecure_refuses_to_start(self):
+        """Without secret_file or insecure = true, startup stops with one line naming secret_file and keygen."""
+        outcome, _, _ = self.start(CONFIG.replace("secret_file = failover.key\n", ""), key=False)
+        self.assertIsInstance(outcome, SystemExit)
+        message = str(outcome.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn("[failover] secret_file: missing", message)
+        self.assertIn("iwsrv keygen", message)
+        self.assertIn("insecure = true", message)
+
+    def test_insecure_starts_and_warns(self):
+        """insecure = true starts an unsigned node, with a warning at start."""
+        outcome, lines, _ = self.start(CONFIG.replace("secret_file = failover.key", "insecure = true"), key=False)
+        self.assertIsInstance(outcome, FailoverNode)
+        self.assertTrue(outcome.keys.insecure)
+        self.assertTrue(any("NOT authenticated" in line for line in lines), lines)
+
+    def test_a_key_file_too_short_refuses_to_start(self):
+        """A key file holding a short password stops startup, naming the file and the length needed."""
+        text = CONFIG.replace("secret_file = failover.key", "secret_file = short.key")
+        folder = temporary_directory(self)
+        with open(os.path.join(folder, "short.key"), "w") as f:
+            f.write("hunter2\n")
+        path = os.path.join(folder, "iway.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        self.set_environ(IWAY_BACKUP=None)
+        options = tap.Options()
+        options.parseOptions(["--config", path, "--name", "serv_a", "--state-dir", os.path.join(folder, "state")])
+        error = self.assertRaises(SystemExit, tap.makeService, options, MemoryReactorClock())
+        self.assertIn("short.key", str(error.code))
+        self.assertIn(f"at least {auth.MIN_KEY_LENGTH}", str(error.code))
+        self.assertNotIn("hunter2", str(error.code))
+
+    def test_a_key_file_others_can_read_is_warned_about(self):
+        """A key file of mode 0644 starts, with a warning naming the file and the chmod that fixes it."""
+        outcome, lines, folder = self.start(CONFIG, mode=0o644)
+        self.assertIsInstance(outcome, FailoverNode)
+        warning = [line for line in lines if "chmod 600" in line]
+        self.assertEqual(len(warning), 1, lines)
+        self.assertIn(os.path.join(folder, "failover.key"), warning[0])
+
+    def test_a_private_key_file_starts_quietly(self):
+        """A key file of mode 0600 gives no warning about the key."""
+        outcome, lines, _ = self.start(CONFIG)
+        self.assertIsInstance(outcome, FailoverNode)
+        self.assertFalse([line for line in lines if "key" in line.lower() and "chmod" in line], lines)
+
+    def test_the_key_never_appears_in_status_or_the_start_log(self):
+        """Status shows the key file and a key id, never the key; nor does the log."""
+        outcome, lines, folder = self.start(CONFIG, mode=0o644)
+        with open(os.path.join(folder, "failover.key")) as f:
+            key = f.read().strip()
+        status = json.dumps(outcome.status())
+        self.assertEqual(outcome.status()["auth"]["mode"], "hmac-sha256")
+        self.assertEqual(outcome.status()["auth"]["key_ids"], list(outcome.keys.key_ids))
+        self.assertNotIn(key, status)
+        self.assertNotIn(key[:16], status)
+        self.assertFalse([line for line in lines if key[:16] in line])
+        self.assertNotIn(key[:16], repr(outcome.config))
