@@ -7,10 +7,11 @@ BIN := $(VENV)/bin
 CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
 # From Debian: ip (network namespaces for the partition test), keepalived (the
-# comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng
+# comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark),
+# openssl (conf/make-certs.sh, and its test).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl
 
-.PHONY: install system-packages run test trial bench clean
+.PHONY: install system-packages run run-tls test trial bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,14 @@ system-packages:
 # The heartbeat key of the example pair: made once, never committed.
 conf/failover.key: | install
 	$(BIN)/iwsrv keygen $@
+
+# Certificates of the example TLS pair (conf/tls.ini): made once, never committed.
+conf/tls/serv_a.crt:
+	conf/make-certs.sh conf/tls serv_a=DNS:localhost,IP:127.0.0.1 serv_b=DNS:localhost,IP:127.0.0.1
+
+# The example pair with mutual-TLS heartbeat links.
+run-tls: install conf/failover.key conf/tls/serv_a.crt
+	$(MAKE) run CONF=conf/tls.ini
 
 run: install conf/failover.key
 	@mkdir -p .run

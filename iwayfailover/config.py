@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-from twisted.internet.endpoints import clientFromString, serverFromString
+from iwayfailover import tls
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 NAME_ALLOWED = "1 to 64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"
@@ -76,16 +76,18 @@ class ServerSettings:
     threshold: float
     console: Optional[str] = None
     priority: int = 0
+    folder: str = field(default="", repr=False, compare=False)
+    """The configuration file's folder: relative TLS file paths are relative to it."""
 
     @property
     def backup_endpoint(self) -> str:
-        """The Location of Backup as a client endpoint string."""
-        return client_endpoint_string(self.backup_location)
+        """The Location of Backup as a client endpoint string (TLS file paths made absolute)."""
+        return tls.resolve_files(client_endpoint_string(self.backup_location), self.folder)
 
     @property
     def heartbeat_endpoint(self) -> str:
-        """The Heartbeat Port as a server endpoint string."""
-        return server_endpoint_string(self.heartbeat_port)
+        """The Heartbeat Port as a server endpoint string (TLS file paths made absolute)."""
+        return tls.resolve_files(server_endpoint_string(self.heartbeat_port), self.folder)
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,9 @@ def backup_host(location: str) -> Optional[str]:
     match = _HOST_PORT.match(location.strip())
     if match is not None:
         return match.group("v6") or match.group("host")
+    kind, args, kwargs = tls.split(location)
+    if kind == "tls":
+        return kwargs.get("host") or (args[0] if args else None)
     found = re.search(r"(?:^|:)host=([^:]+)", location)
     return found.group(1) if found else None
 
@@ -246,13 +251,18 @@ def _witnesses(path, section, key, text):
 
 
 def _port(path, section, key, text):
-    allowed = "a port number 0-65535 or a server endpoint string such as tcp:1200:interface=10.0.0.1"
+    allowed = (
+        "a port number 0-65535 or a server endpoint string such as tcp:1200:interface=10.0.0.1"
+        " or ssl:1200:privateKey=node.key:certKey=node.crt[:caCerts=ca.crt]"
+    )
     if _DIGITS.match(text):
         if int(text) > 65535:
             raise ConfigError(path, section, key, text, "port out of range", allowed)
         return text
     try:
-        endpoint = serverFromString(_NO_REACTOR, text)
+        endpoint = tls.server_endpoint(_NO_REACTOR, tls.resolve_files(text, _folder(path)))
+    except tls.TLSConfigError as e:
+        raise ConfigError(path, section, key, text, str(e), allowed) from None
     except Exception as e:
         raise ConfigError(path, section, key, text, f"not a server endpoint ({e})", allowed) from None
     _check_endpoint_port(path, section, key, text, endpoint, allowed)
@@ -266,16 +276,25 @@ def _check_endpoint_port(path, section, key, text, endpoint, allowed):
 
 
 def _location(path, section, key, text):
-    allowed = "host:port, [ipv6]:port, or a client endpoint string such as tcp:host=iam2:port=1200"
+    allowed = (
+        "host:port, [ipv6]:port, or a client endpoint string such as tcp:host=iam2:port=1200"
+        " or tls:iam2:1200:trustRoots=ca.crt[:certificate=node.crt:privateKey=node.key]"
+    )
     match = _HOST_PORT.match(text)
     if match is not None and int(match.group("port")) > 65535:
         raise ConfigError(path, section, key, text, "port out of range", allowed)
     try:
-        endpoint = clientFromString(_NO_REACTOR, client_endpoint_string(text))
+        endpoint = tls.client_endpoint(_NO_REACTOR, tls.resolve_files(client_endpoint_string(text), _folder(path)))
+    except tls.TLSConfigError as e:
+        raise ConfigError(path, section, key, text, str(e), allowed) from None
     except Exception as e:
         raise ConfigError(path, section, key, text, f"not a client endpoint ({e})", allowed) from None
     _check_endpoint_port(path, section, key, text, endpoint, allowed)
     return text
+
+
+def _folder(path) -> str:
+    return os.path.dirname(os.path.abspath(path))
 
 
 def _unknown_keys(path, section, keys, known):
@@ -421,6 +440,7 @@ def _parse_server(path, section, name, items) -> ServerSettings:
         threshold=_positive_seconds(path, section, "threshold", items["threshold"]),
         console=console,
         priority=_integer(path, section, "priority", items["priority"]) if "priority" in items else 0,
+        folder=_folder(path),
     )
 
 

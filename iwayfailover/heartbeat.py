@@ -13,12 +13,13 @@ import collections
 import os
 from typing import Callable, Optional
 
+from OpenSSL import SSL
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import Interface
 
-from iwayfailover import auth, wire
+from iwayfailover import auth, tls, wire
 
 HELLO_TIMEOUT = 5.0
 """The longest a dialled heartbeat port may take to say hello."""
@@ -198,6 +199,13 @@ class HeartbeatProtocol(Int32StringReceiver):
         if self._unprocessed and not self.refused:
             self.refused = True
             self.factory.refusals.report(self.peer, f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
+        elif self.session is None and not self.refused and _tls_failure(reason):
+            # A certificate refused on either side: say so, or a link that
+            # never comes up would go unexplained.
+            self.refused = True
+            self.refusal = tls.describe_failure(reason)
+            self.factory.rejected += 1
+            self.factory.refusals.report(self.peer, self.refusal)
         self._call("connection_lost", reason)
 
     def _call(self, event, *args):
@@ -208,6 +216,12 @@ class HeartbeatProtocol(Int32StringReceiver):
             self.factory.log.failure("heartbeat handler failed on {event} from {peer}", event=event, peer=self.peer)
             if event != "connection_lost":
                 self.refuse(f"internal error while handling {event}")
+
+
+def _tls_failure(reason) -> bool:
+    return reason is not None and (
+        reason.check(SSL.Error) is not None or type(reason.value).__name__ in ("VerificationError", "CertificateError")
+    )
 
 
 class HeartbeatFactory(Factory):

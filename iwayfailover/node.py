@@ -17,12 +17,11 @@ from typing import Optional
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
-from iwayfailover import probe, wire
+from iwayfailover import probe, tls, wire
 from iwayfailover.config import SharedConfig, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
@@ -139,6 +138,13 @@ class HeartbeatSender:
         self._unanswered = 0
         self.sent = 0
         self.last_answer = node.now()
+        self._factory: Optional[HeartbeatFactory] = None
+        self._rejected_before = 0  # by the factories of earlier starts
+
+    @property
+    def rejected(self) -> int:
+        """Connections to the backup refused on this side: its certificate, its hello, its frames."""
+        return self._rejected_before + (self._factory.rejected if self._factory is not None else 0)
 
     @property
     def running(self) -> bool:
@@ -160,8 +166,10 @@ class HeartbeatSender:
         self.stop()
         node = self._node
         interval = node.config.failover.heartbeat_interval
-        endpoint = clientFromString(node.reactor, node.settings.backup_endpoint)
+        endpoint = tls.client_endpoint(node.reactor, node.settings.backup_endpoint)
         factory = HeartbeatFactory(self, node.refusals, lambda: node.keys, node.reactor, initiating=True)
+        self._rejected_before = self.rejected
+        self._factory = factory
         # The backup must hear from us again well within its threshold after
         # it comes back, so the redial delay never grows past one interval.
         policy = backoffPolicy(
@@ -382,7 +390,7 @@ class FailoverNode(MultiService):
             "started as live: first asking {location} how it stands (at most {timeout:g}s)",
             location=location, timeout=timeout,
         )
-        target = clientFromString(self.reactor, self.settings.backup_endpoint)
+        target = tls.client_endpoint(self.reactor, self.settings.backup_endpoint)
         d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals, self.keys)
         d.addCallback(self._startup_checked)
         d.addErrback(
@@ -747,6 +755,15 @@ class FailoverNode(MultiService):
         else:
             protocol.refuse(f"unexpected {frame.kind.name.lower()} frame on the heartbeat port")
 
+    def _end_sessions(self, why: str) -> None:
+        """Close every authenticated heartbeat connection, both ways; the sender redials."""
+        for name, protocol in list(self._sessions.items()):
+            protocol.replaced = True  # not a sign of death: no crash probe
+            protocol.transport.abortConnection()
+            self.log.info("closing the heartbeat connection from {peer}: {why}", peer=name, why=why)
+        if self.sender.running:
+            self.sender.start()
+
     def _heartbeat(self, protocol, frame):
         self.received += 1
         old = self._sessions.get(frame.name)
@@ -818,38 +835,53 @@ class FailoverNode(MultiService):
         """
         name = protocol.peer_name
         server = self.config.servers.get(name)
-        if server is not None and server.heartbeat_endpoint.split(":", 1)[0] not in ("tcp", "tcp6"):
-            # A plain query to a TLS (or other) port would go unanswered and
-            # look like a dead process: only the threshold can judge there.
+        target, where = (None, "it is not in the configuration")
+        if server is not None:
+            target, where = self._crash_probe_target(server, protocol.peer)
+        if target is None:
             self.log.info(
-                "{peer}'s heartbeat port is {endpoint}, which a plain probe cannot ask; the threshold rule stays in charge",
-                peer=name, endpoint=server.heartbeat_endpoint.split(":", 1)[0],
+                "cannot probe {peer}'s heartbeat port ({why}); the threshold rule stays in charge", peer=name, why=where,
             )
             return
-        port = endpoint_port(server.heartbeat_endpoint) if server is not None else None
-        # The address its heartbeat port is bound to, where the configuration
-        # names one; otherwise (bound to every address) the one it dialled from.
-        host = (endpoint_interface(server.heartbeat_endpoint) if server is not None else None) or protocol.peer
-        if port is None:
-            self.log.info("cannot probe {peer}'s heartbeat port; the threshold rule stays in charge", peer=name)
-            return
-        target = probe.endpoint(self.reactor, host, port, self.probe_timeout)
         d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), self.probe_timeout, self.refusals, self.keys)
 
         def probed(reply):
             if reply.gone and self.machine.role == BACKUP and self.peer.lost:
                 self._take_over(
-                    f"{name} is gone: its heartbeat connection closed and a probe of {host}:{port} found"
+                    f"{name} is gone: its heartbeat connection closed and a probe of {where} found"
                     f" {reply.why} (its process is dead, its host is up)"
                 )
             else:
                 self.log.info(
-                    "probe of {peer}'s heartbeat port {host}:{port}: {why}; the threshold rule stays in charge",
-                    peer=name, host=host, port=port, why=reply.why,
+                    "probe of {peer}'s heartbeat port {where}: {why}; the threshold rule stays in charge",
+                    peer=name, where=where, why=reply.why,
                 )
 
         d.addCallback(probed)
         d.addErrback(lambda f: self.log.failure("crash probe failed", f))
+
+    def _crash_probe_target(self, server, source_host):
+        """
+        Where to ask a peer's heartbeat port, and how to name it: (client
+        endpoint, words), or (None, why not).
+        """
+        description = server.heartbeat_endpoint
+        kind = description.split(":", 1)[0]
+        port = endpoint_port(description)
+        if port is None:
+            return None, f"no port in {description}"
+        if kind in ("tcp", "tcp6"):
+            # The address its heartbeat port is bound to, where the configuration
+            # names one; otherwise (bound to every address) the one it dialled from.
+            host = endpoint_interface(description) or source_host
+            return probe.endpoint(self.reactor, host, port, self.probe_timeout), f"{host}:{port}"
+        location = self.settings.backup_endpoint
+        if kind == "ssl" and location.startswith("tls:") and tls.client_port(location) == port:
+            # A TLS port is asked the way this node dials it when live: its
+            # own Location of Backup, certificates and host name check included.
+            endpoint = tls.client_endpoint(self.reactor, location, timeout=self.probe_timeout)
+            return endpoint, self.settings.backup_location
+        return None, f"{kind}: ports are probed only as tcp, or as ssl when this node's backup_location is a tls: string to that port"
 
     # -- configuration --
 
@@ -870,9 +902,14 @@ class FailoverNode(MultiService):
         self.config, self.settings = config, new
         changes = []
         if config.keys.key_ids != self.keys.key_ids or config.keys.insecure != self.keys.insecure:
-            # Connections already authenticated keep their session; new ones use the new keys.
             changes.append(f"heartbeat keys {describe_keys(self.keys)} -> {describe_keys(config.keys)}")
+            withdrawn = set(self.keys.key_ids) - set(config.keys.key_ids) or config.keys.insecure != self.keys.insecure
             self.keys = config.keys
+            if withdrawn:
+                # A key taken out of the file may be a leaked one: no session
+                # made with it may outlive it. The links are made again at
+                # once (within one heartbeat interval) under the keys now held.
+                self._end_sessions("a heartbeat key was withdrawn")
         if failover.heartbeat_interval != old_failover.heartbeat_interval:
             changes.append(f"heartbeat_interval {old_failover.heartbeat_interval:g} -> {failover.heartbeat_interval:g}")
             if self.sender.running:
@@ -925,7 +962,8 @@ class FailoverNode(MultiService):
             "listeners": listeners,
             "heartbeats": {
                 "sent": self.sender.sent, "received": self.received, "max_gap": round(self.max_gap, 4),
-                "rejected": self.heartbeat_factory.rejected,
+                # refused on the heartbeat port, and by this node as a sender
+                "rejected": self.heartbeat_factory.rejected + self.sender.rejected,
             },
             "settings": {
                 "backup_location": self.settings.backup_location,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from iwayfailover import tls
 
 
 class StartupError(Exception):
@@ -36,7 +37,7 @@ class ServerPort(Service):
         self.port = None
 
     def _listen(self, description):
-        return serverFromString(self._reactor, description).listen(self.factory)
+        return tls.server_endpoint(self._reactor, description).listen(self.factory)
 
     def bind(self) -> None:
         if self.port is not None:

@@ -183,14 +183,14 @@ reload_interval = {reload_interval}
 {failover_extra}
 
 [server:serv_a]
-backup_location = {host_b}:{hb_b}
-heartbeat_port = tcp:{hb_a}:interface={host_a}
+backup_location = {location_a}
+heartbeat_port = {heartbeat_a}
 threshold = {threshold}
 console = {console_a}
 
 [server:serv_b]
-backup_location = {host_a}:{hb_a}
-heartbeat_port = tcp:{hb_b}:interface={host_b}
+backup_location = {location_b}
+heartbeat_port = {heartbeat_b}
 threshold = {threshold}
 console = {console_b}
 """
@@ -218,7 +218,7 @@ class Pair:
 
     def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2, own_listeners=False,
                  failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None, listener_servers=None,
-                 signed=True):
+                 signed=True, tls=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.www = os.path.join(workdir, "www")
@@ -233,6 +233,21 @@ class Pair:
             self.ports, interval=interval, threshold=threshold, reload_interval=reload_interval, www=self.www,
             failover_extra=failover_extra, host_a=hosts[0], host_b=hosts[1], console_a=consoles[0], console_b=consoles[1],
         )
+        # Plain TCP heartbeat links, or TLS ones: C{tls} gives the extra
+        # parameters of each side's ssl: port and tls: location, by server.
+        self.values.update(
+            location_a=f"{hosts[1]}:{self.ports['hb_b']}", location_b=f"{hosts[0]}:{self.ports['hb_a']}",
+            heartbeat_a=f"tcp:{self.ports['hb_a']}:interface={hosts[0]}",
+            heartbeat_b=f"tcp:{self.ports['hb_b']}:interface={hosts[1]}",
+        )
+        if tls is not None:
+            for me, other, hb, other_hb, host, other_host in (
+                ("a", "b", "hb_a", "hb_b", hosts[0], hosts[1]), ("b", "a", "hb_b", "hb_a", hosts[1], hosts[0]),
+            ):
+                server, client = tls[f"serv_{me}"]
+                self.values[f"heartbeat_{me}"] = f"ssl:{self.ports[hb]}:interface={host}:{server}"
+                name = tls.get("host_names", {}).get(f"serv_{other}", other_host)
+                self.values[f"location_{me}"] = f"tls:{name}:{self.ports[other_hb]}:{client}"
         self.listeners = OWN_LISTENERS if own_listeners else SHARED_LISTENER
         self.listener_ports = [self.ports["web"]]
         if listener_count is not None:

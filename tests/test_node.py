@@ -90,7 +90,11 @@ class NodeTestCase(unittest.TestCase):
                 if answer is None:
                     return defer.succeed(probe.Reply(None, probe.REFUSED, "connection refused"))
                 return defer.succeed(probe.Reply(answer, probe.ANSWERED, "answered"))
-            self.probes.append((target._host, target._port, timeout))  # a crash probe
+            inner = getattr(target, "_wrappedEndpoint", None)  # a TLS probe
+            if inner is not None:
+                self.probes.append(("tls", inner._host, inner._port, timeout))
+            else:
+                self.probes.append((target._host, target._port, timeout))  # a crash probe
             return defer.succeed(self.crash_probe)
 
         def reach_any(reactor, addresses, timeout):

@@ -270,6 +270,21 @@ class CrashFastPathTests(NodeTestCase):
         self.assertEqual(self.probes, [])
         self.assertEqual(node.machine.role, BACKUP)
 
+    def test_a_tls_heartbeat_port_is_probed_over_this_nodes_tls_location(self):
+        """A TLS port is asked through this node's own tls: Location of Backup to it, and a refusal is death."""
+        pem = self_signed_pem(temporary_directory(self))
+        self.text = CONFIG.replace(
+            "heartbeat_port = 1200\nthreshold = 2\n\n[server:serv_b]\nbackup_location = 10.9.9.1:1200",
+            f"heartbeat_port = ssl:1200:privateKey={pem}:certKey={pem}\nthreshold = 2\n\n"
+            f"[server:serv_b]\nbackup_location = tls:10.9.9.1:1200:trustRoots={pem}",
+        )
+        node = self.make_node()
+        self.crash_probe = probe.Reply(None, probe.REFUSED, "connection refused")
+        self.heard_then_closed(node)
+        self.assertEqual(self.probes, [("tls", "10.9.9.1", 1200, 0.5)])
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertIn("serv_a is gone", node.machine.cause)
+
     def test_unanswered_probe_leaves_the_threshold_rule_in_charge(self):
         """A timeout or unreachable host is not proof of death: the backup waits for the threshold."""
         node = self.make_node()
@@ -600,3 +615,15 @@ class TrustTests(NodeTestCase):
         self.assertTrue(old_key.disconnected)
         self.assertFalse(new_key.disconnected)
         self.assertEqual(node.received, 1)
+
+    def test_a_session_made_with_a_withdrawn_key_is_closed(self):
+        """A key taken out of the file (a leaked one, say) keeps no session alive; the node stays backup."""
+        node = self.make_node()
+        before = self.forge(node, ring=RING)
+        self.assertFalse(before.disconnected)
+        both = auth.KeyRing(keys=(b"n" * 40,) + RING.keys, source="/share/failover.key")
+        node.apply_config(keyed(CONFIG, ring=both))
+        self.assertFalse(before.disconnected, "adding a key ends no session")
+        node.apply_config(keyed(CONFIG, ring=auth.KeyRing(keys=(b"n" * 40,), source="/share/failover.key")))
+        self.assertTrue(before.disconnected)
+        self.assertEqual(node.machine.role, BACKUP)
