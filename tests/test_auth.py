@@ -6,6 +6,8 @@ and the seal every frame carries.
 import os
 import stat
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from harness import temporary_directory
@@ -216,3 +218,39 @@ class SessionTests(unittest.TestCase):
         client, server = pair(auth.KeyRing(keys=(old,)), auth.KeyRing(keys=(new, old)))
         server.open(client.seal(b"x"))
         self.assertEqual(server.open(client.seal(b"y")), b"y")
+
+
+class FuzzTests(unittest.TestCase):
+    """Any bytes given to the hello parser or to a session give a value or an AuthError, nothing else."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=64))
+    def test_any_hello_bytes(self, data):
+        try:
+            nonce = auth.parse_hello(data)
+        except auth.AuthError as e:
+            self.assertTrue(str(e))
+        else:
+            self.assertEqual(len(nonce), auth.NONCE_SIZE)
+            self.assertEqual(auth.hello(nonce), data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=400))
+    def test_any_sealed_bytes(self, data):
+        _, server = pair(auth.KeyRing(keys=(KEY,)))
+        try:
+            server.open(data)
+        except auth.AuthError:
+            pass
+        else:
+            self.fail(f"unsigned bytes {data!r} were accepted")
+        self.assertEqual(server.received, 0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.data())
+    def test_a_sealed_frame_with_any_one_byte_changed_is_refused(self, data):
+        client, server = pair(auth.KeyRing(keys=(KEY,)))
+        sealed = bytearray(client.seal(data.draw(st.binary(min_size=1, max_size=256))))
+        where = data.draw(st.integers(0, len(sealed) - 1))
+        sealed[where] ^= data.draw(st.integers(1, 255))
+        self.assertRaises(auth.AuthError, server.open, bytes(sealed))

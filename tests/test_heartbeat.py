@@ -5,6 +5,8 @@ connection, and refusals are logged at most once per peer per interval.
 
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
@@ -735,3 +737,17 @@ class SealTests(ProtocolHarness, unittest.TestCase):
         protocol.dataReceived(prefixed(b"x" * 10))
 
         self.assertRefusedUnheard("too short")
+
+
+class ProtocolFuzzTests(ProtocolHarness, unittest.TestCase):
+    """Any bytes from the network, before or after the hello, are refused or ignored; no exception escapes."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=600), st.booleans())
+    def test_any_bytes_deliver_no_frame_and_raise_nothing(self, data, after_hello):
+        self.setUp()
+        self.connect(hello=after_hello)
+        for start in range(0, len(data), 37):  # in pieces, as TCP may deliver them
+            self.protocol.dataReceived(data[start:start + 37])
+        self.assertEqual(self.handler.frames, [])
+        self.assertEqual(self.handler_failures, [])
