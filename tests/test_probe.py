@@ -62,6 +62,16 @@ class QueryTests(unittest.TestCase):
         reply = self.successResultOf(self.reply)
         self.assertEqual((reply.outcome, reply.gone), (probe.CLOSED, True))
 
+    def test_a_tls_handshake_refused_before_the_hello_proves_nothing(self):
+        """A TLS port that refused this node's certificate (or whose certificate it refused) is a live process."""
+        from OpenSSL import SSL
+
+        protocol, _ = self.connect(hello=False)
+        protocol.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.UNREACHABLE, False))
+        self.assertIn("certificate verify failed", reply.why)
+
     def test_a_close_after_the_hello_proves_nothing(self):
         """A node that said hello was alive: its closing unanswered (it refused this key) is no proof of death."""
         protocol, _ = self.connect()
