@@ -414,6 +414,13 @@ def _secret_file(path, section, text):
     if not text:
         raise ConfigError(path, section, "secret_file", text, "empty", allowed)
     resolved = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(text))
+    if not os.path.isfile(resolved) and len(text) >= 32 and not re.search(r"[/\\.~]", text):
+        # Not echoed: it may be the key itself, which must never reach a log.
+        raise ConfigError(
+            path, section, "secret_file", None,
+            f"no such file, and the value ({len(text)} characters, not shown) looks like a key, not the path of a key file",
+            "the path of a file holding the key: write one with `iwsrv keygen PATH` and name PATH here",
+        )
     if not os.path.isfile(resolved):
         raise ConfigError(path, section, "secret_file", text, f"no such file: {resolved}", allowed)
     if not os.access(resolved, os.R_OK):

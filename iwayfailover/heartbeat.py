@@ -72,33 +72,50 @@ class Gate:
     """
     Keeps a heartbeat port from being starved. A connection counts as
     unproven until it has delivered a valid frame from a configured server;
-    each unproven one must do so within C{deadline} seconds, and at most
-    C{cap} may be open at once: a new one makes room by dropping the oldest,
-    so a real peer's new connection (which sends its first frame at once)
-    always gets in. Proven connections are not counted.
+    each unproven one must do so within C{deadline} seconds. At most
+    C{per_host} may be open from one address (unless it is one of the
+    C{peers}, the configured servers' addresses), and at most C{cap} in
+    all: a new one makes room by dropping the oldest connection of the
+    address that holds the most, so one noisy address, or many, cannot push
+    out a peer's new connection. Proven connections are not counted.
     """
 
-    def __init__(self, clock, deadline: float = 5.0, cap: int = 32):
+    def __init__(self, clock, deadline: float = 5.0, cap: int = 32, per_host: int = 4,
+                 peers: Callable[[], frozenset] = frozenset):
         self._clock = clock
         self.deadline = deadline
         self.cap = cap
-        self._unproven = collections.OrderedDict()
+        self.per_host = per_host
+        self.peers = peers
+        self._unproven = collections.OrderedDict()  # protocol -> (host, deadline call)
 
     def __len__(self):
         return len(self._unproven)
 
     def admit(self, protocol) -> None:
+        host, peers = protocol.peer, self.peers()
+        counts = collections.Counter(h for h, _ in self._unproven.values())
+        if host not in peers and counts[host] >= self.per_host:
+            protocol.refuse(f"more than {self.per_host} connections from {host} have sent no valid frame")
+            return
         while len(self._unproven) >= self.cap:
-            oldest, call = self._unproven.popitem(last=False)
-            if call.active():
-                call.cancel()
-            oldest.refuse(f"more than {self.cap} connections have sent no valid frame; dropping the oldest")
-        self._unproven[protocol] = self._clock.callLater(self.deadline, self._expire, protocol)
+            # The oldest of the busiest address; the configured servers' last.
+            busiest = max(counts, key=lambda h: (h not in peers, counts[h]))
+            victim = next(p for p, (h, _) in self._unproven.items() if h == busiest)
+            self._drop(victim)
+            counts[busiest] -= 1
+            if not counts[busiest]:
+                del counts[busiest]
+            victim.refuse(f"more than {self.cap} connections have sent no valid frame; dropping the oldest from {busiest}")
+        self._unproven[protocol] = (host, self._clock.callLater(self.deadline, self._expire, protocol))
+
+    def _drop(self, protocol) -> None:
+        entry = self._unproven.pop(protocol, None)
+        if entry is not None and entry[1].active():
+            entry[1].cancel()
 
     def proven(self, protocol) -> None:
-        call = self._unproven.pop(protocol, None)
-        if call is not None and call.active():
-            call.cancel()
+        self._drop(protocol)
 
     gone = proven
 
@@ -133,10 +150,14 @@ class HeartbeatProtocol(Int32StringReceiver):
 
     def connectionMade(self):
         factory = self.factory
-        if factory.gate is not None:
-            factory.gate.admit(self)
+        factory.open.add(self)
         self._ring = factory.keys()
         self._nonce = factory.nonce()
+        factory.own_nonces.add(self._nonce)
+        if factory.gate is not None:
+            factory.gate.admit(self)
+            if self.refused:
+                return
         self.sendString(auth.hello(self._nonce))
         if factory.hello_timeout is not None:
             self._hello_timer = factory.clock.callLater(
@@ -149,10 +170,15 @@ class HeartbeatProtocol(Int32StringReceiver):
         if self.session is None:
             self._hello_received(data)
             return
+        ring = self.factory.keys()
+        if ring is not self._ring:
+            if withdrawn(self._ring, ring):
+                self.refuse("its session was made with a heartbeat key that has since been withdrawn")
+                return
+            self._ring = ring  # only keys added: the session stands
         try:
             frame = wire.decode(self.session.open(data))
         except (auth.AuthError, wire.FrameError) as e:
-            self.factory.rejected += 1
             self.refuse(str(e))
             return
         self._call("frame_received", frame)
@@ -163,10 +189,15 @@ class HeartbeatProtocol(Int32StringReceiver):
         try:
             peer_nonce = auth.parse_hello(data)
         except auth.AuthError as e:
-            self.factory.rejected += 1
             self.refuse(str(e))
             return
+        if peer_nonce in self.factory.own_nonces:
+            # A man in the middle joining this node's own connections to
+            # each other, so that its frames come back to it as a peer's.
+            self.refuse("its hello repeats a nonce this node sent: a reflected connection")
+            return
         self._cancel_hello_timer()
+        self._ring = self.factory.keys()  # the keys held now, not at connect
         self.session = auth.Session(self._ring, self.factory.initiating, self._nonce, peer_nonce)
         self._call("connection_made")
 
@@ -184,6 +215,7 @@ class HeartbeatProtocol(Int32StringReceiver):
             return
         self.refused = True
         self.refusal = why
+        self.factory.rejected += 1
         self._cancel_hello_timer()
         self.factory.refusals.report(self.peer, why)
         self.transport.abortConnection()
@@ -194,19 +226,24 @@ class HeartbeatProtocol(Int32StringReceiver):
 
     def connectionLost(self, reason):
         self._cancel_hello_timer()
+        self.factory.open.discard(self)
+        self.factory.own_nonces.discard(getattr(self, "_nonce", None))
         if self.factory.gate is not None:
             self.factory.gate.gone(self)
         if self._unprocessed and not self.refused:
-            self.refused = True
-            self.factory.refusals.report(self.peer, f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
+            self._note_refusal(f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
         elif self.session is None and not self.refused and _tls_failure(reason):
             # A certificate refused on either side: say so, or a link that
             # never comes up would go unexplained.
-            self.refused = True
-            self.refusal = tls.describe_failure(reason)
-            self.factory.rejected += 1
-            self.factory.refusals.report(self.peer, self.refusal)
+            self._note_refusal(tls.describe_failure(reason))
         self._call("connection_lost", reason)
+
+    def _note_refusal(self, why: str) -> None:
+        """A refusal found as the connection ended: logged and counted like the others."""
+        self.refused = True
+        self.refusal = why
+        self.factory.rejected += 1
+        self.factory.refusals.report(self.peer, why)
 
     def _call(self, event, *args):
         # The handler's errors end at this connection; none reaches the reactor.
@@ -216,6 +253,11 @@ class HeartbeatProtocol(Int32StringReceiver):
             self.factory.log.failure("heartbeat handler failed on {event} from {peer}", event=event, peer=self.peer)
             if event != "connection_lost":
                 self.refuse(f"internal error while handling {event}")
+
+
+def withdrawn(old: auth.KeyRing, new: auth.KeyRing) -> bool:
+    """Does C{new} lack a key of C{old} (or change whether frames are signed)?"""
+    return old.insecure != new.insecure or any(key not in new.keys for key in old.keys)
 
 
 def _tls_failure(reason) -> bool:
@@ -230,17 +272,19 @@ class HeartbeatFactory(Factory):
     log = Logger()
 
     rejected = 0
-    """Frames and hellos refused for a bad MAC, number or format."""
+    """Connections refused: a bad hello, MAC, number or frame, a foreign name, a deadline, a certificate."""
 
     def __init__(self, handler: IFrameHandler, refusals: RefusalLog, keys: Callable[[], auth.KeyRing],
                  clock, initiating: bool, gate: Gate = None, hello_timeout: Optional[float] = HELLO_TIMEOUT,
-                 nonce: Callable[[], bytes] = lambda: os.urandom(auth.NONCE_SIZE)):
+                 nonce: Callable[[], bytes] = lambda: os.urandom(auth.NONCE_SIZE), own_nonces: Optional[set] = None):
         """
         @param keys: the node's current keys (they change when the key file does).
         @param initiating: does this factory dial out (the client side of the
             sessions) rather than accept?
         @param hello_timeout: drop a connection whose peer sends no hello in
             this many seconds (None: no limit, e.g. where a L{Gate} limits it).
+        @param own_nonces: the nonces of the node's open connections, shared by
+            its factories: a hello that repeats one is a reflection.
         """
         self.handler = handler
         self.refusals = refusals
@@ -250,3 +294,5 @@ class HeartbeatFactory(Factory):
         self.gate = gate
         self.hello_timeout = hello_timeout
         self.nonce = nonce
+        self.open = set()  # every connection of this factory, authenticated or not
+        self.own_nonces = own_nonces if own_nonces is not None else set()

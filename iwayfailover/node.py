@@ -22,7 +22,7 @@ from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import probe, tls, wire
-from iwayfailover.config import SharedConfig, endpoint_interface, endpoint_port
+from iwayfailover.config import SharedConfig, backup_host, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE, STARTING, IRoleEffects, RoleMachine, outranks
@@ -166,8 +166,10 @@ class HeartbeatSender:
         self.stop()
         node = self._node
         interval = node.config.failover.heartbeat_interval
-        endpoint = tls.client_endpoint(node.reactor, node.settings.backup_endpoint)
-        factory = HeartbeatFactory(self, node.refusals, lambda: node.keys, node.reactor, initiating=True)
+        endpoint = tls.connector(node.reactor, node.settings.backup_endpoint)
+        factory = HeartbeatFactory(
+            self, node.refusals, lambda: node.keys, node.reactor, initiating=True, own_nonces=node.own_nonces,
+        )
         self._rejected_before = self.rejected
         self._factory = factory
         # The backup must hear from us again well within its threshold after
@@ -320,10 +322,12 @@ class FailoverNode(MultiService):
         others = [n for n in config.servers if n != name]
         self.peer = Peer(others[0] if len(others) == 1 else None, now)
         self.refusals = RefusalLog(reactor)
-        self.gate = Gate(reactor)
+        self.gate = Gate(reactor, peers=self._peer_addresses)
+        self.own_nonces = set()  # of every heartbeat connection, both ways: see the reflection check
         # The gate limits how long an accepted connection may take to prove itself.
         self.heartbeat_factory = HeartbeatFactory(
-            self, self.refusals, lambda: self.keys, reactor, initiating=False, gate=self.gate, hello_timeout=None
+            self, self.refusals, lambda: self.keys, reactor, initiating=False, gate=self.gate, hello_timeout=None,
+            own_nonces=self.own_nonces,
         )
         self._sessions = {}  # server name -> its current heartbeat connection to this node
         self.sender = HeartbeatSender(self)
@@ -390,7 +394,7 @@ class FailoverNode(MultiService):
             "started as live: first asking {location} how it stands (at most {timeout:g}s)",
             location=location, timeout=timeout,
         )
-        target = tls.client_endpoint(self.reactor, self.settings.backup_endpoint)
+        target = tls.connector(self.reactor, self.settings.backup_endpoint)
         d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals, self.keys)
         d.addCallback(self._startup_checked)
         d.addErrback(
@@ -756,13 +760,29 @@ class FailoverNode(MultiService):
             protocol.refuse(f"unexpected {frame.kind.name.lower()} frame on the heartbeat port")
 
     def _end_sessions(self, why: str) -> None:
-        """Close every authenticated heartbeat connection, both ways; the sender redials."""
-        for name, protocol in list(self._sessions.items()):
+        """Close every heartbeat connection, both ways, proven or not; the sender redials."""
+        for protocol in list(self.heartbeat_factory.open):
             protocol.replaced = True  # not a sign of death: no crash probe
             protocol.transport.abortConnection()
-            self.log.info("closing the heartbeat connection from {peer}: {why}", peer=name, why=why)
+        self.log.info("closing every heartbeat connection: {why}", why=why)
         if self.sender.running:
             self.sender.start()
+
+    def _peer_addresses(self) -> frozenset:
+        """
+        The addresses the configured servers are known by (where this node
+        dials them, where their heartbeat ports are bound): the gate never
+        lets others push their connections out.
+        """
+        addresses = set()
+        for name, server in self.config.servers.items():
+            if name == self.name:
+                host = backup_host(server.backup_location)
+            else:
+                host = endpoint_interface(server.heartbeat_endpoint)
+            if host:
+                addresses.add(host.strip("[]"))
+        return frozenset(addresses)
 
     def _heartbeat(self, protocol, frame):
         self.received += 1
@@ -879,7 +899,7 @@ class FailoverNode(MultiService):
         if kind == "ssl" and location.startswith("tls:") and tls.client_port(location) == port:
             # A TLS port is asked the way this node dials it when live: its
             # own Location of Backup, certificates and host name check included.
-            endpoint = tls.client_endpoint(self.reactor, location, timeout=self.probe_timeout)
+            endpoint = tls.connector(self.reactor, location, timeout=self.probe_timeout)
             return endpoint, self.settings.backup_location
         return None, f"{kind}: ports are probed only as tcp, or as ssl when this node's backup_location is a tls: string to that port"
 

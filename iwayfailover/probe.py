@@ -127,7 +127,7 @@ class _Query:
             # death; most likely one side refused the other's key.
             why = "it said hello, then closed without answering (do both nodes hold the same key?)"
             if protocol.refused:
-                why = f"this node refused what it sent: {protocol.refusal}"
+                why = f"the connection was refused: {protocol.refusal}"
             self.answer.errback(Inconclusive(why))
             return
         self.answer.errback(reason)
@@ -148,9 +148,15 @@ def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalL
     handler = _Query(frame)
     factory = HeartbeatFactory(handler, refusals, lambda: keys, reactor, initiating=True, hello_timeout=None)
     connected = target.connect(factory)
-    connected.addErrback(lambda failure: None if handler.answer.called else handler.answer.errback(failure))
+    opened = []  # the connection, once made: closed on a timeout, hello or no hello
+
+    def made(protocol):
+        opened.append(protocol)
+        return protocol
+
+    connected.addCallbacks(made, lambda failure: None if handler.answer.called else handler.answer.errback(failure))
     d = handler.answer
-    d.addTimeout(timeout, reactor, onTimeoutCancel=lambda result, t: _timed_out(connected, handler, t))
+    d.addTimeout(timeout, reactor, onTimeoutCancel=lambda result, t: _timed_out(connected, opened, t))
 
     def answered(frame):
         return Reply(frame, ANSWERED, f"{frame.name} answered as {frame.role.label}")
@@ -167,9 +173,9 @@ def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalL
     return d.addCallbacks(answered, failed)
 
 
-def _timed_out(connected, handler, timeout):
+def _timed_out(connected, opened, timeout):
     connected.cancel()  # still connecting: give up
-    if handler.protocol is not None:
-        # Connected, but no answer: close the connection the query opened.
-        handler.protocol.transport.abortConnection()
+    for protocol in opened:
+        # Connected, but no hello or no answer: close the connection the query opened.
+        protocol.transport.abortConnection()
     raise defer.TimeoutError(timeout)

@@ -31,12 +31,14 @@ import re
 from typing import Dict, List, Tuple
 
 from OpenSSL import SSL, crypto
-from twisted.internet import ssl
+from twisted.internet import defer, ssl
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.endpoints import (
     HostnameEndpoint, SSL4ServerEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString, serverFromString,
     wrapClientTLS,
 )
 from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
 SERVER_FILES = ("privateKey", "certKey", "extraCertChain", "caCerts", "dhParameters")
 CLIENT_FILES = ("trustRoots", "certificate", "privateKey")
@@ -54,6 +56,7 @@ def split(description: str) -> Tuple[str, List[str], Dict[str, str]]:
     with C{\\:} escapes undone.
     """
     kind, _, rest = description.strip().partition(":")
+    kind = kind.lower()  # as Twisted's parsers take it: SSL: is ssl:
     args, kwargs = [], {}
     for part in _SPLIT.split(rest) if rest else []:
         key, equals, value = part.partition("=")
@@ -72,7 +75,7 @@ def join(kind: str, args: List[str], kwargs: Dict[str, str]) -> str:
 
 
 def is_tls(description: str) -> bool:
-    return description.strip().partition(":")[0] in ("ssl", "tls")
+    return description.strip().partition(":")[0].lower() in ("ssl", "tls")
 
 
 def resolve_files(description: str, folder: str) -> str:
@@ -134,28 +137,36 @@ def _private_certificate(cert_path: str, key_path: str, what: str) -> ssl.Privat
 
 def server_endpoint(reactor, description: str):
     """
-    The server endpoint of a heartbeat port string: mutual TLS for C{ssl:}
-    with C{caCerts}, Twisted's own parser for everything else.
+    The server endpoint of a heartbeat port string: C{ssl:} built here (TLS
+    1.2 at least; mutual with C{caCerts}), Twisted's own parser for
+    everything else.
 
     @raise TLSConfigError: or what L{serverFromString} raises.
     """
     kind, args, kwargs = split(description)
-    if kind != "ssl" or "caCerts" not in kwargs:
+    if kind != "ssl":
         return serverFromString(reactor, description)
     unknown = set(kwargs) - {"port", "interface", "backlog", "privateKey", "certKey", "extraCertChain", "caCerts"}
     if unknown:
-        raise TLSConfigError(f"mutual-TLS heartbeat ports take no {', '.join(sorted(unknown))}")
+        raise TLSConfigError(
+            f"TLS heartbeat ports take no {', '.join(sorted(unknown))}"
+            " (allowed: port, interface, backlog, privateKey, certKey, extraCertChain, caCerts; TLS 1.2 or newer is always required)"
+        )
+    if "caCerts" in kwargs and not kwargs["caCerts"]:
+        raise TLSConfigError("caCerts is empty: name a PEM file or folder of CA certificates, or leave caCerts out")
     port = kwargs.get("port") or (args[0] if args else None)
     if port is None or not port.isdigit():
         raise TLSConfigError("no port number")
     private_key = kwargs.get("privateKey", "server.pem")
     mine = _private_certificate(kwargs.get("certKey") or private_key, private_key, "heartbeat port's")
     chain = [c.original for c in load_certificates(kwargs["extraCertChain"], "extraCertChain")] if "extraCertChain" in kwargs else []
-    authorities = load_certificates(kwargs["caCerts"], "caCerts")
+    verify = {}
+    if "caCerts" in kwargs:
+        authorities = load_certificates(kwargs["caCerts"], "caCerts")
+        verify = dict(verify=True, requireCertificate=True, caCerts=[c.original for c in authorities])
     options = ssl.CertificateOptions(
         privateKey=mine.privateKey.original, certificate=mine.original, extraCertChain=chain,
-        verify=True, requireCertificate=True, caCerts=[c.original for c in authorities],
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **verify,
     )
     return SSL4ServerEndpoint(reactor, int(port), options, backlog=int(kwargs.get("backlog", 50)), interface=kwargs.get("interface", ""))
 
@@ -173,6 +184,8 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
         raise TLSConfigError(
             "ssl: client endpoints do not check the backup's host name; use tls:HOST:PORT:trustRoots=CA.pem"
         )
+    if kind not in ("tls", "tcp", "tcp6", "unix"):
+        raise TLSConfigError(f"a Location of Backup cannot be a {kind}: endpoint (allowed: tcp, tcp6, unix, tls)")
     if kind != "tls":
         return clientFromString(reactor, description)
     unknown = set(kwargs) - {"host", "port", "timeout", "trustRoots", "certificate", "privateKey"}
@@ -183,6 +196,8 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
     if not host or port is None or not port.isdigit() or not 0 < int(port) < 65536:
         raise TLSConfigError("needs a host and a port: tls:HOST:PORT")
     trust = None
+    if "trustRoots" in kwargs and not kwargs["trustRoots"]:
+        raise TLSConfigError("trustRoots is empty: name a PEM file or folder of CA certificates, or leave it out for the system's")
     if kwargs.get("trustRoots"):
         trust = ssl.trustRootFromCertificates(load_certificates(kwargs["trustRoots"], "trustRoots"))
     client_certificate = None
@@ -192,9 +207,41 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
         )
     elif kwargs.get("privateKey"):
         raise TLSConfigError("privateKey without certificate")
-    creator = ssl.optionsForClientTLS(host, trustRoot=trust, clientCertificate=client_certificate)
+    creator = ssl.optionsForClientTLS(
+        host, trustRoot=trust, clientCertificate=client_certificate,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
     seconds = float(kwargs.get("timeout", timeout))
     return wrapClientTLS(creator, _tcp(reactor, host, int(port), seconds))
+
+
+@implementer(IStreamClientEndpoint)
+class FreshClientEndpoint:
+    """
+    A client endpoint string made into an endpoint at each connect, so a
+    TLS file that is briefly unreadable (a share, a certificate being
+    renewed) fails that one try, which the caller retries, and a renewed
+    certificate is used from the next connection on.
+    """
+
+    def __init__(self, reactor, description: str, timeout: float = 30.0):
+        self.reactor = reactor
+        self.description = description
+        self.timeout = timeout
+
+    def connect(self, factory):
+        try:
+            endpoint = client_endpoint(self.reactor, self.description, self.timeout)
+        except Exception:
+            return defer.fail()
+        return endpoint.connect(factory)
+
+
+def connector(reactor, description: str, timeout: float = 30.0):
+    """The endpoint to dial a Location of Backup with: L{FreshClientEndpoint} for C{tls:}."""
+    if is_tls(description):
+        return FreshClientEndpoint(reactor, description, timeout)
+    return client_endpoint(reactor, description, timeout)
 
 
 def _tcp(reactor, host, port, timeout):

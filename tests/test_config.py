@@ -233,6 +233,13 @@ class SecretFileTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertEqual(config.failover.secret_file, other)
 
+    def test_a_key_written_where_the_path_belongs_is_refused_without_showing_it(self):
+        """secret_file = <the key itself>: the error says so and never repeats the value."""
+        key = "9f" * 32
+        error = self.assertRaises(ConfigError, parse_config, f"[failover]\nsecret_file = {key}\n", self.config_path)
+        self.assertIn("looks like a key", str(error))
+        self.assertNotIn(key[:16], str(error))
+
     def test_missing_secret_file_is_refused(self):
         """A secret_file that does not exist is an error that shows where it was looked for."""
         error = self.assertRefused(

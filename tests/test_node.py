@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from harness import temporary_directory
-from iwayfailover import probe, wire
+from iwayfailover import probe, tls, wire
 from iwayfailover.config import parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
 from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
@@ -90,9 +90,9 @@ class NodeTestCase(unittest.TestCase):
                 if answer is None:
                     return defer.succeed(probe.Reply(None, probe.REFUSED, "connection refused"))
                 return defer.succeed(probe.Reply(answer, probe.ANSWERED, "answered"))
-            inner = getattr(target, "_wrappedEndpoint", None)  # a TLS probe
-            if inner is not None:
-                self.probes.append(("tls", inner._host, inner._port, timeout))
+            if isinstance(target, tls.FreshClientEndpoint):  # a TLS probe
+                _, (host, port), _ = tls.split(target.description)
+                self.probes.append(("tls", host, int(port), target.timeout))
             else:
                 self.probes.append((target._host, target._port, timeout))  # a crash probe
             return defer.succeed(self.crash_probe)

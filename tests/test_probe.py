@@ -98,6 +98,13 @@ class QueryTests(unittest.TestCase):
         self.assertEqual((reply.outcome, reply.gone), (probe.UNREACHABLE, False))
         self.assertTrue(transport.disconnecting)
 
+    def test_a_port_that_never_says_hello_is_closed_at_the_timeout(self):
+        """Accepted but no hello (a hung process, a stalled TLS handshake): unreachable, and the connection is closed."""
+        _, transport = self.connect(hello=False)
+        self.reactor.advance(0.5)
+        self.assertEqual(self.successResultOf(self.reply).outcome, probe.UNREACHABLE)
+        self.assertTrue(transport.disconnecting)
+
     def test_no_connection_in_time_proves_nothing(self):
         """A connection attempt that hangs (a dead host, a cut cable) times out as unreachable."""
         self.reactor.advance(0.5)

@@ -18,7 +18,7 @@ from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from harness import temporary_directory
 from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
-from wirepeer import RING, keyed
+from wirepeer import RING, keyed, prefixed, strings
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
 
@@ -520,16 +520,43 @@ class StarvationTests(NodeTestCase):
         self.reactor.advance(node.gate.deadline * 3)
         self.assertFalse(transport.disconnecting)
 
+    def idle_from_many_hosts(self, node, count):
+        """C{count} connections that said hello and nothing more, at most per_host from each address."""
+        per_host = node.gate.per_host
+        return [self.inbound(node, host=f"10.66.{n // per_host}.{n % per_host + 1}")[1] for n in range(count)]
+
     def test_too_many_unproven_connections_drop_the_oldest_so_a_peer_gets_in(self):
         """Past the cap, each new connection drops the oldest unproven one; the newest (a real peer) can speak."""
         node = self.make_node()
-        idle = [self.inbound(node, host="10.9.9.66")[1] for _ in range(node.gate.cap)]
+        idle = self.idle_from_many_hosts(node, node.gate.cap)
         protocol, transport = self.inbound(node)
         self.assertTrue(idle[0].disconnecting)
         self.assertFalse(any(t.disconnecting for t in idle[1:]))
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
         self.assertFalse(transport.disconnecting)
         self.assertEqual(len(node.gate), node.gate.cap - 1)
+
+    def test_one_address_gets_at_most_per_host_unproven_connections(self):
+        """From one (unconfigured) address, connections past per_host are refused at once; the first ones stay."""
+        node = self.make_node()
+        first = [self.inbound(node, host="10.9.9.66")[1] for _ in range(node.gate.per_host)]
+        extra = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", "10.9.9.66", 40000))
+        extra_transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.66", 40000))
+        extra.makeConnection(extra_transport)
+        self.assertTrue(extra_transport.disconnecting)
+        self.assertEqual(extra_transport.value(), b"", "no hello for a refused connection")
+        self.assertFalse(any(t.disconnecting for t in first))
+        self.assertEqual(node.heartbeat_factory.rejected, 1)
+
+    def test_a_peers_connection_that_has_not_spoken_yet_is_never_pushed_out(self):
+        """The live peer said hello; before its first frame, a flood from many addresses arrives: it stays."""
+        node = self.make_node()
+        protocol, transport = self.inbound(node)  # 10.9.9.1: serv_b's backup_location, a configured server
+        flood = self.idle_from_many_hosts(node, node.gate.cap * 2)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(sum(t.disconnecting for t in flood), node.gate.cap + 1)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        self.assertEqual(node.received, 1)
 
     def test_a_newer_connection_from_the_live_peer_replaces_the_old_one_quietly(self):
         """One session per peer: the old connection is dropped and its loss is not taken for a crash."""
@@ -615,6 +642,35 @@ class TrustTests(NodeTestCase):
         self.assertTrue(old_key.disconnected)
         self.assertFalse(new_key.disconnected)
         self.assertEqual(node.received, 1)
+
+    def test_a_withdrawn_key_opens_nothing_on_a_connection_that_sent_no_heartbeat(self):
+        """A connection made with a key later withdrawn, whatever it sent before (a query, nothing), is closed and feeds nothing."""
+        node = self.make_node()
+        leaked = auth.KeyRing(keys=(b"l" * 40,), source="/share/failover.key")
+        both = auth.KeyRing(keys=RING.keys + leaked.keys, source="/share/failover.key")
+        node.apply_config(keyed(CONFIG, ring=both))
+        queried, queried_transport = self.inbound(node, host="10.9.9.1", ring=leaked)
+        queried.dataReceived(frame_bytes(queried, wire.Kind.QUERY, "serv_a", wire.Role.LIVE, epoch=1))
+        silent, silent_transport = self.inbound(node, host="10.9.9.1", ring=leaked)
+        node.apply_config(keyed(CONFIG, ring=RING))  # the leaked key withdrawn
+        self.assertTrue(queried_transport.disconnected and silent_transport.disconnected)
+        for protocol in (queried, silent):
+            protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
+        self.assertEqual(node.received, 0)
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_a_reflected_hello_is_refused(self):
+        """A hello that repeats the nonce of one of this node's own connections is a reflection: refused."""
+        node = self.make_node()
+        own = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", "10.9.9.1", 40000))
+        own.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.1", 40000)))
+        [own_hello] = strings(own.transport.value())
+        reflected = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", "10.9.9.1", 40001))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.9.9.1", 40001))
+        reflected.makeConnection(transport)
+        reflected.dataReceived(prefixed(own_hello))
+        self.assertTrue(transport.disconnected)
+        self.assertIn("reflected", reflected.refusal)
 
     def test_a_session_made_with_a_withdrawn_key_is_closed(self):
         """A key taken out of the file (a leaked one, say) keeps no session alive; the node stays backup."""

@@ -79,6 +79,37 @@ class ClientEndpointTests(PKI, unittest.TestCase):
         self.assertIn("host name", str(error))
         self.assertIn("tls:HOST:PORT", str(error))
 
+    def test_ssl_in_any_case_is_refused(self):
+        """Twisted's parsers take SSL: and Ssl: as ssl:, which would dial without any check: refused alike."""
+        for kind in ("SSL", "Ssl", "sSL"):
+            error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, f"{kind}:host=iam2:port=1200")
+            self.assertIn("host name", str(error))
+
+    def test_other_client_kinds_are_refused(self):
+        error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, "tor:iam2:1200")
+        self.assertIn("tcp, tcp6, unix, tls", str(error))
+
+    def test_an_empty_trust_root_is_refused_rather_than_falling_back_to_the_system(self):
+        error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, "tls:iam2:1200:trustRoots=")
+        self.assertIn("trustRoots is empty", str(error))
+
+    def test_tls_in_capitals_is_checked_like_tls(self):
+        endpoint = tls.client_endpoint(self.reactor, f"TLS:127.0.0.1:1200:trustRoots={self.ca.path}")
+        self.assertIsInstance(endpoint._wrappedEndpoint, TCP4ClientEndpoint)
+
+    def test_a_fresh_endpoint_reads_its_files_at_each_connect(self):
+        """An unreadable trust root fails that connect (a failed Deferred, retried by the caller), not its maker."""
+        from twisted.internet.protocol import Factory, Protocol
+
+        roots = os.path.join(self.folder, "roots.pem")
+        endpoint = tls.connector(self.reactor, f"tls:127.0.0.1:1200:trustRoots={roots}")
+        self.assertIsInstance(endpoint, tls.FreshClientEndpoint)
+        failure = self.failureResultOf(endpoint.connect(Factory.forProtocol(Protocol)), tls.TLSConfigError)
+        self.assertIn(roots, str(failure.value))
+        os.link(self.ca.path, roots)
+        endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertEqual(self.reactor.tcpClients[-1][:2], ("127.0.0.1", 1200))
+
     def test_a_tls_location_needs_a_host_and_a_port(self):
         error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, "tls:iam2")
         self.assertIn("tls:HOST:PORT", str(error))
@@ -167,6 +198,21 @@ class ServerEndpointTests(PKI, unittest.TestCase):
         endpoint = tls.server_endpoint(self.reactor, f"ssl:1200:privateKey={self.server_key}:certKey={self.server_crt}")
         self.assertIsInstance(endpoint, SSL4ServerEndpoint)
         self.assertFalse(endpoint._sslContextFactory.verify)
+
+    def test_every_tls_port_refuses_versions_before_1_2(self):
+        from OpenSSL import SSL
+
+        for mutual in ("", f":caCerts={self.ca.path}"):
+            endpoint = tls.server_endpoint(self.reactor, f"ssl:1200:privateKey={self.server_key}:certKey={self.server_crt}{mutual}")
+            options = endpoint._sslContextFactory._options
+            self.assertTrue(options & SSL.OP_NO_TLSv1 and options & SSL.OP_NO_TLSv1_1, mutual or "plain")
+
+    def test_an_older_tls_method_cannot_be_asked_for(self):
+        error = self.assertRaises(
+            tls.TLSConfigError, tls.server_endpoint, self.reactor,
+            f"ssl:1200:privateKey={self.server_key}:certKey={self.server_crt}:sslmethod=TLSv1_METHOD",
+        )
+        self.assertIn("sslmethod", str(error))
 
 
 class ConfigTests(PKI, ConfigErrorAssertions, unittest.TestCase):
