@@ -254,3 +254,14 @@ class FuzzTests(unittest.TestCase):
         where = data.draw(st.integers(0, len(sealed) - 1))
         sealed[where] ^= data.draw(st.integers(1, 255))
         self.assertRaises(auth.AuthError, server.open, bytes(sealed))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=2000))
+    def test_any_key_file_bytes_give_keys_or_a_key_file_error(self, data):
+        try:
+            ring = auth.parse_key_file(data, "/share/failover.key")
+        except auth.KeyFileError as e:
+            self.assertTrue(str(e))
+        else:
+            self.assertTrue(1 <= len(ring.keys) <= auth.MAX_KEYS)
+            self.assertTrue(all(len(k) >= auth.MIN_KEY_LENGTH for k in ring.keys))

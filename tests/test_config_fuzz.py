@@ -24,13 +24,16 @@ PATH = "/share/iway.ini"
 KEYS = [
     "heartbeat_interval", "reload_interval", "secret_file", "witness", "self_fence", "failback", "preferred",
     "failback_delay", "backup_location", "heartbeat_port", "threshold", "console", "priority", "plugin", "servers",
-    "unknown", "",
+    "insecure", "unknown", "",
 ]
 VALUES = st.one_of(
     st.sampled_from([
         "1", "0.5", "0", "-1", "nan", "inf", "1e309", "3", "65536", "tcp:1200", "tcp:99999", "127.0.0.1:1200",
         "[::1]:1200", "[zz]:1", "host:", ":1", "tcp:host=a:port=1", "ssl:", "unix:/x", "yes", "maybe", "serv_a",
         "serv_a, serv_b", ",", "web --listen tcp:8080", "'unclosed", "a:1, b:2", "²", "١٢", "\\", "%(x)s",
+        "tls:iam2:1200", "tls:iam2:1200:trustRoots=", "tls:iam2:1200:trustRoots=/nonexistent.pem", "tls:iam2",
+        "TLS:[::1]:1", "SSL:host=a:port=1", "ssl:1200:privateKey=/no.key", "ssl:1200:caCerts=", "tls:a:1:privateKey=/x",
+        "ssl:1200:sslmethod=TLSv1_METHOD", "tls:a:99999", "tor:a:1", "9f" * 32, "failover.key", "/etc/passwd",
     ]),
     st.text(max_size=30),
 )
