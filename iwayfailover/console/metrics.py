@@ -157,5 +157,6 @@ class MetricsResource(Resource):
             request.setResponseCode(500)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"collecting the metrics failed; see the node's log\n"
+        request.setResponseCode(200)
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return body
