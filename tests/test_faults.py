@@ -127,7 +127,7 @@ class SwitchoverTests(FaultTestCase):
         """iwsrv switchover, asked of the backup, moves the live role to it; the gap is printed; never two lives."""
         self.start_pair()
         result = subprocess.run(
-            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b"],
+            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_b"],
             capture_output=True, text=True, timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stderr + self.logs())
@@ -141,7 +141,7 @@ class SwitchoverTests(FaultTestCase):
         self.pair.a.start()
         self.pair.a.wait_role("live")
         result = subprocess.run(
-            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_a"],
+            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_a"],
             capture_output=True, text=True, timeout=60,
         )
         self.assertEqual(result.returncode, 1)
