@@ -151,7 +151,8 @@ def format_status(status: dict) -> str:
         name_width = max(len("LISTENER"), *(len(n) for n in listeners))
         since_width = max(len("SINCE"), *(len(entry.get("since", "")) for entry in listeners.values()))
         reasons = any(entry.get("reason") for entry in listeners.values())
-        out.append(f"{'LISTENER'.ljust(name_width)}  {'STATE':9} {'SINCE'.ljust(since_width)}" + ("  REASON" if reasons else ""))
+        header = f"{'LISTENER'.ljust(name_width)}  {'STATE':9} {'SINCE'.ljust(since_width)}" + ("  REASON" if reasons else "")
+        out.append(header.rstrip())
         for name, entry in listeners.items():
             reason = f"  {entry['reason']}" if entry.get("reason") else ""
             out.append(f"{name.ljust(name_width)}  {entry['state']:9} {entry.get('since', '').ljust(since_width)}{reason}".rstrip())
@@ -225,7 +226,8 @@ def _run(command, argv, options, prepare):
 
     def main(reactor):
         d = defer.maybeDeferred(work, reactor)
-        d.addCallbacks(lambda text: outcome.setdefault("text", text), lambda f: outcome.setdefault("error", f))
+        # Both end here: an error is printed below as one line, never as a traceback.
+        d.addCallbacks(lambda text: outcome.__setitem__("text", text), lambda f: outcome.__setitem__("error", f))
         return d
 
     try:
