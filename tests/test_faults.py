@@ -126,6 +126,13 @@ class SwitchoverTests(FaultTestCase):
     def test_iwsrv_switchover_swaps_the_roles_and_reports_the_gap(self):
         """iwsrv switchover, asked of the backup, moves the live role to it; the gap is printed; never two lives."""
         self.start_pair()
+        unconfirmed = subprocess.run(
+            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(unconfirmed.returncode, 2, unconfirmed.stderr)
+        self.assertEqual(unconfirmed.stderr, "iwsrv switchover: no terminal to confirm on; pass --yes to switch over without asking\n")
+        self.assertEqual(self.pair.roles(), ("live", "backup"), "nothing changes without confirmation")
         result = subprocess.run(
             [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_b"],
             capture_output=True, text=True, timeout=60,
