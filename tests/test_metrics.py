@@ -260,6 +260,29 @@ class MetricsResourceTests(NodeTestCase):
 
         self.assertIsInstance(getChildForRequest(console_root(node), request), MetricsResource)
 
+    def test_get_metrics_through_the_console_site(self):
+        """GET /metrics on the console's resource tree, from this host: 200 and the node's role."""
+        from treq.testing import StubTreq
+
+        node = self.make_node()
+        client = StubTreq(console_root(node))
+
+        response = self.successResultOf(client.get("http://console/metrics"))
+        text = self.successResultOf(client.text_content(response))
+
+        self.assertEqual(response.code, 200)
+        self.assertIn('iwayfailover_role{role="backup",server="serv_b"} 1.0', text)
+
+    def test_other_methods_are_not_allowed(self):
+        """POST /metrics: 405, the metrics are read-only."""
+        from treq.testing import StubTreq
+
+        client = StubTreq(console_root(self.make_node()))
+
+        response = self.successResultOf(client.post("http://console/metrics", data=b""))
+
+        self.assertEqual(response.code, 405)
+
     def test_loopback_client_gets_the_exposition(self):
         """From 127.0.0.1: 200, the Prometheus text content type, and the node's samples."""
         node = self.make_node()

@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 import iwayfailover
 from iwayfailover.console.api import from_this_host
 from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
+from iwayfailover.node import TAKEOVER_KINDS
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from iwayfailover.role import STARTING as ROLE_STARTING
 from iwayfailover.role import STOPPED as ROLE_STOPPED
@@ -43,8 +44,6 @@ class NodeCollector(Collector):
         self._node = node
 
     def collect(self):
-        from iwayfailover.node import TAKEOVER_KINDS
-
         node = self._node
         server = node.name
 
