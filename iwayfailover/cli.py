@@ -276,9 +276,21 @@ def ask_on_terminal(question: str) -> bool:
     """Ask a yes/no question on the terminal (on stderr, so that --json output stays clean)."""
     if not sys.stdin.isatty():
         raise CommandError("no terminal to confirm on; pass --yes to switch over without asking", 2)
+    import signal
+
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    # The reactor's SIGINT handler would only stop the reactor once this read
+    # ends; Ctrl-C at the question must answer it: no.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return False
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return answer.strip().lower() in ("y", "yes")
 
 
 def switchover(config, name, call, confirm):

@@ -150,6 +150,27 @@ class CollectorHeartbeatTests(NodeTestCase):
         self.assertEqual(value(scrape(node), "iwayfailover_heartbeats_rejected_total"), 1)
 
 
+class CollectorSettingsTests(NodeTestCase):
+    """The settings alert rules compare with."""
+
+    def test_threshold_and_heartbeat_interval_follow_the_configuration(self):
+        """threshold_seconds and heartbeat_interval_seconds are the node's settings, also after a reload."""
+        node = self.make_node()
+        samples = scrape(node)
+        self.assertEqual(
+            (value(samples, "iwayfailover_threshold_seconds"), value(samples, "iwayfailover_heartbeat_interval_seconds")),
+            (2.0, 0.5),
+        )
+
+        node.apply_config(keyed(CONFIG.replace("threshold = 2", "threshold = 4").replace("= 0.5", "= 0.25")))
+        samples = scrape(node)
+
+        self.assertEqual(
+            (value(samples, "iwayfailover_threshold_seconds"), value(samples, "iwayfailover_heartbeat_interval_seconds")),
+            (4.0, 0.25),
+        )
+
+
 class CollectorListenerTests(NodeTestCase):
     """One 1 per listener, on the state it is in."""
 

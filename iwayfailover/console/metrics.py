@@ -63,6 +63,15 @@ class NodeCollector(Collector):
             "iwayfailover_epoch", "The node's epoch, raised by every takeover.", value=node.machine.epoch
         )
 
+        yield GaugeMetricFamily(
+            "iwayfailover_threshold_seconds", "Silence after which this node, as a backup, takes over.",
+            value=node.settings.threshold,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_heartbeat_interval_seconds", "Seconds between heartbeats sent by a live node.",
+            value=node.config.failover.heartbeat_interval,
+        )
+
         takeovers = CounterMetricFamily(
             "iwayfailover_takeovers", "Takeovers by this node since it started, by kind of cause.", labels=["cause"]
         )
