@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial import unittest
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -141,8 +141,6 @@ class CollectorHeartbeatTests(NodeTestCase):
         """Bytes that are no hello on the heartbeat port: heartbeats_rejected_total 1."""
         node = self.make_node()
         protocol = node.heartbeat_factory.buildProtocol(IPv4Address("TCP", "10.9.9.66", 40000))
-        from twisted.internet.testing import StringTransport
-
         protocol.makeConnection(StringTransport())
 
         protocol.dataReceived(b"\x00\x00\x00\x05hello")
