@@ -74,6 +74,7 @@ class CollectorRoleTests(NodeTestCase):
         self.assertEqual(current(samples, "iwayfailover_role", "role", server="serv_b"), ["live"])
         self.assertEqual(value(samples, "iwayfailover_epoch"), 1)
         self.assertEqual(value(samples, "iwayfailover_takeovers_total", cause="silence"), 1)
+        self.assertEqual(value(samples, "iwayfailover_role_since_timestamp_seconds"), 1764064800.0)
         self.assertEqual(value(samples, "iwayfailover_takeovers_total", cause="crash"), 0)
 
     def test_a_peer_standing_down_for_a_switchover_counts_as_switchover(self):
@@ -126,6 +127,17 @@ class CollectorHeartbeatTests(NodeTestCase):
         self.assertEqual(value(samples, "iwayfailover_heartbeats_received_total"), 3)
         self.assertAlmostEqual(value(samples, "iwayfailover_last_heartbeat_age_seconds"), 0.25)
         self.assertEqual(value(samples, "iwayfailover_peer_connected"), 1)
+
+    def test_the_longest_gap_between_live_heartbeats_is_shown(self):
+        """max_heartbeat_gap_seconds is the longest pause between two live heartbeats the backup heard."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+
+        for seq, pause in enumerate((0.5, 1.25, 0.5), start=1):
+            self.reactor.advance(pause)
+            protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+
+        self.assertEqual(value(scrape(node), "iwayfailover_max_heartbeat_gap_seconds"), 1.25)
 
     def test_heartbeats_sent_by_a_live_node_are_counted(self):
         """A live node connected to its backup: heartbeats_sent_total counts one per interval."""

@@ -60,6 +60,10 @@ class NodeCollector(Collector):
         yield role
 
         yield GaugeMetricFamily(
+            "iwayfailover_role_since_timestamp_seconds", "When the node took its current role (Unix time).",
+            value=node.machine.since,
+        )
+        yield GaugeMetricFamily(
             "iwayfailover_epoch", "The node's epoch, raised by every takeover.", value=node.machine.epoch
         )
 
@@ -96,6 +100,11 @@ class NodeCollector(Collector):
             "iwayfailover_last_heartbeat_age_seconds",
             "Seconds since the peer was last heard from (NaN: never heard since this node started).",
             value=math.nan if last_heard is None else max(0.0, node.now() - last_heard),
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_max_heartbeat_gap_seconds",
+            "The longest pause between two live heartbeats this node heard as a backup: how close it came to a takeover.",
+            value=node.max_gap,
         )
         yield GaugeMetricFamily(
             "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
