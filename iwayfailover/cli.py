@@ -3,7 +3,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
-    iwsrv switchover [--config PATH] [--name NAME] [--json]      hand the live role to the backup
+    iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]   hand the live role to the backup
     iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
 """
 
@@ -19,10 +19,12 @@ from iwayfailover.config import ConfigError, endpoint_interface, endpoint_port, 
 from iwayfailover.tap import default_config, default_name
 
 STATUS_TIMEOUT = 5.0
+SWITCHOVER_TIMEOUT = 60.0
+"""Longest wait for a switchover: the live node gives up on its own after its backup's threshold (at least 5 s)."""
 
 
 class StatusOptions(usage.Options):
-    synopsis = "[--config PATH] [--name NAME] [--json]"
+    synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--json]"
     optFlags = [["json", "j", "Print the status object as JSON."]]
     optParameters = [
         ["config", "c", None, "The shared configuration. [default: $IWAY_CONFIG or /etc/iwayfailover/iwayfailover.ini]"],
@@ -69,7 +71,13 @@ def call_console(reactor, client_string: str, method: bytes, path: bytes, timeou
     d = agent.request(method, b"http://console" + path)
 
     def body(response):
-        return readBody(response).addCallback(lambda data: (response.code, json.loads(data)))
+        def parse(data):
+            try:
+                return response.code, json.loads(data)
+            except ValueError:
+                raise CommandError(f"the console answered HTTP {response.code} with something that is not JSON") from None
+
+        return readBody(response).addCallback(parse)
 
     d.addCallback(body)
     d.addTimeout(timeout, reactor)
@@ -88,36 +96,83 @@ def fetch_status(reactor, client_string: str, timeout: float = STATUS_TIMEOUT):
     return call_console(reactor, client_string, b"GET", b"/api/status", timeout).addCallback(ok)
 
 
-def format_status(status: dict) -> str:
-    """A readable table of a status object."""
-    peer = status.get("peer") or {}
+def _seconds(value) -> str:
+    return "?" if value is None else f"{value:g}s"
+
+
+def _peer_line(peer: dict) -> str:
     age = peer.get("last_heartbeat_age")
     heard = "never heard" if age is None else f"last heartbeat {age:.1f}s ago"
+    line = f"{peer.get('name') or '?'}, {'connected' if peer.get('connected') else 'not connected'}, {heard}"
+    if peer.get("role"):
+        line += f" (it is {peer['role']}" + (f", epoch {peer['epoch']})" if peer.get("epoch") is not None else ")")
+    return line
+
+
+def _auth_line(auth: dict) -> str:
+    if auth.get("mode") == "insecure":
+        return "insecure: heartbeats are not signed (insecure = true)"
+    ids = ", ".join(auth.get("key_ids") or []) or "none"
+    source = f" from {auth['key_file']}" if auth.get("key_file") else ""
+    return f"{auth.get('mode', '?')}, key ids {ids}{source}"
+
+
+def format_status(status: dict) -> str:
+    """A readable table of a status object (the API's extra fields are shown where present)."""
     lines = [
         ("server", status["server"]),
         ("role", f"{status['role']} since {status['since']}" + (f" ({status['cause']})" if status.get("cause") else "")),
         ("epoch", str(status["epoch"])),
-        ("peer", f"{peer.get('name') or '?'}, {'connected' if peer.get('connected') else 'not connected'}, {heard}"),
+        ("peer", _peer_line(status.get("peer") or {})),
     ]
+    heartbeats = status.get("heartbeats")
+    if heartbeats:
+        lines.append((
+            "heartbeats",
+            f"sent {heartbeats.get('sent', 0)}, received {heartbeats.get('received', 0)},"
+            f" rejected {heartbeats.get('rejected', 0)}; longest gap heard {_seconds(heartbeats.get('max_gap'))}",
+        ))
     settings = status.get("settings") or {}
     if settings:
-        lines.append(("threshold", f"{settings.get('threshold'):g}s, heartbeat every {settings.get('heartbeat_interval'):g}s"))
+        lines.append((
+            "threshold",
+            f"{_seconds(settings.get('threshold'))}, heartbeat every {_seconds(settings.get('heartbeat_interval'))}",
+        ))
+    if status.get("auth"):
+        lines.append(("auth", _auth_line(status["auth"])))
+    config = status.get("config") or {}
+    if config.get("last_error"):
+        lines.append(("config", f"NOT RELOADED, running the last good one: {config['last_error']}"))
     width = max(len(k) for k, _ in lines)
     out = [f"{k.ljust(width)}  {v}" for k, v in lines]
     listeners = status.get("listeners") or {}
     if listeners:
         out.append("")
         name_width = max(len("LISTENER"), *(len(n) for n in listeners))
-        out.append(f"{'LISTENER'.ljust(name_width)}  {'STATE':9} SINCE")
+        since_width = max(len("SINCE"), *(len(entry.get("since", "")) for entry in listeners.values()))
+        reasons = any(entry.get("reason") for entry in listeners.values())
+        header = f"{'LISTENER'.ljust(name_width)}  {'STATE':9} {'SINCE'.ljust(since_width)}" + ("  REASON" if reasons else "")
+        out.append(header.rstrip())
         for name, entry in listeners.items():
             reason = f"  {entry['reason']}" if entry.get("reason") else ""
-            out.append(f"{name.ljust(name_width)}  {entry['state']:9} {entry.get('since', '')}{reason}")
+            out.append(f"{name.ljust(name_width)}  {entry['state']:9} {entry.get('since', '').ljust(since_width)}{reason}".rstrip())
+    else:
+        out.append("")
+        out.append("no listeners for this server")
     return "\n".join(out)
 
 
 class SwitchoverOptions(StatusOptions):
-    synopsis = "[--config PATH] [--name NAME] [--json]"
-    optFlags = [["json", "j", "Print the result as JSON."]]
+    synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]"
+    optFlags = [
+        ["json", "j", "Print the result as JSON."],
+        ["yes", "y", "Do not ask for confirmation."],
+    ]
+
+    longdesc = (
+        "Hand the live role to the backup: the live node stops its listeners, then the backup"
+        " starts its own. --name may name either node of the pair."
+    )
 
 
 class CommandError(Exception):
@@ -171,7 +226,8 @@ def _run(command, argv, options, prepare):
 
     def main(reactor):
         d = defer.maybeDeferred(work, reactor)
-        d.addCallbacks(lambda text: outcome.setdefault("text", text), lambda f: outcome.setdefault("error", f))
+        # Both end here: an error is printed below as one line, never as a traceback.
+        d.addCallbacks(lambda text: outcome.__setitem__("text", text), lambda f: outcome.__setitem__("error", f))
         return d
 
     try:
@@ -191,8 +247,13 @@ def _run(command, argv, options, prepare):
 
 
 def _reach(server, request):
+    from twisted.internet import defer
+
     def cannot(failure):
-        why = failure.getErrorMessage() or failure.type.__name__
+        if failure.check(defer.TimeoutError, defer.CancelledError):
+            why = "no answer in time"
+        else:
+            why = failure.getErrorMessage() or failure.type.__name__
         raise CommandError(f"cannot ask {server.name} on {server.console}: {why}")
 
     return request.addErrback(cannot)
@@ -211,32 +272,106 @@ def status_main(argv) -> int:
     return _run("status", argv, StatusOptions(), prepare)
 
 
-def switchover_main(argv) -> int:
+def ask_on_terminal(question: str) -> bool:
+    """Ask a yes/no question on the terminal (on stderr, so that --json output stays clean)."""
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to confirm on; pass --yes to switch over without asking", 2)
+    import signal
+
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    # The reactor's SIGINT handler would only stop the reactor once this read
+    # ends; Ctrl-C at the question must answer it: no.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return False
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def switchover(config, name, call, confirm):
+    """
+    Find the live node of the pair C{name} belongs to, confirm, and ask it
+    to hand over.
+
+    @param call: C{call(client_string, method, path, timeout)}: a Deferred
+        of C{(http_code, json_body)} from a console (L{call_console}).
+    @param confirm: C{confirm(question)}: True to go on.
+    @return: a Deferred of the live node's answer (C{from}, C{to}, C{epoch},
+        C{gap_ms}), failing with L{CommandError} naming what went wrong.
+    """
+    from twisted.internet import defer
+
+    def status_of(server, client):
+        def ok(result):
+            code, body = result
+            if code != 200:
+                raise RuntimeError(f"the console answered HTTP {code}: {body.get('error', '') if isinstance(body, dict) else ''}")
+            return body
+
+        return _reach(server, call(client, b"GET", b"/api/status", STATUS_TIMEOUT).addCallback(ok))
+
+    @defer.inlineCallbacks
+    def run():
+        server, client = _console_of(config, name)
+        status = yield status_of(server, client)
+        peer = status.get("peer") or {}
+        if status["role"] == "backup" and peer.get("name"):
+            asked = server.name
+            server, client = _console_of(config, peer["name"])
+            status = yield status_of(server, client)
+            if status["role"] != "live":
+                raise CommandError(
+                    f"neither server is live ({asked} is backup, {server.name} is {status['role']}): nothing to hand over"
+                )
+        elif status["role"] != "live":
+            raise CommandError(f"{server.name} is {status['role']}, not live: nothing to hand over")
+        peer = status.get("peer") or {}
+        backup = peer.get("name") or server.backup_location
+        age = peer.get("last_heartbeat_age")
+        heard = "never heard" if age is None else f"last heard {age:.1f}s ago"
+        question = (
+            f"{server.name} is live (epoch {status['epoch']}); its backup {backup} is"
+            f" {'connected' if peer.get('connected') else 'NOT connected'}, {heard}.\n"
+            f"Stop {server.name}'s listeners and hand the live role to {backup}?"
+        )
+        if not confirm(question):
+            raise CommandError("switchover not confirmed; nothing changed")
+        code, body = yield _reach(server, call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT))
+        if code != 200:
+            why = body.get("error") if isinstance(body, dict) else None
+            raise CommandError(f"{server.name} refused the switchover: {why or f'HTTP {code}'}")
+        return body
+
+    return run()
+
+
+def format_switchover(body: dict) -> str:
+    return (
+        f"switched over from {body['from']} to {body['to']} (epoch {body['epoch']});"
+        f" no listener served for {body['gap_ms']:.1f} ms"
+    )
+
+
+def switchover_main(argv, confirm=ask_on_terminal) -> int:
     """
     Ask the live node to hand over. C{--name} may name either node: asked
     of a backup, the command finds the live node from the backup's status.
     """
 
     def prepare(options, config):
-        from twisted.internet import defer
+        _console_of(config, options["name"])  # a bad name or no console: say so before any network
 
-        first = _console_of(config, options["name"])
-
-        @defer.inlineCallbacks
         def work(reactor):
-            server, client = first
-            status = yield _reach(server, fetch_status(reactor, client))
-            if status["role"] == "backup" and (status.get("peer") or {}).get("name"):
-                server, client = _console_of(config, status["peer"]["name"])
-            code, body = yield _reach(server, call_console(reactor, client, b"POST", b"/api/switchover", timeout=60))
-            if code != 200:
-                raise CommandError(f"{server.name} refused the switchover: {body.get('error', code)}")
-            if options["json"]:
-                return json.dumps(body, indent=2)
-            return (
-                f"switched over from {body['from']} to {body['to']} (epoch {body['epoch']});"
-                f" no listener served for {body['gap_ms']:.1f} ms"
-            )
+            def call(client, method, path, timeout):
+                return call_console(reactor, client, method, path, timeout)
+
+            d = switchover(config, options["name"], call, (lambda question: True) if options["yes"] else confirm)
+            return d.addCallback(lambda body: json.dumps(body, indent=2) if options["json"] else format_switchover(body))
 
         return work
 

@@ -9,6 +9,7 @@ side's link to its backup location.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import random
 import time
@@ -37,6 +38,11 @@ STARTUP_CHECK_TIMEOUT = 2.0
 """The longest a node started live waits to hear how its backup location stands."""
 
 _WIRE_ROLES = {LIVE: wire.Role.LIVE, STARTING: wire.Role.STARTING}
+
+TAKEOVER_KINDS = ("silence", "crash", "switchover", "peer_shutdown")
+"""Why a backup took over, in one word: its live peer's signal went silent for
+the threshold, a probe found the peer's process gone, or the peer stood down
+for a planned switchover or because it was shutting down."""
 
 
 class SwitchoverRefused(Exception):
@@ -333,6 +339,8 @@ class FailoverNode(MultiService):
         self.sender = HeartbeatSender(self)
         self.received = 0
         self.max_gap = 0.0
+        # Takeovers since this process started, by kind of cause (TAKEOVER_KINDS), for /metrics.
+        self.takeovers = collections.Counter()
         self._last_live_heartbeat: Optional[float] = None
         self._stopping = defer.succeed(None)
         self._activating = defer.succeed(None)
@@ -539,11 +547,12 @@ class FailoverNode(MultiService):
             self._resume_call.cancel()
         self._resume_call = None
 
-    def _take_over(self, cause: str, silence: Optional[float] = None) -> None:
+    def _take_over(self, cause: str, silence: Optional[float] = None, kind: str = "silence") -> None:
         if self.machine.role != BACKUP:
             return
         self.machine.take_over(cause)
         if self.machine.role == LIVE:
+            self.takeovers[kind] += 1
             self.log.warn(
                 "took over from {peer}: {cause}; now live with epoch {epoch}",
                 peer=self.peer.name, cause=cause, epoch=self.machine.epoch, silence=silence,
@@ -822,8 +831,9 @@ class FailoverNode(MultiService):
         if self.machine.role != BACKUP:
             protocol.send(self.frame(wire.Kind.ANSWER, frame.seq))
             return
-        why = "planned switchover" if frame.flags & wire.FLAG_SWITCHOVER else "shutting down"
-        self._take_over(f"{frame.name} stood down ({why})")
+        switchover = bool(frame.flags & wire.FLAG_SWITCHOVER)
+        why = "planned switchover" if switchover else "shutting down"
+        self._take_over(f"{frame.name} stood down ({why})", kind="switchover" if switchover else "peer_shutdown")
         # Answer once the listeners are up: the old live node measures the gap to this answer.
         self._activating.addCallback(lambda _: protocol.send(self.frame(wire.Kind.ANSWER, frame.seq)))
 
@@ -869,7 +879,8 @@ class FailoverNode(MultiService):
             if reply.gone and self.machine.role == BACKUP and self.peer.lost:
                 self._take_over(
                     f"{name} is gone: its heartbeat connection closed and a probe of {where} found"
-                    f" {reply.why} (its process is dead, its host is up)"
+                    f" {reply.why} (its process is dead, its host is up)",
+                    kind="crash",
                 )
             else:
                 self.log.info(

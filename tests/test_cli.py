@@ -141,6 +141,45 @@ class FormatStatusTests(TestCase):
         self.assertTrue(line.endswith("CannotListenError: port 21 in use"))
 
 
+    def test_auth_line_shows_mode_key_ids_and_file(self):
+        """A signed node's auth line gives the MAC, the key ids (never the keys) and the key file."""
+        status = dict(STATUS, auth={"mode": "hmac-sha256", "key_file": "/share/failover.key", "key_ids": ["ab12", "cd34"]})
+
+        line = line_starting(format_status(status), "auth")
+
+        self.assertIn("hmac-sha256, key ids ab12, cd34 from /share/failover.key", line)
+
+    def test_auth_line_warns_of_unsigned_heartbeats(self):
+        """An insecure node's auth line says heartbeats are not signed."""
+        status = dict(STATUS, auth={"mode": "insecure", "key_file": None, "key_ids": []})
+
+        self.assertIn("not signed", line_starting(format_status(status), "auth"))
+
+    def test_heartbeats_line_has_the_counters(self):
+        """The heartbeats line gives sent, received, rejected and the longest gap."""
+        status = dict(STATUS, heartbeats={"sent": 5, "received": 120, "rejected": 2, "max_gap": 0.31})
+
+        line = line_starting(format_status(status), "heartbeats")
+
+        self.assertIn("sent 5, received 120, rejected 2; longest gap heard 0.31s", line)
+
+    def test_a_refused_reload_is_shown(self):
+        """A configuration the node could not reload is shown with the error."""
+        status = dict(STATUS, config={"path": "/share/iway.ini", "last_error": "threshold: 'x' is not a number"})
+
+        self.assertIn("threshold: 'x' is not a number", line_starting(format_status(status), "config"))
+
+    def test_peer_line_has_the_peers_role_and_epoch_when_known(self):
+        """A peer heard from shows the role and epoch it announced."""
+        status = dict(STATUS, peer=dict(STATUS["peer"], role="backup", epoch=4))
+
+        self.assertIn("(it is backup, epoch 4)", line_starting(format_status(status), "peer"))
+
+    def test_no_listeners_says_so(self):
+        """A node with no listeners says so instead of an empty table."""
+        self.assertIn("no listeners for this server", format_status(dict(STATUS, listeners={})))
+
+
 class StatusMainErrorTests(TestCase):
     """iwsrv status refuses, with exit status 2 and one line on stderr, what it cannot ask."""
 
@@ -298,3 +337,191 @@ class KeygenCommandTests(TestCase):
         code, out, err = self.run_main(["keygen"])
         self.assertEqual(code, 2)
         self.assertIn("iwsrv keygen PATH", err)
+
+
+PAIR_CONFIG = """\
+[server:serv_a]
+backup_location = iam2:1200
+heartbeat_port = 1200
+threshold = 3
+console = tcp:8081:interface=127.0.0.1
+
+[server:serv_b]
+backup_location = iam1:1200
+heartbeat_port = 1200
+threshold = 3
+console = tcp:8082:interface=127.0.0.1
+"""
+
+
+def node_status(server, role, peer, epoch=3):
+    return {
+        "server": server, "role": role, "epoch": epoch, "since": "2026-11-25T10:00:00Z",
+        "peer": {"name": peer, "connected": True, "last_heartbeat_age": 0.2}, "listeners": {},
+    }
+
+
+class SwitchingNode(FakeNode):
+    """A node as the switchover resource sees it: its switchover() gives C{outcome}."""
+
+    def __init__(self, status, outcome=None):
+        super().__init__(status)
+        self.outcome = outcome
+        self.asked = 0
+
+    def switchover(self):
+        from twisted.internet import defer
+
+        self.asked += 1
+        if isinstance(self.outcome, Exception):
+            return defer.fail(self.outcome)
+        return defer.succeed(self.outcome)
+
+
+class SwitchoverCommandTests(TestCase):
+    """iwsrv switchover, against the consoles' real resources in memory (one per server)."""
+
+    def setUp(self):
+        from iwayfailover.config import parse_config
+
+        self.config = parse_config(PAIR_CONFIG, "/share/iway.ini")
+        self.questions = []
+        self.answer = True
+        self.a = SwitchingNode(
+            node_status("serv_a", "live", "serv_b"), {"from": "serv_a", "to": "serv_b", "epoch": 4, "gap": 0.0123}
+        )
+        self.b = SwitchingNode(node_status("serv_b", "backup", "serv_a"))
+
+    def call(self, client, method, path, timeout):
+        """The consoles: serv_a's on port 8081, serv_b's on 8082; anything else refuses."""
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        nodes = {"tcp:host=127.0.0.1:port=8081": self.a, "tcp:host=127.0.0.1:port=8082": self.b}
+        if nodes.get(client) is None:
+            return defer.fail(ConnectionRefusedError("Connection refused"))
+        treq = StubTreq(console_root(nodes[client]))
+        d = treq.request(method.decode(), "http://console" + path.decode())
+        return d.addCallback(lambda response: treq.json_content(response).addCallback(lambda body: (response.code, body)))
+
+    def confirm(self, question):
+        self.questions.append(question)
+        return self.answer
+
+    def switch(self, name):
+        from iwayfailover.cli import switchover
+
+        return switchover(self.config, name, self.call, self.confirm)
+
+    def test_asked_of_the_live_node_it_hands_over_after_confirmation(self):
+        """Named the live node: one question naming both servers, then the live node's answer."""
+        body = self.successResultOf(self.switch("serv_a"))
+
+        self.assertEqual(body, {"from": "serv_a", "to": "serv_b", "epoch": 4, "gap_ms": 12.3})
+        [question] = self.questions
+        self.assertIn("hand the live role to serv_b?", question)
+        self.assertIn("serv_a is live (epoch 3)", question)
+        self.assertEqual(self.a.asked, 1)
+
+    def test_asked_of_the_backup_it_asks_the_live_node(self):
+        """Named the backup: the command finds the live node from the backup's status and asks it."""
+        self.successResultOf(self.switch("serv_b"))
+
+        self.assertEqual((self.a.asked, self.b.asked), (1, 0))
+
+    def test_not_confirmed_changes_nothing(self):
+        """Answered no: nothing is asked of the node; the command fails saying nothing changed."""
+        from iwayfailover.cli import CommandError
+
+        self.answer = False
+
+        failure = self.failureResultOf(self.switch("serv_a"), CommandError)
+
+        self.assertIn("not confirmed; nothing changed", str(failure.value))
+        self.assertEqual(self.a.asked, 0)
+
+    def test_a_refusal_is_named_with_the_nodes_reason(self):
+        """The live node refuses (409): the error names the node and its reason."""
+        from iwayfailover.cli import CommandError
+        from iwayfailover.node import SwitchoverRefused
+
+        self.a.outcome = SwitchoverRefused("the backup serv_b has not answered recently")
+
+        failure = self.failureResultOf(self.switch("serv_a"), CommandError)
+
+        self.assertEqual(str(failure.value), "serv_a refused the switchover: the backup serv_b has not answered recently")
+
+    def test_no_live_node_is_said_before_asking(self):
+        """Both backup: no question, an error saying neither is live."""
+        from iwayfailover.cli import CommandError
+
+        self.a._status = node_status("serv_a", "backup", "serv_b")
+
+        failure = self.failureResultOf(self.switch("serv_b"), CommandError)
+
+        self.assertIn("neither server is live", str(failure.value))
+        self.assertEqual(self.questions, [])
+
+    def test_an_unreachable_console_is_named(self):
+        """A console that refuses the connection: the error names the server and its console."""
+        from iwayfailover.cli import CommandError
+
+        self.b = None  # serv_b's console is down
+
+        failure = self.failureResultOf(self.switch("serv_b"), CommandError)
+
+        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: Connection was refused", str(failure.value))
+
+    def test_a_console_that_does_not_answer_in_time_is_named(self):
+        """A timed-out request: the error names the server and says it did not answer in time."""
+        from twisted.internet import defer
+
+        from iwayfailover.cli import CommandError, switchover
+
+        def silent(client, method, path, timeout):
+            return defer.fail(defer.TimeoutError())
+
+        failure = self.failureResultOf(switchover(self.config, "serv_a", silent, self.confirm), CommandError)
+
+        self.assertEqual(str(failure.value), "cannot ask serv_a on tcp:8081:interface=127.0.0.1: no answer in time")
+
+
+class SwitchoverMainTests(TestCase):
+    """iwsrv switchover's checks that need no network."""
+
+    def setUp(self):
+        self.stdout, self.stderr = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+        self.config = os.path.join(fresh_dir(self), "iwayfailover.ini")
+        with open(self.config, "w") as f:
+            f.write(CONFIG)
+
+    def test_without_a_terminal_and_without_yes_it_refuses_to_ask(self):
+        """No terminal to confirm on and no --yes: the question is refused, saying to pass --yes."""
+        from iwayfailover.cli import CommandError, ask_on_terminal
+
+        self.patch(sys, "stdin", io.StringIO("y\n"))
+
+        error = self.assertRaises(CommandError, ask_on_terminal, "Switch?")
+
+        self.assertIn("pass --yes", str(error))
+        self.assertEqual(error.code, 2)
+
+    def test_a_server_without_a_console_is_refused_before_any_network(self):
+        """A server with no console key exits 2 naming it."""
+        from iwayfailover.cli import switchover_main
+
+        code = switchover_main(["--yes", "--config", self.config, "--name", "serv_b"])
+
+        self.assertEqual(code, 2)
+        self.assertIn("[server:serv_b] has no console key", self.stderr.getvalue())
+
+    def test_yes_is_an_option(self):
+        """--yes and -y parse (and skip the question)."""
+        from iwayfailover.cli import SwitchoverOptions
+
+        for flag in ("--yes", "-y"):
+            options = SwitchoverOptions()
+            options.parseOptions([flag, "--config", self.config])
+            self.assertTrue(options["yes"])

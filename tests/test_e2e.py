@@ -174,6 +174,8 @@ class CommandLineTests(PairTestCase):
         )
         self.assertEqual(result.returncode, 1)
         self.assertIn("cannot ask serv_a", result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, "one line, no traceback: " + result.stderr)
+        self.assertTrue(result.stderr.startswith("iwsrv status: cannot ask serv_a on "), result.stderr)
 
     def test_sigterm_stops_a_live_node_and_its_listener(self):
         """A live node stopped with SIGTERM exits cleanly and lets go of its listener's port."""

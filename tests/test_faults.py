@@ -123,13 +123,45 @@ class RestartTests(FaultTestCase):
 
 
 class SwitchoverTests(FaultTestCase):
-    def test_iwsrv_switchover_swaps_the_roles_and_reports_the_gap(self):
-        """iwsrv switchover, asked of the backup, moves the live role to it; the gap is printed; never two lives."""
+    def switchover_on_a_terminal(self, name, answer):
+        """Run iwsrv switchover with a terminal as its stdin, answering C{answer} to its question."""
+        import os
+        import pty
+
+        controller, terminal = pty.openpty()
+        try:
+            os.write(controller, answer.encode() + b"\n")
+            return subprocess.run(
+                [IWSRV, "switchover", "--config", self.pair.config_path, "--name", name],
+                stdin=terminal, capture_output=True, text=True, timeout=60,
+            )
+        finally:
+            os.close(terminal)
+            os.close(controller)
+
+    def test_iwsrv_switchover_asks_on_a_terminal_and_answered_no_changes_nothing(self):
+        """On a terminal the question names the live node and its backup; "n" leaves both roles as they were."""
         self.start_pair()
-        result = subprocess.run(
+
+        result = self.switchover_on_a_terminal("serv_b", "n")
+
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("serv_a is live (epoch 0); its backup serv_b is connected", result.stderr)
+        self.assertIn("hand the live role to serv_b? [y/N]", result.stderr)
+        self.assertIn("iwsrv switchover: switchover not confirmed; nothing changed", result.stderr)
+        self.assertEqual(self.pair.roles(), ("live", "backup"))
+
+    def test_iwsrv_switchover_swaps_the_roles_and_reports_the_gap(self):
+        """iwsrv switchover, asked of the backup and confirmed, moves the live role to it; the gap is printed; never two lives."""
+        self.start_pair()
+        unconfirmed = subprocess.run(
             [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         )
+        self.assertEqual(unconfirmed.returncode, 2, unconfirmed.stderr)
+        self.assertEqual(unconfirmed.stderr, "iwsrv switchover: no terminal to confirm on; pass --yes to switch over without asking\n")
+        self.assertEqual(self.pair.roles(), ("live", "backup"), "nothing changes without confirmation")
+        result = self.switchover_on_a_terminal("serv_b", "y")
         self.assertEqual(result.returncode, 0, result.stderr + self.logs())
         self.assertRegex(result.stdout, r"switched over from serv_a to serv_b \(epoch 1\); no listener served for [0-9.]+ ms")
         self.assertEqual(self.pair.roles(), ("backup", "live"))
@@ -141,7 +173,7 @@ class SwitchoverTests(FaultTestCase):
         self.pair.a.start()
         self.pair.a.wait_role("live")
         result = subprocess.run(
-            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_a"],
+            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_a"],
             capture_output=True, text=True, timeout=60,
         )
         self.assertEqual(result.returncode, 1)

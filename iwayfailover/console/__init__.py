@@ -4,6 +4,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from iwayfailover.console.api import StatusResource, SwitchoverResource
+from iwayfailover.console.metrics import MetricsResource
 
 
 def console_root(node) -> Resource:
@@ -13,6 +14,7 @@ def console_root(node) -> Resource:
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
+    root.putChild(b"metrics", MetricsResource(node))
     return root
 
 

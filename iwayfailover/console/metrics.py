@@ -1,0 +1,179 @@
+"""
+C{GET /metrics}: the node's state in the Prometheus text format.
+
+Every node has its own L{CollectorRegistry} (never the process-wide one: a
+test process builds many nodes), holding one L{NodeCollector} that reads the
+node when Prometheus scrapes, so the numbers are never stale and nothing is
+counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client import exposition
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+import iwayfailover
+from iwayfailover.console.api import from_this_host
+from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
+from iwayfailover.node import TAKEOVER_KINDS
+from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
+from iwayfailover.role import STARTING as ROLE_STARTING
+from iwayfailover.role import STOPPED as ROLE_STOPPED
+
+log = Logger()
+
+ROLES = (ROLE_STARTING, BACKUP, LIVE, HANDING_OVER, ROLE_STOPPED)
+LISTENER_STATES = (WAITING, STARTING, ACTIVE, STOPPING, STOPPED, FAILED)
+
+# The classic text format (what generate_latest writes); newer clients call
+# it by this name, older ones CONTENT_TYPE_LATEST.
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+
+
+class NodeCollector(Collector):
+    """The metrics of one L{FailoverNode}, read from it at each scrape."""
+
+    def __init__(self, node):
+        self._node = node
+
+    def collect(self):
+        node = self._node
+        server = node.name
+
+        info = InfoMetricFamily("iwayfailover_build", "The iwayfailover version this node runs.")
+        info.add_metric([], {"version": iwayfailover.__version__, "server": server})
+        yield info
+
+        role = GaugeMetricFamily(
+            "iwayfailover_role", "1 for the role this node is in now, 0 for the others.", labels=["server", "role"]
+        )
+        current = node.machine.role
+        for name in ROLES + (() if current in ROLES else (current,)):
+            role.add_metric([server, name], 1.0 if name == current else 0.0)
+        yield role
+
+        yield GaugeMetricFamily(
+            "iwayfailover_role_since_timestamp_seconds", "When the node took its current role (Unix time).",
+            value=node.machine.since,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_epoch", "The node's epoch, raised by every takeover.", value=node.machine.epoch
+        )
+
+        yield GaugeMetricFamily(
+            "iwayfailover_threshold_seconds", "Silence after which this node, as a backup, takes over.",
+            value=node.settings.threshold,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_heartbeat_interval_seconds", "Seconds between heartbeats sent by a live node.",
+            value=node.config.failover.heartbeat_interval,
+        )
+
+        takeovers = CounterMetricFamily(
+            "iwayfailover_takeovers", "Takeovers by this node since it started, by kind of cause.", labels=["cause"]
+        )
+        for kind in sorted(set(TAKEOVER_KINDS) | set(node.takeovers)):
+            takeovers.add_metric([kind], node.takeovers.get(kind, 0))
+        yield takeovers
+
+        yield CounterMetricFamily(
+            "iwayfailover_heartbeats_sent", "Heartbeats sent to the backup location while live.", value=node.sender.sent
+        )
+        yield CounterMetricFamily(
+            "iwayfailover_heartbeats_received", "Heartbeats received on this node's heartbeat port.", value=node.received
+        )
+        yield CounterMetricFamily(
+            "iwayfailover_heartbeats_rejected",
+            "Frames and hellos refused on this node's heartbeat port (bad MAC, number or format).",
+            value=node.heartbeat_factory.rejected,
+        )
+
+        last_heard = node.peer.last_heard
+        yield GaugeMetricFamily(
+            "iwayfailover_last_heartbeat_age_seconds",
+            "Seconds since the peer was last heard from (NaN: never heard since this node started).",
+            value=math.nan if last_heard is None else max(0.0, node.now() - last_heard),
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_max_heartbeat_gap_seconds",
+            "The longest pause between two live heartbeats this node heard as a backup: how close it came to a takeover.",
+            value=node.max_gap,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
+            value=1.0 if node.peer.connections else 0.0,
+        )
+
+        states = GaugeMetricFamily(
+            "iwayfailover_listener_state", "1 for the state each listener is in now, 0 for the others.",
+            labels=["listener", "state"],
+        )
+        for name, listener in sorted(node.listeners.listeners.items()):
+            for state in LISTENER_STATES + (() if listener.state in LISTENER_STATES else (listener.state,)):
+                states.add_metric([name, state], 1.0 if listener.state == state else 0.0)
+        yield states
+
+        poller = node.poller
+        yield CounterMetricFamily(
+            "iwayfailover_config_reloads", "Changed configurations applied since this node started.",
+            value=0 if poller is None else poller.reloads,
+        )
+        yield CounterMetricFamily(
+            "iwayfailover_config_reload_failures",
+            "Reads of the configuration refused (bad edit, unreadable share); the last good one kept running.",
+            value=0 if poller is None else poller.failures,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_config_reload_failing", "1 while the latest read of the configuration was refused.",
+            value=0.0 if poller is None or poller.last_error is None else 1.0,
+        )
+
+
+def node_registry(node) -> CollectorRegistry:
+    """A registry of its own for C{node}, holding its L{NodeCollector}."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return registry
+
+
+def may_read_metrics(request) -> bool:
+    """
+    Who may scrape: clients on this host, for now. (The console's login
+    guard replaces this with its own rule.)
+    """
+    return from_this_host(request)
+
+
+class MetricsResource(Resource):
+    """C{GET /metrics}: 200 with the exposition from this host, 403 from elsewhere."""
+
+    isLeaf = True
+
+    def __init__(self, node, allowed=may_read_metrics):
+        super().__init__()
+        self._registry = node_registry(node)
+        self._allowed = allowed
+
+    def render_GET(self, request):
+        request.setHeader(b"cache-control", b"no-store")
+        if not self._allowed(request):
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"metrics may only be read from this host\n"
+        try:
+            body = generate_latest(self._registry)
+        except Exception:
+            log.failure("collecting the metrics failed")
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"collecting the metrics failed; see the node's log\n"
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        return body
