@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-from prometheus_client import exposition
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from twisted.logger import Logger
