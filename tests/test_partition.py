@@ -40,7 +40,7 @@ def ip(*args, netns=None):
 
 
 class Hosts:
-    """Three namespaces: a and b joined by one veth pair, the witness joined to one of them by another."""
+    """Three namespaces: a and b joined by one veth pair, the witness joined to one of them by another (and routed to from the other one through it)."""
 
     def __init__(self, witness_side):
         tag = f"{os.getpid() % 100000}"
@@ -58,7 +58,16 @@ class Hosts:
         ab, ba = self.link
         self._veth(ab, "a", self.addresses["a"], ba, "b", self.addresses["b"], "24")
         near = self.witness_side
+        far = "a" if near == "b" else "b"
         self._veth(f"{self.link[0]}w", near, self.addresses["near"], f"{self.link[0]}x", "w", self.addresses["w"], "24")
+        # The far node reaches the witness through the near one while the
+        # link is up, as across a real network: nobody fences before the cut.
+        subprocess.run(
+            ["ip", "netns", "exec", self.ns[near], "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            check=True, capture_output=True, timeout=30,
+        )
+        ip("route", "add", "10.231.2.0/24", "via", self.addresses[near], netns=self.ns[far])
+        ip("route", "add", "10.231.1.0/24", "via", self.addresses["near"], netns=self.ns["w"])
 
     def _veth(self, left, left_host, left_address, right, right_host, right_address, prefix):
         ip("link", "add", left, "netns", self.ns[left_host], "type", "veth", "peer", "name", right, "netns", self.ns[right_host])
