@@ -90,8 +90,9 @@ class NodeCollector(Collector):
         )
         yield CounterMetricFamily(
             "iwayfailover_heartbeats_rejected",
-            "Frames and hellos refused on this node's heartbeat port (bad MAC, number or format).",
-            value=node.heartbeat_factory.rejected,
+            "Heartbeat connections refused, on this node's port and on its link to the backup"
+            " (bad hello, MAC, number or frame, foreign name, deadline, certificate).",
+            value=node.heartbeat_factory.rejected + node.sender.rejected,
         )
 
         last_heard = node.peer.last_heard
