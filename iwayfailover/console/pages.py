@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.static import File
 from twisted.web.template import Element, XMLFile, renderElement, renderer, tags
 from zope.interface import Interface, implementer
 
@@ -577,6 +576,32 @@ class LogoutPage(Resource):
         return b""
 
 
+class Static(Resource):
+    """The stylesheet and the script, from the package's data, read once."""
+
+    TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
+
+    def __init__(self):
+        super().__init__()
+        for child in STATIC.children():
+            kind = self.TYPES.get(child.splitext()[1])
+            if kind is not None:
+                self.putChild(child.basename().encode(), StaticFile(child.getContent(), kind))
+
+
+class StaticFile(Resource):
+    isLeaf = True
+
+    def __init__(self, data: bytes, kind: bytes):
+        super().__init__()
+        self.data = data
+        self.kind = kind
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", self.kind)
+        return self.data
+
+
 # -- the console --
 
 
@@ -632,7 +657,4 @@ def add_pages(root: GuardedRoot, console: Console) -> None:
     root.putChild(b"log", LogPage(console))
     root.putChild(b"login", LoginPage(console))
     root.putChild(b"logout", LogoutPage(console))
-    static = File(STATIC.path, defaultType="application/octet-stream")
-    static.contentTypes = dict(static.contentTypes, **{".css": "text/css", ".js": "text/javascript"})
-    static.directoryListing = lambda: Resource.getChild(static, b"", None)  # no folder listings
-    root.putChild(b"static", static)
+    root.putChild(b"static", Static())
