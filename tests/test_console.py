@@ -218,6 +218,12 @@ class AccessTests(ConsoleTestCase):
         self.assertEqual(response.code, 401)
         self.assertNotIn("iway_up", body)
 
+    def test_unknown_path_after_login_is_not_found(self):
+        """Logged in, a path the console does not serve answers 404."""
+        self.logged_in()
+        response, _ = self.get("/api/nothing")
+        self.assertEqual(response.code, 404)
+
     def test_pages_from_another_host_need_a_login_too(self):
         """Being on loopback opens only the status API: pages from 127.0.0.1 still need a login."""
         response, _ = self.get("/settings")
