@@ -166,10 +166,7 @@ def _build(options, reactor):
     node.heartbeat_port.bind()
     node.heartbeat_port.setServiceParent(node)
 
-    # Recent events for the console's Log page.
-    node.events = RecentEvents()
-    EventLogService(node.events).setServiceParent(node)
-
+    node.events = RecentEvents()  # the console's Log page; filled while EventLogService runs (below)
     if server.console is not None:
         node.console_port = ServerPort(reactor, server.console, ConsoleSite(console_root(node)), "console")
         node.console_port.bind()
@@ -188,6 +185,8 @@ def _build(options, reactor):
         apply=node.apply_config,
     )
     node.poller.setServiceParent(node)
+
+    EventLogService(node.events).setServiceParent(node)
 
     host = backup_host(server.backup_location)
     if host is not None and same_host(host):
