@@ -135,7 +135,7 @@ class ConsoleTestCase(TestCase):
     def request(self, method, url, client=None, cookie=True, **kwargs):
         client = client or self.client
         if cookie and self.cookie:
-            kwargs.setdefault("cookies", {"iway_session": self.cookie})
+            kwargs.setdefault("cookies", {"iway_session_" + self.name: self.cookie})
         response = self.successResultOf(client.request(method, "http://console" + url, allow_redirects=False, **kwargs))
         body = self.successResultOf(client.content(response)).decode("utf-8")
         for header in response.headers.getRawHeaders("set-cookie") or ():
@@ -271,6 +271,8 @@ class AccessTests(ConsoleTestCase):
         """The session cookie is HttpOnly, SameSite=Strict, path /, and not Secure over plain HTTP."""
         response, _ = self.get("/login")
         cookie = response.headers.getRawHeaders("set-cookie")[0]
+        # Named for the server: browsers share cookies between ports, so two consoles on one host must not clash.
+        self.assertTrue(cookie.startswith("iway_session_serv_b="), cookie)
         self.assertIn("HttpOnly", cookie)
         self.assertIn("SameSite=strict", cookie)
         self.assertIn("Path=/", cookie)

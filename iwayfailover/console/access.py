@@ -32,6 +32,7 @@ from iwayfailover.console.api import from_this_host
 log = Logger()
 
 SESSION_COOKIE = b"iway_session"
+"""The session cookie's name; a console adds its server's name (iway_session_serv_a)."""
 IDLE_TIMEOUT = 15 * 60.0
 """Seconds a session lives without a request."""
 MAX_SESSIONS = 1000
@@ -66,15 +67,17 @@ class Sessions:
     one (no fixation). Anonymous sessions carry the login form's CSRF token.
     """
 
-    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS):
+    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE):
         self._clock = clock
+        # Cookies do not tell ports apart: two consoles on one host need two names.
+        self.cookie = cookie
         self.idle_timeout = idle_timeout
         self._limit = limit
         self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
 
     def get(self, request) -> Optional[Session]:
         """The live session of C{request}'s cookie, if any; its idle time starts again."""
-        token = request.getCookie(SESSION_COOKIE)
+        token = request.getCookie(self.cookie)
         if not token:
             return None
         token = token.decode("ascii", "replace")
@@ -99,7 +102,7 @@ class Sessions:
         while len(self._sessions) > self._limit:
             self._sessions.popitem(last=False)
         request.addCookie(
-            SESSION_COOKIE, session.token.encode("ascii"), path=b"/", httpOnly=True, sameSite=b"strict",
+            self.cookie, session.token.encode("ascii"), path=b"/", httpOnly=True, sameSite=b"strict",
             secure=True if request.isSecure() else None,
         )
         return session
@@ -109,7 +112,7 @@ class Sessions:
         if session is not None:
             self._sessions.pop(session.token, None)
         request.addCookie(
-            SESSION_COOKIE, b"", path=b"/", httpOnly=True, sameSite=b"strict", max_age=b"0",
+            self.cookie, b"", path=b"/", httpOnly=True, sameSite=b"strict", max_age=b"0",
             secure=True if request.isSecure() else None,
         )
 

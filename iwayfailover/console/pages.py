@@ -26,7 +26,7 @@ from zope.interface import Interface, implementer
 
 from iwayfailover import configfile
 from iwayfailover.console import settings as form
-from iwayfailover.console.access import GuardedRoot, LoginLimiter, Sessions, client_address
+from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
 from iwayfailover.console.users import ConsoleUser, UsersFileChecker
 
 log = Logger()
@@ -495,7 +495,10 @@ class LoginPage(Page):
         session = request.console_session
         if session is not None and session.user is not None:
             return self._redirect(request, b"/")
-        request.console_session = self.console.sessions.new(request, None)
+        if session is None:
+            # One anonymous session holds the form's token; kept across reloads
+            # (and the browser's own requests, e.g. for a favicon, redirected here).
+            request.console_session = self.console.sessions.new(request, None)
         return self.show(request, self.login_form(request))
 
     def login_form(self, request, user=""):
@@ -545,7 +548,6 @@ class LoginPage(Page):
             console.limiter.failed(address)
             log.warn("console: failed login as {user!r} from {client}: {why}", user=user, client=address,
                      why=failure.getErrorMessage())
-            request.console_session = console.sessions.new(request, None)
             return self.show(request, self.login_form(request, user), code=403, error=True,
                              notice="Wrong user name or password.")
 
@@ -619,7 +621,7 @@ class Console:
         self.node = node
         self.run = run
         self.events = events
-        self.sessions = Sessions(clock)
+        self.sessions = Sessions(clock, cookie=SESSION_COOKIE + b"_" + str(getattr(node, "name", "")).encode("ascii", "replace"))
         self.limiter = LoginLimiter(clock)
         self.checker = UsersFileChecker(self.users_file, run=run)
         self.portal = Portal(ConsoleRealm(), [self.checker])
