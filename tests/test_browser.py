@@ -107,9 +107,9 @@ class BrowserTests(unittest.TestCase):
             self.assertEqual(field.get_attribute("value"), "1.0")
             field.clear()
             field.send_keys("1.5")
-        self.screenshot("settings")
         self.click("save")
         self.assertIn("Saved.", self.text())
+        self.screenshot("settings")
         for node in (a, b):
             wait_for(lambda: (node.status() or {}).get("settings", {}).get("threshold") == 1.5, 10,
                      f"{node.name} to report threshold 1.5\n{node.log_tail()}")

@@ -583,6 +583,7 @@ class SettingsPageTests(ConsoleTestCase):
 
     def form_values(self, body):
         values = dict(re.findall(r'<input type="text" name="([^"]+)" id="[^"]+" value="([^"]*)"', body))
+        self.assertIn('placeholder="default: 5"', body)  # an empty optional field shows its default
         values["csrf"] = self.csrf(body)
         values["digest"] = re.search(r'name="digest" value="([^"]+)"', body).group(1)
         return values

@@ -387,7 +387,8 @@ class SettingsPage(Page):
                 name = f"{section}/{field.key}"
                 rows.append(tags.div(
                     tags.label(field.label, **{"for": name}),
-                    tags.input(type="text", name=name, id=name, value=value),
+                    tags.input(type="text", name=name, id=name, value=value,
+                               placeholder=f"default: {field.default}" if field.default else ""),
                     tags.span(error, class_="error") if error else tags.span(field.help, class_="help"),
                     class_="field invalid" if error else "field",
                 ))
@@ -647,8 +648,8 @@ class Console:
 
     def reload_now(self):
         poller = getattr(self.node, "poller", None)
-        if poller is not None and poller.running:
-            poller.poll()
+        if poller is not None and poller.running and not getattr(poller, "_reading", False):
+            poller.poll()  # (a read under way picks the new file up itself)
 
 
 def add_pages(root: GuardedRoot, console: Console) -> None:

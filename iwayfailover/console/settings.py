@@ -22,6 +22,7 @@ class Field:
     check: Callable  # (path, section, key, text) -> value; raises ConfigError
     help: str = ""
     optional: bool = False
+    default: str = ""
 
 
 def _name(path, section, key, text):
@@ -34,17 +35,17 @@ SERVER_FIELDS = (
     Field("backup_location", "Location of Backup", _config._location, "host:port this server heartbeats to when live"),
     Field("heartbeat_port", "Heartbeat Port", _config._port, "port or server endpoint it listens on when backup"),
     Field("threshold", "Threshold", _config._positive_seconds, "seconds of silence before it takes over"),
-    Field("priority", "Priority", _config._integer, "breaks a tie between two live nodes of one epoch", optional=True),
+    Field("priority", "Priority", _config._integer, "breaks a tie between two live nodes of one epoch", optional=True, default="0"),
 )
 
 FAILOVER_FIELDS = (
-    Field("heartbeat_interval", "Heartbeat interval", _config._positive_seconds, "seconds between heartbeats", optional=True),
-    Field("reload_interval", "Reload interval", _config._positive_seconds, "seconds between checks of this file", optional=True),
-    Field("witness", "Witness", _config._witnesses, "host:port, ... a backup must reach before it takes over", optional=True),
-    Field("self_fence", "Self-fence", _config._boolean, "yes/no: a live node cut off from backup and witness stops", optional=True),
-    Field("failback", "Failback", _config._boolean, "yes/no: give the live role back to the preferred server", optional=True),
-    Field("preferred", "Preferred server", _name, "the server failback returns to", optional=True),
-    Field("failback_delay", "Failback delay", _config._positive_seconds, "seconds the preferred server must be a healthy backup", optional=True),
+    Field("heartbeat_interval", "Heartbeat interval", _config._positive_seconds, "seconds between heartbeats", optional=True, default="1"),
+    Field("reload_interval", "Reload interval", _config._positive_seconds, "seconds between checks of this file", optional=True, default="5"),
+    Field("witness", "Witness", _config._witnesses, "host:port, ... a backup must reach before it takes over", optional=True, default="none"),
+    Field("self_fence", "Self-fence", _config._boolean, "yes/no: a live node cut off from backup and witness stops", optional=True, default="yes"),
+    Field("failback", "Failback", _config._boolean, "yes/no: give the live role back to the preferred server", optional=True, default="no"),
+    Field("preferred", "Preferred server", _name, "the server failback returns to", optional=True, default="none"),
+    Field("failback_delay", "Failback delay", _config._positive_seconds, "seconds the preferred server must be a healthy backup", optional=True, default="30"),
 )
 
 READ_ONLY = {
