@@ -642,9 +642,9 @@ class SettingsPageTests(ConsoleTestCase):
         response, body = self.post("/settings", values)
         self.assertEqual(response.code, 400)
         self.assertEqual(self.file_text(), before)
-        threshold = re.search(r'name="server:serv_b/threshold"[^>]*value="soon" /><span class="error">([^<]*)<', body)
+        threshold = re.search(r'name="server:serv_b/threshold"[^>]*value="soon"[^>]*/><span class="error">([^<]*)<', body)
         self.assertIn("not a number", threshold.group(1))
-        location = re.search(r'name="server:serv_a/backup_location"[^>]*value="nowhere" /><span class="error">([^<]*)<', body)
+        location = re.search(r'name="server:serv_a/backup_location"[^>]*value="nowhere"[^>]*/><span class="error">([^<]*)<', body)
         self.assertIn("not a client endpoint", location.group(1))
 
     def test_rule_across_fields_is_shown_beside_the_field(self):
