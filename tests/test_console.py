@@ -310,6 +310,15 @@ class AccessTests(ConsoleTestCase):
             response, _ = self.get("/")
             self.assertEqual(response.code, 200)
 
+    def test_status_polls_do_not_keep_a_session_alive(self):
+        """The page's own polls of /api/status do not restart the idle time: a forgotten tab's session still ends."""
+        self.logged_in()
+        for _ in range(4):
+            self.reactor.advance(access.IDLE_TIMEOUT / 3)
+            self.get("/api/status")
+        response, _ = self.get("/")
+        self.assertEqual(response.code, 303)
+
     def test_logout_ends_the_session(self):
         """POST /logout (with the token) ends the session: the old cookie opens nothing."""
         self.logged_in()
@@ -818,6 +827,25 @@ class ConsoleUsersConfigTests(TestCase):
         error = self.assertRaises(ConfigError, parse_config, "[failover]\nconsole_users = nope\n" + self.SERVER, self.path)
         self.assertEqual((error.section, error.key), ("failover", "console_users"))
         self.assertIn(os.path.join(self.folder, "nope"), str(error))
+
+
+class SettingsFormTests(TestCase):
+    """check_form: only the form's fields of the file's servers, and values that read back as typed."""
+
+    TEXT = "[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n"
+
+    def test_value_with_a_comment_marker_is_refused(self):
+        """A value that the file would read back cut at ' ;' is refused beside its field."""
+        new, errors = form.check_form(self.TEXT, "/x.ini", {("server:a", "backup_location"): "tcp:host=h:port=1 ;x"})
+        self.assertIsNone(new)
+        self.assertIn(("server:a", "backup_location"), errors)
+
+    def test_server_not_in_the_file_is_not_added(self):
+        """Fields of a server the file does not have are ignored: the form cannot add sections."""
+        form_values = {("server:new", key): value for key, value in
+                       (("backup_location", "h:1"), ("heartbeat_port", "2"), ("threshold", "3"))}
+        new, errors = form.check_form(self.TEXT, "/x.ini", form_values)
+        self.assertEqual((new, errors), (self.TEXT, {}))
 
 
 class SettingsTextTests(TestCase):

@@ -75,8 +75,12 @@ class Sessions:
         self._limit = limit
         self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
 
-    def get(self, request) -> Optional[Session]:
-        """The live session of C{request}'s cookie, if any; its idle time starts again."""
+    def get(self, request, touch: bool = True) -> Optional[Session]:
+        """
+        The live session of C{request}'s cookie, if any. Its idle time starts
+        again, unless C{touch} is false (a page's own status polls must not
+        keep a forgotten session alive).
+        """
         token = request.getCookie(self.cookie)
         if not token:
             return None
@@ -88,8 +92,9 @@ class Sessions:
         if now - session.last_seen > self.idle_timeout:
             del self._sessions[token]
             return None
-        session.last_seen = now
-        self._sessions.move_to_end(token)
+        if touch:
+            session.last_seen = now
+            self._sessions.move_to_end(token)
         return session
 
     def new(self, request, user: Optional[str]) -> Session:
@@ -217,9 +222,9 @@ class GuardedRoot(Resource):
 
     def getChildWithDefault(self, path, request):
         security_headers(request)
-        session = self.sessions.get(request)
-        request.console_session = session
         full = "/".join(p.decode("utf-8", "replace") for p in [path, *request.postpath]).rstrip("/")
+        session = self.sessions.get(request, touch=full not in OPEN_ON_LOOPBACK)
+        request.console_session = session
         is_post = request.method == b"POST"
         is_api = path in (b"api", b"metrics")
 

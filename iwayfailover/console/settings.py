@@ -147,8 +147,8 @@ def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_who
     changes: Dict[Tuple[str, str], Optional[str]] = {}
     for (section, key), value in form.items():
         field = next((f for f in fields_of(section) if f.key == key), None)
-        if field is None:
-            continue
+        if field is None or (section != "failover" and section not in current):
+            continue  # only the fields of the form, of servers the file has
         if "\n" in value or "\r" in value:
             errors[(section, key)] = "one line only"
             continue
@@ -173,6 +173,13 @@ def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_who
     except ConfigError as e:
         place = (e.section, e.key) if (e.section, e.key) in form else None
         errors[place] = _describe(e) if place is not None else str(e)
+        return None, errors
+    written = raw_values(new_text)
+    for (section, key), value in changes.items():
+        if value is not None and written.get(section, {}).get(key) != value:
+            # e.g. "h:1 ; x": the file would read back as something else
+            errors[(section, key)] = "would not read back as typed (a ; or # after a space starts a comment)"
+    if errors:
         return None, errors
     return new_text, errors
 
