@@ -746,6 +746,43 @@ class RecentEventsTests(TestCase):
         self.assertEqual(len(events.recent()), 1)
 
 
+class EventLogServiceTests(TestCase):
+    """The ring buffer listens to the log only while the node runs."""
+
+    def test_observes_while_running_only(self):
+        """Started, it receives published events; stopped, it no longer does."""
+        from twisted.logger import LogPublisher
+
+        from iwayfailover.events import EventLogService
+
+        publisher, events = LogPublisher(), RecentEvents()
+        service = EventLogService(events, publisher)
+        service.startService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "iwayfailover.x", "log_format": "while running"})
+        service.stopService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "iwayfailover.x", "log_format": "after"})
+        self.assertEqual([e.text for e in events.recent()], ["while running"])
+
+    def test_make_service_gives_the_console_the_nodes_events(self):
+        """makeService hangs the ring buffer on the node and hands it to the console's Log page."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from iwayfailover import tap
+        from iwayfailover.console import ConsoleSite
+
+        folder = temporary_directory(self)
+        with open(os.path.join(folder, "iway.ini"), "w") as f:
+            f.write("[failover]\ninsecure = true\n[server:serv_a]\nbackup_location = 127.0.0.1:1\n"
+                    "heartbeat_port = 0\nthreshold = 3\nconsole = 0\n")
+        options = tap.Options()
+        options.parseOptions(["--config", os.path.join(folder, "iway.ini"), "--name", "serv_a",
+                              "--state-dir", os.path.join(folder, "state")])
+        node = tap.makeService(options, reactor=MemoryReactorClock())
+        site = node.console_port.factory
+        self.assertIsInstance(site, ConsoleSite)
+        self.assertIs(site.resource.console.events, node.events)
+
+
 class UsersFileTests(TestCase):
     """Password hashes and the users file."""
 

@@ -388,7 +388,7 @@ class SettingsPage(Page):
                 rows.append(tags.div(
                     tags.label(field.label, **{"for": name}),
                     tags.input(type="text", name=name, id=name, value=value,
-                               placeholder=f"default: {field.default}" if field.default else ""),
+                               **({"placeholder": f"default: {field.default}"} if field.default else {})),
                     tags.span(error, class_="error") if error else tags.span(field.help, class_="help"),
                     class_="field invalid" if error else "field",
                 ))
