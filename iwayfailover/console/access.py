@@ -240,7 +240,9 @@ class GuardedRoot(Resource):
             if is_post:
                 log.warn("console: refused a {method} to /{path} from {client} without a login",
                          method="POST", path=full, client=client_address(request))
-            return Refused(401 if not is_post else 403, "log in first", as_json=is_api)
+            return Refused(401 if not is_post else 403,
+                           "refused: not logged in (or the session has expired); log in at /login and try again",
+                           as_json=is_api)
         else:
             return SeeOther(b"/login")
 

@@ -553,7 +553,13 @@ class LoginPage(Page):
                              notice="Wrong user name or password.")
 
         d.addCallbacks(welcome, refused)
-        d.addErrback(lambda f: log.failure("console login failed", f) or self._finish(request, b""))
+        def broken(failure):
+            log.failure("console login failed", failure)
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self._finish(request, b"the login could not be checked; the reason is in the node's log\n")
+
+        d.addErrback(broken)
         return NOT_DONE_YET
 
     @staticmethod
