@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 
 from iwayfailover.console.api import from_this_host
 
-log = Logger()
+log = Logger(namespace="iwayfailover.console")
 
 SESSION_COOKIE = b"iway_session"
 """The session cookie's name; a console adds its server's name (iway_session_serv_a)."""

@@ -29,7 +29,7 @@ from iwayfailover.console import settings as form
 from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
 from iwayfailover.console.users import ConsoleUser, UsersFileChecker
 
-log = Logger()
+log = Logger(namespace="iwayfailover.console")
 
 HERE = FilePath(__file__).parent()
 TEMPLATES = HERE.child("templates")
