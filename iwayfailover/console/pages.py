@@ -148,6 +148,8 @@ class Page(Resource):
         self.console = console
 
     def show(self, request, content, notice=None, error=False, code=200):
+        if getattr(request, "_disconnected", False):
+            return NOT_DONE_YET  # the browser left while a switchover or a save was under way
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         renderElement(request, Layout(self.console, self.path, self.title, content, notice, error), doctype=b"<!DOCTYPE html>")
@@ -564,6 +566,8 @@ class LoginPage(Page):
 
     @staticmethod
     def _finish(request, body):
+        if getattr(request, "_disconnected", False):
+            return
         if body:
             request.write(body)
         request.finish()
