@@ -22,7 +22,7 @@ import collections
 import hmac
 import json
 import secrets
-from typing import Dict, Optional
+from typing import Optional
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource

@@ -50,10 +50,6 @@ class ConsoleRealm:
         return IConsoleUser, ConsoleUser(avatarId), lambda: None
 
 
-def _when(iso_text: Optional[str]) -> str:
-    return iso_text or "never"
-
-
 def _clock_time(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -183,7 +179,7 @@ class StatusPage(Page):
             tags.dt("Peer"), tags.dd(
                 tags.span(peer.get("name") or "?", **{"data-field": "peer-name"}), ", ",
                 tags.span("connected" if peer.get("connected") else "not connected", **{"data-field": "peer-connected"}),
-                (", " + peer["role"]) if peer.get("role") else "",
+                ", ", tags.span(peer.get("role") or "role unknown", **{"data-field": "peer-role"}),
             ),
             tags.dt("Last heartbeat"), tags.dd(
                 tags.span("never heard" if age is None else f"{age:.1f} s ago", **{"data-field": "peer-age"})

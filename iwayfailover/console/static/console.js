@@ -24,6 +24,7 @@
     var peer = status.peer || {};
     setText("peer-name", peer.name || "?");
     setText("peer-connected", peer.connected ? "connected" : "not connected");
+    setText("peer-role", peer.role || "role unknown");
     setText("peer-age", peer.last_heartbeat_age === null || peer.last_heartbeat_age === undefined
       ? "never heard" : peer.last_heartbeat_age.toFixed(1) + " s ago");
     var settings = status.settings || {};
@@ -51,7 +52,8 @@
       .then(function () { setTimeout(poll, PERIOD); });
   }
 
-  if (document.querySelector("[data-live]")) {
+  // Every page of a logged-in user shows the role in the left pane.
+  if (document.querySelector('[data-field="role"]')) {
     setTimeout(poll, PERIOD);
   }
 })();
