@@ -8,10 +8,11 @@ CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
 # From Debian: ip (network namespaces for the partition test), keepalived (the
 # comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark),
-# openssl (conf/make-certs.sh, and its test).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl
+# openssl (conf/make-certs.sh, and its test), chromium and chromium-driver (the
+# console's real-browser test).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver
 
-.PHONY: install system-packages run run-tls test trial bench clean
+.PHONY: install system-packages run run-tls test trial bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +73,10 @@ bench: install system-packages
 	$(BIN)/python bench/false_takeover.py --quick
 	$(BIN)/python bench/cost.py --quick
 	$(BIN)/python bench/keepalived.py --quick
+
+# The console's screenshots in docs/, taken by the real-browser test.
+screenshots: install system-packages
+	cd tests && IWAY_CONSOLE_SCREENSHOTS=$(CURDIR)/docs ../$(BIN)/python -m pytest -p no:cacheprovider -q test_browser.py
 
 # The same tests under Twisted's trial.
 trial: install

@@ -5,6 +5,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
     iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]   hand the live role to the backup
     iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
+    iwsrv adduser FILE USER [--password-stdin]                   add a console user (asks the password twice)
 """
 
 from __future__ import annotations
@@ -409,6 +410,62 @@ def keygen_main(argv) -> int:
     return 0
 
 
+class AdduserOptions(usage.Options):
+    synopsis = "FILE USER [--password-stdin]"
+    optFlags = [["password-stdin", None, "Read the password from the first line of standard input (no prompt)."]]
+
+    def parseArgs(self, path, user):
+        self["path"] = path
+        self["user"] = user
+
+
+def adduser_main(argv, stdin=None, getpass=None) -> int:
+    """Add a console user to a users file (or give it a new password)."""
+    from iwayfailover.console import users
+
+    stdin = stdin or sys.stdin
+    if getpass is None:
+        from getpass import getpass
+    options = AdduserOptions()
+    # Options may come after FILE USER too (getopt stops at the first argument).
+    argv = [a for a in argv if a.startswith("-")] + [a for a in argv if not a.startswith("-")]
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        print(f"iwsrv adduser: {e} (usage: iwsrv adduser FILE USER [--password-stdin])", file=sys.stderr)
+        return 2
+    path, user = options["path"], options["user"]
+    if not users.USER_PATTERN.match(user):
+        print(f"iwsrv adduser: bad user name {user!r} (allowed: {users.USER_ALLOWED})", file=sys.stderr)
+        return 2
+    if options["password-stdin"]:
+        password = stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass(f"password for {user}: ")
+            again = getpass(f"password for {user} again: ")
+        except (EOFError, KeyboardInterrupt):
+            print("\niwsrv adduser: no password given; nothing written", file=sys.stderr)
+            return 1
+        if password != again:
+            print("iwsrv adduser: the two passwords differ; nothing written", file=sys.stderr)
+            return 1
+    try:
+        new = users.add_user(path, user, password)
+    except ValueError as e:
+        print(f"iwsrv adduser: {e}; nothing written", file=sys.stderr)
+        return 1
+    except users.UsersFileError as e:
+        print(f"iwsrv adduser: {e}; nothing written", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"iwsrv adduser: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"{'added' if new else 'changed the password of'} {user} in {path} (mode 0600);"
+          f" set console_users = {path} in [failover] or the server's section")
+    return 0
+
+
 def run_node(argv) -> None:
     """Run a node in the foreground: C{twistd -n iway-failover ARGS}."""
     from twisted.scripts.twistd import run
@@ -425,6 +482,8 @@ def main(argv=None) -> int:
         return switchover_main(argv[1:])
     if argv and argv[0] == "keygen":
         return keygen_main(argv[1:])
+    if argv and argv[0] == "adduser":
+        return adduser_main(argv[1:])
     if argv and argv[0] in ("-h", "--help", "help"):
         print(__doc__.strip())
         return 0

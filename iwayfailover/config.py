@@ -66,6 +66,7 @@ class FailoverSettings:
     failback: bool = False
     preferred: Optional[str] = None
     failback_delay: float = 30.0
+    console_users: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ServerSettings:
     threshold: float
     console: Optional[str] = None
     priority: int = 0
+    console_users: Optional[str] = None
     folder: str = field(default="", repr=False, compare=False)
     """The configuration file's folder: relative TLS file paths are relative to it."""
 
@@ -202,9 +204,9 @@ _NO_REACTOR = object()
 
 _FAILOVER_KEYS = {
     "heartbeat_interval", "reload_interval", "secret_file", "insecure",
-    "witness", "self_fence", "failback", "preferred", "failback_delay",
+    "witness", "self_fence", "failback", "preferred", "failback_delay", "console_users",
 }
-_SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority"}
+_SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority", "console_users"}
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 _SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
@@ -401,6 +403,8 @@ def _parse_failover(path, section, items) -> FailoverSettings:
         values["witness"] = _witnesses(path, section, "witness", items["witness"])
     if items.get("preferred"):
         values["preferred"] = items["preferred"].strip()
+    if "console_users" in items:
+        values["console_users"] = _users_file(path, section, items["console_users"])
     if values.get("insecure") and "secret_file" in values:
         raise ConfigError(
             path, section, "insecure", items["insecure"], "set together with secret_file",
@@ -428,6 +432,25 @@ def _secret_file(path, section, text):
     return resolved
 
 
+def _users_file(path, section, text):
+    """The console's users file: a readable file, a relative path relative to the configuration file."""
+    allowed = "the path of a file written by `iwsrv adduser FILE USER`; a relative path is relative to the configuration file"
+    if not text:
+        raise ConfigError(path, section, "console_users", text, "empty", allowed)
+    resolved = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(text))
+    if not os.path.isfile(resolved):
+        raise ConfigError(path, section, "console_users", text, f"no such file: {resolved}", allowed)
+    if not os.access(resolved, os.R_OK):
+        raise ConfigError(path, section, "console_users", text, f"not readable by this user: {resolved}", allowed)
+    return resolved
+
+
+def console_endpoint_string(console: str) -> str:
+    """A bare console port listens on loopback only; an endpoint string is kept as written."""
+    text = console.strip()
+    return f"tcp:{text}:interface=127.0.0.1" if _DIGITS.match(text) else text
+
+
 def _parse_server(path, section, name, items) -> ServerSettings:
     _unknown_keys(path, section, items, _SERVER_KEYS)
     for key in _SERVER_REQUIRED:
@@ -439,7 +462,7 @@ def _parse_server(path, section, name, items) -> ServerSettings:
     console = items.get("console")
     if console is not None:
         console = _port(path, section, "console", console)
-        console = server_endpoint_string(console)
+        console = console_endpoint_string(console)
     return ServerSettings(
         name=name,
         backup_location=_location(path, section, "backup_location", items["backup_location"]),
@@ -447,6 +470,7 @@ def _parse_server(path, section, name, items) -> ServerSettings:
         threshold=_positive_seconds(path, section, "threshold", items["threshold"]),
         console=console,
         priority=_integer(path, section, "priority", items["priority"]) if "priority" in items else 0,
+        console_users=_users_file(path, section, items["console_users"]) if "console_users" in items else None,
         folder=_folder(path),
     )
 

@@ -322,6 +322,23 @@ class ListenerSet:
         self.active = True
         return defer.gatherResults([listener.start() for listener in self.listeners.values()])
 
+    def restart(self, name: str) -> defer.Deferred:
+        """
+        Try a FAILED listener again: started if this node is live, built
+        and WAITING if it is a backup. Fires when it is ACTIVE, WAITING or
+        FAILED again; never fails.
+
+        @raise KeyError: there is no such listener.
+        @raise ValueError: it is not FAILED.
+        """
+        listener = self.listeners[name]
+        if listener.state != FAILED:
+            raise ValueError(f"listener {name} is {listener.state}, not FAILED")
+        if self.active:
+            return listener.start()
+        listener.hold()
+        return defer.succeed(None)
+
     def stop(self, final: str = WAITING) -> defer.Deferred:
         self.active = False
         return defer.gatherResults([listener.stop(final) for listener in self.listeners.values()])

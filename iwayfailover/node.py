@@ -49,6 +49,10 @@ class SwitchoverRefused(Exception):
     """A planned switchover cannot be made now; the message says why."""
 
 
+class ListenerRestartRefused(Exception):
+    """A listener cannot be restarted (unknown, or not FAILED); the message says why."""
+
+
 def iso(wall: float) -> str:
     return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
@@ -976,6 +980,23 @@ class FailoverNode(MultiService):
         self.log.info(
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"
         )
+
+    # -- listeners, for the console --
+
+    def restart_listener(self, name: str) -> defer.Deferred:
+        """
+        Try one FAILED listener again (see L{ListenerSet.restart}).
+
+        @raise ListenerRestartRefused: no such listener, or it is not FAILED.
+        """
+        try:
+            d = self.listeners.restart(name)
+        except KeyError:
+            raise ListenerRestartRefused(f"{self.name} has no listener {name!r}") from None
+        except ValueError as e:
+            raise ListenerRestartRefused(str(e)) from None
+        self.log.info("listener {listener} restarted on request", listener=name)
+        return d
 
     # -- status --
 

@@ -21,6 +21,7 @@ from twisted.python import usage
 from iwayfailover import auth
 from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
 from iwayfailover.console import ConsoleSite, console_root
+from iwayfailover.events import EventLogService, RecentEvents
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode, describe_keys
 from iwayfailover.ports import ServerPort, StartupError
@@ -165,10 +166,17 @@ def _build(options, reactor):
     node.heartbeat_port.bind()
     node.heartbeat_port.setServiceParent(node)
 
+    node.events = RecentEvents()  # the console's Log page; filled while EventLogService runs (below)
     if server.console is not None:
         node.console_port = ServerPort(reactor, server.console, ConsoleSite(console_root(node)), "console")
         node.console_port.bind()
         node.console_port.setServiceParent(node)
+        if (server.console_users or config.failover.console_users) is None:
+            log.warn(
+                "the console of {server} has no console_users file: nobody can log in (only /api/status answers,"
+                " on loopback); make one with `iwsrv adduser FILE USER` and set console_users = FILE",
+                server=name,
+            )
 
     node.poller = ConfigPoller(
         reactor, config, config.failover.reload_interval,
@@ -177,6 +185,8 @@ def _build(options, reactor):
         apply=node.apply_config,
     )
     node.poller.setServiceParent(node)
+
+    EventLogService(node.events).setServiceParent(node)
 
     host = backup_host(server.backup_location)
     if host is not None and same_host(host):

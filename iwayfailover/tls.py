@@ -185,7 +185,7 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
             "ssl: client endpoints do not check the backup's host name; use tls:HOST:PORT:trustRoots=CA.pem"
         )
     if kind not in ("tls", "tcp", "tcp6", "unix"):
-        raise TLSConfigError(f"a Location of Backup cannot be a {kind}: endpoint (allowed: tcp, tcp6, unix, tls)")
+        raise TLSConfigError(f"not a client endpoint a Location of Backup can use: {kind}: (allowed kinds: tcp, tcp6, unix, tls)")
     if kind != "tls":
         return clientFromString(reactor, description)
     unknown = set(kwargs) - {"host", "port", "timeout", "trustRoots", "certificate", "privateKey"}

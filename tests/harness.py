@@ -218,7 +218,7 @@ class Pair:
 
     def __init__(self, workdir, interval=0.2, threshold=1.0, reload_interval=0.2, own_listeners=False,
                  failover_extra="", hosts=("127.0.0.1", "127.0.0.1"), consoles=None, listener_count=None, listener_servers=None,
-                 signed=True, tls=None):
+                 signed=True, tls=None, console_users=None):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.www = os.path.join(workdir, "www")
@@ -258,6 +258,13 @@ class Pair:
                 f"\n[listener:web{n}]\nplugin = web --listen tcp:{port}:interface=127.0.0.1 --path {{www}}\n{servers}"
                 for n, port in enumerate(self.listener_ports, start=1)
             )
+        if console_users:
+            # The console's logins: {user: password}, in a users file beside the shared file.
+            from iwayfailover.console.users import add_user
+
+            for user, password in console_users.items():
+                add_user(os.path.join(workdir, "users"), user, password)
+            self.values["failover_extra"] += "\nconsole_users = users\n"
         self.config_path = os.path.join(workdir, "iwayfailover.ini")
         # Heartbeats signed with a key made for this pair, beside the shared file.
         self.key_path = os.path.join(workdir, "failover.key")

@@ -138,7 +138,8 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
         error = self.assertRefused("[failover]\nheartbeat = 1\n" + SERVER_A, "failover", "heartbeat")
 
         self.assertIn(
-            "failback, failback_delay, heartbeat_interval, insecure, preferred, reload_interval, secret_file, self_fence, witness",
+            "console_users, failback, failback_delay, heartbeat_interval, insecure, preferred, reload_interval, secret_file,"
+            " self_fence, witness",
             str(error),
         )
 
@@ -318,11 +319,11 @@ class ServerSectionTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertIsNone(config.server("serv_a").console)
 
-    def test_console_bare_port_becomes_a_tcp_endpoint(self):
-        """console = 8081 means tcp:8081."""
+    def test_console_bare_port_listens_on_loopback_only(self):
+        """console = 8081 means tcp:8081:interface=127.0.0.1: the console is on loopback unless configured otherwise."""
         config = parse_config(server_section(console="8081"), PATH)
 
-        self.assertEqual(config.server("serv_a").console, "tcp:8081")
+        self.assertEqual(config.server("serv_a").console, "tcp:8081:interface=127.0.0.1")
 
     def test_console_endpoint_string_is_kept(self):
         """console = tcp:8081:interface=127.0.0.1 is kept as written."""

@@ -15,6 +15,7 @@ from harness import temporary_directory
 from iwayfailover import auth, tap
 from iwayfailover.node import FailoverNode
 from iwayfailover.ports import ServerPort
+from iwayfailover.events import EventLogService
 from iwayfailover.reload import ConfigPoller
 
 CONFIG = """
@@ -119,7 +120,7 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         self.assertIsInstance(node, FailoverNode)
         IService(node)
         children = list(node)
-        self.assertEqual([type(c) for c in children], [ServerPort, ServerPort, ConfigPoller])
+        self.assertEqual([type(c) for c in children], [ServerPort, ServerPort, ConfigPoller, EventLogService])
         self.assertEqual([c.label for c in children[:2]], ["heartbeat port", "console"])
         self.assertEqual([(port, interface) for port, _, _, interface in reactor.tcpServers], [(1201, ""), (8081, "127.0.0.1")])
 

@@ -87,7 +87,7 @@ class ClientEndpointTests(PKI, unittest.TestCase):
 
     def test_other_client_kinds_are_refused(self):
         error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, "tor:iam2:1200")
-        self.assertIn("tcp, tcp6, unix, tls", str(error))
+        self.assertIn("allowed kinds: tcp, tcp6, unix, tls", str(error))
 
     def test_an_empty_trust_root_is_refused_rather_than_falling_back_to_the_system(self):
         error = self.assertRaises(tls.TLSConfigError, tls.client_endpoint, self.reactor, "tls:iam2:1200:trustRoots=")

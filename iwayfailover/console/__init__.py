@@ -1,20 +1,60 @@
-"""The node's console: the JSON API now, the administration pages later."""
+"""
+The node's console: the administration pages, the JSON API, and the guard
+in front of both (see L{iwayfailover.console.access}).
+"""
+
+import time
 
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from iwayfailover.console.access import GuardedRoot
 from iwayfailover.console.api import StatusResource, SwitchoverResource
 from iwayfailover.console.metrics import MetricsResource
+from iwayfailover.console.pages import Console, add_pages
 
 
-def console_root(node) -> Resource:
-    """The resource tree served on a node's C{console} endpoint."""
-    root = Resource()
+class _MonotonicClock:
+    seconds = staticmethod(time.monotonic)
+
+
+def console_root(node, clock=None, run=None, events=None) -> Resource:
+    """
+    The resource tree served on a node's C{console} endpoint.
+
+    @param clock: for session idle times and login limits; default: the
+        node's reactor.
+    @param run: runs blocking work (file I/O, password hashes) off the
+        reactor thread; default: the node's reactor's thread pool.
+    @param events: the node's L{iwayfailover.events.RecentEvents}, for the Log page.
+    """
+    reactor = getattr(node, "reactor", None)
+    if clock is None:
+        clock = reactor if reactor is not None else _MonotonicClock()
+    if run is None:
+        if reactor is not None and hasattr(reactor, "getThreadPool"):
+            from twisted.internet import threads
+
+            def run(f, *args):
+                return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+        else:
+            from twisted.internet import defer
+
+            def run(f, *args):
+                return defer.maybeDeferred(f, *args)
+
+    if events is None:
+        events = getattr(node, "events", None)
+    console = Console(node, clock, run, events)
+    root = GuardedRoot(console.sessions)
+    root.console = console
+    add_pages(root, console)
     api = Resource()
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
-    root.putChild(b"metrics", MetricsResource(node))
+    # The guard decides who may read it (loopback, or a login).
+    root.putChild(b"metrics", MetricsResource(node, allowed=lambda request: True))
     return root
 
 

@@ -1,0 +1,253 @@
+"""
+Who may see and do what on the console: sessions with an idle timeout, a
+CSRF token per session, a per-address limit on failed logins, the security
+headers of every answer, and the guard at the root of the console's tree.
+
+The rule the guard applies:
+
+- C{/login} and C{/static/...} are open to all;
+- C{/api/status} and C{/metrics} are open without a login to this host's
+  own clients (loopback or Unix socket), as monitoring expects;
+- C{POST /api/switchover} is open without a login to this host's own
+  non-browser clients (C{iwsrv switchover}): a request with an C{Origin}
+  header (every browser sends one with a POST) needs a login like any page;
+- everything else needs a login;
+- every POST except that one carries the session's CSRF token, or is
+  refused with 403.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import secrets
+from typing import Optional
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from iwayfailover.console.api import from_this_host
+
+log = Logger(namespace="iwayfailover.console")
+
+SESSION_COOKIE = b"iway_session"
+"""The session cookie's name; a console adds its server's name (iway_session_serv_a)."""
+IDLE_TIMEOUT = 15 * 60.0
+"""Seconds a session lives without a request."""
+MAX_SESSIONS = 1000
+
+LOGIN_FAILURES = 5
+"""Failed logins from one address within L{LOGIN_WINDOW} seconds before it must wait."""
+LOGIN_WINDOW = 60.0
+MAX_TRACKED_ADDRESSES = 10000
+
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
+    b" form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+OPEN = (b"login", b"static")
+OPEN_ON_LOOPBACK = ("api/status", "metrics")
+CLI_ON_LOOPBACK = ("api/switchover",)
+
+
+class Session:
+    def __init__(self, token: str, user: Optional[str], now: float):
+        self.token = token
+        self.user = user
+        self.csrf = secrets.token_urlsafe(32)
+        self.last_seen = now
+
+
+class Sessions:
+    """
+    The console's sessions, in memory (a restart logs everyone out). A
+    session unused for C{idle_timeout} seconds is gone; a login makes a new
+    one (no fixation). Anonymous sessions carry the login form's CSRF token.
+    """
+
+    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE):
+        self._clock = clock
+        # Cookies do not tell ports apart: two consoles on one host need two names.
+        self.cookie = cookie
+        self.idle_timeout = idle_timeout
+        self._limit = limit
+        self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+
+    def get(self, request, touch: bool = True) -> Optional[Session]:
+        """
+        The live session of C{request}'s cookie, if any. Its idle time starts
+        again, unless C{touch} is false (a page's own status polls must not
+        keep a forgotten session alive).
+        """
+        token = request.getCookie(self.cookie)
+        if not token:
+            return None
+        token = token.decode("ascii", "replace")
+        session = self._sessions.get(token)
+        if session is None:
+            return None
+        now = self._clock.seconds()
+        if now - session.last_seen > self.idle_timeout:
+            del self._sessions[token]
+            return None
+        if touch:
+            session.last_seen = now
+            self._sessions.move_to_end(token)
+        return session
+
+    def new(self, request, user: Optional[str]) -> Session:
+        """A new session for C{user} (None: not logged in yet), set as C{request}'s cookie."""
+        old = self.get(request)
+        if old is not None:
+            self._sessions.pop(old.token, None)
+        session = Session(secrets.token_urlsafe(32), user, self._clock.seconds())
+        self._sessions[session.token] = session
+        while len(self._sessions) > self._limit:
+            self._sessions.popitem(last=False)
+        request.addCookie(
+            self.cookie, session.token.encode("ascii"), path=b"/", httpOnly=True, sameSite=b"strict",
+            secure=True if request.isSecure() else None,
+        )
+        return session
+
+    def end(self, request) -> None:
+        session = self.get(request)
+        if session is not None:
+            self._sessions.pop(session.token, None)
+        request.addCookie(
+            self.cookie, b"", path=b"/", httpOnly=True, sameSite=b"strict", max_age=b"0",
+            secure=True if request.isSecure() else None,
+        )
+
+
+class LoginLimiter:
+    """At most L{LOGIN_FAILURES} failed logins per client address within L{LOGIN_WINDOW} seconds."""
+
+    def __init__(self, clock, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW):
+        self._clock = clock
+        self._failures = failures
+        self._window = window
+        self._seen: "collections.OrderedDict[str, collections.deque]" = collections.OrderedDict()
+
+    def wait(self, address: str) -> float:
+        """Seconds C{address} must wait before it may try again (0: it may now)."""
+        times = self._seen.get(address)
+        if not times:
+            return 0.0
+        now = self._clock.seconds()
+        while times and now - times[0] >= self._window:
+            times.popleft()
+        if len(times) < self._failures:
+            return 0.0
+        return self._window - (now - times[0])
+
+    def failed(self, address: str) -> None:
+        times = self._seen.setdefault(address, collections.deque(maxlen=self._failures))
+        times.append(self._clock.seconds())
+        self._seen.move_to_end(address)
+        while len(self._seen) > MAX_TRACKED_ADDRESSES:
+            self._seen.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._seen.pop(address, None)
+
+
+def client_address(request) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or getattr(address, "name", None) or "unix socket")
+
+
+def security_headers(request) -> None:
+    request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(b"cache-control", b"no-store")
+    if request.isSecure():
+        request.setHeader(b"strict-transport-security", b"max-age=31536000")
+
+
+def csrf_valid(request, session: Optional[Session]) -> bool:
+    sent = (request.args.get(b"csrf") or [b""])[0]
+    if session is None or not sent:
+        return False
+    return hmac.compare_digest(sent, session.csrf.encode("ascii"))
+
+
+class Refused(Resource):
+    """An answer refusing the request: JSON for the APIs, a short page otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: str, as_json: bool = False):
+        super().__init__()
+        self.code = code
+        self.message = message
+        self.as_json = as_json
+
+    def render(self, request):
+        request.setResponseCode(self.code)
+        if self.as_json:
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"error": self.message}).encode("utf-8") + b"\n"
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return self.message.encode("utf-8") + b"\n"
+
+
+class SeeOther(Resource):
+    isLeaf = True
+
+    def __init__(self, location: bytes):
+        super().__init__()
+        self.location = location
+
+    def render(self, request):
+        request.setResponseCode(303)
+        request.setHeader(b"location", self.location)
+        return b""
+
+
+class GuardedRoot(Resource):
+    """
+    The root of the console's tree: applies the access rule (see the module)
+    before any child sees the request, and adds the security headers to every
+    answer. Children are added with C{putChild} as on any L{Resource}.
+    """
+
+    def __init__(self, sessions: Sessions):
+        super().__init__()
+        self.sessions = sessions
+
+    def getChildWithDefault(self, path, request):
+        security_headers(request)
+        full = "/".join(p.decode("utf-8", "replace") for p in [path, *request.postpath]).rstrip("/")
+        session = self.sessions.get(request, touch=full not in OPEN_ON_LOOPBACK)
+        request.console_session = session
+        is_post = request.method == b"POST"
+        is_api = path in (b"api", b"metrics")
+
+        if path in OPEN:
+            pass
+        elif session is not None and session.user is not None:
+            pass
+        elif full in OPEN_ON_LOOPBACK and not is_post and from_this_host(request):
+            return super().getChildWithDefault(path, request)
+        elif full in CLI_ON_LOOPBACK and from_this_host(request) and not request.getHeader(b"origin"):
+            return super().getChildWithDefault(path, request)  # iwsrv switchover: no browser, no CSRF
+        elif is_api or is_post:
+            if is_post:
+                log.warn("console: refused a {method} to /{path} from {client} without a login",
+                         method="POST", path=full, client=client_address(request))
+            return Refused(401 if not is_post else 403,
+                           "refused: not logged in (or the session has expired); log in at /login and try again",
+                           as_json=is_api)
+        else:
+            return SeeOther(b"/login")
+
+        if is_post and not csrf_valid(request, session):
+            log.warn("console: refused a POST to /{path} from {client}: missing or wrong CSRF token",
+                     path=full, client=client_address(request))
+            return Refused(403, "refused: the form's CSRF token is missing or out of date; reload the page and try again")
+        return super().getChildWithDefault(path, request)

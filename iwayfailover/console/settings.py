@@ -1,0 +1,191 @@
+"""
+Backup Settings: the fields of the shared configuration that the console
+edits, their checks (the config loader's own), and the change of the file's
+text that keeps every other line, comment and key as it was.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from iwayfailover import config as _config
+from iwayfailover.config import ConfigError, parse_config
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    check: Callable  # (path, section, key, text) -> value; raises ConfigError
+    help: str = ""
+    optional: bool = False
+    default: str = ""
+
+
+def _name(path, section, key, text):
+    if not _config.NAME_PATTERN.match(text):
+        raise ConfigError(path, section, key, text, "not a server name", _config.NAME_ALLOWED)
+    return text
+
+
+SERVER_FIELDS = (
+    Field("backup_location", "Location of Backup", _config._location, "host:port this server heartbeats to when live"),
+    Field("heartbeat_port", "Heartbeat Port", _config._port, "port or server endpoint it listens on when backup"),
+    Field("threshold", "Threshold", _config._positive_seconds, "seconds of silence before it takes over"),
+    Field("priority", "Priority", _config._integer, "breaks a tie between two live nodes of one epoch", optional=True, default="0"),
+)
+
+FAILOVER_FIELDS = (
+    Field("heartbeat_interval", "Heartbeat interval", _config._positive_seconds, "seconds between heartbeats", optional=True, default="1"),
+    Field("reload_interval", "Reload interval", _config._positive_seconds, "seconds between checks of this file", optional=True, default="5"),
+    Field("witness", "Witness", _config._witnesses, "host:port, ... a backup must reach before it takes over", optional=True, default="none"),
+    Field("self_fence", "Self-fence", _config._boolean, "yes/no: a live node cut off from backup and witness stops", optional=True, default="yes"),
+    Field("failback", "Failback", _config._boolean, "yes/no: give the live role back to the preferred server", optional=True, default="no"),
+    Field("preferred", "Preferred server", _name, "the server failback returns to", optional=True, default="none"),
+    Field("failback_delay", "Failback delay", _config._positive_seconds, "seconds the preferred server must be a healthy backup", optional=True, default="30"),
+)
+
+READ_ONLY = {
+    "failover": ("secret_file", "insecure", "console_users"),
+    "server": ("console", "console_users"),
+}
+"""Shown, never edited here: who may log in, heartbeat keys and the console's own address."""
+
+
+def fields_of(section: str):
+    return FAILOVER_FIELDS if section == "failover" else SERVER_FIELDS
+
+
+def raw_values(text: str) -> Dict[str, Dict[str, str]]:
+    """Every section's keys and values as written (no checks): what the form shows."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\x00no-default", strict=False,
+    )
+    parser.optionxform = str
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return {}
+    return {section: dict(parser.items(section)) for section in parser.sections()}
+
+
+def server_sections(text: str) -> List[str]:
+    return [s for s in raw_values(text) if s.startswith("server:")]
+
+
+_SECTION = re.compile(r"^\s*\[(?P<name>[^\]]*)\]")
+_KEY = re.compile(r"^(?P<key>[^\s=:;#\[][^=:]*?)\s*[=:]\s*(?P<value>.*?)(?P<comment>\s+[;#].*)?$")
+
+
+def set_values(text: str, changes: Dict[Tuple[str, str], Optional[str]]) -> str:
+    """
+    C{text} with each C{(section, key)} of C{changes} set to its value
+    (None: the key removed). Other lines, comments included, stay as they
+    were; a key not in its section yet is added at the section's end.
+    """
+    lines = text.splitlines()
+    pending = dict(changes)
+    out: List[str] = []
+    section = None
+    skipping = False  # continuation lines of a replaced value
+
+    def add_missing(section_name):
+        added = [f"{key} = {value}" for (s, key), value in list(pending.items()) if s == section_name and value is not None]
+        for (s, key) in [k for k in pending if k[0] == section_name]:
+            del pending[(s, key)]
+        if added:
+            # after the section's last non-blank line
+            tail = []
+            while out and not out[-1].strip():
+                tail.append(out.pop())
+            out.extend(added)
+            out.extend(reversed(tail))
+
+    for line in lines:
+        header = _SECTION.match(line)
+        if header:
+            add_missing(section)
+            section = header.group("name").strip()
+            skipping = False
+            out.append(line)
+            continue
+        if skipping and line[:1] in (" ", "\t") and line.strip() and not line.strip()[0] in ";#":
+            continue
+        skipping = False
+        match = _KEY.match(line)
+        if match and (section, match.group("key").strip()) in pending:
+            key = match.group("key").strip()
+            value = pending.pop((section, key))
+            skipping = True
+            if value is not None:
+                out.append(f"{key} = {value}{match.group('comment') or ''}")
+            continue
+        out.append(line)
+    add_missing(section)
+    for (s, key), value in pending.items():  # a section not in the file yet
+        if value is not None:
+            out.extend(["", f"[{s}]", f"{key} = {value}"])
+    return "\n".join(out) + "\n"
+
+
+def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_whole=None):
+    """
+    Check the values of a submitted form against the loader's rules.
+
+    @param text: the file as it is now.
+    @param form: C{(section, key)} -> the value typed (stripped).
+    @param check_whole: called with the parsed new configuration for checks
+        beyond the syntax (e.g. the listeners' plugins); raises ConfigError.
+    @return: C{(new_text, errors)}: the new text when all is well (None if
+        not), and C{(section, key)} (or C{None} for the whole file) -> message.
+    """
+    current = raw_values(text)
+    errors: Dict[Optional[Tuple[str, str]], str] = {}
+    changes: Dict[Tuple[str, str], Optional[str]] = {}
+    for (section, key), value in form.items():
+        field = next((f for f in fields_of(section) if f.key == key), None)
+        if field is None or (section != "failover" and section not in current):
+            continue  # only the fields of the form, of servers the file has
+        if "\n" in value or "\r" in value:
+            errors[(section, key)] = "one line only"
+            continue
+        if value == "" and field.optional:
+            if key in current.get(section, {}):
+                changes[(section, key)] = None
+            continue
+        try:
+            field.check(path, section, key, value)
+        except ConfigError as e:
+            errors[(section, key)] = _describe(e)
+            continue
+        if current.get(section, {}).get(key) != value:
+            changes[(section, key)] = value
+    if errors:
+        return None, errors
+    new_text = set_values(text, changes) if changes else text
+    try:
+        config = parse_config(new_text, path)
+        if check_whole is not None:
+            check_whole(config)
+    except ConfigError as e:
+        place = (e.section, e.key) if (e.section, e.key) in form else None
+        errors[place] = _describe(e) if place is not None else str(e)
+        return None, errors
+    written = raw_values(new_text)
+    for (section, key), value in changes.items():
+        if value is not None and written.get(section, {}).get(key) != value:
+            # e.g. "h:1 ; x": the file would read back as something else
+            errors[(section, key)] = "would not read back as typed (a ; or # after a space starts a comment)"
+    if errors:
+        return None, errors
+    return new_text, errors
+
+
+def _describe(error: ConfigError) -> str:
+    text = error.problem
+    if error.allowed:
+        text += f" (allowed: {error.allowed})"
+    return text

@@ -1,0 +1,59 @@
+// iwayfailover console: keeps the states on the page live by polling
+// /api/status. No inline script anywhere (the Content-Security-Policy forbids it).
+(function () {
+  "use strict";
+  var PERIOD = 2000;
+
+  function setText(field, text) {
+    document.querySelectorAll('[data-field="' + field + '"]').forEach(function (el) {
+      el.textContent = text;
+    });
+  }
+
+  function setBadge(el, prefix, value) {
+    el.textContent = value;
+    el.className = el.className.split(" ").filter(function (c) { return c.indexOf(prefix + "-") !== 0; }).join(" ");
+    el.classList.add(prefix + "-" + value);
+  }
+
+  function update(status) {
+    document.querySelectorAll('[data-field="role"]').forEach(function (el) { setBadge(el, "role", status.role); });
+    setText("epoch", String(status.epoch));
+    setText("since", status.since);
+    setText("cause", status.cause || "");
+    var peer = status.peer || {};
+    setText("peer-name", peer.name || "?");
+    setText("peer-connected", peer.connected ? "connected" : "not connected");
+    setText("peer-role", peer.role || "role unknown");
+    setText("peer-age", peer.last_heartbeat_age === null || peer.last_heartbeat_age === undefined
+      ? "never heard" : peer.last_heartbeat_age.toFixed(1) + " s ago");
+    var settings = status.settings || {};
+    if (settings.threshold !== undefined) { setText("threshold", settings.threshold + " s"); }
+    var listeners = status.listeners || {};
+    Object.keys(listeners).forEach(function (name) {
+      var entry = listeners[name];
+      document.querySelectorAll('[data-listener="' + name + '"]').forEach(function (el) {
+        setBadge(el, "state", entry.state);
+      });
+      document.querySelectorAll('[data-listener-since="' + name + '"]').forEach(function (el) {
+        el.textContent = entry.since || "";
+      });
+      document.querySelectorAll('[data-listener-reason="' + name + '"]').forEach(function (el) {
+        el.textContent = entry.reason || "";
+      });
+    });
+  }
+
+  function poll() {
+    fetch("/api/status", { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (status) { if (status) { update(status); } })
+      .catch(function () {})
+      .then(function () { setTimeout(poll, PERIOD); });
+  }
+
+  // Every page of a logged-in user shows the role in the left pane.
+  if (document.querySelector('[data-field="role"]')) {
+    setTimeout(poll, PERIOD);
+  }
+})();

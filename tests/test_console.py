@@ -1,0 +1,967 @@
+"""
+The administration console, in memory: every page, form and refusal
+through C{treq.testing.StubTreq} against a real node on a
+C{MemoryReactorClock}; the users file, the settings editor and the event
+ring buffer as units; C{iwsrv adduser}.
+"""
+
+import io
+import os
+import re
+import stat
+import sys
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from treq.testing import StubTreq
+
+from harness import temporary_directory
+from iwayfailover import configfile
+from iwayfailover.config import ConfigError, parse_config
+from iwayfailover.console import access, console_root
+from iwayfailover.console import settings as form
+from iwayfailover.console.users import (
+    UsersFileChecker, UsersFileError, add_user, hash_password, parse_users, read_users, verify_password,
+)
+from iwayfailover.events import RecentEvents
+from iwayfailover.listeners import ACTIVE, FAILED, WAITING
+from iwayfailover.node import FailoverNode
+from iwayfailover.state import EpochStore
+from wirepeer import keyed
+
+PASSWORD = "correct horse"
+FAST = 2 ** 10  # scrypt cost for test users: the format is the same, the hashing quicker
+
+CONFIG = """\
+; the shared file, as an operator wrote it
+[failover]
+heartbeat_interval = 0.5   ; seconds
+console_users = users
+
+[server:serv_a]
+backup_location = 10.9.9.2:1200
+heartbeat_port = 1200
+threshold = 2
+
+[server:serv_b]
+backup_location = 10.9.9.1:1200
+heartbeat_port = 1200
+threshold = 2   ; Threshold
+
+[listener:web]
+plugin = web --listen tcp:8080
+
+[listener:broken]
+plugin = web --listen tcp:8443
+"""
+
+
+class FakeService:
+    """A listener's service: fails to start while its name is in C{failing}."""
+
+    def __init__(self, spec, failing):
+        self.spec = spec
+        self.failing = failing
+        self.running = False
+        self.parent = None
+
+    def privilegedStartService(self):
+        pass
+
+    def startService(self):
+        if self.spec.name in self.failing:
+            raise OSError("port 8443 is in use")
+        self.running = True
+
+    def stopService(self):
+        self.running = False
+
+
+def sync(f, *args):
+    return defer.maybeDeferred(f, *args)
+
+
+class FromAddress(Resource):
+    """The console root as reached from C{host} (StubTreq always comes from 127.0.0.1)."""
+
+    def __init__(self, root, host):
+        super().__init__()
+        self.root = root
+        self.host = host
+
+    def getChildWithDefault(self, path, request):
+        request.getClientAddress = lambda: IPv4Address("TCP", self.host, 40000)
+        return self.root.getChildWithDefault(path, request)
+
+
+class ConsoleTestCase(TestCase):
+    """A node (serv_b by default) with its console, a users file with user ops, and a logged-out client."""
+
+    text = CONFIG
+    name = "serv_b"
+    backup = True
+
+    def setUp(self):
+        self.folder = temporary_directory(self)
+        self.users = os.path.join(self.folder, "users")
+        add_user(self.users, "ops", PASSWORD, n=FAST)
+        self.path = os.path.join(self.folder, "iway.ini")
+        with open(self.path, "w") as f:
+            f.write(self.text)
+        os.chmod(self.path, 0o640)
+        self.reactor = MemoryReactorClock()
+        self.failing = {"broken"}
+        store = EpochStore(os.path.join(self.folder, "state"))
+        store.prepare()
+        self.node = FailoverNode(
+            keyed(self.text, self.path), self.name, self.backup, store, self.reactor,
+            build_listener=lambda spec: FakeService(spec, self.failing), now=self.reactor.seconds,
+        )
+        self.node.startService()
+        self.addCleanup(lambda: self.node.running and self.node.stopService() and None)
+        self.events = RecentEvents()
+        self.root = console_root(self.node, clock=self.reactor, run=sync, events=self.events)
+        self.client = StubTreq(self.root)
+        self.cookie = None
+
+    # -- requests --
+
+    def request(self, method, url, client=None, cookie=True, **kwargs):
+        client = client or self.client
+        if cookie and self.cookie:
+            kwargs.setdefault("cookies", {"iway_session_" + self.name: self.cookie})
+        response = self.successResultOf(client.request(method, "http://console" + url, allow_redirects=False, **kwargs))
+        body = self.successResultOf(client.content(response)).decode("utf-8")
+        for header in response.headers.getRawHeaders("set-cookie") or ():
+            value = header.split(";")[0].split("=", 1)[1]
+            self.cookie = value or None
+        return response, body
+
+    def get(self, url, **kwargs):
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url, data, **kwargs):
+        return self.request("POST", url, data=data, **kwargs)
+
+    def csrf(self, body):
+        return re.search(r'name="csrf" value="([^"]*)"', body).group(1)
+
+    def login(self, user="ops", password=PASSWORD, client=None):
+        _, body = self.get("/login", client=client)
+        return self.post("/login", {"user": user, "password": password, "csrf": self.csrf(body)}, client=client)
+
+    def logged_in(self):
+        response, _ = self.login()
+        self.assertEqual(response.code, 303)
+        _, body = self.get("/")
+        self.token = self.csrf(body)
+        return body
+
+    def file_text(self):
+        with open(self.path) as f:
+            return f.read()
+
+
+class AccessTests(ConsoleTestCase):
+    """Every page and action needs a login; /api/status and /metrics are open on loopback only."""
+
+    def test_every_page_without_login_redirects_to_the_login_page(self):
+        """GET of /, /listeners, /settings and /log without a login answers 303 to /login."""
+        for page in ("/", "/listeners", "/settings", "/log"):
+            response, _ = self.get(page)
+            self.assertEqual((response.code, response.headers.getRawHeaders("location")), (303, ["/login"]), page)
+
+    def test_every_action_without_login_is_refused(self):
+        """POST to /switchover, /settings, /listeners/restart and /logout without a login answers 403 and does nothing."""
+        before = self.file_text()
+        self.node.switchover = lambda cause=None: self.fail("switchover without a login")
+        for page in ("/switchover", "/settings", "/listeners/restart", "/logout"):
+            response, _ = self.post(page, {"confirm": "yes", "server:serv_b/threshold": "9", "listener": "broken"})
+            self.assertEqual(response.code, 403, page)
+        self.assertEqual(self.file_text(), before)
+
+    def test_status_api_is_open_without_login_on_loopback(self):
+        """GET /api/status from 127.0.0.1 answers the status without a login."""
+        response, body = self.get("/api/status")
+        self.assertEqual(response.code, 200)
+        self.assertIn('"role": "backup"', body)
+
+    def test_status_api_from_another_host_needs_a_login(self):
+        """GET /api/status from 192.0.2.7 answers 401 without a login, 200 with one."""
+        remote = StubTreq(FromAddress(self.root, "192.0.2.7"))
+        response, body = self.get("/api/status", client=remote)
+        self.assertEqual(response.code, 401)
+        self.assertNotIn("role", body)
+        self.login(client=remote)
+        response, body = self.get("/api/status", client=remote)
+        self.assertEqual(response.code, 200)
+
+    def test_metrics_is_open_on_loopback_only(self):
+        """A /metrics child is readable without a login from 127.0.0.1 and refused (401) from elsewhere."""
+
+        class Metrics(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b"iway_up 1\n"
+
+        self.root.putChild(b"metrics", Metrics())
+        response, body = self.get("/metrics")
+        self.assertEqual((response.code, body), (200, "iway_up 1\n"))
+        response, body = self.get("/metrics", client=StubTreq(FromAddress(self.root, "192.0.2.7")))
+        self.assertEqual(response.code, 401)
+        self.assertNotIn("iway_up", body)
+
+    def test_unknown_path_after_login_is_not_found(self):
+        """Logged in, a path the console does not serve answers 404."""
+        self.logged_in()
+        response, _ = self.get("/api/nothing")
+        self.assertEqual(response.code, 404)
+
+    def test_pages_from_another_host_need_a_login_too(self):
+        """Being on loopback opens only the status API: pages from 127.0.0.1 still need a login."""
+        response, _ = self.get("/settings")
+        self.assertEqual(response.code, 303)
+
+    def test_switchover_api_refuses_a_browser_without_login(self):
+        """POST /api/switchover with an Origin header (any browser's POST) and no login is refused: no CSRF from a web page."""
+        self.node.switchover = lambda cause=None: self.fail("a web page made a switchover")
+        response, _ = self.post("/api/switchover", {}, headers={"Origin": "http://evil.example"})
+        self.assertEqual(response.code, 403)
+
+    def test_switchover_api_still_serves_iwsrv_on_loopback(self):
+        """POST /api/switchover from loopback without a browser's Origin reaches the node (iwsrv switchover)."""
+        asked = []
+        self.node.switchover = lambda cause=None: asked.append(cause) or defer.succeed(
+            {"from": "serv_b", "to": "serv_a", "epoch": 2, "gap": 0.01})
+        response, body = self.post("/api/switchover", {})
+        self.assertEqual((response.code, len(asked)), (200, 1))
+
+    def test_security_headers_on_every_answer(self):
+        """Pages, the login, the API, static files and a 404 all carry the security headers."""
+        self.logged_in()
+        for url in ("/", "/login", "/api/status", "/static/console.css", "/nothing"):
+            response, _ = self.get(url)
+            headers = response.headers
+            csp = headers.getRawHeaders("content-security-policy")[0]
+            self.assertIn("script-src 'self'", csp, url)
+            self.assertNotIn("unsafe-inline", csp, url)
+            self.assertIn("frame-ancestors 'none'", csp, url)
+            self.assertEqual(headers.getRawHeaders("x-frame-options"), ["DENY"], url)
+            self.assertEqual(headers.getRawHeaders("x-content-type-options"), ["nosniff"], url)
+            self.assertEqual(headers.getRawHeaders("referrer-policy"), ["no-referrer"], url)
+
+    def test_pages_have_no_inline_script(self):
+        """Every page loads its one script from /static; no <script> with a body, no on* attributes."""
+        for url in ("/login", "/", "/listeners", "/settings", "/log"):
+            if url == "/":
+                self.logged_in()
+            _, body = self.get(url)
+            self.assertEqual(re.findall(r"<script[^>]*>(.+?)</script>", body, re.S), [], url)
+            self.assertIsNone(re.search(r"\son[a-z]+=", body), url)
+            self.assertIn('<script src="/static/console.js"', body)
+
+    def test_session_cookie_is_httponly_and_samesite_strict(self):
+        """The session cookie is HttpOnly, SameSite=Strict, path /, and not Secure over plain HTTP."""
+        response, _ = self.get("/login")
+        cookie = response.headers.getRawHeaders("set-cookie")[0]
+        # Named for the server: browsers share cookies between ports, so two consoles on one host must not clash.
+        self.assertTrue(cookie.startswith("iway_session_serv_b="), cookie)
+        self.assertIn("HttpOnly", cookie)
+        self.assertIn("SameSite=strict", cookie)
+        self.assertIn("Path=/", cookie)
+        self.assertNotIn("Secure", cookie)
+
+    def test_session_cookie_is_secure_over_tls(self):
+        """Over TLS the session cookie is also Secure."""
+        cookies = []
+
+        class Request:
+            def getCookie(self, name):
+                return None
+
+            def isSecure(self):
+                return True
+
+            def addCookie(self, *args, **kwargs):
+                cookies.append(kwargs)
+
+        access.Sessions(self.reactor).new(Request(), "ops")
+        self.assertEqual((cookies[0]["secure"], cookies[0]["httpOnly"], cookies[0]["sameSite"]), (True, True, b"strict"))
+
+    def test_session_expires_after_the_idle_timeout(self):
+        """A session unused for longer than the idle timeout is gone: the next page asks for a login again."""
+        self.logged_in()
+        self.reactor.advance(access.IDLE_TIMEOUT + 1)
+        response, _ = self.get("/")
+        self.assertEqual(response.code, 303)
+
+    def test_session_in_use_does_not_expire(self):
+        """Each request starts the idle time again."""
+        self.logged_in()
+        for _ in range(3):
+            self.reactor.advance(access.IDLE_TIMEOUT * 0.75)
+            response, _ = self.get("/")
+            self.assertEqual(response.code, 200)
+
+    def test_status_polls_do_not_keep_a_session_alive(self):
+        """The page's own polls of /api/status do not restart the idle time: a forgotten tab's session still ends."""
+        self.logged_in()
+        for _ in range(4):
+            self.reactor.advance(access.IDLE_TIMEOUT / 3)
+            self.get("/api/status")
+        response, _ = self.get("/")
+        self.assertEqual(response.code, 303)
+
+    def test_logout_ends_the_session(self):
+        """POST /logout (with the token) ends the session: the old cookie opens nothing."""
+        self.logged_in()
+        old = self.cookie
+        response, _ = self.post("/logout", {"csrf": self.token})
+        self.assertEqual(response.code, 303)
+        self.cookie = old
+        response, _ = self.get("/")
+        self.assertEqual(response.code, 303)
+
+    def test_login_makes_a_new_session(self):
+        """The session cookie changes at login (no fixation of a session set before it)."""
+        _, body = self.get("/login")
+        before = self.cookie
+        self.post("/login", {"user": "ops", "password": PASSWORD, "csrf": self.csrf(body)})
+        self.assertNotEqual(self.cookie, before)
+
+
+class CsrfTests(ConsoleTestCase):
+    """Every POST carries the session's CSRF token, or is refused with 403."""
+
+    def test_post_without_token_is_refused(self):
+        """A logged-in POST to /settings without a token answers 403 and leaves the file alone."""
+        self.logged_in()
+        before = self.file_text()
+        response, body = self.post("/settings", {"server:serv_b/threshold": "9", "digest": configfile.digest(before.encode())})
+        self.assertEqual(response.code, 403)
+        self.assertIn("CSRF", body)
+        self.assertEqual(self.file_text(), before)
+
+    def test_post_with_a_wrong_token_is_refused(self):
+        """A token of another session, or made up, is refused with 403 on every action."""
+        self.logged_in()
+        self.node.switchover = lambda cause=None: self.fail("switchover with a bad token")
+        for page in ("/switchover", "/settings", "/listeners/restart", "/logout"):
+            response, _ = self.post(page, {"csrf": "x" * 43, "confirm": "yes", "listener": "broken"})
+            self.assertEqual(response.code, 403, page)
+
+    def test_login_without_the_forms_token_is_refused(self):
+        """POST /login with the right password but no token answers 403 and logs nobody in."""
+        self.get("/login")
+        response, _ = self.post("/login", {"user": "ops", "password": PASSWORD})
+        self.assertEqual(response.code, 403)
+        response, _ = self.get("/")
+        self.assertEqual(response.code, 303)
+
+    def test_every_form_carries_the_token(self):
+        """Every form on every page has the session's CSRF token in it."""
+        self.logged_in()
+        self.node.listeners.start()  # makes `broken` FAILED: its restart form shows
+        for url in ("/", "/listeners", "/settings", "/log"):
+            _, body = self.get(url)
+            forms = re.findall(r"<form.*?</form>", body, re.S)
+            for found in forms:
+                self.assertIn(f'name="csrf" value="{self.token}"', found, url)
+
+
+class LoginTests(ConsoleTestCase):
+    """Logins are checked against the users file, logged, and limited per address."""
+
+    def test_right_password_logs_in(self):
+        """ops with the right password is sent to the status page, which names the user."""
+        response, _ = self.login()
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/"])
+        _, body = self.get("/")
+        self.assertIn("Logged in as <strong>ops</strong>", body)
+
+    def test_wrong_password_is_refused_and_logged(self):
+        """A wrong password answers 403 with a message, and a warning names the user and the address."""
+        logged = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        response, body = self.login(password="wrong password")
+        self.assertEqual(response.code, 403)
+        self.assertIn("Wrong user name or password", body)
+        warnings = [e for e in logged if e.get("log_level") == LogLevel.warn and "failed login" in e.get("log_format", "")]
+        self.assertEqual([(e["user"], e["client"]) for e in warnings], [("ops", "127.0.0.1")])
+
+    def test_unknown_user_is_refused(self):
+        """A user not in the file is refused like a wrong password."""
+        response, body = self.login(user="nobody")
+        self.assertEqual(response.code, 403)
+        self.assertIn("Wrong user name or password", body)
+
+    def test_user_added_later_can_log_in_without_a_restart(self):
+        """The users file is read at each login: a user added while the node runs can log in."""
+        add_user(self.users, "night", "another secret", n=FAST)
+        response, _ = self.login(user="night", password="another secret")
+        self.assertEqual(response.code, 303)
+
+    def test_failed_logins_are_rate_limited_per_address(self):
+        """After 5 failures an address gets 429, even with the right password; another address does not."""
+        for _ in range(access.LOGIN_FAILURES):
+            self.login(password="wrong password")
+        response, body = self.login()
+        self.assertEqual(response.code, 429)
+        self.assertIn("Too many failed logins", body)
+        self.assertTrue(response.headers.getRawHeaders("retry-after"))
+        remote = StubTreq(FromAddress(self.root, "192.0.2.7"))
+        response, _ = self.login(client=remote)
+        self.assertEqual(response.code, 303)
+
+    def test_rate_limit_ends_after_the_window(self):
+        """Once the window has passed, the address may log in again."""
+        for _ in range(access.LOGIN_FAILURES):
+            self.login(password="wrong password")
+        self.reactor.advance(access.LOGIN_WINDOW + 1)
+        response, _ = self.login()
+        self.assertEqual(response.code, 303)
+
+    def test_login_page_says_when_no_users_file_is_configured(self):
+        """Without console_users, the login page says nobody can log in and how to fix it, and logins fail."""
+        self.node.config = keyed(self.text.replace("console_users = users\n", ""), self.path)
+        _, body = self.get("/login")
+        self.assertIn("iwsrv adduser FILE USER", body)
+        response, _ = self.login()
+        self.assertEqual(response.code, 403)
+
+
+class StatusPageTests(ConsoleTestCase):
+    """/ shows role, epoch, since and why, the peer, and recent transitions."""
+
+    def test_status_page_shows_the_node(self):
+        """Role, epoch, cause, peer name and the transition into backup are on the page."""
+        body = self.logged_in()
+        self.assertIn('class="role role-backup"', body)
+        self.assertIn("started as backup", body)
+        self.assertIn('data-field="epoch">0<', body)
+        self.assertIn("serv_a", body)
+        self.assertIn("never heard", body)
+        self.assertIn("<td>starting</td><td>backup</td>", body)
+
+    def test_backup_offers_no_switchover(self):
+        """A backup's status page has no switchover button; it says to use the live node."""
+        body = self.logged_in()
+        self.assertNotIn('action="/switchover"', body)
+        self.assertIn("started on the live node", body)
+
+    def test_left_pane_links_every_page(self):
+        """The left pane links Status, Listeners, Backup Settings and Log, marking the current one."""
+        body = self.logged_in()
+        for link in ('<a href="/" class="current">Status</a>', '<a href="/listeners">Listeners</a>',
+                     '<a href="/settings">Backup Settings</a>', '<a href="/log">Log</a>'):
+            self.assertIn(link, body)
+
+
+class LiveStatusPageTests(ConsoleTestCase):
+    """A live node's status page offers a planned switchover, with a confirmation."""
+
+    name = "serv_a"
+    backup = False
+
+    def setUp(self):
+        super().setUp()
+        self.node.machine.start_live("started as live for the test")
+        self.asked = []
+
+    def switch(self, result):
+        def switchover(cause=None):
+            self.asked.append(cause)
+            return result
+
+        self.node.switchover = switchover
+
+    def test_live_node_offers_a_switchover(self):
+        """The page has a switchover form naming the backup."""
+        body = self.logged_in()
+        self.assertIn('action="/switchover"', body)
+        self.assertIn("Switch over to serv_b", body)
+
+    def test_switchover_asks_for_confirmation_first(self):
+        """The first POST shows a confirmation page and does not switch over."""
+        self.logged_in()
+        self.switch(defer.Deferred())
+        response, body = self.post("/switchover", {"csrf": self.token})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Yes, switch over to serv_b", body)
+        self.assertIn('name="confirm" value="yes"', body)
+        self.assertEqual(self.asked, [])
+
+    def test_confirmed_switchover_is_made_and_reported(self):
+        """confirm=yes calls the node's switchover (cause naming the user) and shows its outcome."""
+        self.logged_in()
+        self.switch(defer.succeed({"from": "serv_a", "to": "serv_b", "epoch": 3, "gap": 0.0123}))
+        response, body = self.post("/switchover", {"csrf": self.token, "confirm": "yes"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Switched over from serv_a to serv_b (epoch 3); no listener served for 12.3 ms", body)
+        self.assertIn("asked by ops on the console", self.asked[0])
+
+    def test_refused_switchover_says_why(self):
+        """A switchover the node refuses answers 409 with the node's reason."""
+        from iwayfailover.node import SwitchoverRefused
+
+        self.logged_in()
+        self.switch(defer.fail(SwitchoverRefused("the backup serv_b has not answered recently")))
+        response, body = self.post("/switchover", {"csrf": self.token, "confirm": "yes"})
+        self.assertEqual(response.code, 409)
+        self.assertIn("the backup serv_b has not answered recently", body)
+
+    def test_switchover_on_the_real_node_refused_without_a_backup(self):
+        """Through the real node: with no backup answering, the refusal reaches the page."""
+        self.logged_in()
+        response, body = self.post("/switchover", {"csrf": self.token, "confirm": "yes"})
+        self.assertEqual(response.code, 409)
+        self.assertIn("has not answered recently", body)
+
+
+class ListenersPageTests(ConsoleTestCase):
+    """/listeners: the listener monitor, and restart of a FAILED listener."""
+
+    def test_backup_shows_its_listeners_waiting(self):
+        """A backup's listeners are WAITING, each with its since time."""
+        self.logged_in()
+        _, body = self.get("/listeners")
+        self.assertIn('<span class="state state-WAITING" data-listener="web">WAITING</span>', body)
+        self.assertIn('data-listener-since="web">', body)
+        self.assertNotIn("Restart", body)
+
+    def test_failed_listener_shows_its_reason_and_a_restart(self):
+        """A FAILED listener shows the reason and a Restart button; an ACTIVE one has none."""
+        self.node.listeners.start()
+        self.logged_in()
+        _, body = self.get("/listeners")
+        self.assertIn("state-FAILED", body)
+        self.assertIn("OSError: port 8443 is in use", body)
+        self.assertIn('name="listener" value="broken"', body)
+        self.assertNotIn('name="listener" value="web"', body)
+
+    def test_restart_starts_a_failed_listener_again(self):
+        """Restart of a FAILED listener on a live node starts it; the page says it is ACTIVE."""
+        self.node.listeners.start()
+        self.failing.clear()  # the port is free now
+        self.logged_in()
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.node.listeners.listeners["broken"].state, ACTIVE)
+        self.assertIn("Listener broken is ACTIVE", body)
+
+    def test_restart_that_fails_again_says_why(self):
+        """A restart that fails again shows the listener FAILED with its reason."""
+        self.node.listeners.start()
+        self.logged_in()
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
+        self.assertIn("Listener broken is FAILED: OSError: port 8443 is in use", body)
+
+    def test_restart_on_a_backup_makes_it_waiting(self):
+        """On a backup, a restarted FAILED listener is built and WAITING again."""
+        self.node.listeners.start()
+        self.node.listeners.stop(WAITING)
+        self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
+        self.logged_in()
+        self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.assertEqual(self.node.listeners.listeners["broken"].state, WAITING)
+
+    def test_restart_of_a_listener_not_failed_is_refused(self):
+        """Only a FAILED listener can be restarted: others answer 409 with the reason."""
+        self.logged_in()
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "web"})
+        self.assertEqual(response.code, 409)
+        self.assertIn("web is WAITING, not FAILED", body)
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "nope"})
+        self.assertEqual(response.code, 409)
+        self.assertIn("no listener 'nope'", body)
+
+
+class SettingsPageTests(ConsoleTestCase):
+    """/settings: every server's Backup Settings and the [failover] settings, checked and saved safely."""
+
+    def form_values(self, body):
+        values = dict(re.findall(r'<input type="text" name="([^"]+)" id="[^"]+" value="([^"]*)"', body))
+        self.assertIn('placeholder="default: 5"', body)  # an empty optional field shows its default
+        values["csrf"] = self.csrf(body)
+        values["digest"] = re.search(r'name="digest" value="([^"]+)"', body).group(1)
+        return values
+
+    def open_settings(self):
+        self.logged_in()
+        _, body = self.get("/settings")
+        return self.form_values(body)
+
+    def test_settings_show_every_server_and_the_failover_section(self):
+        """Location of Backup, Heartbeat Port and Threshold of both servers, and the [failover] keys."""
+        values = self.open_settings()
+        self.assertEqual(values["server:serv_a/backup_location"], "10.9.9.2:1200")
+        self.assertEqual(values["server:serv_b/backup_location"], "10.9.9.1:1200")
+        self.assertEqual(values["server:serv_b/heartbeat_port"], "1200")
+        self.assertEqual(values["server:serv_b/threshold"], "2")
+        self.assertEqual(values["failover/heartbeat_interval"], "0.5")
+        self.assertIn("failover/witness", values)
+        _, body = self.get("/settings")
+        for label in ("Location of Backup", "Heartbeat Port", "Threshold"):
+            self.assertIn(label, body)
+
+    def test_save_writes_the_file_keeping_comments_and_permissions(self):
+        """A changed threshold is written; every comment and other line stays, and the mode is kept."""
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "4.5"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertIn("Saved.", body)
+        text = self.file_text()
+        self.assertEqual(text, CONFIG.replace("threshold = 2   ; Threshold", "threshold = 4.5   ; Threshold"))
+        self.assertEqual(parse_config(text, self.path).server("serv_b").threshold, 4.5)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
+
+    def test_saved_file_is_applied_by_this_node(self):
+        """After a save the node's poller reads the file at once: the new threshold is in its status."""
+        from iwayfailover.reload import ConfigPoller
+
+        self.node.poller = ConfigPoller(
+            self.reactor, self.node.config, 5.0, load=lambda path: keyed(open(path).read(), path), run=sync,
+            apply=self.node.apply_config,
+        )
+        self.node.poller.startService()
+        self.addCleanup(self.node.poller.stopService)
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "7"
+        self.post("/settings", values)
+        self.assertEqual(self.node.status()["settings"]["threshold"], 7.0)
+
+    def test_invalid_value_is_shown_beside_its_field_and_nothing_is_saved(self):
+        """threshold = soon: 400, the loader's message beside the threshold field, the file untouched, the typed value kept."""
+        values = self.open_settings()
+        before = self.file_text()
+        values["server:serv_b/threshold"] = "soon"
+        values["server:serv_a/backup_location"] = "nowhere"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 400)
+        self.assertEqual(self.file_text(), before)
+        threshold = re.search(r'name="server:serv_b/threshold"[^>]*value="soon"[^>]*/><span class="error">([^<]*)<', body)
+        self.assertIn("not a number", threshold.group(1))
+        location = re.search(r'name="server:serv_a/backup_location"[^>]*value="nowhere"[^>]*/><span class="error">([^<]*)<', body)
+        self.assertIn("not a client endpoint", location.group(1))
+
+    def test_rule_across_fields_is_shown_beside_the_field(self):
+        """A threshold not above heartbeat_interval is refused beside that threshold."""
+        values = self.open_settings()
+        values["server:serv_a/threshold"] = "0.5"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 400)
+        error = re.search(r'name="server:serv_a/threshold"[^>]*/><span class="error">([^<]*)<', body)
+        self.assertIn("must be greater than [failover] heartbeat_interval", error.group(1))
+
+    def test_unknown_preferred_server_is_refused(self):
+        """preferred = serv_z names no server: refused beside the preferred field."""
+        values = self.open_settings()
+        values["failover/preferred"] = "serv_z"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 400)
+        self.assertRegex(body, r'name="failover/preferred"[^>]*/><span class="error">no \[server:serv_z\] section')
+
+    def test_change_made_elsewhere_is_not_overwritten(self):
+        """If the file changed since the page was opened, nothing is written (409) and the other change stays."""
+        values = self.open_settings()
+        elsewhere = self.file_text().replace("threshold = 2\n", "threshold = 3\n", 1)
+        with open(self.path, "w") as f:
+            f.write(elsewhere)
+        values["server:serv_b/threshold"] = "9"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 409)
+        self.assertIn("changed since this page was opened", body)
+        self.assertEqual(self.file_text(), elsewhere)
+
+    def test_emptied_optional_key_is_removed(self):
+        """Clearing an optional field (heartbeat_interval) removes the key; the default applies."""
+        values = self.open_settings()
+        values["failover/heartbeat_interval"] = ""
+        response, _ = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertNotIn("heartbeat_interval", self.file_text())
+
+    def test_keys_and_users_are_not_editable(self):
+        """console_users is shown read-only; a submitted value for it is ignored."""
+        values = self.open_settings()
+        self.assertNotIn("failover/console_users", values)
+        values["failover/console_users"] = "/tmp/other"
+        values["server:serv_b/threshold"] = "3"
+        self.post("/settings", values)
+        self.assertIn("console_users = users\n", self.file_text())
+
+
+class LogPageTests(ConsoleTestCase):
+    """/log: the node's recent events, newest first."""
+
+    def test_log_shows_recent_events_newest_first(self):
+        """Two events fed to the ring buffer appear, the later one first."""
+        for n, text in enumerate(("first event", "second event")):
+            self.events({"log_level": LogLevel.info, "log_namespace": "iwayfailover.node.FailoverNode",
+                         "log_format": text, "log_time": 1764064800.0 + n})
+        self.logged_in()
+        _, body = self.get("/log")
+        self.assertLess(body.index("second event"), body.index("first event"))
+        self.assertIn("2025-11-25 10:00:01", body)
+
+
+class RecentEventsTests(TestCase):
+    """The ring buffer behind the Log page."""
+
+    def event(self, level, namespace, text):
+        return {"log_level": level, "log_namespace": namespace, "log_format": text, "log_time": 1.0}
+
+    def test_keeps_only_the_last_events(self):
+        """With room for 3, the 3 newest of 5 events are kept."""
+        events = RecentEvents(size=3)
+        for n in range(5):
+            events(self.event(LogLevel.info, "iwayfailover.node", f"event {n}"))
+        self.assertEqual([e.text for e in events.recent()], ["event 4", "event 3", "event 2"])
+
+    def test_keeps_own_info_and_anyones_warnings(self):
+        """This project's info events and any warning are kept; others' info and any debug are not."""
+        events = RecentEvents()
+        events(self.event(LogLevel.info, "iwayfailover.role", "own info"))
+        events(self.event(LogLevel.info, "twisted.web", "other info"))
+        events(self.event(LogLevel.warn, "twisted.web", "other warning"))
+        events(self.event(LogLevel.debug, "iwayfailover.role", "own debug"))
+        self.assertEqual([e.text for e in events.recent()], ["other warning", "own info"])
+
+    def test_a_bad_event_does_not_raise(self):
+        """An event whose format cannot be filled is kept as best it can be, without raising."""
+        events = RecentEvents()
+        events({"log_level": LogLevel.info, "log_namespace": "iwayfailover.x", "log_format": "{missing}"})
+        self.assertEqual(len(events.recent()), 1)
+
+
+class EventLogServiceTests(TestCase):
+    """The ring buffer listens to the log only while the node runs."""
+
+    def test_observes_while_running_only(self):
+        """Started, it receives published events; stopped, it no longer does."""
+        from twisted.logger import LogPublisher
+
+        from iwayfailover.events import EventLogService
+
+        publisher, events = LogPublisher(), RecentEvents()
+        service = EventLogService(events, publisher)
+        service.startService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "iwayfailover.x", "log_format": "while running"})
+        service.stopService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "iwayfailover.x", "log_format": "after"})
+        self.assertEqual([e.text for e in events.recent()], ["while running"])
+
+    def test_make_service_gives_the_console_the_nodes_events(self):
+        """makeService hangs the ring buffer on the node and hands it to the console's Log page."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from iwayfailover import tap
+        from iwayfailover.console import ConsoleSite
+
+        folder = temporary_directory(self)
+        with open(os.path.join(folder, "iway.ini"), "w") as f:
+            f.write("[failover]\ninsecure = true\n[server:serv_a]\nbackup_location = 127.0.0.1:1\n"
+                    "heartbeat_port = 0\nthreshold = 3\nconsole = 0\n")
+        options = tap.Options()
+        options.parseOptions(["--config", os.path.join(folder, "iway.ini"), "--name", "serv_a",
+                              "--state-dir", os.path.join(folder, "state")])
+        node = tap.makeService(options, reactor=MemoryReactorClock())
+        site = node.console_port.factory
+        self.assertIsInstance(site, ConsoleSite)
+        self.assertIs(site.resource.console.events, node.events)
+
+
+class UsersFileTests(TestCase):
+    """Password hashes and the users file."""
+
+    def test_hash_verifies_its_password_only(self):
+        """A scrypt hash verifies the password it was made from, and no other."""
+        stored = hash_password("s3cret pass", n=FAST)
+        self.assertTrue(stored.startswith("scrypt$1024$8$1$"))
+        self.assertTrue(verify_password("s3cret pass", stored))
+        self.assertFalse(verify_password("s3cret pasS", stored))
+
+    def test_same_password_gets_a_different_salt(self):
+        """Two hashes of one password differ (a fresh salt each)."""
+        self.assertNotEqual(hash_password("same pass", n=FAST), hash_password("same pass", n=FAST))
+
+    def test_default_cost_is_strong(self):
+        """The default scrypt cost is N=2**14, r=8."""
+        self.assertTrue(hash_password("a password").startswith("scrypt$16384$8$1$"))
+
+    def test_add_user_writes_a_private_file_and_replaces_a_password(self):
+        """The file is 0600; adding a user again changes its password without a second line."""
+        path = os.path.join(temporary_directory(self), "users")
+        self.assertTrue(add_user(path, "ops", "first password", n=FAST))
+        self.assertFalse(add_user(path, "ops", "second password", n=FAST))
+        add_user(path, "night", "third password", n=FAST)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        users = read_users(path)
+        self.assertEqual(sorted(users), ["night", "ops"])
+        self.assertTrue(verify_password("second password", users["ops"]))
+
+    def test_add_user_refuses_bad_names_and_short_passwords(self):
+        """A name with a colon or a password under 8 characters is refused."""
+        path = os.path.join(temporary_directory(self), "users")
+        self.assertRaises(ValueError, add_user, path, "o:ps", "long enough")
+        self.assertRaises(ValueError, add_user, path, "ops", "short")
+        self.assertFalse(os.path.exists(path))
+
+    def test_bad_line_names_the_file_and_line(self):
+        """A line that is not NAME:scrypt$... is an error naming the line."""
+        error = self.assertRaises(UsersFileError, parse_users, "ops:scrypt$1$2\nplain text\n", "/etc/users")
+        self.assertIn("/etc/users line 2", str(error))
+
+    def test_checker_accepts_the_right_password_only(self):
+        """The twisted.cred checker gives the user name for the right password and UnauthorizedLogin otherwise."""
+        path = os.path.join(temporary_directory(self), "users")
+        add_user(path, "ops", PASSWORD, n=FAST)
+        checker = UsersFileChecker(lambda: path)
+        self.assertEqual(self.successResultOf(checker.requestAvatarId(UsernamePassword(b"ops", PASSWORD.encode()))), "ops")
+        for user, password in ((b"ops", b"nope nope"), (b"nobody", PASSWORD.encode())):
+            self.failureResultOf(checker.requestAvatarId(UsernamePassword(user, password)), UnauthorizedLogin)
+
+    def test_checker_without_a_file_refuses_everyone(self):
+        """No users file configured: every login is refused."""
+        checker = UsersFileChecker(lambda: None)
+        self.failureResultOf(checker.requestAvatarId(UsernamePassword(b"ops", b"x")), UnauthorizedLogin)
+
+
+class ConsoleUsersConfigTests(TestCase):
+    """The console_users key: a readable file, relative to the configuration file, in [failover] or a server."""
+
+    SERVER = "[server:serv_a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n"
+
+    def setUp(self):
+        self.folder = temporary_directory(self)
+        self.path = os.path.join(self.folder, "iway.ini")
+        add_user(os.path.join(self.folder, "users"), "ops", PASSWORD, n=FAST)
+
+    def test_relative_path_is_relative_to_the_config_file(self):
+        """console_users = users in [failover] names the file beside the configuration."""
+        config = parse_config("[failover]\nconsole_users = users\n" + self.SERVER, self.path)
+        self.assertEqual(config.failover.console_users, os.path.join(self.folder, "users"))
+
+    def test_server_section_may_name_its_own(self):
+        """console_users in a server section is that server's."""
+        config = parse_config(self.SERVER + "console_users = users\n", self.path)
+        self.assertEqual(config.server("serv_a").console_users, os.path.join(self.folder, "users"))
+
+    def test_missing_file_is_refused(self):
+        """A console_users file that does not exist is a config error naming the key and the path."""
+        error = self.assertRaises(ConfigError, parse_config, "[failover]\nconsole_users = nope\n" + self.SERVER, self.path)
+        self.assertEqual((error.section, error.key), ("failover", "console_users"))
+        self.assertIn(os.path.join(self.folder, "nope"), str(error))
+
+
+class SettingsFormTests(TestCase):
+    """check_form: only the form's fields of the file's servers, and values that read back as typed."""
+
+    TEXT = "[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n"
+
+    def test_value_with_a_comment_marker_is_refused(self):
+        """A value that the file would read back cut at ' ;' is refused beside its field."""
+        new, errors = form.check_form(self.TEXT, "/x.ini", {("server:a", "backup_location"): "tcp:host=h:port=1 ;x"})
+        self.assertIsNone(new)
+        self.assertIn(("server:a", "backup_location"), errors)
+
+    def test_server_not_in_the_file_is_not_added(self):
+        """Fields of a server the file does not have are ignored: the form cannot add sections."""
+        form_values = {("server:new", key): value for key, value in
+                       (("backup_location", "h:1"), ("heartbeat_port", "2"), ("threshold", "3"))}
+        new, errors = form.check_form(self.TEXT, "/x.ini", form_values)
+        self.assertEqual((new, errors), (self.TEXT, {}))
+
+
+class SettingsTextTests(TestCase):
+    """Changing the shared file's text keeps everything else as it was."""
+
+    def test_value_changed_in_place_with_its_comment(self):
+        """threshold = 2 ; note becomes threshold = 5 ; note, in its own section only."""
+        text = "[server:a]\nthreshold = 2   ; note\n\n[server:b]\nthreshold = 2\n"
+        self.assertEqual(form.set_values(text, {("server:a", "threshold"): "5"}),
+                         "[server:a]\nthreshold = 5   ; note\n\n[server:b]\nthreshold = 2\n")
+
+    def test_missing_key_added_at_the_end_of_its_section(self):
+        """A key not yet in the section goes after its last line, before the blank line."""
+        text = "[failover]\nheartbeat_interval = 1\n\n[server:a]\nthreshold = 2\n"
+        self.assertEqual(form.set_values(text, {("failover", "witness"): "10.0.0.1:53"}),
+                         "[failover]\nheartbeat_interval = 1\nwitness = 10.0.0.1:53\n\n[server:a]\nthreshold = 2\n")
+
+    def test_none_removes_the_key_and_its_continuation_lines(self):
+        """None removes the line, and the indented lines that continue its value."""
+        text = "[failover]\nwitness = a:1,\n  b:2\nfailback = no\n"
+        self.assertEqual(form.set_values(text, {("failover", "witness"): None}), "[failover]\nfailback = no\n")
+
+    def test_newline_in_a_value_is_refused(self):
+        """A value with a line break could add keys: it is refused."""
+        new, errors = form.check_form("[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n", "/x.ini",
+                                      {("server:a", "threshold"): "3\n[failover]"})
+        self.assertIsNone(new)
+        self.assertEqual(errors, {("server:a", "threshold"): "one line only"})
+
+
+class AdduserCommandTests(TestCase):
+    """iwsrv adduser FILE USER."""
+
+    def setUp(self):
+        self.stdout, self.stderr = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+        self.path = os.path.join(temporary_directory(self), "users")
+
+    def test_password_from_stdin(self):
+        """--password-stdin reads the first line; the file is 0600 and the password checks."""
+        from iwayfailover.cli import adduser_main
+
+        code = adduser_main([self.path, "ops", "--password-stdin"], stdin=io.StringIO("from stdin pw\n"))
+        self.assertEqual((code, self.stderr.getvalue()), (0, ""))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertTrue(verify_password("from stdin pw", read_users(self.path)["ops"]))
+        self.assertIn("console_users", self.stdout.getvalue())
+
+    def test_password_asked_twice_without_echo(self):
+        """Without --password-stdin the password is asked twice with getpass."""
+        from iwayfailover.cli import adduser_main
+
+        prompts = []
+        answers = iter(["typed twice", "typed twice"])
+        code = adduser_main([self.path, "ops"], getpass=lambda prompt: prompts.append(prompt) or next(answers))
+        self.assertEqual(code, 0)
+        self.assertEqual(len(prompts), 2)
+        self.assertTrue(verify_password("typed twice", read_users(self.path)["ops"]))
+
+    def test_passwords_that_differ_write_nothing(self):
+        """Two different answers: exit 1, no file."""
+        from iwayfailover.cli import adduser_main
+
+        answers = iter(["typed once", "typed twice"])
+        code = adduser_main([self.path, "ops"], getpass=lambda prompt: next(answers))
+        self.assertEqual(code, 1)
+        self.assertIn("differ", self.stderr.getvalue())
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_short_password_and_missing_user_are_refused(self):
+        """A short password exits 1 naming the rule; a missing USER argument exits 2 with the usage."""
+        from iwayfailover.cli import main
+
+        code = main(["adduser", self.path])
+        self.assertEqual(code, 2)
+        self.assertIn("iwsrv adduser FILE USER", self.stderr.getvalue())
+        from iwayfailover.cli import adduser_main
+
+        code = adduser_main([self.path, "ops", "--password-stdin"], stdin=io.StringIO("short\n"))
+        self.assertEqual(code, 1)
+        self.assertIn("too short", self.stderr.getvalue())
