@@ -56,8 +56,9 @@ def console_client_string(console: str) -> str:
     raise ValueError(f"iwsrv status cannot reach a console on {console!r} (tcp, tcp6 and unix are supported)")
 
 
-def call_console(reactor, client_string: str, method: bytes, path: bytes, timeout: float = STATUS_TIMEOUT):
-    """A Deferred of C{(http_code, json_body)} from a node's console."""
+def call_console(reactor, client_string: str, method: bytes, path: bytes, timeout: float = STATUS_TIMEOUT,
+                 headers: dict = None):
+    """A Deferred of C{(http_code, json_body)} from a node's console; C{headers}: extra request headers."""
     from twisted.internet.endpoints import clientFromString
     from twisted.web.client import Agent, readBody
     from twisted.web.iweb import IAgentEndpointFactory
@@ -69,7 +70,9 @@ def call_console(reactor, client_string: str, method: bytes, path: bytes, timeou
             return clientFromString(reactor, client_string)
 
     agent = Agent.usingEndpointFactory(reactor, Console())
-    d = agent.request(method, b"http://console" + path)
+    from twisted.web.http_headers import Headers
+
+    d = agent.request(method, b"http://console" + path, Headers({k: [v] for k, v in (headers or {}).items()}))
 
     def body(response):
         def parse(data):
@@ -164,10 +167,14 @@ def format_status(status: dict) -> str:
 
 
 class SwitchoverOptions(StatusOptions):
-    synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]"
+    synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--state-dir DIR] [--yes] [--json]"
     optFlags = [
         ["json", "j", "Print the result as JSON."],
         ["yes", "y", "Do not ask for confirmation."],
+    ]
+    optParameters = [
+        ["state-dir", None, None,
+         "The live node's state dir, where it keeps its console token. [default: the per-user one of its name]"],
     ]
 
     longdesc = (
@@ -294,7 +301,7 @@ def ask_on_terminal(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def switchover(config, name, call, confirm):
+def switchover(config, name, call, confirm, token=lambda server: None):
     """
     Find the live node of the pair C{name} belongs to, confirm, and ask it
     to hand over.
@@ -302,6 +309,8 @@ def switchover(config, name, call, confirm):
     @param call: C{call(client_string, method, path, timeout)}: a Deferred
         of C{(http_code, json_body)} from a console (L{call_console}).
     @param confirm: C{confirm(question)}: True to go on.
+    @param token: C{token(server)}: the live server's console token, which
+        logs this command in (raising L{CommandError} when it cannot be read).
     @return: a Deferred of the live node's answer (C{from}, C{to}, C{epoch},
         C{gap_ms}), failing with L{CommandError} naming what went wrong.
     """
@@ -340,15 +349,40 @@ def switchover(config, name, call, confirm):
             f" {'connected' if peer.get('connected') else 'NOT connected'}, {heard}.\n"
             f"Stop {server.name}'s listeners and hand the live role to {backup}?"
         )
+        secret = token(server)
         if not confirm(question):
             raise CommandError("switchover not confirmed; nothing changed")
-        code, body = yield _reach(server, call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT))
+        headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
+        code, body = yield _reach(server, call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers))
         if code != 200:
             why = body.get("error") if isinstance(body, dict) else None
             raise CommandError(f"{server.name} refused the switchover: {why or f'HTTP {code}'}")
         return body
 
     return run()
+
+
+def console_token(name: str, state_dir=None) -> str:
+    """
+    The console token of the node C{name} on this host, from C{state_dir}
+    or its default state dir.
+
+    @raise CommandError: it cannot be read.
+    """
+    from iwayfailover.console.access import TOKEN_FILE, read_token
+    from iwayfailover.state import default_state_dir
+
+    folder = state_dir or default_state_dir(name)
+    try:
+        token = read_token(folder)
+    except OSError as e:
+        raise CommandError(
+            f"cannot read {name}'s console token {folder}/{TOKEN_FILE} ({e.strerror or e}): run iwsrv switchover on"
+            f" {name}'s host, as the user it runs as (or root), with --state-dir if it runs with one", 2,
+        ) from None
+    if not re.fullmatch(r"[0-9a-f]{64}", token):
+        raise CommandError(f"{folder}/{TOKEN_FILE} does not hold a console token; restart {name} to write a new one", 2)
+    return token
 
 
 def format_switchover(body: dict) -> str:
@@ -368,10 +402,13 @@ def switchover_main(argv, confirm=ask_on_terminal) -> int:
         _console_of(config, options["name"])  # a bad name or no console: say so before any network
 
         def work(reactor):
-            def call(client, method, path, timeout):
-                return call_console(reactor, client, method, path, timeout)
+            def call(client, method, path, timeout, headers=None):
+                return call_console(reactor, client, method, path, timeout, headers)
 
-            d = switchover(config, options["name"], call, (lambda question: True) if options["yes"] else confirm)
+            d = switchover(
+                config, options["name"], call, (lambda question: True) if options["yes"] else confirm,
+                lambda server: console_token(server.name, options["state-dir"]),
+            )
             return d.addCallback(lambda body: json.dumps(body, indent=2) if options["json"] else format_switchover(body))
 
         return work

@@ -21,6 +21,7 @@ from twisted.python import usage
 from iwayfailover import auth
 from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
 from iwayfailover.console import ConsoleSite, console_root
+from iwayfailover.console.access import write_token
 from iwayfailover.events import EventLogService, RecentEvents
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode, describe_keys
@@ -168,7 +169,13 @@ def _build(options, reactor):
 
     node.events = RecentEvents()  # the console's Log page; filled while EventLogService runs (below)
     if server.console is not None:
-        node.console_port = ServerPort(reactor, server.console, ConsoleSite(console_root(node)), "console")
+        try:
+            token = write_token(options["state-dir"])
+        except OSError as e:
+            raise StateError(f"cannot write the console token in {options['state-dir']}: {e.strerror or e}") from None
+        node.console_port = ServerPort(
+            reactor, server.console, ConsoleSite(console_root(node, api_token=token)), "console",
+        )
         node.console_port.bind()
         node.console_port.setServiceParent(node)
         if (server.console_users or config.failover.console_users) is None:

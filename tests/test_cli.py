@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from iwayfailover.cli import console_client_string, format_status, main, status_main
 from iwayfailover.console import console_root
+from harness import temporary_directory
 
 
 def fresh_dir(test):
@@ -378,6 +379,41 @@ class SwitchingNode(FakeNode):
         return defer.succeed(self.outcome)
 
 
+TOKEN = "5e" * 32
+
+
+class ConsoleTokenTests(TestCase):
+    """iwsrv switchover logs in with the token the node writes to its state dir."""
+
+    def test_the_token_the_node_wrote_is_read(self):
+        from iwayfailover.cli import console_token
+        from iwayfailover.console.access import write_token
+
+        folder = temporary_directory(self)
+        written = write_token(folder)
+        self.assertEqual(console_token("serv_a", folder), written)
+        self.assertEqual(os.stat(os.path.join(folder, "console.token")).st_mode & 0o777, 0o600)
+        self.assertNotEqual(write_token(folder), written, "a new token at every start")
+
+    def test_a_missing_token_names_the_file_and_what_to_do(self):
+        from iwayfailover.cli import CommandError, console_token
+
+        folder = temporary_directory(self)
+        error = self.assertRaises(CommandError, console_token, "serv_a", folder)
+        self.assertEqual(error.code, 2)
+        self.assertIn(os.path.join(folder, "console.token"), str(error))
+        self.assertIn("as the user it runs as", str(error))
+
+    def test_a_file_that_is_no_token_is_refused(self):
+        from iwayfailover.cli import CommandError, console_token
+
+        folder = temporary_directory(self)
+        with open(os.path.join(folder, "console.token"), "w") as f:
+            f.write("not a token\n")
+        error = self.assertRaises(CommandError, console_token, "serv_a", folder)
+        self.assertIn("does not hold a console token", str(error))
+
+
 class SwitchoverCommandTests(TestCase):
     """iwsrv switchover, against the consoles' real resources in memory (one per server)."""
 
@@ -391,8 +427,9 @@ class SwitchoverCommandTests(TestCase):
             node_status("serv_a", "live", "serv_b"), {"from": "serv_a", "to": "serv_b", "epoch": 4, "gap": 0.0123}
         )
         self.b = SwitchingNode(node_status("serv_b", "backup", "serv_a"))
+        self.token = TOKEN
 
-    def call(self, client, method, path, timeout):
+    def call(self, client, method, path, timeout, headers=None):
         """The consoles: serv_a's on port 8081, serv_b's on 8082; anything else refuses."""
         from twisted.internet import defer
         from twisted.internet.error import ConnectionRefusedError
@@ -400,8 +437,8 @@ class SwitchoverCommandTests(TestCase):
         nodes = {"tcp:host=127.0.0.1:port=8081": self.a, "tcp:host=127.0.0.1:port=8082": self.b}
         if nodes.get(client) is None:
             return defer.fail(ConnectionRefusedError("Connection refused"))
-        treq = StubTreq(console_root(nodes[client]))
-        d = treq.request(method.decode(), "http://console" + path.decode())
+        treq = StubTreq(console_root(nodes[client], api_token=TOKEN))
+        d = treq.request(method.decode(), "http://console" + path.decode(), headers=headers)
         return d.addCallback(lambda response: treq.json_content(response).addCallback(lambda body: (response.code, body)))
 
     def confirm(self, question):
@@ -411,7 +448,16 @@ class SwitchoverCommandTests(TestCase):
     def switch(self, name):
         from iwayfailover.cli import switchover
 
-        return switchover(self.config, name, self.call, self.confirm)
+        return switchover(self.config, name, self.call, self.confirm, lambda server: self.token)
+
+    def test_a_wrong_token_is_refused(self):
+        """A token that is not the node's: the console refuses the switchover; nothing is handed over."""
+        from iwayfailover.cli import CommandError
+
+        self.token = "0" * 64
+        failure = self.failureResultOf(self.switch("serv_a"), CommandError)
+        self.assertIn("serv_a refused the switchover", str(failure.value))
+        self.assertEqual(self.a.asked, 0)
 
     def test_asked_of_the_live_node_it_hands_over_after_confirmation(self):
         """Named the live node: one question naming both servers, then the live node's answer."""

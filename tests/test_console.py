@@ -62,6 +62,8 @@ plugin = web --listen tcp:8443
 """
 
 
+API_TOKEN = "7c" * 32
+
 class FakeService:
     """A listener's service: fails to start while its name is in C{failing}."""
 
@@ -126,7 +128,7 @@ class ConsoleTestCase(TestCase):
         self.node.startService()
         self.addCleanup(lambda: self.node.running and self.node.stopService() and None)
         self.events = RecentEvents()
-        self.root = console_root(self.node, clock=self.reactor, run=sync, events=self.events)
+        self.root = console_root(self.node, clock=self.reactor, run=sync, events=self.events, api_token=API_TOKEN)
         self.client = StubTreq(self.root)
         self.cookie = None
 
@@ -235,13 +237,20 @@ class AccessTests(ConsoleTestCase):
         response, _ = self.post("/api/switchover", {}, headers={"Origin": "http://evil.example"})
         self.assertEqual(response.code, 403)
 
-    def test_switchover_api_still_serves_iwsrv_on_loopback(self):
-        """POST /api/switchover from loopback without a browser's Origin reaches the node (iwsrv switchover)."""
+    def test_switchover_api_serves_iwsrv_with_the_console_token(self):
+        """POST /api/switchover with the node's console token (iwsrv switchover's login) reaches the node."""
         asked = []
         self.node.switchover = lambda cause=None: asked.append(cause) or defer.succeed(
             {"from": "serv_b", "to": "serv_a", "epoch": 2, "gap": 0.01})
-        response, body = self.post("/api/switchover", {})
+        response, body = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
         self.assertEqual((response.code, len(asked)), (200, 1))
+
+    def test_switchover_api_refuses_loopback_without_login_or_token(self):
+        """Being on this host is not a login: without a session or the token (or with a wrong one), refused."""
+        self.node.switchover = lambda cause=None: self.fail("switched over without a login")
+        for headers in ({}, {"Authorization": "Bearer " + "0" * 64}, {"Authorization": API_TOKEN}):
+            response, _ = self.post("/api/switchover", {}, headers=headers)
+            self.assertEqual(response.code, 403, headers)
 
     def test_security_headers_on_every_answer(self):
         """Pages, the login, the API, static files and a 404 all carry the security headers."""

@@ -132,7 +132,7 @@ class SwitchoverTests(FaultTestCase):
         try:
             os.write(controller, answer.encode() + b"\n")
             return subprocess.run(
-                [IWSRV, "switchover", "--config", self.pair.config_path, "--name", name],
+                [IWSRV, "switchover", "--config", self.pair.config_path, "--name", name, "--state-dir", self.pair.a.state_dir],
                 stdin=terminal, capture_output=True, text=True, timeout=60,
             )
         finally:
@@ -155,7 +155,7 @@ class SwitchoverTests(FaultTestCase):
         """iwsrv switchover, asked of the backup and confirmed, moves the live role to it; the gap is printed; never two lives."""
         self.start_pair()
         unconfirmed = subprocess.run(
-            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b"],
+            [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_b", "--state-dir", self.pair.a.state_dir],
             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         )
         self.assertEqual(unconfirmed.returncode, 2, unconfirmed.stderr)
@@ -168,12 +168,24 @@ class SwitchoverTests(FaultTestCase):
         wait_for(lambda: accepts(self.pair.web_port), 2, "serv_b's listener")
         wait_for(lambda: self.pair.a.status()["peer"]["connected"], 5, "serv_a to hear serv_b")
 
+    def test_iwsrv_switchover_without_the_live_nodes_token_changes_nothing(self):
+        """Without the live node's console token (another user, another host), iwsrv switchover cannot log in."""
+        self.start_pair()
+        result = subprocess.run(
+            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_a",
+             "--state-dir", self.pair.b.state_dir + "-nowhere"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("cannot read serv_a's console token", result.stderr)
+        self.assertEqual(self.pair.roles(), ("live", "backup"))
+
     def test_switchover_without_a_backup_is_refused(self):
         """With no backup running, the live node refuses to switch over and keeps serving."""
         self.pair.a.start()
         self.pair.a.wait_role("live")
         result = subprocess.run(
-            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_a"],
+            [IWSRV, "switchover", "--yes", "--config", self.pair.config_path, "--name", "serv_a", "--state-dir", self.pair.a.state_dir],
             capture_output=True, text=True, timeout=60,
         )
         self.assertEqual(result.returncode, 1)

@@ -18,7 +18,7 @@ class _MonotonicClock:
     seconds = staticmethod(time.monotonic)
 
 
-def console_root(node, clock=None, run=None, events=None) -> Resource:
+def console_root(node, clock=None, run=None, events=None, api_token=None) -> Resource:
     """
     The resource tree served on a node's C{console} endpoint.
 
@@ -27,6 +27,8 @@ def console_root(node, clock=None, run=None, events=None) -> Resource:
     @param run: runs blocking work (file I/O, password hashes) off the
         reactor thread; default: the node's reactor's thread pool.
     @param events: the node's L{iwayfailover.events.RecentEvents}, for the Log page.
+    @param api_token: the console token that logs C{iwsrv switchover} in
+        (see L{iwayfailover.console.access.write_token}); None: no token.
     """
     reactor = getattr(node, "reactor", None)
     if clock is None:
@@ -46,7 +48,7 @@ def console_root(node, clock=None, run=None, events=None) -> Resource:
     if events is None:
         events = getattr(node, "events", None)
     console = Console(node, clock, run, events)
-    root = GuardedRoot(console.sessions)
+    root = GuardedRoot(console.sessions, api_token)
     root.console = console
     add_pages(root, console)
     api = Resource()

@@ -8,9 +8,11 @@ The rule the guard applies:
 - C{/login} and C{/static/...} are open to all;
 - C{/api/status} and C{/metrics} are open without a login to this host's
   own clients (loopback or Unix socket), as monitoring expects;
-- C{POST /api/switchover} is open without a login to this host's own
-  non-browser clients (C{iwsrv switchover}): a request with an C{Origin}
-  header (every browser sends one with a POST) needs a login like any page;
+- C{POST /api/switchover} is open without a login session to a client that
+  shows the node's console token (C{Authorization: Bearer ...}): a random
+  value the node writes at every start to C{console.token} in its state
+  dir, readable by the node's user only, which is how C{iwsrv switchover}
+  logs in;
 - everything else needs a login;
 - every POST except that one carries the session's CSRF token, or is
   refused with 403.
@@ -50,6 +52,36 @@ CONTENT_SECURITY_POLICY = (
 OPEN = (b"login", b"static")
 OPEN_ON_LOOPBACK = ("api/status", "metrics")
 CLI_ON_LOOPBACK = ("api/switchover",)
+TOKEN_FILE = "console.token"
+
+
+def write_token(state_dir: str) -> str:
+    """A new console token, written to C{state_dir}/console.token (mode 0600); returns it."""
+    import os
+
+    from iwayfailover.atomic import replace_file
+
+    token = secrets.token_hex(32)
+    path = os.path.join(state_dir, TOKEN_FILE)
+    replace_file(path, (token + "\n").encode("ascii"), prefix=".console.token.")
+    os.chmod(path, 0o600)
+    return token
+
+
+def read_token(state_dir: str) -> str:
+    """The console token in C{state_dir}. @raise OSError: it cannot be read."""
+    import os
+
+    with open(os.path.join(state_dir, TOKEN_FILE), encoding="ascii", errors="replace") as f:
+        return f.read().strip()
+
+
+def token_valid(request, token: Optional[str]) -> bool:
+    """Does the request carry C{Authorization: Bearer TOKEN}?"""
+    if not token:
+        return False
+    given = request.getHeader(b"authorization") or b""
+    return hmac.compare_digest(given, b"Bearer " + token.encode("ascii"))
 
 
 class Session:
@@ -216,9 +248,10 @@ class GuardedRoot(Resource):
     answer. Children are added with C{putChild} as on any L{Resource}.
     """
 
-    def __init__(self, sessions: Sessions):
+    def __init__(self, sessions: Sessions, api_token: Optional[str] = None):
         super().__init__()
         self.sessions = sessions
+        self.api_token = api_token
 
     def getChildWithDefault(self, path, request):
         security_headers(request)
@@ -234,8 +267,8 @@ class GuardedRoot(Resource):
             pass
         elif full in OPEN_ON_LOOPBACK and not is_post and from_this_host(request):
             return super().getChildWithDefault(path, request)
-        elif full in CLI_ON_LOOPBACK and from_this_host(request) and not request.getHeader(b"origin"):
-            return super().getChildWithDefault(path, request)  # iwsrv switchover: no browser, no CSRF
+        elif full in CLI_ON_LOOPBACK and token_valid(request, self.api_token):
+            return super().getChildWithDefault(path, request)  # iwsrv switchover: the token is its login
         elif is_api or is_post:
             if is_post:
                 log.warn("console: refused a {method} to /{path} from {client} without a login",
