@@ -472,7 +472,7 @@ def _parse_command(path, section, name, items, servers) -> ListenerSettings:
         words = tuple(shlex.split(text))
     except ValueError as e:
         raise ConfigError(path, section, "command", text, f"cannot split into words ({e})", allowed) from None
-    if not words:
+    if not words or not words[0]:
         raise ConfigError(path, section, "command", text, "empty", allowed)
     values = {}
     for key in ("stop_timeout", "restart_backoff"):
