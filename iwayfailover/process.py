@@ -106,12 +106,32 @@ def signal_group(pid: int, number: int, leader: bool = True) -> bool:
 
 
 def group_alive(pid: int) -> bool:
-    """Is any process of the group C{pid} still there?"""
+    """
+    Is any process of the group C{pid} still running? Zombies do not count:
+    a leftover reparented to an init that is slow to reap (as in many
+    containers) has ended all the same.
+    """
     try:
         os.killpg(pid, 0)
-        return True
     except OSError as e:
-        return e.errno == errno.EPERM
+        if e.errno != errno.EPERM:
+            return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc: the group is there, zombies or not
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 class _Output(ProcessProtocol):
