@@ -49,10 +49,12 @@ class FailoverConnectError(ConnectError):
 
 
 def _why(failure) -> str:
+    """A connect error's own message (Twisted's say what happened); others with their type."""
     value = failure.value
     text = failure.getErrorMessage()
-    name = type(value).__name__
-    return text if text and name in text else f"{name}: {text}" if text else name
+    if isinstance(value, ConnectError) and text:
+        return text
+    return f"{type(value).__name__}: {text}" if text else type(value).__name__
 
 
 def _describe(endpoint) -> str:

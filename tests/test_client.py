@@ -5,9 +5,11 @@ through Twisted's plugin scan, and a real refused and silent address on
 loopback.
 """
 
+import os
 import socket
 import subprocess
 import sys
+import sysconfig
 
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
@@ -154,8 +156,9 @@ class EndpointTests(TestCase):
             def connect(self, factory):
                 raise RuntimeError("no route")
 
-        connected = self.endpoint(Raising(), WorkingEndpoint()).connect(Factory.forProtocol(Protocol))
-        self.successResultOf(connected)
+        connected = self.endpoint(Raising(), RefusedEndpoint()).connect(Factory.forProtocol(Protocol))
+        failure = self.failureResultOf(connected, FailoverConnectError)
+        self.assertEqual(failure.value.attempts[0], ("addr1", "RuntimeError: no route"))
 
     def test_no_endpoints_or_a_bad_timeout_is_refused(self):
         """An empty list or a timeout that is not positive is a ValueError at once."""
@@ -164,6 +167,11 @@ class EndpointTests(TestCase):
 
 
 class StringTests(TestCase):
+    def test_the_endpoint_plugin_file_is_installed(self):
+        """The wheel carries twisted/plugins/iwayfailover_endpoints.py (setup.cfg's package_data lists it)."""
+        site = sysconfig.get_paths()["purelib"]
+        self.assertTrue(os.path.isfile(os.path.join(site, "twisted", "plugins", "iwayfailover_endpoints.py")))
+
     def test_client_from_string_finds_the_failover_plugin(self):
         """clientFromString(reactor, "failover:...") builds a FailoverClientEndpoint through the installed plugin."""
         endpoint = clientFromString(MemoryReactorClock(), r"failover:iam1\:8080:iam2\:8080:timeout=2")
