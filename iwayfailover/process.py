@@ -178,13 +178,14 @@ class ProcessChannel:
     """
 
     def __init__(self, spec: ListenerSettings, reactor, wall: Callable[[], float] = time.time,
-                 signal_group: Callable[..., bool] = signal_group,
-                 group_alive: Callable[[int], bool] = group_alive):
+                 signal_group: Optional[Callable[..., bool]] = None,
+                 group_alive: Optional[Callable[[int], bool]] = None):
         self.spec = spec
         self._reactor = reactor
         self._wall = wall
-        self._signal = signal_group
-        self._group_alive = group_alive
+        # None: this module's own, looked up at each use.
+        self._signal_group = signal_group
+        self._group_alive_check = group_alive
         self.log = Logger(namespace=f"iwayfailover.channel.{spec.name}")
         self.state = WAITING
         self.since = wall()
@@ -214,6 +215,12 @@ class ProcessChannel:
             log.info("listener {listener} {previous} -> {state}: {reason}", listener=self.name, previous=previous, state=state, reason=reason)
         else:
             log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
+
+    def _signal(self, pid, number, leader=True):
+        return (self._signal_group or signal_group)(pid, number, leader=leader)
+
+    def _group_alive(self, pid):
+        return (self._group_alive_check or group_alive)(pid)
 
     # -- the Listener face --
 

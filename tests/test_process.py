@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from harness import temporary_directory
 from iwayfailover.config import ConfigError, ListenerSettings, parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, ListenerSet, check_listener_specs
+from iwayfailover import process as process_module
 from iwayfailover.process import HEALTHY_AFTER, MAX_BACKOFF, MAX_LINE, ProcessChannel, describe_exit, launcher_argv
 
 
@@ -55,7 +56,8 @@ class ProcessReactor(Clock):
         super().__init__()
         self.spawned = []
         self.refuse = None
-        self._next_pid = 1000
+        # Above any pid_max (at most 2**22): should a signal escape a fake, it reaches no process.
+        self._next_pid = 5_000_000
 
     def spawnProcess(self, protocol, executable, args=(), env=None, path=None, uid=None, gid=None, usePTY=False, childFDs=None):
         if self.refuse is not None:
@@ -493,9 +495,46 @@ class ConfigTests(TestCase):
     def test_a_listener_set_makes_a_process_channel_for_a_command(self):
         """The node's listeners hold a ProcessChannel for a command and treat it like a plugin listener."""
         reactor = ProcessReactor()
+        self.patch(process_module, "signal_group", Signals().signal_group)
         listeners = ListenerSet(reactor=reactor, wall=reactor.seconds)
         listeners.configure({"worker": command_spec()})
         self.assertIsInstance(listeners.listeners["worker"], ProcessChannel)
         listeners.start()
         self.assertEqual(listeners.status()["worker"]["state"], ACTIVE)
         self.assertEqual(len(reactor.spawned), 1)
+
+
+class ReloadTests(TestCase):
+    def listener_set(self):
+        """A ListenerSet whose process channels spawn and signal only fakes."""
+        self.reactor = ProcessReactor()
+        self.signals = Signals()
+        self.patch(process_module, "signal_group", self.signals.signal_group)
+        self.patch(process_module, "group_alive", self.signals.group_alive)
+        return ListenerSet(reactor=self.reactor, wall=self.reactor.seconds)
+
+    def test_a_changed_command_starts_only_after_the_old_program_has_exited(self):
+        """A reload that changes a running channel's command stops the old program first, then spawns the new one."""
+        listeners = self.listener_set()
+        reactor = self.reactor
+        listeners.configure({"worker": command_spec()})
+        listeners.start()
+        old = reactor.spawned[-1]
+        listeners.configure({"worker": command_spec(command=("/bin/worker", "--port", "9001"))})
+        self.assertEqual(len(reactor.spawned), 1, "the new program waits for the old one")
+        old.exit(signal_number=signal.SIGTERM)
+        self.assertEqual(len(reactor.spawned), 2)
+        self.assertEqual(reactor.spawned[-1].args[-1], "9001")
+        self.assertEqual(listeners.status()["worker"]["state"], ACTIVE)
+
+    def test_a_removed_channel_is_stopped(self):
+        """A channel removed from the configuration of a live node has its program stopped."""
+        listeners = self.listener_set()
+        listeners.configure({"worker": command_spec(stop_timeout=0.5)})
+        listeners.start()
+        pid = self.reactor.spawned[-1].pid
+        listeners.configure({})
+        self.assertEqual(listeners.status(), {})
+        self.assertEqual(self.signals.sent, [(pid, signal.SIGTERM, True)])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.signals.sent[-1], (pid, signal.SIGKILL, True))
