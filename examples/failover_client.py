@@ -69,12 +69,13 @@ def main(reactor, argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("addresses", nargs="+", help="host:port of each node, the usual live first; or one failover: string")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds each try may take (default 2)")
+    parser.add_argument("--sticky", action="store_true", help="start each reconnect at the address that last worked")
     parser.add_argument("--every", type=float, default=1.0, help="seconds between requests (default 1)")
     options = parser.parse_args(argv)
     if len(options.addresses) == 1 and options.addresses[0].startswith("failover:"):
         description = options.addresses[0]
     else:
-        description = failover_string(options.addresses, timeout=options.timeout)
+        description = failover_string(options.addresses, timeout=options.timeout, sticky=options.sticky)
     endpoint = clientFromString(reactor, description)
     say(f"connecting through {endpoint!r}")
     Asker.every = options.every

@@ -79,9 +79,14 @@ class FailoverClientEndpoint:
         next address is tried.
     @param names: how the endpoints are named in errors and the log (their
         host and port, by default).
+    @param sticky: start each connect at the address that last worked (then
+        the others, in order), so that after a failover to the backup a
+        silent old live host costs no C{timeout} on every reconnect. By
+        default every connect starts at the first address.
     """
 
-    def __init__(self, reactor, endpoints: Sequence, timeout: float = DEFAULT_TIMEOUT, names: Optional[Sequence[str]] = None):
+    def __init__(self, reactor, endpoints: Sequence, timeout: float = DEFAULT_TIMEOUT, names: Optional[Sequence[str]] = None,
+                 sticky: bool = False):
         if not endpoints:
             raise ValueError("a failover endpoint needs at least one address")
         if not timeout > 0:
@@ -92,9 +97,20 @@ class FailoverClientEndpoint:
         self.names = list(names) if names is not None else [_describe(e) for e in self.endpoints]
         if len(self.names) != len(self.endpoints):
             raise ValueError("one name for each endpoint")
+        self.sticky = sticky
+        self.last_good: Optional[int] = None
+
+    def order(self) -> List[int]:
+        """The indices of the endpoints in the order the next connect tries them."""
+        indices = list(range(len(self.endpoints)))
+        if self.sticky and self.last_good is not None:
+            indices.remove(self.last_good)
+            indices.insert(0, self.last_good)
+        return indices
 
     def __repr__(self):
-        return f"<FailoverClientEndpoint {', '.join(self.names)} timeout={self.timeout:g}>"
+        sticky = " sticky" if self.sticky else ""
+        return f"<FailoverClientEndpoint {', '.join(self.names)} timeout={self.timeout:g}{sticky}>"
 
     def connect(self, protocolFactory) -> defer.Deferred:
         """
@@ -117,13 +133,15 @@ class _Attempt:
         self.timed_out = False
         self.cancelled = False
         self.result = defer.Deferred(self._cancel)
+        self.order = endpoint.order()
         self._try(0)
 
-    def _try(self, index: int):
+    def _try(self, step: int):
         endpoint = self.endpoint
-        if index == len(endpoint.endpoints):
+        if step == len(self.order):
             self.result.errback(FailoverConnectError(self.failures))
             return
+        index = self.order[step]
         self.timed_out = False
         try:
             attempt = endpoint.endpoints[index].connect(self.factory)
@@ -132,7 +150,7 @@ class _Attempt:
         self.current = attempt
         if not attempt.called:
             self.timer = endpoint._reactor.callLater(endpoint.timeout, self._time_out, attempt)
-        attempt.addCallbacks(self._connected, self._failed, errbackArgs=(index, attempt))
+        attempt.addCallbacks(self._connected, self._failed, callbackArgs=(index,), errbackArgs=(step,))
 
     def _time_out(self, attempt):
         self.timer = None
@@ -144,7 +162,7 @@ class _Attempt:
             self.timer.cancel()
         self.timer = None
 
-    def _connected(self, protocol):
+    def _connected(self, protocol, index):
         self._stop_timer()
         self.current = None
         if self.cancelled:
@@ -153,22 +171,23 @@ class _Attempt:
             if transport is not None:
                 transport.abortConnection()
             return
+        self.endpoint.last_good = index
         self.result.callback(protocol)
 
-    def _failed(self, failure, index, attempt):
+    def _failed(self, failure, step):
         self._stop_timer()
         self.current = None
         if self.cancelled:
             return  # cancelled from outside: the result fails with CancelledError
-        name = self.endpoint.names[index]
+        name = self.endpoint.names[self.order[step]]
         why = f"no connection within {self.endpoint.timeout:g}s" if self.timed_out else _why(failure)
         self.failures.append((name, why))
-        if index + 1 < len(self.endpoint.endpoints):
+        if step + 1 < len(self.order):
             log.info(
                 "could not connect to {address} ({why}); trying {next}",
-                address=name, why=why, next=self.endpoint.names[index + 1],
+                address=name, why=why, next=self.endpoint.names[self.order[step + 1]],
             )
-        self._try(index + 1)
+        self._try(step + 1)
 
     def _cancel(self, result):
         self.cancelled = True
@@ -181,7 +200,7 @@ class _Attempt:
 # -- the string form --
 
 
-def failover_string(addresses: Sequence[str], timeout: Optional[float] = None) -> str:
+def failover_string(addresses: Sequence[str], timeout: Optional[float] = None, sticky: bool = False) -> str:
     """
     The C{failover:} endpoint string for C{addresses} (each C{host:port} or
     a client endpoint string), with the colons and equals signs escaped.
@@ -192,6 +211,8 @@ def failover_string(addresses: Sequence[str], timeout: Optional[float] = None) -
     parts = ["failover"] + [escape(a) for a in addresses]
     if timeout is not None:
         parts.append(f"timeout={timeout:g}")
+    if sticky:
+        parts.append("sticky=yes")
     return ":".join(parts)
 
 
@@ -204,8 +225,8 @@ def parse_failover(reactor, *addresses: str, **options: str) -> FailoverClientEn
     """
     from iwayfailover.config import client_endpoint_string
 
-    allowed = r"failover:HOST\:PORT:HOST\:PORT[:timeout=SECONDS], each address host:port or an escaped client endpoint string"
-    unknown = set(options) - {"timeout"}
+    allowed = r"failover:HOST\:PORT:HOST\:PORT[:timeout=SECONDS][:sticky=yes], each address host:port or an escaped client endpoint string"
+    unknown = set(options) - {"timeout", "sticky"}
     if unknown:
         raise ValueError(f"failover endpoint: unknown option {sorted(unknown)[0]!r} (allowed: {allowed})")
     if not addresses:
@@ -218,6 +239,12 @@ def parse_failover(reactor, *addresses: str, **options: str) -> FailoverClientEn
             timeout = float("nan")
         if not timeout > 0 or timeout == float("inf"):
             raise ValueError(f"failover endpoint: timeout={options['timeout']!r} is not a number of seconds greater than 0")
+    sticky = False
+    if "sticky" in options:
+        word = options["sticky"].strip().lower()
+        if word not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+            raise ValueError(f"failover endpoint: sticky={options['sticky']!r} is not yes or no")
+        sticky = word in ("yes", "true", "on", "1")
     endpoints = []
     for address in addresses:
         description = client_endpoint_string(address)
@@ -227,4 +254,4 @@ def parse_failover(reactor, *addresses: str, **options: str) -> FailoverClientEn
             endpoints.append(clientFromString(reactor, description))
         except Exception as e:
             raise ValueError(f"failover endpoint: {address!r} is not a usable address ({e}) (allowed: {allowed})") from None
-    return FailoverClientEndpoint(reactor, endpoints, timeout, names=list(addresses))
+    return FailoverClientEndpoint(reactor, endpoints, timeout, names=list(addresses), sticky=sticky)

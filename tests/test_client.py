@@ -73,9 +73,11 @@ class WorkingEndpoint:
 
 
 class EndpointTests(TestCase):
-    def endpoint(self, *endpoints, timeout=2.0, names=None):
+    def endpoint(self, *endpoints, timeout=2.0, names=None, sticky=False):
         self.clock = Clock()
-        return FailoverClientEndpoint(self.clock, endpoints, timeout, names=names or [f"addr{n}" for n in range(1, len(endpoints) + 1)])
+        return FailoverClientEndpoint(
+            self.clock, endpoints, timeout, names=names or [f"addr{n}" for n in range(1, len(endpoints) + 1)], sticky=sticky,
+        )
 
     def test_it_is_a_stream_client_endpoint(self):
         """FailoverClientEndpoint provides IStreamClientEndpoint."""
@@ -138,6 +140,25 @@ class EndpointTests(TestCase):
         endpoint.connect(Factory.forProtocol(Protocol))
         self.assertEqual((first.tries, second.tries), (2, 2))
 
+    def test_sticky_starts_at_the_address_that_last_worked(self):
+        """sticky: after a connect through the second address, the next connect tries it first, and no timeout is spent on the silent first."""
+        silent, backup = SilentEndpoint(), WorkingEndpoint()
+        endpoint = self.endpoint(silent, backup, sticky=True)
+        endpoint.connect(Factory.forProtocol(Protocol))
+        self.clock.advance(2.0)
+        self.assertEqual((silent.tries, backup.tries), (1, 1))
+        self.successResultOf(endpoint.connect(Factory.forProtocol(Protocol)))
+        self.assertEqual((silent.tries, backup.tries), (1, 2))
+
+    def test_sticky_falls_back_to_the_others_in_order(self):
+        """sticky: when the address that last worked fails, the others are tried from the first."""
+        first, second, third = WorkingEndpoint(), RefusedEndpoint(), WorkingEndpoint()
+        endpoint = self.endpoint(first, second, third, sticky=True)
+        endpoint.last_good = 1
+        self.successResultOf(endpoint.connect(Factory.forProtocol(Protocol)))
+        self.assertEqual((first.tries, second.tries, third.tries), (1, 1, 0))
+        self.assertEqual(endpoint.last_good, 0)
+
     def test_cancelling_cancels_the_try_in_flight_and_tries_no_more(self):
         """Cancelling the connect cancels the try under way; no later address is tried and no timer is left."""
         silent, backup = SilentEndpoint(), WorkingEndpoint()
@@ -191,6 +212,8 @@ class StringTests(TestCase):
         endpoint = clientFromString(MemoryReactorClock(), text)
         self.assertEqual(endpoint.names, ["iam1:8080", "tcp:host=iam2:port=81", "[::1]:82"])
         self.assertEqual(endpoint.timeout, 0.5)
+        self.assertFalse(endpoint.sticky)
+        self.assertTrue(clientFromString(MemoryReactorClock(), failover_string(["a:1", "b:2"], sticky=True)).sticky)
 
     def test_the_default_timeout(self):
         """Without timeout=, each try may take 5 seconds."""
@@ -212,7 +235,7 @@ class StringTests(TestCase):
                 parse_failover(MemoryReactorClock(), *addresses)
             self.assertIn(message, str(caught.exception))
         for options, message in (({"timeout": "soon"}, "timeout='soon'"), ({"timeout": "-1"}, "timeout='-1'"),
-                                 ({"retries": "2"}, "unknown option 'retries'")):
+                                 ({"retries": "2"}, "unknown option 'retries'"), ({"sticky": "maybe"}, "sticky='maybe'")):
             with self.assertRaises(ValueError) as caught:
                 parse_failover(MemoryReactorClock(), "a:1", **options)
             self.assertIn(message, str(caught.exception))
