@@ -128,8 +128,8 @@ def group_alive(pid: int) -> bool:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pid and fields[0] not in (b"Z", b"X"):
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pid).encode() and fields[0] not in (b"Z", b"X"):
             return True
     return False
 
@@ -146,6 +146,12 @@ class _Output(ProcessProtocol):
         self.transport.closeStdin()
 
     def childDataReceived(self, fd, data):
+        try:
+            self._received(fd, data)
+        except Exception:
+            log.failure("listener {listener}: error while logging its output", listener=self.channel.name)
+
+    def _received(self, fd, data):
         if fd not in self._pending:
             return
         buffered = self._pending[fd] + data
@@ -163,11 +169,16 @@ class _Output(ProcessProtocol):
         self.channel.output(text, "stdout" if fd == 1 else "stderr")
 
     def processEnded(self, reason):
-        for fd, rest in self._pending.items():
-            if rest:
-                self._emit(fd, rest)
-        self._pending = {1: b"", 2: b""}
-        self.channel.ended(self.run, reason)
+        try:
+            for fd, rest in self._pending.items():
+                if rest:
+                    self._emit(fd, rest)
+            self._pending = {1: b"", 2: b""}
+        finally:
+            try:
+                self.channel.ended(self.run, reason)
+            except Exception:
+                log.failure("listener {listener}: error after its program ended", listener=self.channel.name)
 
 
 class ProcessChannel:

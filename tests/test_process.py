@@ -16,7 +16,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from harness import temporary_directory
+from harness import temporary_directory, wait_for
 from iwayfailover.config import ConfigError, ListenerSettings, parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, ListenerSet, check_listener_specs
 from iwayfailover import process as process_module
@@ -538,3 +538,47 @@ class ReloadTests(TestCase):
         self.assertEqual(self.signals.sent, [(pid, signal.SIGTERM, True)])
         self.reactor.advance(0.5)
         self.assertEqual(self.signals.sent[-1], (pid, signal.SIGKILL, True))
+
+
+class GroupTests(TestCase):
+    """signal_group and group_alive on a real process group (a sleep in a session of its own)."""
+
+    def sleeper(self):
+        import subprocess
+
+        process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+
+        def end():
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+        self.addCleanup(end)
+        return process
+
+    def test_a_running_group_is_alive_and_a_zombie_is_not(self):
+        """A group with a running process is alive; once its only process is a zombie (killed, not yet reaped), it is not."""
+        if not os.path.isdir("/proc/self"):
+            self.skipTest("needs /proc")
+        process = self.sleeper()
+        self.assertTrue(process_module.group_alive(process.pid))
+        os.kill(process.pid, signal.SIGKILL)
+
+        def zombie():
+            with open(f"/proc/{process.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+        wait_for(zombie, 5, "the killed sleep to be a zombie")
+        self.assertFalse(process_module.group_alive(process.pid), "a zombie has ended")
+        process.wait(timeout=10)
+        self.assertFalse(process_module.group_alive(process.pid))
+
+    def test_signal_group_reaches_the_group(self):
+        """signal_group sends the signal to the process group led by the pid."""
+        process = self.sleeper()
+        self.assertTrue(process_module.signal_group(process.pid, signal.SIGTERM))
+        self.assertEqual(process.wait(timeout=10), -signal.SIGTERM)
+
+    def test_without_the_leader_only_a_group_is_signalled(self):
+        """leader=False: a pid with no group of its own is not signalled (it may be someone else's by now)."""
+        self.assertFalse(process_module.signal_group(5_000_001, signal.SIGTERM, leader=False))
