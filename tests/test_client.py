@@ -277,7 +277,7 @@ class RealAddressTests(TestCase):
         """A port that takes no more connections: listening, never accepting, its queue full."""
         server = self.listening(backlog=0)
         port = server.getsockname()[1]
-        while True:
+        for _ in range(200):
             client = socket.socket()
             self.addCleanup(client.close)
             client.settimeout(0.2)
@@ -285,8 +285,7 @@ class RealAddressTests(TestCase):
                 client.connect(("127.0.0.1", port))
             except (socket.timeout, BlockingIOError):
                 return port
-            if len(self._cleanups) > 200:
-                self.skipTest("could not fill the listen queue of a loopback socket here")
+        self.skipTest("could not fill the listen queue of a loopback socket here")
 
     def connect(self, *addresses, timeout):
         result = subprocess.run(
