@@ -15,6 +15,7 @@ connection it asks the channel (an HTTP server, such as the pair's
     connected to 127.0.0.1:8080
     127.0.0.1:8080 answered HTTP/1.1 200 OK
     lost the connection to 127.0.0.1:8080: Connection to the other side was lost in a non-clean fashion.
+    could not connect to 127.0.0.1:8080 (Connection was refused by other side: 111: Connection refused.); trying 127.0.0.1:8090
     connected to 127.0.0.1:8090
     127.0.0.1:8090 answered HTTP/1.1 200 OK
 
@@ -28,6 +29,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, task
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogBeginner
 
 from iwayfailover.client import failover_string
 
@@ -65,6 +67,12 @@ class Asker(Protocol):
         say(f"lost the connection to {self.name}: {reason.getErrorMessage()}")
 
 
+def show_failover(event):
+    """Print what the failover endpoint logs (each address it gives up on); nothing else."""
+    if event.get("log_namespace") == "iwayfailover.client":
+        say(formatEvent(event))
+
+
 def main(reactor, argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("addresses", nargs="+", help="host:port of each node, the usual live first; or one failover: string")
@@ -76,6 +84,7 @@ def main(reactor, argv):
         description = options.addresses[0]
     else:
         description = failover_string(options.addresses, timeout=options.timeout, sticky=options.sticky)
+    globalLogBeginner.beginLoggingTo([show_failover], redirectStandardIO=False)
     endpoint = clientFromString(reactor, description)
     say(f"connecting through {endpoint!r}")
     Asker.every = options.every

@@ -78,7 +78,8 @@ class FailoverClientTests(unittest.TestCase):
             lambda: out.after(f"lost the connection to {a}", f"{b} answered HTTP/1.1 200 OK"), 10,
             f"the client to reconnect to serv_b: {out.lines}\n{self.pair.b.log_tail()}",
         )
-        self.assertTrue(out.after(f"lost the connection to {a}", f"connected to {b}"))
+        self.assertTrue(out.after(f"lost the connection to {a}", f"could not connect to {a} ("), "the failover endpoint tried serv_a first")
+        self.assertTrue(out.after(f"could not connect to {a} (", f"connected to {b}"))
 
     def test_the_client_takes_a_failover_string(self):
         """The example also takes a failover: endpoint string as it is, found through the endpoint plugin."""
