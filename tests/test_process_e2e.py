@@ -53,6 +53,24 @@ def group_members(pgid):
     return members
 
 
+def running(script):
+    """The pids of live (not zombie) processes whose command line names C{script}."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                words = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if script.encode() in words and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
 class ChannelTestCase(unittest.TestCase):
     def setUp(self):
         if not os.path.isdir("/proc/self"):
@@ -78,6 +96,7 @@ class ChannelTestCase(unittest.TestCase):
         lines = "".join(f"{key} = {value}\n" for key, value in keys.items())
         self.pair.listeners = f"\n[listener:worker]\ncommand = sh {path}\n{lines}"
         self.pair.write_config()
+        return path
 
     def worker(self, node):
         return ((node.status() or {}).get("listeners") or {}).get("worker") or {}
@@ -178,10 +197,11 @@ class ProcessChannelTests(ChannelTestCase):
 class PairChannelTests(ChannelTestCase):
     def test_backup_runs_the_program_only_from_takeover_and_the_old_live_leaves_none(self):
         """The backup's channel is WAITING with no process; after a switchover the new live runs it and the old one's is gone."""
-        self.channel(POLITE, stop_timeout=5)
+        script = self.channel(POLITE, stop_timeout=5)
         self.pair.start_both()
         old = self.wait_pid(self.pair.a)
         self.wait_said(self.pair.a, f"worker {old} started")
+        self.assertEqual(running(script), [old], "only the live node runs the program")
         self.assertEqual(self.worker(self.pair.b), {"state": "WAITING", "since": self.worker(self.pair.b)["since"]})
         result = subprocess.run(
             [IWSRV, "switchover", "--config", self.pair.config_path, "--name", "serv_a"],
@@ -191,6 +211,7 @@ class PairChannelTests(ChannelTestCase):
         self.assert_gone(old, "the old live node's program")
         new = self.wait_pid(self.pair.b)
         self.assertNotEqual(old, new)
+        wait_for(lambda: running(script) == [new], 5, f"only serv_b's program to run: {running(script)}")
         self.assertEqual(self.worker(self.pair.a)["state"], "WAITING")
         self.assertIn(f"worker {old} got TERM", self.pair.a.log_text())
 
