@@ -492,6 +492,19 @@ class ConfigTests(TestCase):
         self.assertIn("cwd", str(caught.exception))
         self.assertIn("no such folder", str(caught.exception))
 
+    def test_a_relative_program_is_found_in_cwd_and_must_be_executable(self):
+        """command = ./run.sh is looked for in cwd; a file that is not executable is refused."""
+        folder = temporary_directory(self)
+        script = os.path.join(folder, "run.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        config_path = os.path.join(folder, "iway.ini")
+        with self.assertRaises(ConfigError) as caught:
+            check_listener_specs(self.parse("command = ./run.sh\ncwd = .\n", config_path))
+        self.assertIn("no program './run.sh' that this user can run", str(caught.exception))
+        os.chmod(script, 0o755)
+        check_listener_specs(self.parse("command = ./run.sh\ncwd = .\n", config_path))
+
     def test_a_listener_set_makes_a_process_channel_for_a_command(self):
         """The node's listeners hold a ProcessChannel for a command and treat it like a plugin listener."""
         reactor = ProcessReactor()
