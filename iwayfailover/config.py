@@ -98,12 +98,22 @@ class ListenerSettings:
     plugin: str
     args: Tuple[str, ...]
     servers: Optional[Tuple[str, ...]] = None
+    # A process channel (command = ...) instead of a plugin: the program and
+    # its arguments, and how it is restarted and stopped (iwayfailover.process).
+    command: Tuple[str, ...] = ()
+    stop_timeout: float = 10.0
+    restart_tries: int = 5
+    restart_backoff: float = 1.0
+    cwd: Optional[str] = None
+    env: Tuple[Tuple[str, str], ...] = ()
 
     def runs_on(self, server: str) -> bool:
         return self.servers is None or server in self.servers
 
     @property
     def command_line(self) -> str:
+        if self.command:
+            return shlex.join(self.command)
         return shlex.join((self.plugin,) + self.args)
 
 
@@ -211,6 +221,7 @@ TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 _SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
 _LISTENER_KEYS = {"plugin", "servers"}
+_COMMAND_KEYS = {"command", "stop_timeout", "restart_tries", "restart_backoff", "cwd", "env"}
 _SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
 
 
@@ -476,21 +487,70 @@ def _parse_server(path, section, name, items) -> ServerSettings:
 
 
 def _parse_listener(path, section, name, items) -> ListenerSettings:
-    _unknown_keys(path, section, items, _LISTENER_KEYS)
+    _unknown_keys(path, section, items, _LISTENER_KEYS | _COMMAND_KEYS)
     allowed = "a twistd plugin name and its options, e.g. web --listen tcp:8080 --path /srv/www"
-    text = items.get("plugin")
-    if not text:
-        raise ConfigError(path, section, "plugin", problem="missing", allowed=allowed)
-    try:
-        words = shlex.split(text)
-    except ValueError as e:
-        raise ConfigError(path, section, "plugin", text, f"cannot split into words ({e})", allowed) from None
     servers = None
     if "servers" in items:
         servers = tuple(s.strip() for s in items["servers"].split(",") if s.strip())
         if not servers:
             raise ConfigError(path, section, "servers", items["servers"], "empty", "a comma-separated list of server names")
+    if "command" in items:
+        if "plugin" in items:
+            raise ConfigError(
+                path, section, "command", items["command"], "set together with plugin",
+                "either plugin = (a twistd plugin) or command = (a program), not both",
+            )
+        return _parse_command(path, section, name, items, servers)
+    for key in sorted(_COMMAND_KEYS & set(items)):
+        raise ConfigError(path, section, key, items[key], "only for a command listener", "set command = ... too, or drop the key")
+    text = items.get("plugin")
+    if not text:
+        raise ConfigError(path, section, "plugin", problem="missing (or give command = ...)", allowed=allowed)
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ConfigError(path, section, "plugin", text, f"cannot split into words ({e})", allowed) from None
     return ListenerSettings(name=name, plugin=words[0], args=tuple(words[1:]), servers=servers)
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _parse_command(path, section, name, items, servers) -> ListenerSettings:
+    text = items["command"]
+    allowed = "a program and its arguments, split as a shell would (no pipes or redirections), e.g. /usr/bin/worker --port 9000"
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as e:
+        raise ConfigError(path, section, "command", text, f"cannot split into words ({e})", allowed) from None
+    if not words or not words[0]:
+        raise ConfigError(path, section, "command", text, "empty", allowed)
+    values = {}
+    for key in ("stop_timeout", "restart_backoff"):
+        if key in items:
+            values[key] = _positive_seconds(path, section, key, items[key])
+    if "restart_tries" in items:
+        tries = _integer(path, section, "restart_tries", items["restart_tries"])
+        if tries < 0:
+            raise ConfigError(path, section, "restart_tries", items["restart_tries"], "must not be negative", "a whole number, 0 or more")
+        values["restart_tries"] = tries
+    if items.get("cwd"):
+        cwd = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(items["cwd"]))
+        values["cwd"] = os.path.normpath(cwd)
+    if items.get("env"):
+        env_allowed = "NAME=value words, split as a shell would, e.g. PORT=9000 MODE='hot standby'"
+        try:
+            assignments = shlex.split(items["env"])
+        except ValueError as e:
+            raise ConfigError(path, section, "env", items["env"], f"cannot split into words ({e})", env_allowed) from None
+        env = []
+        for word in assignments:
+            key, equals, value = word.partition("=")
+            if not equals or not _ENV_NAME.match(key):
+                raise ConfigError(path, section, "env", items["env"], f"{word!r} is not NAME=value", env_allowed)
+            env.append((key, value))
+        values["env"] = tuple(env)
+    return ListenerSettings(name=name, plugin="", args=(), servers=servers, command=words, **values)
 
 
 def read_config(path: str) -> SharedConfig:

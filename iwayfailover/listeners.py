@@ -10,6 +10,8 @@ the reason, and the others start all the same.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from typing import Callable, Dict, Mapping, Optional
 
@@ -69,6 +71,9 @@ def check_listener_specs(config: SharedConfig) -> None:
     """
     for spec in config.listeners.values():
         section = f"listener:{spec.name}"
+        if spec.command:
+            check_command(config, spec)
+            continue
         try:
             _parsed_options(spec)
         except LookupError:
@@ -92,6 +97,42 @@ def check_listener_specs(config: SharedConfig) -> None:
                 f"the {spec.plugin} plugin could not take its options: {type(e).__name__}: {e}",
                 f"see: twistd {spec.plugin} --help",
             ) from None
+
+
+def check_command(config: SharedConfig, spec: ListenerSettings) -> None:
+    """
+    Check that a process channel's program can be found and run here, and
+    that its C{cwd} is a folder.
+
+    @raise ConfigError: naming the listener, its key and the problem.
+    """
+    section = f"listener:{spec.name}"
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise ConfigError(config.path, section, "cwd", spec.cwd, "no such folder", "an existing folder; a relative path is relative to this file")
+    program = spec.command[0]
+    env_path = dict(spec.env).get("PATH", os.environ.get("PATH", os.defpath))
+    if os.sep in program:
+        found = os.path.join(spec.cwd or os.getcwd(), program)
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            found = None
+    else:
+        found = shutil.which(program, path=env_path)
+    if found is None:
+        raise ConfigError(
+            config.path, section, "command", spec.command_line, f"no program {program!r} that this user can run",
+            "an executable file: a path, or a name found on PATH",
+        )
+
+
+def make_channel(spec: ListenerSettings, build, wall, reactor):
+    """A L{Listener} for a plugin, a L{iwayfailover.process.ProcessChannel} for a command."""
+    if spec.command:
+        from iwayfailover.process import ProcessChannel  # it builds on this module's states
+
+        if reactor is None:
+            from twisted.internet import reactor
+        return ProcessChannel(spec, reactor, wall)
+    return Listener(spec, build, wall)
 
 
 def _endpoint_services(top: IService):
@@ -273,9 +314,10 @@ class Listener:
 class ListenerSet:
     """This node's listeners, kept in step with the configuration."""
 
-    def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time):
+    def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time, reactor=None):
         self._build = build
         self._wall = wall
+        self._reactor = reactor  # for process channels
         self.listeners: Dict[str, Listener] = {}
         self.active = False
 
@@ -300,7 +342,7 @@ class ListenerSet:
                 work.append(stopped)
         for name, spec in specs.items():
             if name not in self.listeners:
-                self.listeners[name] = Listener(spec, self._build, self._wall)
+                self.listeners[name] = make_channel(spec, self._build, self._wall, self._reactor)
                 if not self.active:
                     self.listeners[name].prepare()
             if name not in replaced:

@@ -327,7 +327,7 @@ class FailoverNode(MultiService):
         self._query = query
         self.machine = RoleMachine(self, name, epoch=epochs.load(), wall=wall)
         self.watchdog = Watchdog(reactor, self.settings.threshold, self._silence, now=now)
-        self.listeners = ListenerSet(build_listener, wall=wall)
+        self.listeners = ListenerSet(build_listener, wall=wall, reactor=reactor)
         self.listeners.configure(config.listeners_for(name))
         others = [n for n in config.servers if n != name]
         self.peer = Peer(others[0] if len(others) == 1 else None, now)
