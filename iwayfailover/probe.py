@@ -14,8 +14,8 @@ never fails:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-
 from typing import NamedTuple, Optional
 
 from twisted.internet import defer, error
@@ -164,6 +164,10 @@ def query(reactor, target, frame: wire.Frame, timeout: float, refusals: RefusalL
     def failed(failure):
         if failure.check(error.ConnectionRefusedError):
             return Reply(None, REFUSED, "connection refused")
+        if failure.check(error.ConnectError) and getattr(failure.value, "osError", None) == errno.ECONNRESET:
+            # Reset while connecting: the host's stack answered for a port
+            # whose process was dying (a kill -9 caught mid-accept): refused.
+            return Reply(None, REFUSED, "connection reset while connecting")
         if failure.check(defer.TimeoutError):
             return Reply(None, UNREACHABLE, f"no answer within {timeout:g}s")
         if failure.check(error.ConnectionDone, error.ConnectionLost):

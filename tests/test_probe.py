@@ -55,6 +55,25 @@ class QueryTests(unittest.TestCase):
         reply = self.successResultOf(self.reply)
         self.assertEqual((reply.outcome, reply.gone), (probe.REFUSED, True))
 
+    def test_a_connection_reset_while_connecting_means_gone(self):
+        """Reset during the connect (a process killed as it accepted): the host answered for a dead port."""
+        import errno
+
+        from twisted.internet.error import getConnectError
+
+        self.factory.clientConnectionFailed(None, Failure(getConnectError((errno.ECONNRESET, "Connection reset by peer"))))
+        reply = self.successResultOf(self.reply)
+        self.assertEqual((reply.outcome, reply.gone), (probe.REFUSED, True))
+
+    def test_another_connect_error_proves_nothing(self):
+        """No route, or any other failure to connect, is not proof of death."""
+        import errno
+
+        from twisted.internet.error import getConnectError
+
+        self.factory.clientConnectionFailed(None, Failure(getConnectError((errno.EHOSTUNREACH, "No route to host"))))
+        self.assertFalse(self.successResultOf(self.reply).gone)
+
     def test_a_connection_closed_without_an_answer_means_gone(self):
         """Accepted, then closed before any hello (a dying process's backlog): gone."""
         protocol, _ = self.connect(hello=False)
