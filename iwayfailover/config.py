@@ -380,7 +380,7 @@ def parse_config(text: str, path: str) -> SharedConfig:
 
 
 def _parse_failover(path, section, items) -> FailoverSettings:
-    _unknown_keys(path, section, items, _FAILOVER_KEYS | _CLIENT_KEYS)
+    _unknown_keys_or_client(path, section, items, _FAILOVER_KEYS)
     values = {"client": _parse_client(path, section, items)}
     for key in ("heartbeat_interval", "reload_interval", "failback_delay"):
         if key in items:
@@ -415,7 +415,7 @@ def _secret_file(path, section, text):
 
 
 def _parse_server(path, section, name, items) -> ServerSettings:
-    _unknown_keys(path, section, items, _SERVER_KEYS | _CLIENT_KEYS)
+    _unknown_keys_or_client(path, section, items, _SERVER_KEYS)
     for key in _SERVER_REQUIRED:
         if key not in items or not items[key]:
             raise ConfigError(
@@ -495,6 +495,16 @@ class ClientSettings:
 
     def hook(self, name: str) -> Optional[Tuple[str, ...]]:
         return getattr(self, name)
+
+
+def _unknown_keys_or_client(path, section, keys, known):
+    """L{_unknown_keys} for a section that also takes the client keys (listed after its own)."""
+    for key in keys:
+        if key not in known and key not in _CLIENT_KEYS:
+            raise ConfigError(
+                path, section, key, problem="unknown key",
+                allowed=", ".join(sorted(known)) + "; floating IP and notify hooks: " + ", ".join(sorted(_CLIENT_KEYS)),
+            )
 
 
 def _virtual_ip(path, section, text):
