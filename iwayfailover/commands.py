@@ -64,7 +64,8 @@ class Result:
 
 
 class _Collector(protocol.ProcessProtocol):
-    def __init__(self, argv, name, done, stdin: Optional[bytes], reactor):
+    def __init__(self, argv, name, done, stdin: Optional[bytes], reactor, log_output=True):
+        self.log_output = log_output
         self.argv = argv
         self.name = name
         self.done = done
@@ -116,7 +117,7 @@ class _Collector(protocol.ProcessProtocol):
         output = b"".join(self.chunks).decode("utf-8", "replace")
         code = getattr(self.reason.value, "exitCode", None)
         sig = getattr(self.reason.value, "signal", None)
-        for line in output.splitlines():
+        for line in output.splitlines() if self.log_output else ():
             if line.strip():
                 log.info("{name}: {line}", name=self.name, line=line.rstrip())
         self.done.callback(Result(argv=tuple(self.argv), code=code, signal=sig, output=output, timed_out=self.timed_out))
@@ -134,7 +135,7 @@ def _signal(pid, number, group):
 
 
 def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str, str]] = None,
-        name: Optional[str] = None, stdin: Optional[bytes] = None) -> defer.Deferred:
+        name: Optional[str] = None, stdin: Optional[bytes] = None, log_output: bool = True) -> defer.Deferred:
     """
     Run C{argv} (looked up on C{PATH} when it has no slash), at most
     C{timeout} seconds, in a session of its own (so that a time limit ends
@@ -144,6 +145,7 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
         process's own.
     @param name: how its output lines are labelled in the log; by default
         the program's name.
+    @param log_output: log each line it writes (else only the result has them).
     @return: a Deferred firing with a L{Result}; never failing.
     """
     argv = [str(a) for a in argv]
@@ -162,7 +164,7 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
     setsid = which("setsid", environment.get("PATH", os.defpath) + os.pathsep + "/usr/bin:/bin")
     spawned = [setsid, program, *argv[1:]] if setsid else [program, *argv[1:]]
     done = defer.Deferred()
-    collector = _Collector(argv, name, done, stdin, reactor)
+    collector = _Collector(argv, name, done, stdin, reactor, log_output)
     try:
         transport = reactor.spawnProcess(collector, spawned[0], spawned, env=environment)
     except Exception as e:
