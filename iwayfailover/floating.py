@@ -152,11 +152,11 @@ class FloatingAddress:
         """
         if (address, interface) == (self.address, self.interface):
             return defer.succeed(None)
-        held = self._wanted and self.configured
-        if held:
+        wanted = self._wanted
+        if wanted and self.configured:
             self.down(WAITING)
         self._queue.addCallback(lambda _: self._set_settings(address, interface))
-        if held and address is not None:
+        if wanted and address is not None:
             return self.up()
         return self._waiter()
 

@@ -281,7 +281,8 @@ class FailoverNode(MultiService):
     @param wall: the wall clock, for the times shown to people.
     @param reach_any: L{probe.reach_any}, or a stand-in.
     @param query: L{probe.query}, or a stand-in.
-    @param run_command: L{commands.run} (floating IP, notify hooks), or a stand-in.
+    @param run_command: runs outside commands (floating IP, notify hooks):
+        L{commands.run} by default, or a stand-in.
     """
 
     log = Logger()
@@ -293,7 +294,7 @@ class FailoverNode(MultiService):
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
-                 reach_any=probe.reach_any, query=probe.query, run_command=commands.run):
+                 reach_any=probe.reach_any, query=probe.query, run_command=None):
         super().__init__()
         if config.keys is None:
             raise ValueError("a configuration without its keys: read it with tap.load_checked_config")
@@ -315,6 +316,7 @@ class FailoverNode(MultiService):
         # Getting clients to the live node (issue 7): the floating IP, held
         # while live, and the notify hooks run on each change of role.
         client = config.client_settings(name)
+        run_command = run_command or commands.run
         self.floating = FloatingAddress(reactor, client.virtual_ip, client.interface, run=run_command, wall=wall)
         self.hooks = Hooks(reactor, name, lambda: self.config.client_settings(self.name), run=run_command)
         self._activation = None
