@@ -358,7 +358,7 @@ class FloatingAddress:
         family = "-6" if self.version == 6 else "-4"
         argv = ["ip", family, "addr", "del", self.address, "dev", self.interface]
         result = yield self._run(self._reactor, argv, COMMAND_TIMEOUT, name="ip addr del", log_output=False)
-        absent = "Cannot assign requested address" in result.output
+        absent = any(text in result.output for text in _ABSENT)
         if result.ok and not held:
             log.warn("removed {address} from {interface}, left there by an earlier run", address=self.address,
                      interface=self.interface)
@@ -382,5 +382,8 @@ class FloatingAddress:
             result["warning"] = self.warning
         return result
 
+
+# What ip says about an address that is not there (older and newer kernels).
+_ABSENT = ("Cannot assign requested address", "Address not found")
 
 _PACKAGE = {"arping": "iputils-arping", "ndisc6": "ndisc6"}

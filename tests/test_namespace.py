@@ -1,0 +1,196 @@
+"""
+The floating IP between real hosts: three network namespaces on one bridge
+(node A, node B and a client C). Each node serves a page naming itself on
+the floating IP; the client keeps asking the floating IP. kill -9 of the
+live node: the client's next connections reach the new live node at the
+same address, and at every sample of both nodes' addresses the floating IP
+is on one node at most (exactly one outside the takeover gap).
+
+Only addresses inside these namespaces are used (10.231.7.0/24); the
+namespaces have no link to the machine's own network.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+from harness import Pair, temporary_directory, wait_for
+
+SUBNET = "10.231.7"
+VIP = f"{SUBNET}.100"
+WEB_PORT = 8080
+
+# The client: one HTTP GET to the floating IP per line read, a fresh
+# connection each time; prints who answered (or the error).
+CLIENT = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for line in sys.stdin:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"GET / HTTP/1.0\\r\\nHost: vip\\r\\n\\r\\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        body = data.split(b"\\r\\n\\r\\n", 1)[-1].decode().strip()
+        print(body or "empty", flush=True)
+    except OSError as e:
+        print("error " + type(e).__name__, flush=True)
+"""
+
+LISTENERS = """
+[listener:web_a]
+plugin = web --listen tcp:{port}:interface={vip} --path {www_a}
+servers = serv_a
+
+[listener:web_b]
+plugin = web --listen tcp:{port}:interface={vip} --path {www_b}
+servers = serv_b
+"""
+
+
+def run(*argv):
+    return subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+class Lan:
+    """Namespaces a, b (the nodes, each with eth0) and c (the client, holding the bridge)."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.ns = {name: f"iwf{tag}{name}" for name in ("a", "b", "c")}
+        self.addresses = {"a": f"{SUBNET}.1", "b": f"{SUBNET}.2", "c": f"{SUBNET}.9"}
+        self.made = []
+
+    def make(self):
+        for ns in self.ns.values():
+            run("ip", "netns", "add", ns)
+            self.made.append(ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+        c = self.ns["c"]
+        run("ip", "-n", c, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", c, "addr", "add", f"{self.addresses['c']}/24", "dev", "br0")
+        run("ip", "-n", c, "link", "set", "br0", "up")
+        for node in ("a", "b"):
+            port = f"port{node}"
+            run("ip", "link", "add", "eth0", "netns", self.ns[node], "type", "veth", "peer", "name", port, "netns", c)
+            run("ip", "-n", c, "link", "set", port, "master", "br0")
+            run("ip", "-n", c, "link", "set", port, "up")
+            run("ip", "-n", self.ns[node], "addr", "add", f"{self.addresses[node]}/24", "dev", "eth0")
+            run("ip", "-n", self.ns[node], "link", "set", "eth0", "up")
+
+    def holds(self, node) -> bool:
+        """Is the floating IP on node's eth0 now?"""
+        out = run("ip", "-n", self.ns[node], "-o", "-4", "addr", "show", "dev", "eth0").stdout.decode()
+        return f" {VIP}/" in out
+
+    def remove(self):
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+class FloatingIPNamespaceTests(unittest.TestCase):
+    def setUp(self):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("network namespaces and floating IPs need root (CI runs as root)")
+        for tool, package in (("ip", "iproute2"), ("arping", "iputils-arping")):
+            if shutil.which(tool) is None:
+                raise unittest.SkipTest(f"{tool} is not installed (Debian package {package}; make system-packages)")
+        check = f"iwfcheck{os.getpid()}"
+        probe = subprocess.run(["ip", "netns", "add", check], capture_output=True, timeout=30)
+        if probe.returncode != 0:
+            raise unittest.SkipTest(f"cannot make network namespaces here: {probe.stderr.decode().strip()}")
+        subprocess.run(["ip", "netns", "del", check], capture_output=True, timeout=30)
+
+    def start(self):
+        lan = Lan()
+        self.addCleanup(lan.remove)  # registered first: runs last, after every process is gone
+        lan.make()
+        workdir = temporary_directory(self)
+        pages = {}
+        for server in ("serv_a", "serv_b"):
+            pages[server] = os.path.join(workdir, f"www-{server}")
+            os.makedirs(pages[server])
+            with open(os.path.join(pages[server], "index.html"), "w") as f:
+                f.write(f"served by {server}\n")
+        pair = Pair(
+            workdir, interval=0.2, threshold=1.0,
+            failover_extra=f"virtual_ip = {VIP}/24\ninterface = eth0",
+            hosts=(lan.addresses["a"], lan.addresses["b"]),
+            consoles=(f"unix:{workdir}/a.sock", f"unix:{workdir}/b.sock"),
+        )
+        pair.listeners = LISTENERS.format(port=WEB_PORT, vip=VIP, www_a=pages["serv_a"], www_b=pages["serv_b"])
+        pair.write_config()
+        pair.a.netns, pair.b.netns = lan.ns["a"], lan.ns["b"]
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", lan.ns["c"], sys.executable, "-c", CLIENT, VIP, str(WEB_PORT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+        def stop_client():
+            client.kill()
+            client.wait(timeout=10)
+            client.stdin.close()
+            client.stdout.close()
+
+        self.addCleanup(stop_client)
+        self.addCleanup(pair.stop)
+        pair.start_both()
+        return lan, pair, client
+
+    def get(self, client) -> str:
+        """One request from the client to the floating IP, on a new connection: who answered."""
+        client.stdin.write("get\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    def sample(self, lan, logs):
+        """
+        Where the floating IP is. Read a, b, a: the two reads of a bracket the
+        read of b, so "on both" is only reported when it was on both at once.
+        """
+        first, b, second = lan.holds("a"), lan.holds("b"), lan.holds("a")
+        if first and second and b:
+            raise AssertionError(f"{VIP} is on both nodes at once\n" + logs())
+        return {"a": first and second, "b": b}
+
+    def test_the_client_follows_the_floating_ip_through_a_kill_9(self):
+        """kill -9 of the live node: the client's next connection to the same IP reaches the new live node; the address is never on two nodes."""
+        lan, pair, client = self.start()
+        logs = lambda: pair.a.log_tail() + pair.b.log_tail()
+        wait_for(lambda: self.sample(lan, logs) == {"a": True, "b": False}, 10, f"{VIP} on serv_a only\n" + logs())
+        self.assertEqual(self.get(client), "served by serv_a", logs())
+        self.assertEqual(pair.a.status()["listeners"][f"vip:{VIP}/24"]["state"], "ACTIVE")
+        self.assertEqual(pair.b.status()["listeners"][f"vip:{VIP}/24"]["state"], "WAITING", pair.b.status()["listeners"])
+
+        pair.a.kill()
+        killed = time.monotonic()
+        samples, answers = [], []
+        deadline = killed + 15
+        while time.monotonic() < deadline:
+            samples.append(self.sample(lan, logs))
+            answer = self.get(client)
+            answers.append(answer)
+            if answer == "served by serv_b":
+                break
+        self.assertEqual(answers[-1], "served by serv_b", f"answers: {answers}\n" + logs())
+        self.assertNotIn("served by serv_a", answers)
+        # After the takeover: on serv_b only, every time, and serving.
+        for _ in range(5):
+            self.assertEqual(self.sample(lan, logs), {"a": False, "b": True}, logs())
+            self.assertEqual(self.get(client), "served by serv_b")
+        took = time.monotonic() - killed
+        status = pair.b.status()
+        self.assertEqual(status["role"], "live")
+        self.assertEqual(status["listeners"][f"vip:{VIP}/24"]["state"], "ACTIVE")
+        self.assertIn("serv_a is gone", status["cause"])
+        # The dead node's guardian took the address off serv_a.
+        self.assertFalse(lan.holds("a"))
+        self.assertLess(took, 10, f"{took:.2f}s to reach serv_b; answers {answers}")
