@@ -53,7 +53,10 @@ DAD_LIMIT = 5.0
 DAD_RETRY = 0.1
 
 ANNOUNCE_COUNT = 3
-"""Gratuitous ARP packets sent on going live (one a second)."""
+"""Gratuitous ARP packets sent on going live."""
+
+ANNOUNCE_INTERVAL = 1.0
+"""Seconds between the end of one gratuitous ARP run and the next."""
 
 NEEDS_PRIVILEGE = "needs root or CAP_NET_ADMIN"
 _CAP_NET_ADMIN = 12
@@ -125,6 +128,8 @@ class FloatingAddress:
         self._queue: defer.Deferred = defer.succeed(None)
         self._guardian = None
         self._wanted = False
+        self._announcement = None
+        self._announce_call = None
         self.configure(address, interface)
 
     # -- settings --
@@ -284,18 +289,41 @@ class FloatingAddress:
                     f" set net.ipv6.conf.{self.interface}.ndisc_notify = 1 for an unsolicited neighbour advertisement"
                 )
             return
-        argv = ["arping", "-U", "-c", str(ANNOUNCE_COUNT), "-I", self.interface, self.ip]
-        d = self._run(self._reactor, argv, ANNOUNCE_COUNT + COMMAND_TIMEOUT, name="arping", log_output=False)
+        self._announcement = object()
+        self._send_announcement(self._announcement, 1)
+
+    def _send_announcement(self, token, number):
+        """
+        One gratuitous ARP packet per arping run, ANNOUNCE_INTERVAL apart, for
+        as long as the address is held: a node killed outright stops
+        announcing at once, where one long arping run would go on claiming
+        the address for the node that has died.
+        """
+        self._announce_call = None
+        if token is not self._announcement or self.state != ACTIVE:
+            return
+        argv = ["arping", "-U", "-c", "1", "-I", self.interface, self.ip]
+        d = self._run(self._reactor, argv, 1 + COMMAND_TIMEOUT, name="arping", log_output=False)
 
         def done(result):
             if result.ok:
-                log.info("announced {address} on {interface} (gratuitous ARP)", address=self.ip, interface=self.interface)
+                if number == 1:
+                    log.info("announced {address} on {interface} (gratuitous ARP)", address=self.ip, interface=self.interface)
             elif result.error is not None:
                 self._warn_once(f"cannot announce {self.ip}: {result.describe()} (install iputils-arping)")
+                return
             else:
                 self._warn_once(f"announcing {self.ip} failed: {_why(result)}")
+            if number < ANNOUNCE_COUNT and token is self._announcement:
+                self._announce_call = self._reactor.callLater(ANNOUNCE_INTERVAL, self._send_announcement, token, number + 1)
 
         d.addCallback(done)
+
+    def _stop_announcing(self):
+        self._announcement = None
+        if self._announce_call is not None and self._announce_call.active():
+            self._announce_call.cancel()
+        self._announce_call = None
 
     def _warn_once(self, text):
         if self.warning != text:
@@ -352,6 +380,7 @@ class FloatingAddress:
         if not self.configured:
             return
         held = self.state not in (WAITING, STOPPED, FAILED) or self._guardian is not None
+        self._stop_announcing()
         if held:
             self._set(STOPPING)
         yield self._stop_guardian()

@@ -79,10 +79,25 @@ class FloatingAddressTests(unittest.TestCase):
         self.assertEqual(vip.state, ACTIVE)
         self.assertEqual(self.run.events, ["arping -D", "ip addr add", "arping -U"])
         self.assertEqual(self.run.argvs("ip addr add"), [("ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0")])
-        self.assertEqual(self.run.argvs("arping -U"), [("arping", "-U", "-c", "3", "-I", "eth0", "10.0.0.100")])
+        self.assertEqual(self.run.argvs("arping -U"), [("arping", "-U", "-c", "1", "-I", "eth0", "10.0.0.100")])
         [(dad, _, window)] = [c for c in self.run.calls if self.run.key(c[0]) == "arping -D"]
         self.assertEqual(dad[-3:], ("-I", "eth0", "10.0.0.100"))
         self.assertEqual(window, floating.DAD_WINDOW)
+
+    def test_announces_three_times_while_held(self):
+        """One gratuitous ARP per arping run, ANNOUNCE_INTERVAL apart, three in all."""
+        vip = self.make()
+        vip.up()
+        self.clock.pump([floating.ANNOUNCE_INTERVAL] * 5)
+        self.assertEqual(self.run.events.count("arping -U"), floating.ANNOUNCE_COUNT)
+
+    def test_announcing_stops_when_the_address_goes(self):
+        """Once the address is let go of, no further announcement claims it."""
+        vip = self.make()
+        vip.up()
+        vip.down()
+        self.clock.pump([floating.ANNOUNCE_INTERVAL] * 5)
+        self.assertEqual(self.run.events.count("arping -U"), 1)
 
     def test_name_is_shown_like_a_listener(self):
         """The floating IP shows as vip:ADDRESS/PREFIX, WAITING until it is held."""
