@@ -8,7 +8,9 @@ CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
 # From Debian: ip (network namespaces for the partition test), keepalived (the
 # comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng
+# iputils-arping and ndisc6: the floating IP's duplicate address check and
+# gratuitous ARP (IPv4: arping, IPv6: ndisc6).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng iputils-arping ndisc6
 
 .PHONY: install system-packages run test trial bench clean
 
