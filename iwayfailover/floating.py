@@ -160,10 +160,10 @@ class FloatingAddress:
         wanted = self._wanted
         if wanted and self.configured:
             self.down(WAITING)
-        self._queue.addCallback(lambda _: self._set_settings(address, interface))
+        settled = self._enqueue(lambda: self._set_settings(address, interface))
         if wanted and address is not None:
             return self.up()
-        return self._waiter()
+        return settled
 
     def _set_settings(self, address, interface):
         old = self.name if self.configured else None
@@ -187,12 +187,10 @@ class FloatingAddress:
             d.addErrback(lambda f: log.failure("floating IP: unexpected error", f))
             return d
 
-        self._queue.addCallback(step)
-        return self._waiter()
-
-    def _waiter(self) -> defer.Deferred:
+        # addBoth: whatever became of the work before, this work runs.
+        self._queue.addBoth(step)
         waiter = defer.Deferred()
-        self._queue.addCallback(lambda result: (waiter.callback(None), result)[1])
+        self._queue.addBoth(lambda result: (waiter.callback(None), None)[1])
         return waiter
 
     def _set(self, state, reason=None):

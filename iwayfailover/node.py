@@ -432,6 +432,7 @@ class FailoverNode(MultiService):
         # The floating IP first: a listener may bind it.
         token = self._activation = object()
         epoch, cause = self.machine.epoch, self.machine.cause
+        self._faults = set()  # a failure met again on this going live is reported again
 
         def listeners(_):
             if self._activation is token:
