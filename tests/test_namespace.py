@@ -11,6 +11,7 @@ namespaces have no link to the machine's own network.
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 
 from twisted.trial import unittest
 
+import harness
 from harness import Pair, temporary_directory, wait_for
 
 SUBNET = "10.231.7"
@@ -96,7 +98,7 @@ class Lan:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
-class FloatingIPNamespaceTests(unittest.TestCase):
+class NamespaceTestCase(unittest.TestCase):
     def setUp(self):
         if os.geteuid() != 0:
             raise unittest.SkipTest("network namespaces and floating IPs need root (CI runs as root)")
@@ -109,6 +111,8 @@ class FloatingIPNamespaceTests(unittest.TestCase):
             raise unittest.SkipTest(f"cannot make network namespaces here: {probe.stderr.decode().strip()}")
         subprocess.run(["ip", "netns", "del", check], capture_output=True, timeout=30)
 
+
+class FloatingIPNamespaceTests(NamespaceTestCase):
     def start(self):
         lan = Lan()
         self.addCleanup(lan.remove)  # registered first: runs last, after every process is gone
@@ -214,3 +218,52 @@ class FloatingIPNamespaceTests(unittest.TestCase):
         pair.b.stop()
         self.assertEqual(self.sample(lan, logs), {"a": False, "b": False})
         self.assertLess(took, 10, f"{took:.2f}s to reach serv_b; answers during the takeover: {gap}")
+
+
+class WithoutPrivilegeTests(NamespaceTestCase):
+    """A node that lacks CAP_NET_ADMIN, in a namespace of its own."""
+
+    def test_without_cap_net_admin_the_address_is_failed_and_says_why(self):
+        """Root without CAP_NET_ADMIN: the log says so at startup, the address is FAILED naming the privilege, on_fault runs."""
+        if shutil.which("setpriv") is None:
+            raise unittest.SkipTest("setpriv (util-linux) is not installed")
+        lan = Lan()
+        self.addCleanup(lan.remove)
+        lan.make()
+        workdir = temporary_directory(self)
+        # twistd in node a's namespace with CAP_NET_ADMIN out of its bounding set.
+        wrapper = os.path.join(workdir, "twistd-without-net-admin")
+        with open(wrapper, "w") as f:
+            f.write(
+                "#!/bin/sh\n"
+                f"exec ip netns exec {lan.ns['a']} setpriv --bounding-set=-net_admin --inh-caps=-net_admin"
+                f" {shlex.quote(harness.TWISTD)} \"$@\"\n"
+            )
+        os.chmod(wrapper, 0o755)
+        self.patch(harness, "TWISTD", wrapper)
+        script = shlex.quote('env > "$0/fault.env"')
+        hook = f"/bin/sh -c {script} {workdir}"
+        pair = Pair(
+            workdir, interval=0.2, threshold=1.0,
+            failover_extra=f"virtual_ip = {VIP}/24\ninterface = eth0\non_fault = {hook}",
+            hosts=(lan.addresses["a"], lan.addresses["b"]),
+            consoles=(f"unix:{workdir}/a.sock", f"unix:{workdir}/b.sock"),
+        )
+        self.addCleanup(pair.stop)
+        pair.a.start()
+        status = pair.a.wait_role("live")
+        vip = wait_for(
+            lambda: (pair.a.status() or {}).get("listeners", {}).get(f"vip:{VIP}/24", {}).get("state") == "FAILED"
+            and pair.a.status()["listeners"][f"vip:{VIP}/24"],
+            10, "the floating IP to be FAILED\n" + pair.a.log_tail(),
+        )
+        self.assertIn("Operation not permitted: needs root or CAP_NET_ADMIN", vip["reason"])
+        self.assertIn("neither root nor CAP_NET_ADMIN", pair.a.log_text())
+        self.assertFalse(lan.holds("a"))
+        wait_for(lambda: "on_fault hook ended" in pair.a.log_text(), 10, "the on_fault hook\n" + pair.a.log_tail())
+        with open(os.path.join(workdir, "fault.env")) as f:
+            env = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        self.assertEqual((env["IWAY_SERVER"], env["IWAY_ROLE"], env["IWAY_EVENT"]), ("serv_a", "live", "on_fault"))
+        self.assertEqual(env["IWAY_EPOCH"], str(status["epoch"]))
+        self.assertIn(f"vip:{VIP}/24 FAILED", env["IWAY_CAUSE"])
+        self.assertIn("CAP_NET_ADMIN", env["IWAY_CAUSE"])
