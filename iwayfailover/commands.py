@@ -19,6 +19,9 @@ from typing import Mapping, Optional, Sequence
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+"""Searched after PATH for a program named without a slash."""
+
 KILL_GRACE = 1.0
 """Seconds between SIGTERM and SIGKILL for a program past its time limit."""
 
@@ -155,13 +158,14 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
     environment = dict(os.environ if env is None else env)
     program = argv[0]
     if os.sep not in program:
-        found = which(program, environment.get("PATH", os.defpath))
+        # ip and arping live in /usr/sbin, which a service's PATH may leave out.
+        found = which(program, environment.get("PATH", os.defpath) + os.pathsep + SYSTEM_PATH)
         if found is None:
             return defer.succeed(Result(argv=tuple(argv), error=f"{program}: not found on PATH"))
         program = found
     elif not (os.path.isfile(program) and os.access(program, os.X_OK)):
         return defer.succeed(Result(argv=tuple(argv), error=f"{program}: no such executable file"))
-    setsid = which("setsid", environment.get("PATH", os.defpath) + os.pathsep + "/usr/bin:/bin")
+    setsid = which("setsid", environment.get("PATH", os.defpath) + os.pathsep + SYSTEM_PATH)
     spawned = [setsid, program, *argv[1:]] if setsid else [program, *argv[1:]]
     done = defer.Deferred()
     collector = _Collector(argv, name, done, stdin, reactor, log_output)

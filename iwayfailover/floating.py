@@ -317,6 +317,12 @@ class FloatingAddress:
 
         d.addCallback(done)
 
+    def announce_again(self) -> None:
+        """Announce the address anew (another node that claimed it is letting go); nothing unless ACTIVE."""
+        if self.configured and self.state == ACTIVE:
+            self._stop_announcing()
+            self._announce()
+
     def _stop_announcing(self):
         self._announcement = None
         if self._announce_call is not None and self._announce_call.active():

@@ -764,6 +764,8 @@ class FailoverNode(MultiService):
                 "{peer} is live too (epoch {epoch}); this node outranks it, so {peer} yields",
                 peer=frame.name, epoch=frame.epoch,
             )
+            # Neighbours may have last heard of the floating IP from the other node.
+            self.floating.announce_again()
 
     def answer_from_backup(self, frame: wire.Frame) -> None:
         """An answer on the link to this node's backup location."""

@@ -18,7 +18,9 @@ from iwayfailover.commands import Result
 from iwayfailover.floating import FloatingAddress, has_net_admin
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
 from iwayfailover.role import BACKUP, LIVE
+from iwayfailover import wire
 from test_node import NodeTestCase
+from wirepeer import frame_bytes, frames_in
 
 FREE = "free"  # the duplicate address check hears nobody
 
@@ -385,6 +387,35 @@ class NodeFloatingTests(RecordingNodeTestCase):
         node.machine.yield_to("test: another live node outranks this one")
         self.assertEqual(self.events[:2], ["stop web", "ip addr del"])
         self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
+
+    def test_a_switchover_removes_the_address_before_telling_the_backup(self):
+        """Planned switchover: listeners stop, the address goes, and only then the backup is told to take over."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, transport = self.answering_backup(node)
+        removing = self.run.held["ip addr del"] = defer.Deferred()
+        self.events.clear()
+        d = node.switchover()
+        self.assertEqual(self.events, ["stop web", "ip addr del"])
+        self.assertEqual(frames_in(transport), [])  # not told yet: the address is still here
+        removing.callback(Result(argv=(), code=0))
+        [frame] = frames_in(transport)
+        self.assertEqual(frame.kind, wire.Kind.STANDING_DOWN)
+        node.stopService()
+        self.failureResultOf(d)
+
+    def test_the_live_node_that_stays_announces_again_when_another_yields(self):
+        """Two live nodes meet: the one that stays announces its address again, once the other has let go of it."""
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, _ = self.answering_backup(node)
+        self.reactor.advance(3)
+        self.events.clear()
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=0, seq=2))
+        self.assertEqual(node.machine.role, LIVE)  # serv_a outranks serv_b (same epoch, name first)
+        self.step(3)
+        self.assertEqual(self.events.count("arping -U"), 3)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=0, seq=3))
+        self.step(3)
+        self.assertEqual(self.events.count("arping -U"), 3)  # once per meeting, not per frame
 
     def test_a_yield_during_the_add_never_starts_the_listeners(self):
         """Yielding while the address is being added: the listeners are not started afterwards."""
