@@ -176,7 +176,7 @@ class FloatingAddress:
                 self.warning = (
                     f"this process has neither root nor CAP_NET_ADMIN: it cannot add {address} to {interface}"
                 )
-                log.warn("{warning}; run the node as root or give it CAP_NET_ADMIN", warning=self.warning)
+                log.warn("{problem}; run the node as root or give it CAP_NET_ADMIN", problem=self.warning)
 
     # -- the queue --
 
@@ -332,7 +332,7 @@ class FloatingAddress:
     def _warn_once(self, text):
         if self.warning != text:
             self.warning = text
-            log.warn("{name}: {warning}", name=self.name, warning=text)
+            log.warn("{name}: {problem}", name=self.name, problem=text)
 
     # -- the guardian --
 
