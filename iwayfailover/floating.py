@@ -13,8 +13,10 @@ the reactor, each with a time limit:
     IPv6) until no other host answers for the address (the old live node may
     still be letting go of it), then C{ip addr add}, then an announcement so
     that neighbours update their caches at once: gratuitous ARP
-    (C{arping -U}); for IPv6 the kernel's unsolicited neighbour
-    advertisement (C{net.ipv6.conf.IFACE.ndisc_notify = 1}).
+    (C{arping -U}); for IPv6 the kernel's own unsolicited neighbour
+    advertisement at the end of its duplicate address detection (the node
+    sets C{net.ipv6.conf.IFACE.ndisc_notify = 1} for it, and waits for the
+    address to stop being tentative before the listeners start).
   - yielding or stopping: C{ip addr del}.
 
 A node killed with SIGKILL cannot remove its address, so while it holds the
@@ -112,6 +114,8 @@ class FloatingAddress:
     @param interface: the interface to put it on.
     @param run: L{commands.run}, or a stand-in.
     """
+
+    proc_sys = "/proc/sys"
 
     def __init__(self, reactor, address: Optional[str] = None, interface: Optional[str] = None,
                  run=commands.run, wall=time.time, spawn_guardian=True):
@@ -216,9 +220,9 @@ class FloatingAddress:
         if not self._wanted:
             return
         family = "-6" if self.version == 6 else "-4"
-        argv = ["ip", family, "addr", "add", self.address, "dev", self.interface]
         if self.version == 6:
-            argv.append("nodad")  # checked above; a tentative address could not be bound at once
+            yield self._ipv6_notify()
+        argv = ["ip", family, "addr", "add", self.address, "dev", self.interface]
         result = yield self._run(self._reactor, argv, COMMAND_TIMEOUT, name="ip addr add", log_output=False)
         if not result.ok and "File exists" not in result.output:
             self._set(FAILED, f"ip addr add {self.address} dev {self.interface}: {_why(result)}")
@@ -227,6 +231,11 @@ class FloatingAddress:
             log.info("{address} was on {interface} already (left by an earlier run?)", address=self.address,
                      interface=self.interface)
         self._start_guardian()
+        if self.version == 6:
+            problem = yield self._ipv6_settled()
+            if problem is not None:
+                self._set(FAILED, problem)
+                return
         self._set(ACTIVE)
         self._announce()
 
@@ -272,21 +281,56 @@ class FloatingAddress:
             return None
         return result.output.strip() or "a reply" if result.ok else None
 
+    @defer.inlineCallbacks
+    def _ipv6_notify(self):
+        """
+        IPv6: the kernel itself sends the unsolicited neighbour advertisement
+        once its duplicate address detection of a new address is over, if
+        net.ipv6.conf.IFACE.ndisc_notify is 1: set it when it is not.
+        """
+        key = f"net.ipv6.conf.{self.interface}.ndisc_notify"
+        try:
+            with open(os.path.join(self.proc_sys, "net/ipv6/conf", self.interface, "ndisc_notify")) as f:
+                if f.read().strip() != "0":
+                    return
+        except OSError:
+            return  # no such interface (yet): ip addr add will say so
+        result = yield self._run(self._reactor, ["sysctl", "-w", f"{key}=1"], COMMAND_TIMEOUT, name="sysctl", log_output=False)
+        if result.ok:
+            log.info("set {key} = 1, so that the kernel announces {address} (unsolicited neighbour advertisement)",
+                     key=key, address=self.ip)
+        else:
+            self._warn_once(f"could not set {key} = 1 ({_why(result)}): neighbours learn of {self.ip} only when their caches expire")
+
+    @defer.inlineCallbacks
+    def _ipv6_settled(self):
+        """
+        Wait (COMMAND_TIMEOUT at most) for the kernel's duplicate address
+        detection: a tentative address cannot be bound yet. None once it is
+        usable (and announced), else why not.
+        """
+        started = self._reactor.seconds()
+        argv = ["ip", "-6", "-o", "addr", "show", "dev", self.interface, "to", f"{self.ip}/128"]
+        while True:
+            result = yield self._run(self._reactor, argv, COMMAND_TIMEOUT, name="ip addr show", log_output=False)
+            if not result.ok:
+                return f"ip addr show dev {self.interface}: {_why(result)}"
+            if "dadfailed" in result.output:
+                return f"the kernel found {self.ip} in use by another host on {self.interface} (duplicate address detection failed)"
+            if "tentative" not in result.output:
+                log.info("announced {address} on {interface} (the kernel's unsolicited neighbour advertisement)",
+                         address=self.ip, interface=self.interface)
+                return None
+            if self._reactor.seconds() - started >= COMMAND_TIMEOUT:
+                return f"{self.ip} still tentative after {COMMAND_TIMEOUT:g}s (duplicate address detection)"
+            pause = defer.Deferred()
+            self._reactor.callLater(DAD_RETRY, pause.callback, None)
+            yield pause
+
     def _announce(self):
         """Tell the neighbours that the address is here now; not waited for, a failure is only a warning."""
         if self.version == 6:
-            path = f"/proc/sys/net/ipv6/conf/{self.interface}/ndisc_notify"
-            try:
-                with open(path) as f:
-                    notify = f.read().strip()
-            except OSError:
-                notify = None
-            if notify == "0":
-                self._warn_once(
-                    f"{path} is 0: neighbours learn of {self.ip} only when their caches expire;"
-                    f" set net.ipv6.conf.{self.interface}.ndisc_notify = 1 for an unsolicited neighbour advertisement"
-                )
-            return
+            return  # the kernel did, at the end of its duplicate address detection (see _ipv6_notify)
         self._announcement = object()
         self._send_announcement(self._announcement, 1)
 
@@ -318,8 +362,8 @@ class FloatingAddress:
         d.addCallback(done)
 
     def announce_again(self) -> None:
-        """Announce the address anew (another node that claimed it is letting go); nothing unless ACTIVE."""
-        if self.configured and self.state == ACTIVE:
+        """Announce the address anew (another node that claimed it is letting go); nothing unless ACTIVE (and IPv4)."""
+        if self.configured and self.state == ACTIVE and self.version == 4:
             self._stop_announcing()
             self._announce()
 
@@ -391,7 +435,7 @@ class FloatingAddress:
         family = "-6" if self.version == 6 else "-4"
         argv = ["ip", family, "addr", "del", self.address, "dev", self.interface]
         result = yield self._run(self._reactor, argv, COMMAND_TIMEOUT, name="ip addr del", log_output=False)
-        absent = any(text in result.output for text in _ABSENT)
+        absent = any(text in result.output.lower() for text in _ABSENT)
         if result.ok and not held:
             log.warn("removed {address} from {interface}, left there by an earlier run", address=self.address,
                      interface=self.interface)
@@ -417,6 +461,6 @@ class FloatingAddress:
 
 
 # What ip says about an address that is not there (older and newer kernels).
-_ABSENT = ("Cannot assign requested address", "Address not found")
+_ABSENT = ("cannot assign requested address", "address not found")
 
 _PACKAGE = {"arping": "iputils-arping", "ndisc6": "ndisc6"}

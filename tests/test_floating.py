@@ -40,7 +40,7 @@ class FakeCommands:
 
     def key(self, argv):
         if argv[0] == "ip":
-            return f"ip addr {argv[3]}"
+            return f"ip addr {argv[argv.index('addr') + 1]}"
         if argv[0] == "arping":
             return "arping " + ("-D" if "-D" in argv else "-U")
         return argv[0]
@@ -229,18 +229,54 @@ class FloatingAddressTests(unittest.TestCase):
         self.assertNotIn("ip addr add", self.run.events)
         self.assertEqual(vip.state, WAITING)
 
-    def test_ipv6(self):
-        """IPv6: ndisc6 checks for another holder, ip -6 adds with nodad (checked already), no arping."""
+    def ipv6(self, ndisc_notify="0"):
+        folder = temporary_directory(self)
+        os.makedirs(os.path.join(folder, "net/ipv6/conf/eth0"))
+        with open(os.path.join(folder, "net/ipv6/conf/eth0/ndisc_notify"), "w") as f:
+            f.write(ndisc_notify + "\n")
+        self.patch(FloatingAddress, "proc_sys", folder)
         vip = self.make("2001:db8::100/64")
         self.run.answers["ndisc6"] = failed("", 2)  # nobody answered
+        return vip
+
+    def test_ipv6(self):
+        """IPv6: ndisc6 checks for another holder, ndisc_notify is set, ip -6 adds (the kernel's DAD and announcement), no arping."""
+        vip = self.ipv6()
         vip.up()
         self.assertEqual(vip.state, ACTIVE)
-        self.assertEqual(self.run.argvs("ip addr add"), [("ip", "-6", "addr", "add", "2001:db8::100/64", "dev", "eth0", "nodad")])
         [ndisc] = self.run.argvs("ndisc6")
         self.assertEqual(ndisc[-2:], ("2001:db8::100", "eth0"))
-        self.assertNotIn("arping -U", self.run.events)
+        self.assertEqual(self.run.argvs("sysctl"), [("sysctl", "-w", "net.ipv6.conf.eth0.ndisc_notify=1")])
+        self.assertEqual(self.run.argvs("ip addr add"), [("ip", "-6", "addr", "add", "2001:db8::100/64", "dev", "eth0")])
+        self.assertEqual(self.run.events, ["ndisc6", "sysctl", "ip addr add", "ip addr show"])
         vip.down()
         self.assertEqual(self.run.argvs("ip addr del")[-1][:2], ("ip", "-6"))
+
+    def test_ipv6_ndisc_notify_already_set_is_left_alone(self):
+        """ndisc_notify already 1: no sysctl."""
+        vip = self.ipv6("1")
+        vip.up()
+        self.assertEqual(self.run.argvs("sysctl"), [])
+
+    def test_ipv6_waits_until_the_address_is_no_longer_tentative(self):
+        """IPv6: ACTIVE only once the kernel's duplicate address detection is over (a tentative address cannot be bound)."""
+        vip = self.ipv6("1")
+        shows = [Result(argv=(), code=0, output="2: eth0    inet6 2001:db8::100/64 scope global tentative \\")] * 3
+        self.run.answers["ip addr show"] = lambda argv: shows.pop() if shows else Result(argv=argv, code=0, output="inet6 2001:db8::100/64 scope global")
+        d = vip.up()
+        self.assertNoResult(d)
+        self.assertEqual(vip.state, "STARTING")
+        self.clock.pump([floating.DAD_RETRY] * 3)
+        self.successResultOf(d)
+        self.assertEqual(vip.state, ACTIVE)
+
+    def test_ipv6_duplicate_found_by_the_kernel_is_failed(self):
+        """IPv6: the kernel's DAD failed: FAILED, saying another host uses the address."""
+        vip = self.ipv6("1")
+        self.run.answers["ip addr show"] = lambda argv: Result(argv=argv, code=0, output="inet6 2001:db8::100/64 scope global tentative dadfailed")
+        vip.up()
+        self.assertEqual(vip.state, FAILED)
+        self.assertIn("duplicate address detection failed", vip.reason)
 
     def test_no_address_configured_runs_nothing(self):
         """A node without a virtual_ip runs no command."""
