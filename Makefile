@@ -8,9 +8,9 @@ CONF ?= conf/iwayfailover.ini
 PYTEST_ARGS ?=
 # From Debian: ip (network namespaces for the partition test), keepalived (the
 # comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark).
-# iputils-arping and ndisc6: the floating IP's duplicate address check and
-# gratuitous ARP (IPv4: arping, IPv6: ndisc6).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng iputils-arping ndisc6
+# iputils-arping, ndisc6 and procps: the floating IP's duplicate address check
+# and announcement (IPv4: arping; IPv6: ndisc6, and sysctl for ndisc_notify).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng iputils-arping ndisc6 procps
 
 .PHONY: install system-packages run test trial bench clean
 
