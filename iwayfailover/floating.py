@@ -383,7 +383,8 @@ class FloatingAddress:
     def _start_guardian(self):
         if not self._spawn_guardian or self._guardian is not None or not IReactorProcess.providedBy(self._reactor):
             return
-        delete = shlex.join(["ip", "-6" if self.version == 6 else "-4", "addr", "del", self.address, "dev", self.interface])
+        ip = commands.which("ip", os.environ.get("PATH", os.defpath) + os.pathsep + commands.SYSTEM_PATH) or "ip"
+        delete = shlex.join([ip, "-6" if self.version == 6 else "-4", "addr", "del", self.address, "dev", self.interface])
         # Signals that end the node (Ctrl-C on its terminal) must not end the
         # guardian before the node has removed the address itself.
         script = f"trap '' INT TERM HUP; cat >/dev/null; exec {delete} >/dev/null 2>&1"
