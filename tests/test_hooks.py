@@ -120,8 +120,10 @@ class HookPairTests(unittest.TestCase):
         self.addCleanup(pair.stop)
         pair.start_both()
         path = lambda server, event: os.path.join(out, f"{server}.{event}.env")
-        wait_for(lambda: os.path.exists(path("serv_b", "on_backup")), 10, "serv_b's on_backup hook")
-        wait_for(lambda: os.path.exists(path("serv_a", "on_live")), 10, "serv_a's on_live hook")
+        # The log says when a hook has ended, and so its file is whole.
+        wait_for(lambda: "on_backup hook ended" in pair.b.log_text(), 10, "serv_b's on_backup hook\n" + pair.b.log_tail())
+        wait_for(lambda: "on_live hook ended" in pair.a.log_text(), 10, "serv_a's on_live hook\n" + pair.a.log_tail())
+        self.assertTrue(os.path.exists(path("serv_a", "on_live")))
         backup = read_env(path("serv_b", "on_backup"))
         self.assertEqual((backup["IWAY_ROLE"], backup["IWAY_EPOCH"], backup["IWAY_CAUSE"]), ("backup", "0", "started as backup"))
         pair.a.kill()
