@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 # From Debian: ip (network namespaces for the partition test), keepalived (the
 # comparison benchmark), stress-ng (CPU saturation for the false-takeover benchmark),
 # openssl (conf/make-certs.sh, and its test), chromium and chromium-driver (the
-# console's real-browser test).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver
+# console's real-browser test), iputils-arping, ndisc6 and procps (the floating
+# IP's duplicate address check and announcement: IPv4 arping; IPv6 ndisc6, and
+# sysctl for ndisc_notify).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps
 
 .PHONY: install system-packages run run-tls test trial bench screenshots clean
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -67,6 +68,7 @@ class FailoverSettings:
     preferred: Optional[str] = None
     failback_delay: float = 30.0
     console_users: Optional[str] = None
+    client: "ClientSettings" = field(default_factory=lambda: ClientSettings())
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class ServerSettings:
     console_users: Optional[str] = None
     folder: str = field(default="", repr=False, compare=False)
     """The configuration file's folder: relative TLS file paths are relative to it."""
+    client: "ClientSettings" = field(default_factory=lambda: ClientSettings())
 
     @property
     def backup_endpoint(self) -> str:
@@ -153,6 +156,10 @@ class SharedConfig:
     def listeners_for(self, server: str) -> Mapping[str, ListenerSettings]:
         return {n: spec for n, spec in self.listeners.items() if spec.runs_on(server)}
 
+    def client_settings(self, server: str) -> "ClientSettings":
+        """The floating IP and notify hooks of C{server}: its own section's keys win over [failover]'s."""
+        return self.server(server).client.over(self.failover.client)
+
 
 def client_endpoint_string(location: str) -> str:
     """
@@ -217,6 +224,9 @@ _FAILOVER_KEYS = {
     "witness", "self_fence", "failback", "preferred", "failback_delay", "console_users",
 }
 _SERVER_KEYS = {"backup_location", "heartbeat_port", "threshold", "console", "priority", "console_users"}
+# Keys allowed in [failover] and in every [server:NAME] (the server's own win):
+# the floating IP and the notify hooks (see _parse_client below).
+_CLIENT_KEYS = {"virtual_ip", "interface", "on_live", "on_backup", "on_fault", "hook_timeout"}
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 _SERVER_REQUIRED = ("backup_location", "heartbeat_port", "threshold")
@@ -387,6 +397,8 @@ def parse_config(text: str, path: str) -> SharedConfig:
             path, "failover", "preferred", failover.preferred, f"no [server:{failover.preferred}] section",
             "the name of a [server:NAME] section: " + ", ".join(sorted(servers)),
         )
+    for server in servers.values():
+        _check_client(path, server.name, server.client.over(failover.client), server.client)
     for listener in listeners.values():
         for server in listener.servers or ():
             if server not in servers:
@@ -400,8 +412,8 @@ def parse_config(text: str, path: str) -> SharedConfig:
 
 
 def _parse_failover(path, section, items) -> FailoverSettings:
-    _unknown_keys(path, section, items, _FAILOVER_KEYS)
-    values = {}
+    _unknown_keys_or_client(path, section, items, _FAILOVER_KEYS)
+    values = {"client": _parse_client(path, section, items)}
     for key in ("heartbeat_interval", "reload_interval", "failback_delay"):
         if key in items:
             values[key] = _positive_seconds(path, section, key, items[key])
@@ -463,7 +475,7 @@ def console_endpoint_string(console: str) -> str:
 
 
 def _parse_server(path, section, name, items) -> ServerSettings:
-    _unknown_keys(path, section, items, _SERVER_KEYS)
+    _unknown_keys_or_client(path, section, items, _SERVER_KEYS)
     for key in _SERVER_REQUIRED:
         if key not in items or not items[key]:
             raise ConfigError(
@@ -483,6 +495,7 @@ def _parse_server(path, section, name, items) -> ServerSettings:
         priority=_integer(path, section, "priority", items["priority"]) if "priority" in items else 0,
         console_users=_users_file(path, section, items["console_users"]) if "console_users" in items else None,
         folder=_folder(path),
+        client=_parse_client(path, section, items),
     )
 
 
@@ -551,6 +564,110 @@ def _parse_command(path, section, name, items, servers) -> ListenerSettings:
             env.append((key, value))
         values["env"] = tuple(env)
     return ListenerSettings(name=name, plugin="", args=(), servers=servers, command=words, **values)
+# -- the floating IP and the notify hooks (issue 7) --
+
+DEFAULT_HOOK_TIMEOUT = 10.0
+"""Seconds a notify hook may run before it is killed."""
+
+_INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}\Z")
+_INTERFACE_ALLOWED = "a network interface name of 1 to 15 of A-Z a-z 0-9 _ . @ -, e.g. eth0 or bond0.100"
+_VIRTUAL_IP_ALLOWED = "an IPv4 or IPv6 address with its prefix length, e.g. 10.0.0.100/24 or 2001:db8::100/64"
+_HOOK_ALLOWED = "a command and its arguments, split like a shell would (no pipes, no $VARIABLES), e.g. /usr/local/bin/notify live"
+HOOK_KEYS = ("on_live", "on_backup", "on_fault")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """
+    What gets clients to the live node: the floating IP it holds while live,
+    and the commands it runs when its role changes. Each may be set in
+    [failover] or in a server's section; None means not set there.
+    """
+
+    virtual_ip: Optional[str] = None
+    interface: Optional[str] = None
+    on_live: Optional[Tuple[str, ...]] = None
+    on_backup: Optional[Tuple[str, ...]] = None
+    on_fault: Optional[Tuple[str, ...]] = None
+    hook_timeout: Optional[float] = None
+
+    def over(self, fallback: "ClientSettings") -> "ClientSettings":
+        """These settings, with C{fallback}'s wherever these have none."""
+        return ClientSettings(**{
+            name: getattr(self, name) if getattr(self, name) is not None else getattr(fallback, name)
+            for name in self.__dataclass_fields__
+        })
+
+    @property
+    def timeout(self) -> float:
+        return self.hook_timeout if self.hook_timeout is not None else DEFAULT_HOOK_TIMEOUT
+
+    def hook(self, name: str) -> Optional[Tuple[str, ...]]:
+        return getattr(self, name)
+
+
+def _unknown_keys_or_client(path, section, keys, known):
+    """L{_unknown_keys} for a section that also takes the client keys (listed after its own)."""
+    for key in keys:
+        if key not in known and key not in _CLIENT_KEYS:
+            raise ConfigError(
+                path, section, key, problem="unknown key",
+                allowed=", ".join(sorted(known)) + "; floating IP and notify hooks: " + ", ".join(sorted(_CLIENT_KEYS)),
+            )
+
+
+def _virtual_ip(path, section, text):
+    try:
+        interface = ipaddress.ip_interface(text.strip())
+    except ValueError as e:
+        raise ConfigError(path, section, "virtual_ip", text, f"not an address with a prefix ({e})", _VIRTUAL_IP_ALLOWED) from None
+    if "/" not in text:
+        raise ConfigError(path, section, "virtual_ip", text, "the prefix length is missing", _VIRTUAL_IP_ALLOWED)
+    address = interface.ip
+    if address.is_loopback or address.is_multicast or address.is_unspecified or address.is_link_local:
+        raise ConfigError(
+            path, section, "virtual_ip", text, "a loopback, multicast, link-local or unspecified address cannot float",
+            _VIRTUAL_IP_ALLOWED,
+        )
+    if address.version == 4 and interface.network.prefixlen < 31 and address in (
+        interface.network.network_address, interface.network.broadcast_address
+    ):
+        raise ConfigError(path, section, "virtual_ip", text, "that is the network's own or broadcast address", _VIRTUAL_IP_ALLOWED)
+    return interface.with_prefixlen
+
+
+def _parse_client(path, section, items) -> ClientSettings:
+    values = {}
+    if "virtual_ip" in items:
+        values["virtual_ip"] = _virtual_ip(path, section, items["virtual_ip"])
+    if "interface" in items:
+        text = items["interface"].strip()
+        if not _INTERFACE_NAME.match(text) or text in (".", ".."):
+            raise ConfigError(path, section, "interface", items["interface"], "not an interface name", _INTERFACE_ALLOWED)
+        values["interface"] = text
+    for key in HOOK_KEYS:
+        if key in items:
+            try:
+                words = shlex.split(items[key])
+            except ValueError as e:
+                raise ConfigError(path, section, key, items[key], f"cannot split into words ({e})", _HOOK_ALLOWED) from None
+            if not words or not words[0]:
+                raise ConfigError(path, section, key, items[key], "empty", _HOOK_ALLOWED)
+            values[key] = tuple(words)
+    if "hook_timeout" in items:
+        values["hook_timeout"] = _positive_seconds(path, section, "hook_timeout", items["hook_timeout"])
+    return ClientSettings(**values)
+
+
+def _check_client(path, server, effective: ClientSettings, own: ClientSettings):
+    """A floating IP needs an interface to put it on, wherever each is set."""
+    if (effective.virtual_ip is None) != (effective.interface is None):
+        present, missing = ("virtual_ip", "interface") if effective.interface is None else ("interface", "virtual_ip")
+        raise ConfigError(
+            path, f"server:{server}", missing,
+            problem=f"{present} is set for this server (here or in [failover]) but {missing} is not",
+            allowed="both virtual_ip (e.g. 10.0.0.100/24) and interface (e.g. eth0), in [failover] or in the server's section",
+        )
 
 
 def read_config(path: str) -> SharedConfig:

@@ -22,10 +22,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
-from iwayfailover import probe, tls, wire
+from iwayfailover import commands, probe, tls, wire
 from iwayfailover.config import SharedConfig, backup_host, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
-from iwayfailover.listeners import STOPPED, WAITING, ListenerSet, plugin_service
+from iwayfailover.floating import FloatingAddress
+from iwayfailover.hooks import Hooks
+from iwayfailover.listeners import FAILED, STOPPED, WAITING, ListenerSet, plugin_service
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE, STARTING, IRoleEffects, RoleMachine, outranks
 from iwayfailover.state import EpochStore
 from iwayfailover.watchdog import Watchdog
@@ -299,6 +301,8 @@ class FailoverNode(MultiService):
     @param wall: the wall clock, for the times shown to people.
     @param reach_any: L{probe.reach_any}, or a stand-in.
     @param query: L{probe.query}, or a stand-in.
+    @param run_command: runs outside commands (floating IP, notify hooks):
+        L{commands.run} by default, or a stand-in.
     """
 
     log = Logger()
@@ -310,7 +314,7 @@ class FailoverNode(MultiService):
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
-                 reach_any=probe.reach_any, query=probe.query):
+                 reach_any=probe.reach_any, query=probe.query, run_command=None):
         super().__init__()
         if config.keys is None:
             raise ValueError("a configuration without its keys: read it with tap.load_checked_config")
@@ -329,6 +333,14 @@ class FailoverNode(MultiService):
         self.watchdog = Watchdog(reactor, self.settings.threshold, self._silence, now=now)
         self.listeners = ListenerSet(build_listener, wall=wall, reactor=reactor)
         self.listeners.configure(config.listeners_for(name))
+        # Getting clients to the live node (issue 7): the floating IP, held
+        # while live, and the notify hooks run on each change of role.
+        client = config.client_settings(name)
+        run_command = run_command or commands.run
+        self.floating = FloatingAddress(reactor, client.virtual_ip, client.interface, run=run_command, wall=wall)
+        self.hooks = Hooks(reactor, name, lambda: self.config.client_settings(self.name), run=run_command)
+        self._activation = None
+        self._faults = set()
         others = [n for n in config.servers if n != name]
         self.peer = Peer(others[0] if len(others) == 1 else None, now)
         self.refusals = RefusalLog(reactor)
@@ -437,9 +449,40 @@ class FailoverNode(MultiService):
 
     def hold_listeners(self):
         self.listeners.hold()
+        # A floating IP left behind by a crash of this node goes now.
+        self._track_stopping(self.floating.down(WAITING))
 
     def activate_listeners(self):
-        self._activating = self.listeners.start()
+        # The floating IP first: a listener may bind it.
+        token = self._activation = object()
+        epoch, cause = self.machine.epoch, self.machine.cause
+        self._faults = set()  # a failure met again on this going live is reported again
+
+        def listeners(_):
+            if self._activation is token:
+                return self.listeners.start()
+
+        def live(_):
+            if self._activation is token:
+                self.hooks.fire("on_live", LIVE, epoch, cause)
+                self.check_faults()
+
+        self._activating = self.floating.up().addCallback(listeners).addCallback(live)
+
+    def _then_release_address(self, stopped: defer.Deferred, final: str) -> defer.Deferred:
+        """After the listeners have stopped, let go of the floating IP."""
+        self._activation = None
+        return stopped.addCallback(lambda _: self.floating.down(final))
+
+    def check_faults(self) -> None:
+        """Run on_fault for each listener (or the floating IP) newly FAILED."""
+        items = dict(self.listeners.listeners)
+        if self.floating.configured:
+            items[self.floating.name] = self.floating
+        failed = {(n, item.reason) for n, item in items.items() if item.state == FAILED}
+        for name, reason in sorted(failed - self._faults):
+            self.hooks.fire("on_fault", self.machine.role, self.machine.epoch, f"{name} FAILED: {reason}")
+        self._faults = failed
 
     def _track_stopping(self, d: defer.Deferred) -> None:
         """Remember stop work under way, so that stopService waits for all of it."""
@@ -449,11 +492,11 @@ class FailoverNode(MultiService):
             self._stopping = defer.gatherResults([self._stopping, d], consumeErrors=True)
 
     def deactivate_listeners(self):
-        self._track_stopping(self.listeners.stop(WAITING))
+        self._track_stopping(self._then_release_address(self.listeners.stop(WAITING), WAITING))
 
     def shut_down_live(self):
         self._stop_lease()
-        stopped = self.listeners.stop(STOPPED)
+        stopped = self._then_release_address(self.listeners.stop(STOPPED), STOPPED)
 
         def stand_down(_):
             if self.sender.stand_down(switchover=False):
@@ -466,7 +509,7 @@ class FailoverNode(MultiService):
         self._stop_lease()
         self.sender.pause()
         handover = self._handover
-        stopped = self.listeners.stop(WAITING)
+        stopped = self._then_release_address(self.listeners.stop(WAITING), WAITING)
         self._track_stopping(stopped)
 
         def tell(_):
@@ -487,6 +530,12 @@ class FailoverNode(MultiService):
         self._track_stopping(self.sender.stop())
 
     def arm_watchdog(self):
+        # Every way into the backup role ends here: on_backup once the
+        # listeners and the floating IP have let go.
+        epoch, cause = self.machine.epoch, self.machine.cause
+        waiter = defer.Deferred()
+        self._stopping.addBoth(lambda result: (waiter.callback(None), result)[1])
+        waiter.addCallback(lambda _: self.hooks.fire("on_backup", BACKUP, epoch, cause))
         self._isolation_logged = False
         self._last_live_heartbeat = None
         self.watchdog.start()
@@ -505,6 +554,7 @@ class FailoverNode(MultiService):
                 "could not keep epoch {epoch} in {path}: {why}; going on with it in memory only",
                 epoch=epoch, path=self._epochs.path, why=e,
             )
+            self.hooks.fire("on_fault", self.machine.role, epoch, f"could not keep epoch {epoch} in {self._epochs.path}: {e}")
 
     # -- takeover on silence, with the witness check --
 
@@ -739,6 +789,8 @@ class FailoverNode(MultiService):
                 "{peer} is live too (epoch {epoch}); this node outranks it, so {peer} yields",
                 peer=frame.name, epoch=frame.epoch,
             )
+            # Neighbours may have last heard of the floating IP from the other node.
+            self.floating.announce_again()
 
     def answer_from_backup(self, frame: wire.Frame) -> None:
         """An answer on the link to this node's backup location."""
@@ -976,7 +1028,13 @@ class FailoverNode(MultiService):
         after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
         if before != after:
             changes.append(f"listeners {sorted(before)} -> {sorted(after)}")
-        self.listeners.configure(config.listeners_for(self.name))
+        self.listeners.configure(config.listeners_for(self.name)).addCallback(lambda _: self.check_faults())
+        client = config.client_settings(self.name)
+        if (client.virtual_ip, client.interface) != (self.floating.address, self.floating.interface):
+            changes.append(
+                f"virtual_ip {self.floating.address} on {self.floating.interface} -> {client.virtual_ip} on {client.interface}"
+            )
+            self.floating.configure(client.virtual_ip, client.interface).addCallback(lambda _: self.check_faults())
         self.log.info(
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"
         )
@@ -1002,6 +1060,8 @@ class FailoverNode(MultiService):
 
     def status(self) -> dict:
         listeners = self.listeners.status()
+        if self.floating.configured:
+            listeners[self.floating.name] = self.floating.status()
         for entry in listeners.values():
             entry["since"] = iso(entry["since"])
         return {
