@@ -46,18 +46,27 @@ system-packages:
 conf/failover.key: | install
 	$(BIN)/iwsrv keygen $@
 
+# The example consoles' user: ops, with a random password kept in
+# conf/console-password (mode 0600); made once, never committed.
+conf/console-users: | install
+	@umask 077; password=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(12))"); \
+	printf '%s\n' "$$password" > conf/console-password; \
+	printf '%s\n' "$$password" | $(BIN)/iwsrv adduser $@ ops --password-stdin >/dev/null; \
+	echo "made the console user ops; its password is in conf/console-password"
+
 # Certificates of the example TLS pair (conf/tls.ini): made once, never committed.
 conf/tls/serv_a.crt:
 	conf/make-certs.sh conf/tls serv_a=DNS:localhost,IP:127.0.0.1 serv_b=DNS:localhost,IP:127.0.0.1
 
 # The example pair with mutual-TLS heartbeat links.
-run-tls: install conf/failover.key conf/tls/serv_a.crt
+run-tls: install conf/failover.key conf/console-users conf/tls/serv_a.crt
 	$(MAKE) run CONF=conf/tls.ini
 
-run: install conf/failover.key
+run: install conf/failover.key conf/console-users
 	@mkdir -p .run
-	@echo "serv_a (live):   console http://127.0.0.1:8081/api/status"
-	@echo "serv_b (backup): console http://127.0.0.1:8082/api/status"
+	@echo "serv_a (live):   console http://127.0.0.1:8081/ (status API: /api/status)"
+	@echo "serv_b (backup): console http://127.0.0.1:8082/"
+	@echo "console login:   ops / $$(cat conf/console-password)"
 	@echo "the web channel: http://127.0.0.1:8080/ (served by whichever node is live)"
 	@echo "Ctrl-C stops both."
 	@trap 'kill $$A $$B 2>/dev/null; wait' INT TERM; \

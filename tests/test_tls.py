@@ -385,6 +385,9 @@ class ExampleTests(unittest.TestCase):
         from iwayfailover import auth
 
         auth.write_new_key_file(os.path.join(self.folder, "failover.key"))
+        from iwayfailover.console.users import add_user
+
+        add_user(os.path.join(self.folder, "console-users"), "ops", "a test password", n=2)
 
     def test_the_script_writes_private_keys_for_the_owner_only(self):
         for name in ("ca.key", "serv_a.key", "serv_b.key"):
