@@ -12,9 +12,11 @@ program's whole process group gets SIGTERM, and SIGKILL once
 C{stop_timeout} seconds have passed.
 
 The program runs in a session (and process group) of its own, so that a stop
-reaches every process it started, and, on Linux, with the kernel's promise
-to kill it should the node itself die (C{PR_SET_PDEATHSIG}): a node killed
-with C{kill -9} leaves no program behind to serve beside the new live node.
+reaches every process it started. A small launcher leads that session and,
+on Linux, gets the kernel's word when the node dies (C{PR_SET_PDEATHSIG}),
+on which it kills the whole session: a node killed with C{kill -9} leaves
+neither the program nor any process it started to serve beside the new live
+node.
 """
 
 from __future__ import annotations
@@ -43,24 +45,52 @@ MAX_LINE = 4096
 
 log = Logger()
 
-# Run first in the child: a new session, death with the node (Linux), then
-# the program itself. argv: node's pid, program, its arguments.
+# Run first in the child, and stays as the leader of the program's session:
+# a new session; on Linux, a signal from the kernel when the node dies
+# (PR_SET_PDEATHSIG), on which it kills the whole session, so that neither
+# the program nor anything it started outlives a node killed with kill -9.
+# A stop's SIGTERM is the program's to answer (the launcher ignores it); the
+# launcher ends as the program ends, with its status or its signal.
+# argv: node's pid, program, its arguments.
 _LAUNCHER = """\
-import os, sys
+import os, signal, sys
 os.setsid()
+def node_died(number, frame):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGUSR1, node_died)
+for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(number, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGUSR1), 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
 if os.getppid() != int(sys.argv[1]):
-    os._exit(1)  # the node died before the promise was in place
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as e:
-    sys.stderr.write("cannot run %s: %s\\n" % (sys.argv[2], e.strerror or e))
-    os._exit(127)
+    os.killpg(0, signal.SIGKILL)  # the node died before the promise was in place
+child = os.fork()
+if child == 0:
+    for number in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        sys.stderr.write("cannot run %s: %s\\n" % (sys.argv[2], e.strerror or e))
+        os._exit(127)
+while True:
+    try:
+        _, status = os.waitpid(child, 0)
+        break
+    except ChildProcessError:
+        os._exit(1)
+if os.WIFSIGNALED(status):
+    number = os.WTERMSIG(status)
+    try:
+        signal.signal(number, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), number)
+os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 """
 
 

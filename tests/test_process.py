@@ -122,11 +122,14 @@ class StartTests(ChannelTestCase):
         self.assertEqual(channel.status()["pid"], self.process.pid)
 
     def test_program_runs_through_the_launcher_in_a_session_of_its_own(self):
-        """The program is spawned through a launcher that calls setsid, arms PR_SET_PDEATHSIG and execs it."""
+        """The program is spawned through a launcher that calls setsid, arms PR_SET_PDEATHSIG, kills its session on it, and runs the program."""
         argv = launcher_argv(("/bin/worker", "-x"))
         self.assertEqual(argv[0], sys.executable)
-        self.assertIn("os.setsid()", argv[argv.index("-c") + 1])
-        self.assertIn("prctl(1, 9", argv[argv.index("-c") + 1])
+        script = argv[argv.index("-c") + 1]
+        self.assertIn("os.setsid()", script)
+        self.assertIn("prctl(1, int(signal.SIGUSR1)", script)
+        self.assertIn("os.killpg(0, signal.SIGKILL)", script)
+        self.assertIn("os.execvp(sys.argv[2], sys.argv[2:])", script)
         self.assertEqual(argv[-3:], [str(os.getpid()), "/bin/worker", "-x"])
 
     def test_env_and_cwd_are_given_to_the_program(self):

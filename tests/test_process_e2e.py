@@ -17,20 +17,27 @@ from harness import IWSRV, Pair, temporary_directory, wait_for
 # Says it started, honours SIGTERM by saying so, and keeps a child of its own
 # (the sleep) so that the whole process group is seen to go.
 POLITE = """\
-trap 'echo "worker $$ got TERM"; exit 0' TERM
-echo "worker $$ started on $IWAY_TEST_NODE"
+trap 'echo "worker $PPID got TERM"; exit 0' TERM
+echo "worker $PPID started on $IWAY_TEST_NODE"
 while true; do sleep 0.05; done
 """
 
 # Ignores SIGTERM, and so do its children (an ignored signal stays ignored across exec).
 STUBBORN = """\
 trap '' TERM
-echo "stubborn $$ started"
+echo "stubborn $PPID started"
 while true; do sleep 0.05; done
 """
 
+# A program that starts a long-lived process of its own, as servers do.
+PARENT = """\
+sleep 300 &
+echo "parent $PPID started"
+wait
+"""
+
 CRASHING = """\
-echo "crashing $$"
+echo "crashing $PPID"
 exit 3
 """
 
@@ -54,7 +61,7 @@ def group_members(pgid):
 
 
 def running(script):
-    """The pids of live (not zombie) processes whose command line names C{script}."""
+    """The process groups (one per channel run: its launcher's pid) of live processes whose command line names C{script}."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -63,12 +70,12 @@ def running(script):
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 words = f.read().split(b"\0")
             with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
         except OSError:
             continue
-        if script.encode() in words and state not in ("Z", "X"):
-            found.append(int(entry))
-    return found
+        if script.encode() in words and state not in ("Z", "X") and int(group) not in found:
+            found.append(int(group))
+    return sorted(found)
 
 
 class ChannelTestCase(unittest.TestCase):
@@ -184,7 +191,7 @@ class ProcessChannelTests(ChannelTestCase):
         self.assertIn("killed by signal 9 (SIGKILL)", log)
 
     def test_a_node_killed_with_kill_9_takes_its_program_with_it(self):
-        """kill -9 of the node itself: the kernel kills its program (PR_SET_PDEATHSIG); no orphan serves on."""
+        """kill -9 of the node itself: the kernel tells the launcher (PR_SET_PDEATHSIG), which kills the session; no orphan serves on."""
         self.channel(POLITE)
         self.pair.a.start()
         self.pair.a.wait_role("live")
@@ -192,6 +199,17 @@ class ProcessChannelTests(ChannelTestCase):
         self.wait_said(self.pair.a, f"worker {pid} started")
         self.pair.a.kill()
         self.assert_gone(pid, "the program of the killed node")
+
+    def test_a_node_killed_with_kill_9_leaves_nothing_its_program_started(self):
+        """The program's own long-lived children die with the node too, not only the program."""
+        self.channel(PARENT)
+        self.pair.a.start()
+        self.pair.a.wait_role("live")
+        pid = self.wait_pid(self.pair.a)
+        self.wait_said(self.pair.a, f"parent {pid} started")
+        self.assertGreaterEqual(len(group_members(pid)), 3, "launcher, sh and sleep")
+        self.pair.a.kill()
+        self.assert_gone(pid, "the program and its child")
 
 
 class PairChannelTests(ChannelTestCase):
