@@ -389,8 +389,12 @@ class FloatingAddress:
         # guardian before the node has removed the address itself.
         script = f"trap '' INT TERM HUP; cat >/dev/null; exec {delete} >/dev/null 2>&1"
         guardian = _Guardian()
+        # A session of its own, where setsid(1) is found: a kill of the node's
+        # whole process group (kill -9 -PGID) does not take the guardian along.
+        setsid = commands.which("setsid", os.environ.get("PATH", os.defpath) + os.pathsep + commands.SYSTEM_PATH)
+        argv = ([setsid] if setsid else []) + ["/bin/sh", "-c", script]
         try:
-            self._reactor.spawnProcess(guardian, "/bin/sh", ["/bin/sh", "-c", script], env=dict(os.environ))
+            self._reactor.spawnProcess(guardian, argv[0], argv, env=dict(os.environ))
         except Exception as e:
             log.warn("no guardian for {address}: {why}; a node killed outright would leave it behind",
                      address=self.address, why=e)
