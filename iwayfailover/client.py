@@ -251,7 +251,11 @@ def parse_failover(reactor, *addresses: str, **options: str) -> FailoverClientEn
         if ":" not in description:
             raise ValueError(f"failover endpoint: {address!r} is not host:port or a client endpoint string (allowed: {allowed})")
         try:
-            endpoints.append(clientFromString(reactor, description))
+            endpoint = clientFromString(reactor, description)
         except Exception as e:
             raise ValueError(f"failover endpoint: {address!r} is not a usable address ({e}) (allowed: {allowed})") from None
+        port = getattr(endpoint, "_port", None)
+        if isinstance(port, int) and not 0 < port < 65536:
+            raise ValueError(f"failover endpoint: {address!r}: port {port} is out of range (1 to 65535)")
+        endpoints.append(endpoint)
     return FailoverClientEndpoint(reactor, endpoints, timeout, names=list(addresses), sticky=sticky)

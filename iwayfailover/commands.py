@@ -79,6 +79,8 @@ class _Collector(protocol.ProcessProtocol):
         self.timed_out = False
         self.timers = []
         self.reason = None
+        self.pid = None
+        self.group = False
 
     def connectionMade(self):
         if self.stdin:
@@ -97,6 +99,10 @@ class _Collector(protocol.ProcessProtocol):
         # (a daemon it started): do not wait for that longer than a moment.
         self.reason = reason
         self._cancel_timers()
+        if self.timed_out and self.group and self.pid is not None:
+            # Past its limit: what it leaves behind (a child that ignored
+            # SIGTERM) gets SIGKILL now, not never.
+            _signal(self.pid, signal.SIGKILL, True)
         self.timers.append(self.reactor.callLater(PIPE_GRACE, self._finish))
 
     def processEnded(self, reason):
@@ -138,7 +144,8 @@ def _signal(pid, number, group):
 
 
 def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str, str]] = None,
-        name: Optional[str] = None, stdin: Optional[bytes] = None, log_output: bool = True) -> defer.Deferred:
+        name: Optional[str] = None, stdin: Optional[bytes] = None, log_output: bool = True,
+        backstop: bool = False) -> defer.Deferred:
     """
     Run C{argv} (looked up on C{PATH} when it has no slash), at most
     C{timeout} seconds, in a session of its own (so that a time limit ends
@@ -149,6 +156,9 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
     @param name: how its output lines are labelled in the log; by default
         the program's name.
     @param log_output: log each line it writes (else only the result has them).
+    @param backstop: also run it under coreutils' C{timeout}, set a little
+        past C{timeout}, so that it ends even if this process dies first
+        (whose own timer would then never fire).
     @return: a Deferred firing with a L{Result}; never failing.
     """
     argv = [str(a) for a in argv]
@@ -166,7 +176,11 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
     elif not (os.path.isfile(program) and os.access(program, os.X_OK)):
         return defer.succeed(Result(argv=tuple(argv), error=f"{program}: no such executable file"))
     setsid = which("setsid", environment.get("PATH", os.defpath) + os.pathsep + SYSTEM_PATH)
-    spawned = [setsid, program, *argv[1:]] if setsid else [program, *argv[1:]]
+    command = [program, *argv[1:]]
+    limit = which("timeout", environment.get("PATH", os.defpath) + os.pathsep + SYSTEM_PATH) if backstop else None
+    if limit is not None:
+        command = [limit, "--kill-after=1", f"{timeout + KILL_GRACE + 1:g}", *command]
+    spawned = [setsid, *command] if setsid else command
     done = defer.Deferred()
     collector = _Collector(argv, name, done, stdin, reactor, log_output)
     try:
@@ -174,6 +188,7 @@ def run(reactor, argv: Sequence[str], timeout: float, env: Optional[Mapping[str,
     except Exception as e:
         return defer.succeed(Result(argv=tuple(argv), error=f"{type(e).__name__}: {e}"))
     pid = transport.pid
+    collector.pid, collector.group = pid, setsid is not None
 
     def expire():
         collector.timed_out = True

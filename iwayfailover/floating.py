@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
 from iwayfailover import commands
-from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
+from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed
 
 COMMAND_TIMEOUT = 5.0
 """Seconds an C{ip} command may take."""
@@ -114,6 +114,9 @@ class FloatingAddress:
     @param interface: the interface to put it on.
     @param run: L{commands.run}, or a stand-in.
     """
+
+    on_failed = None
+    """Called (with no argument) each time the address becomes FAILED."""
 
     proc_sys = "/proc/sys"
 
@@ -201,6 +204,7 @@ class FloatingAddress:
         previous, self.state, self.reason, self.since = self.state, state, reason, self._wall()
         if state == FAILED:
             log.error("{name} {previous} -> FAILED: {reason}", name=self.name, previous=previous, reason=reason)
+            notify_failed(self)
         else:
             log.info("{name} {previous} -> {state}", name=self.name, previous=previous, state=state)
 

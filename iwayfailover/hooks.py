@@ -70,7 +70,7 @@ class Hooks:
 
         def start(_):
             log.info("running {event} hook: {command}", event=event, command=" ".join(argv))
-            d = self._run(self._reactor, list(argv), timeout, env=env, name=f"{event} hook")
+            d = self._run(self._reactor, list(argv), timeout, env=env, name=f"{event} hook", backstop=True)
             d.addCallback(ended)
             d.addErrback(lambda f: log.failure("{event} hook: unexpected error", f, event=event))
             return d
@@ -85,5 +85,11 @@ class Hooks:
                 log.error("{event} hook failed: {how}", event=event, how=result.describe())
 
         self._queue.addCallback(start)
+        self._queue.addBoth(lambda result: (done.callback(None), None)[1])
+        return done
+
+    def drain(self) -> defer.Deferred:
+        """Fires once every hook fired so far has ended (each within its time limit)."""
+        done = defer.Deferred()
         self._queue.addBoth(lambda result: (done.callback(None), None)[1])
         return done

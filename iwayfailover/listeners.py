@@ -146,6 +146,16 @@ def _endpoint_services(top: IService):
             pending.extend(current)
 
 
+def notify_failed(item) -> None:
+    """Tell C{item.on_failed}, if set, that C{item} is FAILED; its errors end here."""
+    if item.on_failed is None:
+        return
+    try:
+        item.on_failed()
+    except Exception:
+        log.failure("reporting the failure of {name} failed", name=getattr(item, "name", "?"))
+
+
 class Listener:
     """One channel and its state."""
 
@@ -181,12 +191,16 @@ class Listener:
                 listener=self.name, why=f"{type(e).__name__}: {e}",
             )
 
+    on_failed: Optional[Callable[[], None]] = None
+    """Called (with no argument) each time the listener becomes FAILED, whenever that is."""
+
     def _set(self, state, reason=None):
         previous, self.state = self.state, state
         self.reason = reason
         self.since = self._wall()
         if state == FAILED:
             log.error("listener {listener} {previous} -> FAILED: {reason}", listener=self.name, previous=previous, reason=reason)
+            notify_failed(self)
         else:
             log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
 
@@ -320,6 +334,8 @@ class ListenerSet:
         self._reactor = reactor  # for process channels
         self.listeners: Dict[str, Listener] = {}
         self.active = False
+        self.on_failed: Optional[Callable[[], None]] = None
+        """Called each time one of the listeners becomes FAILED."""
 
     def configure(self, specs: Mapping[str, ListenerSettings]) -> defer.Deferred:
         """
@@ -343,11 +359,16 @@ class ListenerSet:
         for name, spec in specs.items():
             if name not in self.listeners:
                 self.listeners[name] = make_channel(spec, self._build, self._wall, self._reactor)
+                self.listeners[name].on_failed = self._failed
                 if not self.active:
                     self.listeners[name].prepare()
             if name not in replaced:
                 work.append(defer.maybeDeferred(self._start_if_active, name))
         return defer.gatherResults(work)
+
+    def _failed(self):
+        if self.on_failed is not None:
+            self.on_failed()
 
     def _start_if_active(self, name):
         listener = self.listeners.get(name)

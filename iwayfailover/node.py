@@ -338,6 +338,8 @@ class FailoverNode(MultiService):
         client = config.client_settings(name)
         run_command = run_command or commands.run
         self.floating = FloatingAddress(reactor, client.virtual_ip, client.interface, run=run_command, wall=wall)
+        # on_fault for a failure at any time (a channel out of restarts, an address lost), not only on going live.
+        self.floating.on_failed = self.listeners.on_failed = self._failed_later
         self.hooks = Hooks(reactor, name, lambda: self.config.client_settings(self.name), run=run_command)
         self._activation = None
         self._faults = set()
@@ -409,7 +411,8 @@ class FailoverNode(MultiService):
         self._cancel_handover(SwitchoverRefused("the node is shutting down"))
         self._cancel_resume()
         self.machine.stop("node shutting down")
-        return defer.gatherResults([self._stopping, defer.maybeDeferred(super().stopService)])
+        # Hooks still running end within their time limits before the node does.
+        return defer.gatherResults([self._stopping, defer.maybeDeferred(super().stopService), self.hooks.drain()])
 
     def _startup_check(self):
         location = self.settings.backup_location
@@ -474,6 +477,11 @@ class FailoverNode(MultiService):
         self._activation = None
         return stopped.addCallback(lambda _: self.floating.down(final))
 
+    def _failed_later(self) -> None:
+        # On the next turn of the reactor: a failure met inside a state change
+        # is reported once that change has settled.
+        self.reactor.callLater(0, self.check_faults)
+
     def check_faults(self) -> None:
         """Run on_fault for each listener (or the floating IP) newly FAILED."""
         items = dict(self.listeners.listeners)
@@ -492,7 +500,13 @@ class FailoverNode(MultiService):
             self._stopping = defer.gatherResults([self._stopping, d], consumeErrors=True)
 
     def deactivate_listeners(self):
-        self._track_stopping(self._then_release_address(self.listeners.stop(WAITING), WAITING))
+        # Yielding to another live node, or fencing itself: the address goes
+        # at once, beside the listeners' stops (a process channel's may take
+        # stop_timeout), so that it is never held while the other node serves.
+        self._activation = None
+        self._track_stopping(defer.gatherResults(
+            [self.listeners.stop(WAITING), self.floating.down(WAITING)], consumeErrors=True,
+        ).addErrback(lambda f: self.log.failure("yield: stopping the listeners or letting go of the floating IP failed", f)))
 
     def shut_down_live(self):
         self._stop_lease()
@@ -514,6 +528,13 @@ class FailoverNode(MultiService):
 
         def tell(_):
             if handover is not self._handover:
+                return
+            if self.floating.configured and self.floating.state == FAILED:
+                self.check_faults()
+                self._fail_handover(
+                    f"the floating IP {self.floating.address} could not be removed ({self.floating.reason});"
+                    " the backup could not take it"
+                )
                 return
             handover.stopped_at = self.now()
             if not self.sender.stand_down(switchover=True):

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from iwayfailover.config import ListenerSettings
-from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
+from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed
 
 # A run that lasted this long was a good start: the next death counts from 1.
 HEALTHY_AFTER = 10.0
@@ -218,6 +218,9 @@ class ProcessChannel:
     C{status}), so that the node treats both kinds alike.
     """
 
+    on_failed = None
+    """Called (with no argument) each time the channel becomes FAILED."""
+
     def __init__(self, spec: ListenerSettings, reactor, wall: Callable[[], float] = time.time,
                  signal_group: Optional[Callable[..., bool]] = None,
                  group_alive: Optional[Callable[[int], bool]] = None):
@@ -252,6 +255,7 @@ class ProcessChannel:
         self.since = self._wall()
         if state == FAILED:
             log.error("listener {listener} {previous} -> FAILED: {reason}", listener=self.name, previous=previous, reason=reason)
+            notify_failed(self)
         elif reason:
             log.info("listener {listener} {previous} -> {state}: {reason}", listener=self.name, previous=previous, state=state, reason=reason)
         else:

@@ -226,6 +226,8 @@ class StringTests(TestCase):
             ("a:1",): None,
             ("nonsense",): "'nonsense' is not host:port",
             ("nosuchkind:x",): "'nosuchkind:x' is not a usable address",
+            ("iam1:99999",): "port 99999 is out of range",
+            ("iam1:0",): "port 0 is out of range",
         }
         for addresses, message in cases.items():
             if message is None:

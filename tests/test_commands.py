@@ -97,6 +97,33 @@ class RunTests(TestCase):
 
         return d.addCallback(check)
 
+    def test_a_child_ignoring_sigterm_is_killed_when_its_parent_obeys(self):
+        """Past the limit the program ends on SIGTERM, but a child of it ignores it: SIGKILL reaches the child at once."""
+        d = self.run_sh("(trap '' TERM; sleep 30) & echo $!; wait", timeout=0.3)
+
+        def check(result):
+            self.assertTrue(result.timed_out)
+            child = int(result.output.split()[0])
+            deadline = time.monotonic() + 5
+            while alive(child) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertFalse(alive(child), "the child that ignored SIGTERM outlived the time limit")
+
+        return d.addCallback(check)
+
+    def test_a_backstop_runs_the_program_under_coreutils_timeout(self):
+        """With backstop, the program's parent is coreutils' timeout, set past the limit: it ends even if the node dies."""
+        d = self.run_sh("tr '\\0' ' ' < /proc/$PPID/cmdline", timeout=2.0, backstop=True)
+
+        def check(result):
+            self.assertTrue(result.ok, result.describe())
+            words = result.output.split()
+            self.assertTrue(words[0].endswith("/timeout"), words)
+            self.assertIn("--kill-after=1", words)
+            self.assertEqual(float(words[words.index("--kill-after=1") + 1]), 2.0 + commands.KILL_GRACE + 1)
+
+        return d.addCallback(check)
+
     def test_a_missing_program_is_a_result_not_an_exception(self):
         """A program not on PATH gives a result with the error; the Deferred does not fail."""
         d = commands.run(reactor, ["no-such-program-iway"], 1.0)

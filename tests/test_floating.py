@@ -45,7 +45,7 @@ class FakeCommands:
             return "arping " + ("-D" if "-D" in argv else "-U")
         return argv[0]
 
-    def __call__(self, reactor, argv, timeout, env=None, name=None, stdin=None, log_output=True):
+    def __call__(self, reactor, argv, timeout, env=None, name=None, stdin=None, log_output=True, backstop=False):
         argv = tuple(argv)
         key = self.key(argv)
         self.calls.append((argv, env, timeout))
@@ -470,6 +470,60 @@ class NodeFloatingTests(RecordingNodeTestCase):
         from wirepeer import keyed
         node.apply_config(keyed(FLOATING_CONFIG, "/share/iway.ini"))
         self.assertEqual(self.run.argvs("ip addr add"), [("ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0")])
+
+
+class SlowStoppingService(RecordingService):
+    """A listener whose stop takes until C{slow} fires (a process channel waiting out stop_timeout)."""
+
+    slow = None
+
+    def stopService(self):
+        super().stopService()
+        return self.slow
+
+
+class ReviewFixTests(RecordingNodeTestCase):
+    def test_a_yield_lets_go_of_the_address_without_waiting_for_a_slow_listener(self):
+        """Yielding (or fencing): the address goes at once, beside a listener stop that takes long."""
+        slow = defer.Deferred()
+
+        def build(spec):
+            service = SlowStoppingService(spec, self.events)
+            service.slow = slow
+            return service
+
+        node = self.make_node(build=build)
+        self.step(2.1)
+        self.events.clear()
+        before = len(self.hooks("backup"))
+        node.machine.yield_to("test: another live node outranks this one")
+        self.assertEqual(self.events, ["stop web", "ip addr del"])
+        self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
+        self.assertEqual(len(self.hooks("backup")), before, "on_backup only once everything has let go")
+        slow.callback(None)
+        self.assertEqual(len(self.hooks("backup")), before + 1)
+
+    def test_a_switchover_whose_address_cannot_be_removed_serves_again(self):
+        """ip addr del fails during a switchover: the backup is never told, the node serves again, on_fault runs."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, transport = self.answering_backup(node)
+        self.run.answers["ip addr del"] = failed("RTNETLINK answers: Operation not permitted")
+        d = node.switchover()
+        self.assertEqual(frames_in(transport), [], "the backup must not be told while the address is here")
+        failure = self.failureResultOf(d)
+        self.assertIn("could not be removed", str(failure.value))
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertTrue(any("vip:10.0.0.100/24 FAILED" in env["IWAY_CAUSE"] for env in self.hooks("fault")))
+
+    def test_on_fault_for_a_listener_that_fails_later_while_live(self):
+        """A channel FAILED long after going live (out of restarts): on_fault runs then, not only at going live."""
+        node = self.make_node()
+        self.step(2.1)
+        self.assertEqual(self.hooks("fault"), [])
+        node.listeners.listeners["web"]._set(FAILED, "exited with status 3 after 5 restarts")
+        self.reactor.advance(0)
+        [env] = self.hooks("fault")
+        self.assertIn("web FAILED: exited with status 3 after 5 restarts", env["IWAY_CAUSE"])
 
 
 class NodeHookTests(RecordingNodeTestCase):
