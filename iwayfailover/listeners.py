@@ -344,18 +344,16 @@ class ListenerSet:
         and changed ones are started.
         """
         work = []
-        replaced = set()
+        replaced = {}
         for name in list(self.listeners):
             if name not in specs or specs[name] != self.listeners[name].spec:
                 old = self.listeners.pop(name)
                 log.info("listener {listener} removed or changed by the configuration", listener=name)
                 stopped = old.stop(STOPPED)
                 if name in specs:
-                    # A changed listener starts only once its old self has
-                    # let go of its ports.
-                    replaced.add(name)
-                    stopped.addCallback(lambda _, n=name: self._start_if_active(n))
-                work.append(stopped)
+                    replaced[name] = stopped
+                else:
+                    work.append(stopped)
         for name, spec in specs.items():
             if name not in self.listeners:
                 self.listeners[name] = make_channel(spec, self._build, self._wall, self._reactor)
@@ -364,6 +362,11 @@ class ListenerSet:
                     self.listeners[name].prepare()
             if name not in replaced:
                 work.append(defer.maybeDeferred(self._start_if_active, name))
+        for name, stopped in replaced.items():
+            # A changed listener starts only once its old self has let go of
+            # its ports (now that its new self is in place, even if the stop
+            # was immediate).
+            work.append(stopped.addCallback(lambda _, n=name: self._start_if_active(n)))
         return defer.gatherResults(work)
 
     def _failed(self):

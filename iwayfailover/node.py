@@ -1049,13 +1049,17 @@ class FailoverNode(MultiService):
         after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
         if before != after:
             changes.append(f"listeners {sorted(before)} -> {sorted(after)}")
-        self.listeners.configure(config.listeners_for(self.name)).addCallback(lambda _: self.check_faults())
         client = config.client_settings(self.name)
+        address_settled = defer.succeed(None)
         if (client.virtual_ip, client.interface) != (self.floating.address, self.floating.interface):
             changes.append(
                 f"virtual_ip {self.floating.address} on {self.floating.interface} -> {client.virtual_ip} on {client.interface}"
             )
-            self.floating.configure(client.virtual_ip, client.interface).addCallback(lambda _: self.check_faults())
+            address_settled = self.floating.configure(client.virtual_ip, client.interface)
+        # Listeners follow once the new address is in place: one may bind it.
+        specs = config.listeners_for(self.name)
+        address_settled.addBoth(lambda _: self.listeners.configure(specs)).addCallback(lambda _: self.check_faults())
+        address_settled.addErrback(lambda f: self.log.failure("applying the listeners of the new configuration failed", f))
         self.log.info(
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"
         )

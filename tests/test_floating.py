@@ -515,6 +515,23 @@ class ReviewFixTests(RecordingNodeTestCase):
         self.assertEqual(node.machine.role, LIVE)
         self.assertTrue(any("vip:10.0.0.100/24 FAILED" in env["IWAY_CAUSE"] for env in self.hooks("fault")))
 
+    def test_a_reload_moving_the_address_and_a_listener_starts_the_listener_once_the_address_is_there(self):
+        """virtual_ip and a listener bound to it change together: the listener restarts only after the new address is added."""
+        from wirepeer import keyed
+
+        node = self.make_node(name="serv_a", backup=False)
+        self.events.clear()
+        adding = self.run.held["ip addr add"] = defer.Deferred()
+        moved = FLOATING_CONFIG.replace("10.0.0.100/24", "10.0.0.101/24").replace("fake --port 8080", "fake --port 8081")
+        node.apply_config(keyed(moved, "/share/iway.ini"))
+        self.reactor.advance(1)
+        self.assertIn("ip addr add", self.events)
+        self.assertNotIn("start web", self.events, "the listener must wait for its address")
+        adding.callback(Result(argv=(), code=0))
+        self.step(1)
+        self.assertIn("start web", self.events, self.events)
+        self.assertLess(self.events.index("ip addr add"), self.events.index("start web"))
+
     def test_on_fault_for_a_listener_that_fails_later_while_live(self):
         """A channel FAILED long after going live (out of restarts): on_fault runs then, not only at going live."""
         node = self.make_node()

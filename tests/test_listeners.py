@@ -489,6 +489,18 @@ class ListenerSetTests(TestCase):
         self.successResultOf(d)
         self.assertEqual((build.built[1:], listeners.listeners["web"].state), ([changed], ACTIVE))
 
+    def test_a_changed_listener_whose_old_service_stops_at_once_is_started(self):
+        """While live, a changed listener whose old service stops synchronously is started all the same."""
+        build = Builds(web=Service)
+        listeners = ListenerSet(build)
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+        changed = spec("web", "--listen", "tcp:8081")
+
+        self.successResultOf(listeners.configure({"web": changed}))
+
+        self.assertEqual((build.built[1:], listeners.listeners["web"].state), ([changed], ACTIVE))
+
     def test_hold_makes_listeners_waiting(self):
         """hold() puts the listeners of a node that became backup in WAITING."""
         listeners = ListenerSet(Builds(web=BrokenService))
