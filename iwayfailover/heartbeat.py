@@ -45,11 +45,20 @@ class RefusalLog:
 
     log = Logger()
 
-    def __init__(self, clock, every: float = 10.0):
+    def __init__(self, clock, every: float = 10.0, budget: int = 20):
+        """
+        @param budget: at most this many lines every C{every} seconds from
+            all hosts together (many addresses, e.g. from an IPv6 range, must
+            not flood the log either); the rest are counted in the next line.
+        """
         self._clock = clock
         self._every = every
+        self._budget = budget
         self._last = {}
         self._quiet = {}
+        self._window = None
+        self._lines = 0
+        self._held_back = 0
 
     def report(self, peer: str, why: str) -> None:
         now = self._clock.seconds()
@@ -57,15 +66,22 @@ class RefusalLog:
         if last is not None and now - last < self._every:
             self._quiet[peer] = self._quiet.get(peer, 0) + 1
             return
+        if self._window is None or now - self._window >= self._every:
+            self._window, self._lines = now, 0
+        if self._lines >= self._budget:
+            self._held_back += 1
+            return
+        self._lines += 1
         if len(self._last) > 1024:  # bounded memory whatever the number of senders
             self._last.clear()
             self._quiet.clear()
         self._last[peer] = now
         unlogged = self._quiet.pop(peer, 0)
-        self.log.warn(
-            "refused heartbeat connection from {peer}: {why}{more}",
-            peer=peer, why=why, more=f" ({unlogged} more refused since the last report)" if unlogged else "",
-        )
+        others, self._held_back = self._held_back, 0
+        more = f" ({unlogged} more refused since the last report)" if unlogged else ""
+        if others:
+            more += f" ({others} refusals from other hosts not logged: too many at once)"
+        self.log.warn("refused heartbeat connection from {peer}: {why}{more}", peer=peer, why=why, more=more)
 
 
 class Gate:

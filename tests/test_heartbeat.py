@@ -389,6 +389,16 @@ class RefusalLogTests(unittest.TestCase):
     def lines(self):
         return [formatEvent(e) for e in self.events]
 
+    def test_many_hosts_together_get_a_budget_of_lines(self):
+        """A thousand addresses at once (an IPv6 range, say): 20 lines per interval, the rest counted in the next one."""
+        for n in range(1000):
+            self.refusals.report(f"2001:db8::{n:x}", "bad MAC")
+        self.assertEqual(len(self.events), 20)
+        self.clock.advance(10)
+        self.refusals.report("192.0.2.9", "bad MAC")
+        self.assertEqual(len(self.events), 21)
+        self.assertIn("980 refusals from other hosts not logged", self.lines()[-1])
+
     def test_first_refusal_is_logged_as_a_warning(self):
         """The first refusal from a peer is logged at once, with peer and reason."""
         self.refusals.report("192.0.2.7", "bad magic")
