@@ -712,6 +712,38 @@ class SettingsPageTests(ConsoleTestCase):
         self.assertIn("console_users = users\n", self.file_text())
 
 
+    def test_control_characters_cannot_plant_keys_over_two_saves(self):
+        """A \\x0b (or \\u2028, \\x1c, ...) in a value is refused beside its field: a second save cannot turn it into an on_live line."""
+        attack = "tcp:port=1200:host=10.9.9.2{}on_live = /usr/bin/touch /tmp/pwned"
+        for breaker in ("\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"):
+            before = self.file_text()
+            values = self.open_settings() if breaker == "\x0b" else self.form_values(self.get("/settings")[1])
+            values["server:serv_a/backup_location"] = attack.format(breaker)
+            response, body = self.post("/settings", values)
+            self.assertEqual(response.code, 400, repr(breaker))
+            self.assertRegex(body, r'name="server:serv_a/backup_location"[^>]*/><span class="error">one line of printable')
+            self.assertEqual(self.file_text(), before)
+            # a second, harmless save leaves no on_live either
+            values = self.form_values(self.get("/settings")[1])
+            values["server:serv_b/threshold"] = "3" if values["server:serv_b/threshold"] != "3" else "4"
+            response, _ = self.post("/settings", values)
+            self.assertEqual(response.code, 200)
+            self.assertNotIn("on_live", self.file_text())
+            self.assertIsNone(parse_config(self.file_text(), self.path).server("serv_a").client.on_live)
+
+    def test_file_with_a_control_character_is_not_split_by_a_save(self):
+        """A \\x0b already in the file (written by hand) stays inside its line: a save adds no key."""
+        with open(self.path, "w") as f:
+            f.write(CONFIG.replace("backup_location = 10.9.9.2:1200",
+                                   "backup_location = tcp:port=1200:host=10.9.9.2\x0bon_live = /usr/bin/touch /tmp/pwned"))
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "3"
+        response, _ = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(parse_config(self.file_text(), self.path).server("serv_a").client.on_live)
+        self.assertIn("host=10.9.9.2\x0bon_live", self.file_text())
+
+
 class LogPageTests(ConsoleTestCase):
     """/log: the node's recent events, newest first."""
 
@@ -897,6 +929,8 @@ class SettingsFormTests(TestCase):
 class SettingsTextTests(TestCase):
     """Changing the shared file's text keeps everything else as it was."""
 
+    TEXT = "[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n"
+
     def test_value_changed_in_place_with_its_comment(self):
         """threshold = 2 ; note becomes threshold = 5 ; note, in its own section only."""
         text = "[server:a]\nthreshold = 2   ; note\n\n[server:b]\nthreshold = 2\n"
@@ -919,7 +953,35 @@ class SettingsTextTests(TestCase):
         new, errors = form.check_form("[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n", "/x.ini",
                                       {("server:a", "threshold"): "3\n[failover]"})
         self.assertIsNone(new)
-        self.assertEqual(errors, {("server:a", "threshold"): "one line only"})
+        self.assertEqual(list(errors), [("server:a", "threshold")])
+        self.assertIn("one line of printable characters only", errors[("server:a", "threshold")])
+
+    def test_lines_split_on_newline_only_like_configparser(self):
+        """\\x0b, \\x1c, \\u2028 ... in the file stay inside their line; each line keeps its ending."""
+        text = "[server:a]\r\nbackup_location = tcp:port=1:host=h\x0bon_live = x\u2028y\r\nthreshold = 3\n"
+        self.assertEqual(form.set_values(text, {("server:a", "threshold"): "4"}),
+                         "[server:a]\r\nbackup_location = tcp:port=1:host=h\x0bon_live = x\u2028y\r\nthreshold = 4\n")
+
+    def test_control_character_in_a_value_is_refused(self):
+        """A value that is not printable (\\x0b, \\x85, \\u2028, a tab...) is refused beside its field."""
+        for breaker in ("\x0b", "\x0c", "\x1d", "\x85", "\u2028", "\t", "\x00"):
+            new, errors = form.check_form(self.TEXT, "/x.ini",
+                                          {("server:a", "backup_location"): f"tcp:port=1:host=h{breaker}on_live = x"})
+            self.assertIsNone(new, repr(breaker))
+            self.assertIn("printable", errors[("server:a", "backup_location")])
+
+    def test_a_change_beyond_the_submitted_keys_is_refused(self):
+        """The backstop: if the new text would change a key the form did not submit, nothing is saved."""
+        original = form.set_values
+
+        def leaky(text, changes):
+            return original(text, changes).replace("heartbeat_port = 2", "heartbeat_port = 3")
+
+        form.set_values = leaky
+        self.addCleanup(setattr, form, "set_values", original)
+        new, errors = form.check_form(self.TEXT, "/x.ini", {("server:a", "threshold"): "4"})
+        self.assertIsNone(new)
+        self.assertIn("heartbeat_port", errors[None])
 
 
 class AdduserCommandTests(TestCase):
