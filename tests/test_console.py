@@ -712,6 +712,21 @@ class SettingsPageTests(ConsoleTestCase):
         self.assertIn("console_users = users\n", self.file_text())
 
 
+    def test_file_with_crlf_line_endings_can_be_saved_and_keeps_them(self):
+        """A CRLF file: the save is not refused as changed elsewhere (409), and every line still ends in CRLF."""
+        crlf = CONFIG.replace("\n", "\r\n")
+        with open(self.path, "wb") as f:
+            f.write(crlf.encode("utf-8"))
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "4.5"
+        values["failover/witness"] = "10.9.9.3:53"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 200, body)
+        with open(self.path, "rb") as f:
+            saved = f.read().decode("utf-8")
+        self.assertEqual(saved, crlf.replace("threshold = 2   ; Threshold", "threshold = 4.5   ; Threshold").replace(
+            "console_users = users\r\n", "console_users = users\r\nwitness = 10.9.9.3:53\r\n"))
+
     def test_control_characters_cannot_plant_keys_over_two_saves(self):
         """A \\x0b (or \\u2028, \\x1c, ...) in a value is refused beside its field: a second save cannot turn it into an on_live line."""
         attack = "tcp:port=1200:host=10.9.9.2{}on_live = /usr/bin/touch /tmp/pwned"

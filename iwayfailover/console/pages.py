@@ -640,8 +640,10 @@ class Console:
 
     def read_config_text(self) -> defer.Deferred:
         def read(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            # Bytes, decoded as they are: no newline translation, so the digest
+            # is the file's own and a CRLF file keeps its line endings.
+            with open(path, "rb") as f:
+                return f.read().decode("utf-8")
 
         return self.run(read, self.node.config.path)
 
