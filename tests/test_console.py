@@ -868,6 +868,20 @@ class UsersFileTests(TestCase):
         self.assertEqual(sorted(users), ["night", "ops"])
         self.assertTrue(verify_password("second password", users["ops"]))
 
+    def test_add_user_keeps_an_existing_files_mode_and_owner(self):
+        """Rewriting a users file the node's group reads (0640, another owner) keeps its mode and owner."""
+        path = os.path.join(temporary_directory(self), "users")
+        add_user(path, "ops", "first password", n=FAST)
+        os.chmod(path, 0o640)
+        if os.geteuid() == 0:
+            os.chown(path, 4321, 4322)
+        before = os.stat(path)
+        add_user(path, "night", "second password", n=FAST)
+        after = os.stat(path)
+        self.assertEqual(stat.S_IMODE(after.st_mode), 0o640)
+        self.assertEqual((after.st_uid, after.st_gid), (before.st_uid, before.st_gid))
+        self.assertEqual(sorted(read_users(path)), ["night", "ops"])
+
     def test_add_user_refuses_bad_names_and_short_passwords(self):
         """A name with a colon or a password under 8 characters is refused."""
         path = os.path.join(temporary_directory(self), "users")

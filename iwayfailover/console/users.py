@@ -124,7 +124,9 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"the password is too short (at least {MIN_PASSWORD} characters)")
     lines = []
+    like = None
     if os.path.exists(path):
+        like = os.stat(path)  # rewriting keeps its mode and owner (a new file stays 0600)
         with open(path, encoding="utf-8") as f:
             text = f.read()
         parse_users(text, path)  # refuse to rewrite a file we cannot read
@@ -138,7 +140,7 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
     if new:
         lines.append(entry)
     # mkstemp makes the temporary file 0600; with no `like`, that mode stays.
-    replace_file(path, ("\n".join(lines) + "\n").encode("utf-8"), prefix=".iwayfailover-users-")
+    replace_file(path, ("\n".join(lines) + "\n").encode("utf-8"), prefix=".iwayfailover-users-", like=like)
     return new
 
 
