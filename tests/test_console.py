@@ -92,13 +92,16 @@ def sync(f, *args):
 class FromAddress(Resource):
     """The console root as reached from C{host} (StubTreq always comes from 127.0.0.1)."""
 
-    def __init__(self, root, host):
+    def __init__(self, root, host, server=None):
         super().__init__()
         self.root = root
         self.host = host
+        self.server = server  # the console's own address (None: as StubTreq has it)
 
     def getChildWithDefault(self, path, request):
         request.getClientAddress = lambda: IPv4Address("TCP", self.host, 40000)
+        if self.server is not None:
+            request.getHost = lambda: IPv4Address("TCP", self.server, 8081)
         return self.root.getChildWithDefault(path, request)
 
 
@@ -203,6 +206,43 @@ class AccessTests(ConsoleTestCase):
         self.login(client=remote)
         response, body = self.get("/api/status", client=remote)
         self.assertEqual(response.code, 200)
+
+    def test_status_api_is_open_to_the_consoles_own_lan_address(self):
+        """A console bound to 192.0.2.2 sees iwsrv status on this host come from 192.0.2.2: open; from 192.0.2.7: 401."""
+        own = StubTreq(FromAddress(self.root, "192.0.2.2", server="192.0.2.2"))
+        response, body = self.get("/api/status", client=own)
+        self.assertEqual(response.code, 200)
+        self.assertIn('"role": "backup"', body)
+        other = StubTreq(FromAddress(self.root, "192.0.2.7", server="192.0.2.2"))
+        response, _ = self.get("/api/status", client=other)
+        self.assertEqual(response.code, 401)
+
+    def test_from_this_host(self):
+        """Loopback, a Unix socket, or the console's own (non-wildcard) address; nothing else."""
+        from twisted.internet.address import IPv6Address, UNIXAddress
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from iwayfailover.console.api import from_this_host
+
+        def request(client, server):
+            r = DummyRequest([b""])
+            r.client = client
+            r.getHost = lambda: server
+            return r
+
+        here = IPv4Address("TCP", "192.0.2.2", 8081)
+        cases = [
+            (IPv4Address("TCP", "127.0.0.1", 1), here, True),
+            (IPv6Address("TCP", "::ffff:127.0.0.1", 1), IPv6Address("TCP", "::", 8081), True),
+            (UNIXAddress(b"/run/x"), UNIXAddress(b"/run/x"), True),
+            (IPv4Address("TCP", "192.0.2.2", 1), here, True),
+            (IPv4Address("TCP", "192.0.2.7", 1), here, False),
+            (IPv4Address("TCP", "0.0.0.0", 1), IPv4Address("TCP", "0.0.0.0", 8081), False),
+            (IPv6Address("TCP", "2001:db8::2", 1), IPv6Address("TCP", "2001:db8::2", 8081), True),
+            (IPv6Address("TCP", "2001:db8::7", 1), IPv6Address("TCP", "2001:db8::2", 8081), False),
+        ]
+        for client, server, expected in cases:
+            self.assertEqual(from_this_host(request(client, server)), expected, (client, server))
 
     def test_metrics_is_open_on_loopback_only(self):
         """A /metrics child is readable without a login from 127.0.0.1 and refused (401) from elsewhere."""

@@ -21,18 +21,35 @@ def _json(request, code, value):
     return json.dumps(value, indent=2).encode("utf-8") + b"\n"
 
 
+def _ip(address):
+    try:
+        ip = ipaddress.ip_address(getattr(address, "host", "") or "")
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # 127.0.0.1 on a dual-stack port
+    return ip
+
+
 def from_this_host(request) -> bool:
-    """Did the request come over loopback or a Unix socket?"""
+    """
+    Did the request come from this host: over loopback, a Unix socket, or
+    from the very address the console is bound to (a console on
+    C{tcp:8081:interface=192.0.2.2} sees C{iwsrv status} come from 192.0.2.2)?
+    """
     address = request.getClientAddress()
     if isinstance(address, UNIXAddress):
         return True
-    try:
-        ip = ipaddress.ip_address(getattr(address, "host", ""))
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # 127.0.0.1 on a dual-stack port
-    return ip.is_loopback
+    if ip.is_loopback:
+        return True
+    try:
+        own = _ip(request.getHost())
+    except Exception:
+        return False
+    return own is not None and not own.is_unspecified and ip == own
 
 
 class StatusResource(Resource):
