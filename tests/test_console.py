@@ -752,6 +752,24 @@ class SettingsPageTests(ConsoleTestCase):
         self.assertIn("console_users = users\n", self.file_text())
 
 
+    def test_save_checks_run_off_the_reactor_thread(self):
+        """The form's checks (which read files and find plugins) go through the console's run, as the file I/O does."""
+        ran = []
+
+        def run(f, *args):
+            ran.append(f)
+            return defer.maybeDeferred(f, *args)
+
+        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.client = StubTreq(self.root)
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "4.5"
+        del ran[:]
+        response, _ = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertIn(form.check_form, ran)
+        self.assertIn(configfile.write_config, ran)
+
     def test_file_with_crlf_line_endings_can_be_saved_and_keeps_them(self):
         """A CRLF file: the save is not refused as changed elsewhere (409), and every line still ends in CRLF."""
         crlf = CONFIG.replace("\n", "\r\n")

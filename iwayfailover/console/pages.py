@@ -429,7 +429,9 @@ class SettingsPage(Page):
                     f"{path} changed since this page was opened (someone else saved it). This is the file as it is"
                     " now: make your change again."
                 ))
-            new_text, errors = form.check_form(text, path, typed, console.check_whole)
+            # The checks read files (secret_file, console_users, TLS files) and
+            # discover plugins: away from the reactor thread.
+            new_text, errors = yield console.run(form.check_form, text, path, typed, console.check_whole)
             if new_text is None:
                 return self.show(request, self.form(request, text, typed, errors), code=400, error=True,
                                  notice="Not saved: correct the fields marked below.")
