@@ -368,6 +368,34 @@ class AccessTests(ConsoleTestCase):
         response, _ = self.get("/")
         self.assertEqual(response.code, 303)
 
+    def test_many_anonymous_sessions_do_not_end_a_login(self):
+        """More than MAX_SESSIONS cookieless GET /login (each makes a login form's session) leave a logged-in session alive."""
+        self.logged_in()
+        logged_in_cookie = self.cookie
+        for _ in range(max(access.MAX_SESSIONS, access.MAX_ANONYMOUS_SESSIONS) + 1):
+            response, _ = self.get("/login", cookie=False, client=StubTreq(self.root))  # a new client: no cookie jar
+            self.assertEqual(response.code, 200)
+        self.assertEqual(len(self.root.console.sessions._anonymous), access.MAX_ANONYMOUS_SESSIONS)
+        self.cookie = logged_in_cookie
+        response, body = self.get("/settings")
+        self.assertEqual(response.code, 200)
+        self.assertIn("Logged in as", body)
+
+    def test_anonymous_sessions_are_capped(self):
+        """The login form's sessions are kept up to their own limit, the oldest going first."""
+        sessions = access.Sessions(self.reactor, anonymous_limit=3)
+        from twisted.web.test.requesthelper import DummyRequest
+
+        def request():
+            r = DummyRequest([b""])
+            r.getCookie = lambda name: None
+            r.addCookie = lambda *a, **k: None
+            return r
+
+        made = [sessions.new(request(), None) for _ in range(5)]
+        self.assertEqual(list(sessions._anonymous), [s.token for s in made[2:]])
+        self.assertEqual(len(sessions._sessions), 0)
+
     def test_logout_ends_the_session(self):
         """POST /logout (with the token) ends the session: the old cookie opens nothing."""
         self.logged_in()

@@ -38,6 +38,10 @@ SESSION_COOKIE = b"iway_session"
 IDLE_TIMEOUT = 15 * 60.0
 """Seconds a session lives without a request."""
 MAX_SESSIONS = 1000
+"""Logged-in sessions kept at most (the least recently used goes first)."""
+MAX_ANONYMOUS_SESSIONS = 1000
+"""Sessions of the login form kept at most: their own store, so that anyone
+fetching /login many times ends only other anonymous sessions, never a login."""
 
 LOGIN_FAILURES = 5
 """Failed logins from one address within L{LOGIN_WINDOW} seconds before it must wait."""
@@ -99,13 +103,19 @@ class Sessions:
     one (no fixation). Anonymous sessions carry the login form's CSRF token.
     """
 
-    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE):
+    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE,
+                 anonymous_limit: int = MAX_ANONYMOUS_SESSIONS):
         self._clock = clock
         # Cookies do not tell ports apart: two consoles on one host need two names.
         self.cookie = cookie
         self.idle_timeout = idle_timeout
         self._limit = limit
+        self._anonymous_limit = anonymous_limit
         self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+        self._anonymous: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+
+    def _store(self, session: Session):
+        return self._sessions if session.user is not None else self._anonymous
 
     def get(self, request, touch: bool = True) -> Optional[Session]:
         """
@@ -117,27 +127,29 @@ class Sessions:
         if not token:
             return None
         token = token.decode("ascii", "replace")
-        session = self._sessions.get(token)
+        session = self._sessions.get(token) or self._anonymous.get(token)
         if session is None:
             return None
+        store = self._store(session)
         now = self._clock.seconds()
         if now - session.last_seen > self.idle_timeout:
-            del self._sessions[token]
+            del store[token]
             return None
         if touch:
             session.last_seen = now
-            self._sessions.move_to_end(token)
+            store.move_to_end(token)
         return session
 
     def new(self, request, user: Optional[str]) -> Session:
         """A new session for C{user} (None: not logged in yet), set as C{request}'s cookie."""
         old = self.get(request)
         if old is not None:
-            self._sessions.pop(old.token, None)
+            self._store(old).pop(old.token, None)
         session = Session(secrets.token_urlsafe(32), user, self._clock.seconds())
-        self._sessions[session.token] = session
-        while len(self._sessions) > self._limit:
-            self._sessions.popitem(last=False)
+        store = self._store(session)
+        store[session.token] = session
+        while len(store) > (self._limit if user is not None else self._anonymous_limit):
+            store.popitem(last=False)  # of its own kind only: an anonymous session never ends a login
         request.addCookie(
             self.cookie, session.token.encode("ascii"), path=b"/", httpOnly=True, sameSite=b"strict",
             secure=True if request.isSecure() else None,
@@ -147,7 +159,7 @@ class Sessions:
     def end(self, request) -> None:
         session = self.get(request)
         if session is not None:
-            self._sessions.pop(session.token, None)
+            self._store(session).pop(session.token, None)
         request.addCookie(
             self.cookie, b"", path=b"/", httpOnly=True, sameSite=b"strict", max_age=b"0",
             secure=True if request.isSecure() else None,
