@@ -384,14 +384,12 @@ class AccessTests(ConsoleTestCase):
     def test_anonymous_sessions_are_capped(self):
         """The login form's sessions are kept up to their own limit, the oldest going first."""
         sessions = access.Sessions(self.reactor, anonymous_limit=3)
-        from twisted.web.test.requesthelper import DummyRequest
+        class Request:
+            getCookie = staticmethod(lambda name: None)
+            addCookie = staticmethod(lambda *a, **k: None)
+            isSecure = staticmethod(lambda: False)
 
-        def request():
-            r = DummyRequest([b""])
-            r.getCookie = lambda name: None
-            r.addCookie = lambda *a, **k: None
-            return r
-
+        request = Request
         made = [sessions.new(request(), None) for _ in range(5)]
         self.assertEqual(list(sessions._anonymous), [s.token for s in made[2:]])
         self.assertEqual(len(sessions._sessions), 0)
