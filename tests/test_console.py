@@ -486,6 +486,103 @@ class LoginTests(ConsoleTestCase):
         response, _ = self.login(user="night", password="another secret")
         self.assertEqual(response.code, 303)
 
+    def held_logins(self):
+        """The console rebuilt with a run that holds each password check until the test lets it go."""
+        held = []
+
+        def run(f, *args):
+            d = defer.Deferred()
+            held.append((f, args, d))
+            return d
+
+        def release():
+            f, args, d = held.pop(0)
+            try:
+                d.callback(f(*args))
+            except Exception:
+                d.errback()
+            self.client.flush()
+
+        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.client = StubTreq(self.root)
+        return held, release
+
+    def send_logins(self, count, client=None, clients=None):
+        """C{count} login POSTs with a wrong password sent at once; their Deferred responses."""
+        clients = clients or [client or self.client] * count
+        tokens = []
+        for c in clients:
+            _, body = self.get("/login", client=c)
+            tokens.append((self.cookie, self.csrf(body)))
+        return [
+            c.request("POST", "http://console/login", allow_redirects=False,
+                      data={"user": "ops", "password": "wrong password", "csrf": csrf},
+                      cookies={"iway_session_" + self.name: cookie})
+            for c, (cookie, csrf) in zip(clients, tokens)
+        ]
+
+    def test_parallel_logins_from_one_address_get_no_more_tries(self):
+        """20 wrong logins sent at once from one address: at most LOGIN_FAILURES are checked (403), the rest 429; one hash at a time."""
+        held, release = self.held_logins()
+        responses = self.send_logins(20)
+        self.assertEqual(len(held), 1)  # one password hash at a time
+        checked = 0
+        while held:
+            self.assertEqual(len(held), 1)
+            release()
+            checked += 1
+        self.client.flush()
+        codes = sorted(self.successResultOf(r).code for r in responses)
+        self.assertEqual(checked, access.LOGIN_FAILURES)
+        self.assertEqual(codes, [403] * access.LOGIN_FAILURES + [429] * (20 - access.LOGIN_FAILURES))
+
+    def test_too_many_logins_waiting_get_503(self):
+        """Logins from many addresses queue for the one hash; past MAX_WAITING_LOGINS waiting, 503."""
+        from iwayfailover.console.pages import MAX_WAITING_LOGINS
+
+        held, release = self.held_logins()
+        clients = [StubTreq(FromAddress(self.root, f"192.0.2.{n}")) for n in range(1, MAX_WAITING_LOGINS + 3)]
+        responses = self.send_logins(len(clients), clients=clients)
+        late = [self.successResultOf(r) for r in responses[MAX_WAITING_LOGINS + 1:]]
+        self.assertEqual([r.code for r in late], [503])
+        self.assertIn("Too many logins at once", self.successResultOf(clients[-1].content(late[0])).decode())
+        while held:
+            self.assertEqual(len(held), 1)
+            release()
+        for c, r in zip(clients, responses[:MAX_WAITING_LOGINS + 1]):
+            c.flush()
+            self.assertEqual(self.successResultOf(r).code, 403)
+
+    def test_logins_hash_on_the_consoles_own_thread(self):
+        """By default a password hash runs on a thread pool of the console's own, not the reactor's shared one."""
+        from iwayfailover.console import _login_thread
+
+        class Reactor:
+            triggers = []
+
+            def addSystemEventTrigger(self, phase, event, f):
+                self.triggers.append((phase, event, f))
+
+            def callFromThread(self, f, *args, **kwargs):
+                f(*args, **kwargs)
+
+            def getThreadPool(self):
+                raise AssertionError("the reactor's shared pool was used")
+
+        import threading
+
+        reactor = Reactor()
+        run = _login_thread(reactor)
+        done = threading.Event()
+        names = []
+        d = run(lambda: names.append(threading.current_thread().name) or done.set())
+        self.assertTrue(done.wait(10))
+        self.assertIn("iwayfailover-console-logins", names[0])
+        [(phase, event, stop)] = reactor.triggers
+        self.assertEqual((phase, event), ("during", "shutdown"))
+        stop()
+        self.assertIsNone(self.successResultOf(d))
+
     def test_failed_logins_are_rate_limited_per_address(self):
         """After 5 failures an address gets 429, even with the right password; another address does not."""
         for _ in range(access.LOGIN_FAILURES):

@@ -18,6 +18,26 @@ class _MonotonicClock:
     seconds = staticmethod(time.monotonic)
 
 
+def _login_thread(reactor):
+    """
+    A runner on the console's own thread (started at the first login,
+    stopped at shutdown) for password hashes: a flood of logins must not
+    take the reactor's shared pool, which the config poller needs.
+    """
+    from twisted.internet import threads
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(0, 1, name="iwayfailover-console-logins")
+
+    def run(f, *args):
+        if not pool.started:
+            pool.start()
+            reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    return run
+
+
 def console_root(node, clock=None, run=None, events=None, api_token=None) -> Resource:
     """
     The resource tree served on a node's C{console} endpoint.
@@ -25,7 +45,8 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     @param clock: for session idle times and login limits; default: the
         node's reactor.
     @param run: runs blocking work (file I/O, password hashes) off the
-        reactor thread; default: the node's reactor's thread pool.
+        reactor thread; default: the node's reactor's thread pool for file
+        I/O, and a thread of the console's own for password hashes.
     @param events: the node's L{iwayfailover.events.RecentEvents}, for the Log page.
     @param api_token: the console token that logs C{iwsrv switchover} in
         (see L{iwayfailover.console.access.write_token}); None: no token.
@@ -33,12 +54,15 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     reactor = getattr(node, "reactor", None)
     if clock is None:
         clock = reactor if reactor is not None else _MonotonicClock()
+    hash_run = None
     if run is None:
         if reactor is not None and hasattr(reactor, "getThreadPool"):
             from twisted.internet import threads
 
             def run(f, *args):
                 return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+            hash_run = _login_thread(reactor)
         else:
             from twisted.internet import defer
 
@@ -47,7 +71,7 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
 
     if events is None:
         events = getattr(node, "events", None)
-    console = Console(node, clock, run, events)
+    console = Console(node, clock, run, events, hash_run=hash_run)
     root = GuardedRoot(console.sessions, api_token)
     root.console = console
     add_pages(root, console)

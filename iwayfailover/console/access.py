@@ -167,25 +167,43 @@ class Sessions:
 
 
 class LoginLimiter:
-    """At most L{LOGIN_FAILURES} failed logins per client address within L{LOGIN_WINDOW} seconds."""
+    """
+    At most L{LOGIN_FAILURES} failed logins per client address within
+    L{LOGIN_WINDOW} seconds. A login being checked counts as a failure until
+    its answer is known (L{begin}, L{end}): many logins sent at once from one
+    address get no more tries than one after the other.
+    """
 
     def __init__(self, clock, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW):
         self._clock = clock
         self._failures = failures
         self._window = window
         self._seen: "collections.OrderedDict[str, collections.deque]" = collections.OrderedDict()
+        self._in_flight: "collections.Counter[str]" = collections.Counter()
 
     def wait(self, address: str) -> float:
         """Seconds C{address} must wait before it may try again (0: it may now)."""
-        times = self._seen.get(address)
-        if not times:
+        times = self._seen.get(address) or collections.deque()
+        in_flight = self._in_flight.get(address, 0)
+        if not times and not in_flight:
             return 0.0
         now = self._clock.seconds()
         while times and now - times[0] >= self._window:
             times.popleft()
-        if len(times) < self._failures:
+        if len(times) + in_flight < self._failures:
             return 0.0
-        return self._window - (now - times[0])
+        if len(times) >= self._failures:
+            return self._window - (now - times[0])
+        return 1.0  # logins of this address still being checked: their answers decide
+
+    def begin(self, address: str) -> None:
+        """A login from C{address} is being checked: it counts until L{end}."""
+        self._in_flight[address] += 1
+
+    def end(self, address: str) -> None:
+        self._in_flight[address] -= 1
+        if self._in_flight[address] <= 0:
+            del self._in_flight[address]
 
     def failed(self, address: str) -> None:
         times = self._seen.setdefault(address, collections.deque(maxlen=self._failures))

@@ -35,6 +35,9 @@ HERE = FilePath(__file__).parent()
 TEMPLATES = HERE.child("templates")
 STATIC = HERE.child("static")
 
+MAX_WAITING_LOGINS = 8
+"""Logins waiting for the (one at a time) password hash; more are answered 503."""
+
 NAVIGATION = ((b"", "Status"), (b"listeners", "Listeners"), (b"settings", "Backup Settings"), (b"log", "Log"))
 
 
@@ -534,8 +537,22 @@ class LoginPage(Page):
             request.setHeader(b"retry-after", str(int(wait) + 1).encode())
             return self.show(request, self.login_form(request, user), code=429, error=True,
                              notice=f"Too many failed logins from {address}; try again in {int(wait) + 1} s.")
+        if len(console.hashing.waiting) >= MAX_WAITING_LOGINS:
+            log.warn("console: login from {client} refused: too many logins at once", client=address)
+            request.setHeader(b"retry-after", b"5")
+            return self.show(request, self.login_form(request, user), code=503, error=True,
+                             notice="Too many logins at once; try again in a few seconds.")
         password = (request.args.get(b"password") or [b""])[0]
-        d = console.portal.login(UsernamePassword(user.encode("utf-8"), password), None, IConsoleUser)
+        # Counted from now (not once its hash is done): parallel tries from one
+        # address cannot pass the limit. One password hash at a time per console.
+        console.limiter.begin(address)
+        d = console.hashing.run(console.portal.login, UsernamePassword(user.encode("utf-8"), password), None, IConsoleUser)
+
+        def checked(result):
+            console.limiter.end(address)
+            return result
+
+        d.addBoth(checked)
 
         def welcome(result):
             _, avatar, _ = result
@@ -624,15 +641,17 @@ class Console:
     @param run: runs a blocking function (file reads and writes, password
         hashing) away from the reactor thread; returns a Deferred.
     @param clock: for session idle times and the login limiter.
+    @param hash_run: runs a password hash (default: C{run}); one at a time.
     """
 
-    def __init__(self, node, clock, run, events=None):
+    def __init__(self, node, clock, run, events=None, hash_run=None):
         self.node = node
         self.run = run
         self.events = events
         self.sessions = Sessions(clock, cookie=SESSION_COOKIE + b"_" + str(getattr(node, "name", "")).encode("ascii", "replace"))
         self.limiter = LoginLimiter(clock)
-        self.checker = UsersFileChecker(self.users_file, run=run)
+        self.hashing = defer.DeferredSemaphore(1)
+        self.checker = UsersFileChecker(self.users_file, run=hash_run or run)
         self.portal = Portal(ConsoleRealm(), [self.checker])
 
     def users_file(self) -> Optional[str]:
