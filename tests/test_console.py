@@ -432,6 +432,22 @@ class CsrfTests(ConsoleTestCase):
             response, _ = self.post(page, {"csrf": "x" * 43, "confirm": "yes", "listener": "broken"})
             self.assertEqual(response.code, 403, page)
 
+    def test_login_forms_token_does_not_allow_actions(self):
+        """An anonymous session's (the login form's) CSRF token does not let it POST /settings, /switchover or /listeners/restart: 403, nothing done."""
+        self.node.listeners.start()  # `broken` is FAILED: a restart would start it
+        before = self.file_text()
+        self.node.switchover = lambda cause=None: self.fail("switchover without a login")
+        self.node.restart_listener = lambda name: self.fail("restart without a login")
+        _, body = self.get("/login")
+        token = self.csrf(body)
+        self.assertTrue(token)
+        for page in ("/settings", "/switchover", "/listeners/restart"):
+            response, body = self.post(page, {"csrf": token, "confirm": "yes", "listener": "broken",
+                                              "server:serv_b/threshold": "9", "digest": configfile.digest(before.encode())})
+            self.assertEqual(response.code, 403, page)
+            self.assertIn("not logged in", body)
+        self.assertEqual(self.file_text(), before)
+
     def test_login_without_the_forms_token_is_refused(self):
         """POST /login with the right password but no token answers 403 and logs nobody in."""
         self.get("/login")
