@@ -260,6 +260,17 @@ class AccessTests(ConsoleTestCase):
         self.assertEqual(response.code, 401)
         self.assertNotIn("iway_up", body)
 
+    def test_metrics_from_another_host_with_a_login(self):
+        """The real /metrics: from 192.0.2.7, 401 without a login, 200 and the samples with one."""
+        remote = StubTreq(FromAddress(self.root, "192.0.2.7"))
+        response, body = self.get("/metrics", client=remote)
+        self.assertEqual(response.code, 401)
+        self.assertNotIn("iwayfailover_role", body)
+        self.login(client=remote)
+        response, body = self.get("/metrics", client=remote)
+        self.assertEqual(response.code, 200)
+        self.assertIn('iwayfailover_role{role="backup",server="serv_b"} 1.0', body)
+
     def test_unknown_path_after_login_is_not_found(self):
         """Logged in, a path the console does not serve answers 404."""
         self.logged_in()

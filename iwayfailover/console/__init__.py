@@ -79,8 +79,8 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
-    # The guard decides who may read it (loopback, or a login).
-    root.putChild(b"metrics", MetricsResource(node, allowed=lambda request: True))
+    # The guard decides who may read it (this host's clients, or a login).
+    root.putChild(b"metrics", MetricsResource(node))
     return root
 
 

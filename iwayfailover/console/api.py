@@ -67,8 +67,11 @@ class SwitchoverResource(Resource):
     """
     C{POST /api/switchover}: hand the live role to the backup. Answers 200
     with C{from}, C{to}, C{epoch} and C{gap_ms} once the backup confirms, 409
-    when a switchover cannot be made now (with the reason), 403 from any
-    host but this one (until the console has logins).
+    when a switchover cannot be made now (with the reason). The console's
+    guard lets through only C{iwsrv switchover} (the console token) or a
+    login session with its CSRF token; of those, a client not on this host
+    gets 403 all the same (a browser switches over with the Status page's
+    form).
     """
 
     isLeaf = True
