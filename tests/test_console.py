@@ -296,6 +296,14 @@ class AccessTests(ConsoleTestCase):
         response, body = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
         self.assertEqual((response.code, len(asked)), (200, 1))
 
+    def test_switchover_api_answers_500_when_the_result_cannot_be_read(self):
+        """A switchover whose result lacks its fields: 500 with a JSON error, not a request left hanging."""
+        self.node.switchover = lambda cause=None: defer.succeed({})
+        response, body = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
+        self.assertEqual(response.code, 500)
+        self.assertIn('"error"', body)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
     def test_switchover_api_refuses_loopback_without_login_or_token(self):
         """Being on this host is not a login: without a session or the token (or with a wrong one), refused."""
         self.node.switchover = lambda cause=None: self.fail("switched over without a login")
@@ -785,6 +793,15 @@ class ListenersPageTests(ConsoleTestCase):
         self.assertEqual(response.code, 409)
         self.assertIn("no listener 'nope'", body)
 
+
+    def test_restart_that_errs_answers_500_with_the_reason(self):
+        """A restart whose Deferred fails with an unexpected error: 500 with its message, not a request left hanging."""
+        self.logged_in()
+        self.node.restart_listener = lambda name: defer.fail(RuntimeError("the plugin blew up"))
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.assertEqual(response.code, 500)
+        self.assertIn("could not be restarted: the plugin blew up", body)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 class SettingsPageTests(ConsoleTestCase):
     """/settings: every server's Backup Settings and the [failover] settings, checked and saved safely."""

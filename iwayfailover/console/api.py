@@ -105,5 +105,9 @@ class SwitchoverResource(Resource):
                 request.write(_json(request, code, body))
                 request.finish()
 
-        d.addCallbacks(done, refused).addCallback(respond)
+        def broken(failure):  # the switchover's answer could not be read
+            log.failure("switchover answer failed", failure)
+            return 500, {"error": failure.getErrorMessage() or failure.type.__name__}
+
+        d.addCallbacks(done, refused).addErrback(broken).addCallback(respond)
         return NOT_DONE_YET

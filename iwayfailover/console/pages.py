@@ -354,7 +354,12 @@ class RestartPage(Page):
             notice = f"Listener {name} is {state.get('state', 'gone')}" + (f": {state['reason']}" if failed else ".")
             return self.show(request, self.listeners.content(request), notice=notice, error=failed)
 
-        d.addCallback(done)
+        def broken(failure):
+            log.failure("console: restarting listener {listener} failed", failure, listener=name)
+            return self.show(request, self.listeners.content(request), error=True, code=500,
+                             notice=f"Listener {name} could not be restarted: {failure.getErrorMessage()}")
+
+        d.addCallback(done).addErrback(broken)
         return NOT_DONE_YET
 
 
