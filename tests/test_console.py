@@ -467,6 +467,25 @@ class CsrfTests(ConsoleTestCase):
             self.assertIn("not logged in", body)
         self.assertEqual(self.file_text(), before)
 
+    def test_refused_posts_are_warned_once_per_client_per_ten_seconds(self):
+        """20 refused POSTs in a burst: one warning; the next one after 10 s says how many went unlogged."""
+        from twisted.logger import globalLogPublisher
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+
+        def warnings():
+            return [e for e in logged if e.get("log_level") == LogLevel.warn and "console: refused a " in e.get("log_format", "")]
+
+        for _ in range(20):
+            response, _ = self.post("/settings", {"csrf": "x"})
+            self.assertEqual(response.code, 403)
+        self.assertEqual(len(warnings()), 1)
+        self.reactor.advance(10.5)
+        self.post("/settings", {"csrf": "x"})
+        self.assertEqual([e["more"] for e in warnings()], ["", " (19 more refused since the last report)"])
+
     def test_login_without_the_forms_token_is_refused(self):
         """POST /login with the right password but no token answers 403 and logs nobody in."""
         self.get("/login")

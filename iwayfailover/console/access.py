@@ -271,6 +271,36 @@ class SeeOther(Resource):
         return b""
 
 
+class RefusalWarnings:
+    """
+    Warns of refused POSTs at most once per client address per C{every}
+    seconds, with the number left unlogged in between: a client posting in
+    a loop must not flood the node's log.
+    """
+
+    def __init__(self, clock, every: float = 10.0, limit: int = 1024):
+        self._clock = clock
+        self._every = every
+        self._limit = limit
+        self._last: "collections.OrderedDict[str, float]" = collections.OrderedDict()
+        self._quiet: "collections.Counter[str]" = collections.Counter()
+
+    def warn(self, client: str, text: str, **fields) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(client)
+        if last is not None and now - last < self._every:
+            self._quiet[client] += 1
+            return
+        unlogged = self._quiet.pop(client, 0)
+        self._last[client] = now
+        self._last.move_to_end(client)
+        while len(self._last) > self._limit:  # bounded memory whatever the number of clients
+            gone, _ = self._last.popitem(last=False)
+            self._quiet.pop(gone, None)
+        log.warn(text + "{more}", client=client, more=f" ({unlogged} more refused since the last report)" if unlogged else "",
+                 **fields)
+
+
 class GuardedRoot(Resource):
     """
     The root of the console's tree: applies the access rule (see the module)
@@ -282,6 +312,7 @@ class GuardedRoot(Resource):
         super().__init__()
         self.sessions = sessions
         self.api_token = api_token
+        self.refusals = RefusalWarnings(sessions._clock)
 
     def getChildWithDefault(self, path, request):
         security_headers(request)
@@ -301,8 +332,8 @@ class GuardedRoot(Resource):
             return super().getChildWithDefault(path, request)  # iwsrv switchover: the token is its login
         elif is_api or is_post:
             if is_post:
-                log.warn("console: refused a {method} to /{path} from {client} without a login",
-                         method="POST", path=full, client=client_address(request))
+                self.refusals.warn(client_address(request), "console: refused a {method} to /{path} from {client} without a login",
+                                   method="POST", path=full)
             return Refused(401 if not is_post else 403,
                            "refused: not logged in (or the session has expired); log in at /login and try again",
                            as_json=is_api)
@@ -310,7 +341,7 @@ class GuardedRoot(Resource):
             return SeeOther(b"/login")
 
         if is_post and not csrf_valid(request, session):
-            log.warn("console: refused a POST to /{path} from {client}: missing or wrong CSRF token",
-                     path=full, client=client_address(request))
+            self.refusals.warn(client_address(request),
+                               "console: refused a POST to /{path} from {client}: missing or wrong CSRF token", path=full)
             return Refused(403, "refused: the form's CSRF token is missing or out of date; reload the page and try again")
         return super().getChildWithDefault(path, request)
