@@ -431,6 +431,46 @@ class AccessTests(ConsoleTestCase):
         self.assertNotEqual(self.cookie, before)
 
 
+    def raw_http(self, data):
+        """C{data} sent to the console's real site (ConsoleSite) over an in-memory transport; what it answered."""
+        from twisted.internet.testing import StringTransport
+
+        from iwayfailover.console import ConsoleSite
+
+        protocol = ConsoleSite(self.root).buildProtocol(IPv4Address("TCP", "127.0.0.1", 8081))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 8081))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        self.addCleanup(protocol.connectionLost, None)
+        return transport.value()
+
+    def test_request_body_over_64_kib_is_refused_with_413(self):
+        """A POST body over 64 KiB (by its Content-Length, or chunked) is answered 413 and reaches no page."""
+        from iwayfailover.console import MAX_BODY
+
+        self.logged_in()
+        before = self.file_text()
+        cookie = f"iway_session_{self.name}={self.cookie}".encode()
+        body = b"csrf=" + self.token.encode() + b"&server:serv_b/threshold=9&x=" + b"a" * MAX_BODY
+        answer = self.raw_http(b"POST /settings HTTP/1.1\r\nHost: console\r\nCookie: " + cookie +
+                               b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertIn(b"larger than 64 KiB", answer)
+        chunk = b"a" * 40000
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2)) + b"0\r\n\r\n"
+        answer = self.raw_http(b"POST /login HTTP/1.1\r\nHost: console\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + chunked)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertEqual(self.file_text(), before)
+
+    def test_request_body_under_the_cap_is_served(self):
+        """A small POST through the real site reaches the page (here: a login form without its token, 403)."""
+        body = b"user=ops&password=x"
+        answer = self.raw_http(b"POST /login HTTP/1.1\r\nHost: console\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer[:100])
+
 class CsrfTests(ConsoleTestCase):
     """Every POST carries the session's CSRF token, or is refused with 403."""
 

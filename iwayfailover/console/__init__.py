@@ -6,7 +6,7 @@ in front of both (see L{iwayfailover.console.access}).
 import time
 
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from iwayfailover.console.access import GuardedRoot
 from iwayfailover.console.api import StatusResource, SwitchoverResource
@@ -84,13 +84,54 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     return root
 
 
+MAX_BODY = 64 * 1024
+"""Bytes a request body to the console may have; a bigger one is answered 413, unread."""
+
+
+class ConsoleRequest(Request):
+    """A request whose body is kept up to L{MAX_BODY} bytes; past that it is dropped and answered 413."""
+
+    too_large = False
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.too_large:
+            return
+        if self.content.tell() + len(data) > MAX_BODY:  # chunked, or more than it said
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+    def process(self):
+        if not self.too_large:
+            return super().process()
+        from iwayfailover.console.access import security_headers
+
+        self.site = self.channel.site
+        security_headers(self)
+        self.setResponseCode(413)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"connection", b"close")
+        self.write(f"refused: the request body is larger than {MAX_BODY // 1024} KiB\n".encode("ascii"))
+        self.finish()
+
+
 class ConsoleSite(Site):
     """
     The console's site. Status polls come every few seconds from monitoring;
     they are not access-logged (actions are logged by the node itself).
+    Request bodies are capped at L{MAX_BODY} bytes.
     """
 
     noisy = False
+    requestFactory = ConsoleRequest
 
     def log(self, request):
         pass
