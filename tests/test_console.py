@@ -413,6 +413,46 @@ class AccessTests(ConsoleTestCase):
         self.assertEqual(list(sessions._anonymous), [s.token for s in made[2:]])
         self.assertEqual(len(sessions._sessions), 0)
 
+    def test_new_password_ends_the_users_sessions_within_a_minute(self):
+        """iwsrv adduser giving ops a new password ends ops's session at the next check (60 s); a login with the new one stays."""
+        self.logged_in()
+        add_user(self.users, "ops", "a new password", n=FAST)
+        self.reactor.advance(30)
+        self.assertEqual(self.get("/")[0].code, 200)  # not yet checked
+        self.reactor.advance(30)
+        self.assertEqual(self.get("/")[0].code, 303)
+        response, _ = self.login(password="a new password")
+        self.assertEqual(response.code, 303)
+        self.reactor.advance(60)
+        self.assertEqual(self.get("/")[0].code, 200)
+
+    def test_user_removed_from_the_file_is_logged_out(self):
+        """A user no longer in the users file loses its session at the next check; the others keep theirs."""
+        add_user(self.users, "night", "another secret", n=FAST)
+        self.logged_in()
+        ops = self.cookie
+        other = StubTreq(self.root)
+        self.cookie = None
+        self.login(user="night", password="another secret", client=other)
+        night = self.cookie
+        with open(self.users) as f:
+            lines = [line for line in f if not line.startswith("ops:")]
+        with open(self.users, "w") as f:
+            f.writelines(lines)
+        self.reactor.advance(60)
+        self.cookie = ops
+        self.assertEqual(self.get("/")[0].code, 303)
+        self.cookie = night
+        self.assertEqual(self.get("/", client=other)[0].code, 200)
+
+    def test_unreadable_users_file_keeps_sessions(self):
+        """A users file that cannot be parsed just now (a half-written edit) ends no session."""
+        self.logged_in()
+        with open(self.users, "w") as f:
+            f.write("this is not a users line\n")
+        self.reactor.advance(60)
+        self.assertEqual(self.get("/")[0].code, 200)
+
     def test_logout_ends_the_session(self):
         """POST /logout (with the token) ends the session: the old cookie opens nothing."""
         self.logged_in()

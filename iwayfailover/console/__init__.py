@@ -72,6 +72,8 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     if events is None:
         events = getattr(node, "events", None)
     console = Console(node, clock, run, events, hash_run=hash_run)
+    if hasattr(clock, "callLater"):
+        console.watch_users(clock)
     root = GuardedRoot(console.sessions, api_token)
     root.console = console
     add_pages(root, console)

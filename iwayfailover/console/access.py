@@ -94,6 +94,7 @@ class Session:
         self.user = user
         self.csrf = secrets.token_urlsafe(32)
         self.last_seen = now
+        self.stamp: Optional[str] = None  # the user's stored hash at login: a new password ends the session
 
 
 class Sessions:
@@ -155,6 +156,14 @@ class Sessions:
             secure=True if request.isSecure() else None,
         )
         return session
+
+    def logged_in(self):
+        """The logged-in sessions (not the login form's)."""
+        return list(self._sessions.values())
+
+    def discard(self, session: Session) -> None:
+        """End C{session} (its cookie stays in the browser, but leads nowhere)."""
+        self._store(session).pop(session.token, None)
 
     def end(self, request) -> None:
         session = self.get(request)

@@ -27,13 +27,16 @@ from zope.interface import Interface, implementer
 from iwayfailover import configfile
 from iwayfailover.console import settings as form
 from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
-from iwayfailover.console.users import ConsoleUser, UsersFileChecker
+from iwayfailover.console.users import ConsoleUser, UsersFileChecker, users_now
 
 log = Logger(namespace="iwayfailover.console")
 
 HERE = FilePath(__file__).parent()
 TEMPLATES = HERE.child("templates")
 STATIC = HERE.child("static")
+
+USERS_CHECK_INTERVAL = 60.0
+"""Seconds between looks at the users file for users removed or given a new password."""
 
 MAX_WAITING_LOGINS = 8
 """Logins waiting for the (one at a time) password hash; more are answered 503."""
@@ -563,6 +566,7 @@ class LoginPage(Page):
             _, avatar, _ = result
             console.limiter.succeeded(address)
             request.console_session = console.sessions.new(request, avatar.name)
+            request.console_session.stamp = console.checker.verified.get(avatar.name)
             log.info("console: {user} logged in from {client}", user=avatar.name, client=address)
             return self._finish(request, self._redirect(request, b"/"))
 
@@ -663,6 +667,33 @@ class Console:
         config = self.node.config
         server = config.servers.get(self.node.name)
         return (server.console_users if server is not None else None) or config.failover.console_users
+
+    def watch_users(self, clock, interval: float = USERS_CHECK_INTERVAL):
+        """Every C{interval} seconds, end the sessions of users gone from the users file or with a new password."""
+        from twisted.internet.task import LoopingCall
+
+        self._users_watch = LoopingCall(self.check_users)
+        self._users_watch.clock = clock
+        self._users_watch.start(interval, now=False)
+
+    def check_users(self) -> defer.Deferred:
+        if not self.sessions.logged_in():
+            return defer.succeed(None)  # nobody to check
+        d = self.run(users_now, self.users_file())
+
+        def apply(users):
+            if users is None:
+                return  # unreadable just now: the next check decides
+            for session in self.sessions.logged_in():
+                stored = users.get(session.user)
+                if stored is None or (session.stamp is not None and stored != session.stamp):
+                    self.sessions.discard(session)
+                    log.info("console: ended a session of {user}: {why}", user=session.user,
+                             why="no longer in the users file" if stored is None else "the password changed")
+
+        d.addCallback(apply)
+        d.addErrback(lambda failure: log.failure("console: checking the users file failed", failure))
+        return d
 
     def read_config_text(self) -> defer.Deferred:
         def read(path):

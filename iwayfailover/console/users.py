@@ -144,6 +144,20 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
     return new
 
 
+def users_now(path: Optional[str]) -> Optional[Dict[str, str]]:
+    """
+    The users file's users and hashes as they are now: {} when no file is
+    configured or it is gone (nobody may stay logged in), None when it
+    cannot be read or parsed right now (keep things as they are).
+    """
+    if path is None or not os.path.exists(path):
+        return {}
+    try:
+        return read_users(path)
+    except UsersFileError:
+        return None
+
+
 class ConsoleUser:
     """Who is logged in: the avatar of the console's realm."""
 
@@ -167,6 +181,8 @@ class UsersFileChecker:
     def __init__(self, path: Callable[[], Optional[str]], run=None):
         self._path = path
         self._run = run or (lambda f, *a: defer.maybeDeferred(f, *a))
+        self.verified: Dict[str, str] = {}
+        """user -> the stored hash of its last good login (to end sessions when it changes)"""
 
     def requestAvatarId(self, credentials):
         return self._run(self._check, credentials.username, credentials.password)
@@ -188,6 +204,7 @@ class UsersFileChecker:
             raise error.UnauthorizedLogin("no such user")
         try:
             if verify_password(password, stored):
+                self.verified[username] = stored
                 return username
         except UsersFileError as e:
             raise error.UnauthorizedLogin(f"{path}: user {username}: {e}") from None
