@@ -1206,6 +1206,18 @@ class UsersFileTests(TestCase):
         self.assertEqual((after.st_uid, after.st_gid), (before.st_uid, before.st_gid))
         self.assertEqual(sorted(read_users(path)), ["night", "ops"])
 
+    def test_add_user_through_a_symlink_writes_the_target(self):
+        """A users file reached through a symlink: the target gets the user, the link stays a link."""
+        folder = temporary_directory(self)
+        os.mkdir(os.path.join(folder, "share"))
+        target = os.path.join(folder, "share", "users")
+        add_user(target, "ops", "first password", n=FAST)
+        link = os.path.join(folder, "users")
+        os.symlink(target, link)
+        add_user(link, "night", "second password", n=FAST)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(sorted(read_users(target)), ["night", "ops"])
+
     def test_add_user_refuses_bad_names_and_short_passwords(self):
         """A name with a colon or a password under 8 characters is refused."""
         path = os.path.join(temporary_directory(self), "users")

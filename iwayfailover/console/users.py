@@ -123,6 +123,7 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
         raise ValueError(f"bad user name {user!r} (allowed: {USER_ALLOWED})")
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"the password is too short (at least {MIN_PASSWORD} characters)")
+    path = os.path.realpath(path)  # through a symlink (to the share): the file it points to
     lines = []
     like = None
     if os.path.exists(path):
