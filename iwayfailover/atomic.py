@@ -31,7 +31,12 @@ def replace_file(path: str, data: bytes, prefix: str, like: Optional[os.stat_res
             try:
                 os.chown(temporary, like.st_uid, like.st_gid)
             except PermissionError:
-                pass  # not ours to give away; the mode is kept all the same
+                # Not root: the owner cannot be given away, but the group can
+                # (to one of ours), and the group's read bit depends on it.
+                try:
+                    os.chown(temporary, -1, like.st_gid)
+                except PermissionError:
+                    pass  # the mode is kept all the same
         if check is not None:
             check()
         os.replace(temporary, path)

@@ -35,6 +35,9 @@ def write_config(path: str, text: str, expected_digest: str) -> str:
     @raise ConfigConflict: the file changed since it was read.
     @raise OSError: it could not be written; the old file is untouched.
     """
+    # Through a symlink (e.g. to the share), replace the file it points to,
+    # not the link: the other node reads the share, not this link.
+    path = os.path.realpath(path)
     with open(path, "rb") as f:
         current = f.read()
     if digest(current) != expected_digest:

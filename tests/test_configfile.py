@@ -7,6 +7,7 @@ import tempfile
 
 from twisted.trial import unittest
 
+from iwayfailover import atomic
 from iwayfailover.config import parse_config
 from iwayfailover.configfile import ConfigConflict, digest, write_config
 
@@ -61,3 +62,55 @@ class WriteConfigTests(unittest.TestCase):
         with open(self.path) as f:
             self.assertEqual(f.read(), TEXT)
         self.assertEqual(os.listdir(self.folder), ["iway.ini"])
+
+    def test_a_symlinked_path_replaces_the_file_it_points_to(self):
+        """Saving through a symlink (to the share) writes the target; the link stays a link."""
+        share = os.path.join(self.folder, "share")
+        os.mkdir(share)
+        target = os.path.join(share, "iway.ini")
+        os.rename(self.path, target)
+        os.symlink(target, self.path)
+        new = TEXT.replace("threshold = 3", "threshold = 5")
+        write_config(self.path, new, self.read_digest)
+        self.assertTrue(os.path.islink(self.path))
+        with open(target) as f:
+            self.assertEqual(f.read(), new)
+        self.assertEqual(stat.S_IMODE(os.stat(target).st_mode), 0o640)
+        self.assertEqual(sorted(os.listdir(self.folder)), ["iway.ini", "share"])
+        self.assertEqual(os.listdir(share), ["iway.ini"])
+
+
+class ReplaceFileTests(unittest.TestCase):
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix="iwayfailover-test-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.path = os.path.join(self.folder, "f")
+
+    def test_group_is_kept_when_the_owner_cannot_be(self):
+        """Not root: chown of uid and gid fails; the group alone is still given."""
+        calls = []
+        real_chown = os.chown
+
+        def chown(path, uid, gid):
+            calls.append((uid, gid))
+            if uid != -1:
+                raise PermissionError(1, "Operation not permitted")
+            real_chown(path, uid, gid)
+
+        self.patch(atomic.os, "chown", chown)
+        like = os.stat(self.folder)
+        like = os.stat_result((0o100640, like.st_ino, like.st_dev, 1, 4321, 4322) + tuple(like)[6:])
+        atomic.replace_file(self.path, b"data\n", prefix=".t.", like=like)
+        self.assertEqual(calls, [(4321, 4322), (-1, 4322)])
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
+        if os.geteuid() == 0:
+            self.assertEqual(os.stat(self.path).st_gid, 4322)
+
+    def test_neither_owner_nor_group_allowed_still_writes(self):
+        """If the group cannot be given either, the file is written with its mode all the same."""
+        self.patch(atomic.os, "chown", lambda *a: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+        like = os.stat_result((0o100640,) + tuple(os.stat(self.folder))[1:])
+        atomic.replace_file(self.path, b"data\n", prefix=".t.", like=like)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"data\n")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)

@@ -92,13 +92,16 @@ def sync(f, *args):
 class FromAddress(Resource):
     """The console root as reached from C{host} (StubTreq always comes from 127.0.0.1)."""
 
-    def __init__(self, root, host):
+    def __init__(self, root, host, server=None):
         super().__init__()
         self.root = root
         self.host = host
+        self.server = server  # the console's own address (None: as StubTreq has it)
 
     def getChildWithDefault(self, path, request):
         request.getClientAddress = lambda: IPv4Address("TCP", self.host, 40000)
+        if self.server is not None:
+            request.getHost = lambda: IPv4Address("TCP", self.server, 8081)
         return self.root.getChildWithDefault(path, request)
 
 
@@ -204,6 +207,43 @@ class AccessTests(ConsoleTestCase):
         response, body = self.get("/api/status", client=remote)
         self.assertEqual(response.code, 200)
 
+    def test_status_api_is_open_to_the_consoles_own_lan_address(self):
+        """A console bound to 192.0.2.2 sees iwsrv status on this host come from 192.0.2.2: open; from 192.0.2.7: 401."""
+        own = StubTreq(FromAddress(self.root, "192.0.2.2", server="192.0.2.2"))
+        response, body = self.get("/api/status", client=own)
+        self.assertEqual(response.code, 200)
+        self.assertIn('"role": "backup"', body)
+        other = StubTreq(FromAddress(self.root, "192.0.2.7", server="192.0.2.2"))
+        response, _ = self.get("/api/status", client=other)
+        self.assertEqual(response.code, 401)
+
+    def test_from_this_host(self):
+        """Loopback, a Unix socket, or the console's own (non-wildcard) address; nothing else."""
+        from twisted.internet.address import IPv6Address, UNIXAddress
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from iwayfailover.console.api import from_this_host
+
+        def request(client, server):
+            r = DummyRequest([b""])
+            r.client = client
+            r.getHost = lambda: server
+            return r
+
+        here = IPv4Address("TCP", "192.0.2.2", 8081)
+        cases = [
+            (IPv4Address("TCP", "127.0.0.1", 1), here, True),
+            (IPv6Address("TCP", "::ffff:127.0.0.1", 1), IPv6Address("TCP", "::", 8081), True),
+            (UNIXAddress(b"/run/x"), UNIXAddress(b"/run/x"), True),
+            (IPv4Address("TCP", "192.0.2.2", 1), here, True),
+            (IPv4Address("TCP", "192.0.2.7", 1), here, False),
+            (IPv4Address("TCP", "0.0.0.0", 1), IPv4Address("TCP", "0.0.0.0", 8081), False),
+            (IPv6Address("TCP", "2001:db8::2", 1), IPv6Address("TCP", "2001:db8::2", 8081), True),
+            (IPv6Address("TCP", "2001:db8::7", 1), IPv6Address("TCP", "2001:db8::2", 8081), False),
+        ]
+        for client, server, expected in cases:
+            self.assertEqual(from_this_host(request(client, server)), expected, (client, server))
+
     def test_metrics_is_open_on_loopback_only(self):
         """A /metrics child is readable without a login from 127.0.0.1 and refused (401) from elsewhere."""
 
@@ -219,6 +259,17 @@ class AccessTests(ConsoleTestCase):
         response, body = self.get("/metrics", client=StubTreq(FromAddress(self.root, "192.0.2.7")))
         self.assertEqual(response.code, 401)
         self.assertNotIn("iway_up", body)
+
+    def test_metrics_from_another_host_with_a_login(self):
+        """The real /metrics: from 192.0.2.7, 401 without a login, 200 and the samples with one."""
+        remote = StubTreq(FromAddress(self.root, "192.0.2.7"))
+        response, body = self.get("/metrics", client=remote)
+        self.assertEqual(response.code, 401)
+        self.assertNotIn("iwayfailover_role", body)
+        self.login(client=remote)
+        response, body = self.get("/metrics", client=remote)
+        self.assertEqual(response.code, 200)
+        self.assertIn('iwayfailover_role{role="backup",server="serv_b"} 1.0', body)
 
     def test_unknown_path_after_login_is_not_found(self):
         """Logged in, a path the console does not serve answers 404."""
@@ -244,6 +295,14 @@ class AccessTests(ConsoleTestCase):
             {"from": "serv_b", "to": "serv_a", "epoch": 2, "gap": 0.01})
         response, body = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
         self.assertEqual((response.code, len(asked)), (200, 1))
+
+    def test_switchover_api_answers_500_when_the_result_cannot_be_read(self):
+        """A switchover whose result lacks its fields: 500 with a JSON error, not a request left hanging."""
+        self.node.switchover = lambda cause=None: defer.succeed({})
+        response, body = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
+        self.assertEqual(response.code, 500)
+        self.assertIn('"error"', body)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_switchover_api_refuses_loopback_without_login_or_token(self):
         """Being on this host is not a login: without a session or the token (or with a wrong one), refused."""
@@ -328,6 +387,72 @@ class AccessTests(ConsoleTestCase):
         response, _ = self.get("/")
         self.assertEqual(response.code, 303)
 
+    def test_many_anonymous_sessions_do_not_end_a_login(self):
+        """More than MAX_SESSIONS cookieless GET /login (each makes a login form's session) leave a logged-in session alive."""
+        self.logged_in()
+        logged_in_cookie = self.cookie
+        for _ in range(max(access.MAX_SESSIONS, access.MAX_ANONYMOUS_SESSIONS) + 1):
+            response, _ = self.get("/login", cookie=False, client=StubTreq(self.root))  # a new client: no cookie jar
+            self.assertEqual(response.code, 200)
+        self.assertEqual(len(self.root.console.sessions._anonymous), access.MAX_ANONYMOUS_SESSIONS)
+        self.cookie = logged_in_cookie
+        response, body = self.get("/settings")
+        self.assertEqual(response.code, 200)
+        self.assertIn("Logged in as", body)
+
+    def test_anonymous_sessions_are_capped(self):
+        """The login form's sessions are kept up to their own limit, the oldest going first."""
+        sessions = access.Sessions(self.reactor, anonymous_limit=3)
+        class Request:
+            getCookie = staticmethod(lambda name: None)
+            addCookie = staticmethod(lambda *a, **k: None)
+            isSecure = staticmethod(lambda: False)
+
+        request = Request
+        made = [sessions.new(request(), None) for _ in range(5)]
+        self.assertEqual(list(sessions._anonymous), [s.token for s in made[2:]])
+        self.assertEqual(len(sessions._sessions), 0)
+
+    def test_new_password_ends_the_users_sessions_within_a_minute(self):
+        """iwsrv adduser giving ops a new password ends ops's session at the next check (60 s); a login with the new one stays."""
+        self.logged_in()
+        add_user(self.users, "ops", "a new password", n=FAST)
+        self.reactor.advance(30)
+        self.assertEqual(self.get("/")[0].code, 200)  # not yet checked
+        self.reactor.advance(30)
+        self.assertEqual(self.get("/")[0].code, 303)
+        response, _ = self.login(password="a new password")
+        self.assertEqual(response.code, 303)
+        self.reactor.advance(60)
+        self.assertEqual(self.get("/")[0].code, 200)
+
+    def test_user_removed_from_the_file_is_logged_out(self):
+        """A user no longer in the users file loses its session at the next check; the others keep theirs."""
+        add_user(self.users, "night", "another secret", n=FAST)
+        self.logged_in()
+        ops = self.cookie
+        other = StubTreq(self.root)
+        self.cookie = None
+        self.login(user="night", password="another secret", client=other)
+        night = self.cookie
+        with open(self.users) as f:
+            lines = [line for line in f if not line.startswith("ops:")]
+        with open(self.users, "w") as f:
+            f.writelines(lines)
+        self.reactor.advance(60)
+        self.cookie = ops
+        self.assertEqual(self.get("/")[0].code, 303)
+        self.cookie = night
+        self.assertEqual(self.get("/", client=other)[0].code, 200)
+
+    def test_unreadable_users_file_keeps_sessions(self):
+        """A users file that cannot be parsed just now (a half-written edit) ends no session."""
+        self.logged_in()
+        with open(self.users, "w") as f:
+            f.write("this is not a users line\n")
+        self.reactor.advance(60)
+        self.assertEqual(self.get("/")[0].code, 200)
+
     def test_logout_ends_the_session(self):
         """POST /logout (with the token) ends the session: the old cookie opens nothing."""
         self.logged_in()
@@ -345,6 +470,46 @@ class AccessTests(ConsoleTestCase):
         self.post("/login", {"user": "ops", "password": PASSWORD, "csrf": self.csrf(body)})
         self.assertNotEqual(self.cookie, before)
 
+
+    def raw_http(self, data):
+        """C{data} sent to the console's real site (ConsoleSite) over an in-memory transport; what it answered."""
+        from twisted.internet.testing import StringTransport
+
+        from iwayfailover.console import ConsoleSite
+
+        protocol = ConsoleSite(self.root).buildProtocol(IPv4Address("TCP", "127.0.0.1", 8081))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 8081))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        self.addCleanup(protocol.connectionLost, None)
+        return transport.value()
+
+    def test_request_body_over_64_kib_is_refused_with_413(self):
+        """A POST body over 64 KiB (by its Content-Length, or chunked) is answered 413 and reaches no page."""
+        from iwayfailover.console import MAX_BODY
+
+        self.logged_in()
+        before = self.file_text()
+        cookie = f"iway_session_{self.name}={self.cookie}".encode()
+        body = b"csrf=" + self.token.encode() + b"&server:serv_b/threshold=9&x=" + b"a" * MAX_BODY
+        answer = self.raw_http(b"POST /settings HTTP/1.1\r\nHost: console\r\nCookie: " + cookie +
+                               b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertIn(b"larger than 64 KiB", answer)
+        chunk = b"a" * 40000
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2)) + b"0\r\n\r\n"
+        answer = self.raw_http(b"POST /login HTTP/1.1\r\nHost: console\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + chunked)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        self.assertEqual(self.file_text(), before)
+
+    def test_request_body_under_the_cap_is_served(self):
+        """A small POST through the real site reaches the page (here: a login form without its token, 403)."""
+        body = b"user=ops&password=x"
+        answer = self.raw_http(b"POST /login HTTP/1.1\r\nHost: console\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer[:100])
 
 class CsrfTests(ConsoleTestCase):
     """Every POST carries the session's CSRF token, or is refused with 403."""
@@ -365,6 +530,41 @@ class CsrfTests(ConsoleTestCase):
         for page in ("/switchover", "/settings", "/listeners/restart", "/logout"):
             response, _ = self.post(page, {"csrf": "x" * 43, "confirm": "yes", "listener": "broken"})
             self.assertEqual(response.code, 403, page)
+
+    def test_login_forms_token_does_not_allow_actions(self):
+        """An anonymous session's (the login form's) CSRF token does not let it POST /settings, /switchover or /listeners/restart: 403, nothing done."""
+        self.node.listeners.start()  # `broken` is FAILED: a restart would start it
+        before = self.file_text()
+        self.node.switchover = lambda cause=None: self.fail("switchover without a login")
+        self.node.restart_listener = lambda name: self.fail("restart without a login")
+        _, body = self.get("/login")
+        token = self.csrf(body)
+        self.assertTrue(token)
+        for page in ("/settings", "/switchover", "/listeners/restart"):
+            response, body = self.post(page, {"csrf": token, "confirm": "yes", "listener": "broken",
+                                              "server:serv_b/threshold": "9", "digest": configfile.digest(before.encode())})
+            self.assertEqual(response.code, 403, page)
+            self.assertIn("not logged in", body)
+        self.assertEqual(self.file_text(), before)
+
+    def test_refused_posts_are_warned_once_per_client_per_ten_seconds(self):
+        """20 refused POSTs in a burst: one warning; the next one after 10 s says how many went unlogged."""
+        from twisted.logger import globalLogPublisher
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+
+        def warnings():
+            return [e for e in logged if e.get("log_level") == LogLevel.warn and "console: refused a " in e.get("log_format", "")]
+
+        for _ in range(20):
+            response, _ = self.post("/settings", {"csrf": "x"})
+            self.assertEqual(response.code, 403)
+        self.assertEqual(len(warnings()), 1)
+        self.reactor.advance(10.5)
+        self.post("/settings", {"csrf": "x"})
+        self.assertEqual([e["more"] for e in warnings()], ["", " (19 more refused since the last report)"])
 
     def test_login_without_the_forms_token_is_refused(self):
         """POST /login with the right password but no token answers 403 and logs nobody in."""
@@ -419,6 +619,103 @@ class LoginTests(ConsoleTestCase):
         add_user(self.users, "night", "another secret", n=FAST)
         response, _ = self.login(user="night", password="another secret")
         self.assertEqual(response.code, 303)
+
+    def held_logins(self):
+        """The console rebuilt with a run that holds each password check until the test lets it go."""
+        held = []
+
+        def run(f, *args):
+            d = defer.Deferred()
+            held.append((f, args, d))
+            return d
+
+        def release():
+            f, args, d = held.pop(0)
+            try:
+                d.callback(f(*args))
+            except Exception:
+                d.errback()
+            self.client.flush()
+
+        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.client = StubTreq(self.root)
+        return held, release
+
+    def send_logins(self, count, client=None, clients=None):
+        """C{count} login POSTs with a wrong password sent at once; their Deferred responses."""
+        clients = clients or [client or self.client] * count
+        tokens = []
+        for c in clients:
+            _, body = self.get("/login", client=c)
+            tokens.append((self.cookie, self.csrf(body)))
+        return [
+            c.request("POST", "http://console/login", allow_redirects=False,
+                      data={"user": "ops", "password": "wrong password", "csrf": csrf},
+                      cookies={"iway_session_" + self.name: cookie})
+            for c, (cookie, csrf) in zip(clients, tokens)
+        ]
+
+    def test_parallel_logins_from_one_address_get_no_more_tries(self):
+        """20 wrong logins sent at once from one address: at most LOGIN_FAILURES are checked (403), the rest 429; one hash at a time."""
+        held, release = self.held_logins()
+        responses = self.send_logins(20)
+        self.assertEqual(len(held), 1)  # one password hash at a time
+        checked = 0
+        while held:
+            self.assertEqual(len(held), 1)
+            release()
+            checked += 1
+        self.client.flush()
+        codes = sorted(self.successResultOf(r).code for r in responses)
+        self.assertEqual(checked, access.LOGIN_FAILURES)
+        self.assertEqual(codes, [403] * access.LOGIN_FAILURES + [429] * (20 - access.LOGIN_FAILURES))
+
+    def test_too_many_logins_waiting_get_503(self):
+        """Logins from many addresses queue for the one hash; past MAX_WAITING_LOGINS waiting, 503."""
+        from iwayfailover.console.pages import MAX_WAITING_LOGINS
+
+        held, release = self.held_logins()
+        clients = [StubTreq(FromAddress(self.root, f"192.0.2.{n}")) for n in range(1, MAX_WAITING_LOGINS + 3)]
+        responses = self.send_logins(len(clients), clients=clients)
+        late = [self.successResultOf(r) for r in responses[MAX_WAITING_LOGINS + 1:]]
+        self.assertEqual([r.code for r in late], [503])
+        self.assertIn("Too many logins at once", self.successResultOf(clients[-1].content(late[0])).decode())
+        while held:
+            self.assertEqual(len(held), 1)
+            release()
+        for c, r in zip(clients, responses[:MAX_WAITING_LOGINS + 1]):
+            c.flush()
+            self.assertEqual(self.successResultOf(r).code, 403)
+
+    def test_logins_hash_on_the_consoles_own_thread(self):
+        """By default a password hash runs on a thread pool of the console's own, not the reactor's shared one."""
+        from iwayfailover.console import _login_thread
+
+        class Reactor:
+            triggers = []
+
+            def addSystemEventTrigger(self, phase, event, f):
+                self.triggers.append((phase, event, f))
+
+            def callFromThread(self, f, *args, **kwargs):
+                f(*args, **kwargs)
+
+            def getThreadPool(self):
+                raise AssertionError("the reactor's shared pool was used")
+
+        import threading
+
+        reactor = Reactor()
+        run = _login_thread(reactor)
+        done = threading.Event()
+        names = []
+        d = run(lambda: names.append(threading.current_thread().name) or done.set())
+        self.assertTrue(done.wait(10))
+        self.assertIn("iwayfailover-console-logins", names[0])
+        [(phase, event, stop)] = reactor.triggers
+        self.assertEqual((phase, event), ("during", "shutdown"))
+        stop()
+        self.assertIsNone(self.successResultOf(d))
 
     def test_failed_logins_are_rate_limited_per_address(self):
         """After 5 failures an address gets 429, even with the right password; another address does not."""
@@ -596,6 +893,15 @@ class ListenersPageTests(ConsoleTestCase):
         self.assertIn("no listener 'nope'", body)
 
 
+    def test_restart_that_errs_answers_500_with_the_reason(self):
+        """A restart whose Deferred fails with an unexpected error: 500 with its message, not a request left hanging."""
+        self.logged_in()
+        self.node.restart_listener = lambda name: defer.fail(RuntimeError("the plugin blew up"))
+        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.assertEqual(response.code, 500)
+        self.assertIn("could not be restarted: the plugin blew up", body)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 class SettingsPageTests(ConsoleTestCase):
     """/settings: every server's Backup Settings and the [failover] settings, checked and saved safely."""
 
@@ -712,6 +1018,71 @@ class SettingsPageTests(ConsoleTestCase):
         self.assertIn("console_users = users\n", self.file_text())
 
 
+    def test_save_checks_run_off_the_reactor_thread(self):
+        """The form's checks (which read files and find plugins) go through the console's run, as the file I/O does."""
+        ran = []
+
+        def run(f, *args):
+            ran.append(f)
+            return defer.maybeDeferred(f, *args)
+
+        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.client = StubTreq(self.root)
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "4.5"
+        del ran[:]
+        response, _ = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertIn(form.check_form, ran)
+        self.assertIn(configfile.write_config, ran)
+
+    def test_file_with_crlf_line_endings_can_be_saved_and_keeps_them(self):
+        """A CRLF file: the save is not refused as changed elsewhere (409), and every line still ends in CRLF."""
+        crlf = CONFIG.replace("\n", "\r\n")
+        with open(self.path, "wb") as f:
+            f.write(crlf.encode("utf-8"))
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "4.5"
+        values["failover/witness"] = "10.9.9.3:53"
+        response, body = self.post("/settings", values)
+        self.assertEqual(response.code, 200, body)
+        with open(self.path, "rb") as f:
+            saved = f.read().decode("utf-8")
+        self.assertEqual(saved, crlf.replace("threshold = 2   ; Threshold", "threshold = 4.5   ; Threshold").replace(
+            "console_users = users\r\n", "console_users = users\r\nwitness = 10.9.9.3:53\r\n"))
+
+    def test_control_characters_cannot_plant_keys_over_two_saves(self):
+        """A \\x0b (or \\u2028, \\x1c, ...) in a value is refused beside its field: a second save cannot turn it into an on_live line."""
+        attack = "tcp:port=1200:host=10.9.9.2{}on_live = /usr/bin/touch /tmp/pwned"
+        for breaker in ("\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"):
+            before = self.file_text()
+            values = self.open_settings() if breaker == "\x0b" else self.form_values(self.get("/settings")[1])
+            values["server:serv_a/backup_location"] = attack.format(breaker)
+            response, body = self.post("/settings", values)
+            self.assertEqual(response.code, 400, repr(breaker))
+            self.assertRegex(body, r'name="server:serv_a/backup_location"[^>]*/><span class="error">one line of printable')
+            self.assertEqual(self.file_text(), before)
+            # a second, harmless save leaves no on_live either
+            values = self.form_values(self.get("/settings")[1])
+            values["server:serv_b/threshold"] = "3" if values["server:serv_b/threshold"] != "3" else "4"
+            response, _ = self.post("/settings", values)
+            self.assertEqual(response.code, 200)
+            self.assertNotIn("on_live", self.file_text())
+            self.assertIsNone(parse_config(self.file_text(), self.path).server("serv_a").client.on_live)
+
+    def test_file_with_a_control_character_is_not_split_by_a_save(self):
+        """A \\x0b already in the file (written by hand) stays inside its line: a save adds no key."""
+        with open(self.path, "w") as f:
+            f.write(CONFIG.replace("backup_location = 10.9.9.2:1200",
+                                   "backup_location = tcp:port=1200:host=10.9.9.2\x0bon_live = /usr/bin/touch /tmp/pwned"))
+        values = self.open_settings()
+        values["server:serv_b/threshold"] = "3"
+        response, _ = self.post("/settings", values)
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(parse_config(self.file_text(), self.path).server("serv_a").client.on_live)
+        self.assertIn("host=10.9.9.2\x0bon_live", self.file_text())
+
+
 class LogPageTests(ConsoleTestCase):
     """/log: the node's recent events, newest first."""
 
@@ -821,6 +1192,32 @@ class UsersFileTests(TestCase):
         self.assertEqual(sorted(users), ["night", "ops"])
         self.assertTrue(verify_password("second password", users["ops"]))
 
+    def test_add_user_keeps_an_existing_files_mode_and_owner(self):
+        """Rewriting a users file the node's group reads (0640, another owner) keeps its mode and owner."""
+        path = os.path.join(temporary_directory(self), "users")
+        add_user(path, "ops", "first password", n=FAST)
+        os.chmod(path, 0o640)
+        if os.geteuid() == 0:
+            os.chown(path, 4321, 4322)
+        before = os.stat(path)
+        add_user(path, "night", "second password", n=FAST)
+        after = os.stat(path)
+        self.assertEqual(stat.S_IMODE(after.st_mode), 0o640)
+        self.assertEqual((after.st_uid, after.st_gid), (before.st_uid, before.st_gid))
+        self.assertEqual(sorted(read_users(path)), ["night", "ops"])
+
+    def test_add_user_through_a_symlink_writes_the_target(self):
+        """A users file reached through a symlink: the target gets the user, the link stays a link."""
+        folder = temporary_directory(self)
+        os.mkdir(os.path.join(folder, "share"))
+        target = os.path.join(folder, "share", "users")
+        add_user(target, "ops", "first password", n=FAST)
+        link = os.path.join(folder, "users")
+        os.symlink(target, link)
+        add_user(link, "night", "second password", n=FAST)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(sorted(read_users(target)), ["night", "ops"])
+
     def test_add_user_refuses_bad_names_and_short_passwords(self):
         """A name with a colon or a password under 8 characters is refused."""
         path = os.path.join(temporary_directory(self), "users")
@@ -897,6 +1294,8 @@ class SettingsFormTests(TestCase):
 class SettingsTextTests(TestCase):
     """Changing the shared file's text keeps everything else as it was."""
 
+    TEXT = "[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n"
+
     def test_value_changed_in_place_with_its_comment(self):
         """threshold = 2 ; note becomes threshold = 5 ; note, in its own section only."""
         text = "[server:a]\nthreshold = 2   ; note\n\n[server:b]\nthreshold = 2\n"
@@ -919,7 +1318,35 @@ class SettingsTextTests(TestCase):
         new, errors = form.check_form("[server:a]\nbackup_location = h:1\nheartbeat_port = 2\nthreshold = 3\n", "/x.ini",
                                       {("server:a", "threshold"): "3\n[failover]"})
         self.assertIsNone(new)
-        self.assertEqual(errors, {("server:a", "threshold"): "one line only"})
+        self.assertEqual(list(errors), [("server:a", "threshold")])
+        self.assertIn("one line of printable characters only", errors[("server:a", "threshold")])
+
+    def test_lines_split_on_newline_only_like_configparser(self):
+        """\\x0b, \\x1c, \\u2028 ... in the file stay inside their line; each line keeps its ending."""
+        text = "[server:a]\r\nbackup_location = tcp:port=1:host=h\x0bon_live = x\u2028y\r\nthreshold = 3\n"
+        self.assertEqual(form.set_values(text, {("server:a", "threshold"): "4"}),
+                         "[server:a]\r\nbackup_location = tcp:port=1:host=h\x0bon_live = x\u2028y\r\nthreshold = 4\n")
+
+    def test_control_character_in_a_value_is_refused(self):
+        """A value that is not printable (\\x0b, \\x85, \\u2028, a tab...) is refused beside its field."""
+        for breaker in ("\x0b", "\x0c", "\x1d", "\x85", "\u2028", "\t", "\x00"):
+            new, errors = form.check_form(self.TEXT, "/x.ini",
+                                          {("server:a", "backup_location"): f"tcp:port=1:host=h{breaker}on_live = x"})
+            self.assertIsNone(new, repr(breaker))
+            self.assertIn("printable", errors[("server:a", "backup_location")])
+
+    def test_a_change_beyond_the_submitted_keys_is_refused(self):
+        """The backstop: if the new text would change a key the form did not submit, nothing is saved."""
+        original = form.set_values
+
+        def leaky(text, changes):
+            return original(text, changes).replace("heartbeat_port = 2", "heartbeat_port = 3")
+
+        form.set_values = leaky
+        self.addCleanup(setattr, form, "set_values", original)
+        new, errors = form.check_form(self.TEXT, "/x.ini", {("server:a", "threshold"): "4"})
+        self.assertIsNone(new)
+        self.assertIn("heartbeat_port", errors[None])
 
 
 class AdduserCommandTests(TestCase):

@@ -38,6 +38,10 @@ SESSION_COOKIE = b"iway_session"
 IDLE_TIMEOUT = 15 * 60.0
 """Seconds a session lives without a request."""
 MAX_SESSIONS = 1000
+"""Logged-in sessions kept at most (the least recently used goes first)."""
+MAX_ANONYMOUS_SESSIONS = 1000
+"""Sessions of the login form kept at most: their own store, so that anyone
+fetching /login many times ends only other anonymous sessions, never a login."""
 
 LOGIN_FAILURES = 5
 """Failed logins from one address within L{LOGIN_WINDOW} seconds before it must wait."""
@@ -90,6 +94,7 @@ class Session:
         self.user = user
         self.csrf = secrets.token_urlsafe(32)
         self.last_seen = now
+        self.stamp: Optional[str] = None  # the user's stored hash at login: a new password ends the session
 
 
 class Sessions:
@@ -99,13 +104,19 @@ class Sessions:
     one (no fixation). Anonymous sessions carry the login form's CSRF token.
     """
 
-    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE):
+    def __init__(self, clock, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_SESSIONS, cookie: bytes = SESSION_COOKIE,
+                 anonymous_limit: int = MAX_ANONYMOUS_SESSIONS):
         self._clock = clock
         # Cookies do not tell ports apart: two consoles on one host need two names.
         self.cookie = cookie
         self.idle_timeout = idle_timeout
         self._limit = limit
+        self._anonymous_limit = anonymous_limit
         self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+        self._anonymous: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
+
+    def _store(self, session: Session):
+        return self._sessions if session.user is not None else self._anonymous
 
     def get(self, request, touch: bool = True) -> Optional[Session]:
         """
@@ -117,37 +128,47 @@ class Sessions:
         if not token:
             return None
         token = token.decode("ascii", "replace")
-        session = self._sessions.get(token)
+        session = self._sessions.get(token) or self._anonymous.get(token)
         if session is None:
             return None
+        store = self._store(session)
         now = self._clock.seconds()
         if now - session.last_seen > self.idle_timeout:
-            del self._sessions[token]
+            del store[token]
             return None
         if touch:
             session.last_seen = now
-            self._sessions.move_to_end(token)
+            store.move_to_end(token)
         return session
 
     def new(self, request, user: Optional[str]) -> Session:
         """A new session for C{user} (None: not logged in yet), set as C{request}'s cookie."""
         old = self.get(request)
         if old is not None:
-            self._sessions.pop(old.token, None)
+            self._store(old).pop(old.token, None)
         session = Session(secrets.token_urlsafe(32), user, self._clock.seconds())
-        self._sessions[session.token] = session
-        while len(self._sessions) > self._limit:
-            self._sessions.popitem(last=False)
+        store = self._store(session)
+        store[session.token] = session
+        while len(store) > (self._limit if user is not None else self._anonymous_limit):
+            store.popitem(last=False)  # of its own kind only: an anonymous session never ends a login
         request.addCookie(
             self.cookie, session.token.encode("ascii"), path=b"/", httpOnly=True, sameSite=b"strict",
             secure=True if request.isSecure() else None,
         )
         return session
 
+    def logged_in(self):
+        """The logged-in sessions (not the login form's)."""
+        return list(self._sessions.values())
+
+    def discard(self, session: Session) -> None:
+        """End C{session} (its cookie stays in the browser, but leads nowhere)."""
+        self._store(session).pop(session.token, None)
+
     def end(self, request) -> None:
         session = self.get(request)
         if session is not None:
-            self._sessions.pop(session.token, None)
+            self._store(session).pop(session.token, None)
         request.addCookie(
             self.cookie, b"", path=b"/", httpOnly=True, sameSite=b"strict", max_age=b"0",
             secure=True if request.isSecure() else None,
@@ -155,25 +176,43 @@ class Sessions:
 
 
 class LoginLimiter:
-    """At most L{LOGIN_FAILURES} failed logins per client address within L{LOGIN_WINDOW} seconds."""
+    """
+    At most L{LOGIN_FAILURES} failed logins per client address within
+    L{LOGIN_WINDOW} seconds. A login being checked counts as a failure until
+    its answer is known (L{begin}, L{end}): many logins sent at once from one
+    address get no more tries than one after the other.
+    """
 
     def __init__(self, clock, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW):
         self._clock = clock
         self._failures = failures
         self._window = window
         self._seen: "collections.OrderedDict[str, collections.deque]" = collections.OrderedDict()
+        self._in_flight: "collections.Counter[str]" = collections.Counter()
 
     def wait(self, address: str) -> float:
         """Seconds C{address} must wait before it may try again (0: it may now)."""
-        times = self._seen.get(address)
-        if not times:
+        times = self._seen.get(address) or collections.deque()
+        in_flight = self._in_flight.get(address, 0)
+        if not times and not in_flight:
             return 0.0
         now = self._clock.seconds()
         while times and now - times[0] >= self._window:
             times.popleft()
-        if len(times) < self._failures:
+        if len(times) + in_flight < self._failures:
             return 0.0
-        return self._window - (now - times[0])
+        if len(times) >= self._failures:
+            return self._window - (now - times[0])
+        return 1.0  # logins of this address still being checked: their answers decide
+
+    def begin(self, address: str) -> None:
+        """A login from C{address} is being checked: it counts until L{end}."""
+        self._in_flight[address] += 1
+
+    def end(self, address: str) -> None:
+        self._in_flight[address] -= 1
+        if self._in_flight[address] <= 0:
+            del self._in_flight[address]
 
     def failed(self, address: str) -> None:
         times = self._seen.setdefault(address, collections.deque(maxlen=self._failures))
@@ -241,6 +280,36 @@ class SeeOther(Resource):
         return b""
 
 
+class RefusalWarnings:
+    """
+    Warns of refused POSTs at most once per client address per C{every}
+    seconds, with the number left unlogged in between: a client posting in
+    a loop must not flood the node's log.
+    """
+
+    def __init__(self, clock, every: float = 10.0, limit: int = 1024):
+        self._clock = clock
+        self._every = every
+        self._limit = limit
+        self._last: "collections.OrderedDict[str, float]" = collections.OrderedDict()
+        self._quiet: "collections.Counter[str]" = collections.Counter()
+
+    def warn(self, client: str, text: str, **fields) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(client)
+        if last is not None and now - last < self._every:
+            self._quiet[client] += 1
+            return
+        unlogged = self._quiet.pop(client, 0)
+        self._last[client] = now
+        self._last.move_to_end(client)
+        while len(self._last) > self._limit:  # bounded memory whatever the number of clients
+            gone, _ = self._last.popitem(last=False)
+            self._quiet.pop(gone, None)
+        log.warn(text + "{more}", client=client, more=f" ({unlogged} more refused since the last report)" if unlogged else "",
+                 **fields)
+
+
 class GuardedRoot(Resource):
     """
     The root of the console's tree: applies the access rule (see the module)
@@ -252,6 +321,7 @@ class GuardedRoot(Resource):
         super().__init__()
         self.sessions = sessions
         self.api_token = api_token
+        self.refusals = RefusalWarnings(sessions._clock)
 
     def getChildWithDefault(self, path, request):
         security_headers(request)
@@ -271,8 +341,8 @@ class GuardedRoot(Resource):
             return super().getChildWithDefault(path, request)  # iwsrv switchover: the token is its login
         elif is_api or is_post:
             if is_post:
-                log.warn("console: refused a {method} to /{path} from {client} without a login",
-                         method="POST", path=full, client=client_address(request))
+                self.refusals.warn(client_address(request), "console: refused a {method} to /{path} from {client} without a login",
+                                   method="POST", path=full)
             return Refused(401 if not is_post else 403,
                            "refused: not logged in (or the session has expired); log in at /login and try again",
                            as_json=is_api)
@@ -280,7 +350,7 @@ class GuardedRoot(Resource):
             return SeeOther(b"/login")
 
         if is_post and not csrf_valid(request, session):
-            log.warn("console: refused a POST to /{path} from {client}: missing or wrong CSRF token",
-                     path=full, client=client_address(request))
+            self.refusals.warn(client_address(request),
+                               "console: refused a POST to /{path} from {client}: missing or wrong CSRF token", path=full)
             return Refused(403, "refused: the form's CSRF token is missing or out of date; reload the page and try again")
         return super().getChildWithDefault(path, request)

@@ -21,18 +21,35 @@ def _json(request, code, value):
     return json.dumps(value, indent=2).encode("utf-8") + b"\n"
 
 
+def _ip(address):
+    try:
+        ip = ipaddress.ip_address(getattr(address, "host", "") or "")
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # 127.0.0.1 on a dual-stack port
+    return ip
+
+
 def from_this_host(request) -> bool:
-    """Did the request come over loopback or a Unix socket?"""
+    """
+    Did the request come from this host: over loopback, a Unix socket, or
+    from the very address the console is bound to (a console on
+    C{tcp:8081:interface=192.0.2.2} sees C{iwsrv status} come from 192.0.2.2)?
+    """
     address = request.getClientAddress()
     if isinstance(address, UNIXAddress):
         return True
-    try:
-        ip = ipaddress.ip_address(getattr(address, "host", ""))
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # 127.0.0.1 on a dual-stack port
-    return ip.is_loopback
+    if ip.is_loopback:
+        return True
+    try:
+        own = _ip(request.getHost())
+    except Exception:
+        return False
+    return own is not None and not own.is_unspecified and ip == own
 
 
 class StatusResource(Resource):
@@ -50,8 +67,11 @@ class SwitchoverResource(Resource):
     """
     C{POST /api/switchover}: hand the live role to the backup. Answers 200
     with C{from}, C{to}, C{epoch} and C{gap_ms} once the backup confirms, 409
-    when a switchover cannot be made now (with the reason), 403 from any
-    host but this one (until the console has logins).
+    when a switchover cannot be made now (with the reason). The console's
+    guard lets through only C{iwsrv switchover} (the console token) or a
+    login session with its CSRF token; of those, a client not on this host
+    gets 403 all the same (a browser switches over with the Status page's
+    form).
     """
 
     isLeaf = True
@@ -85,5 +105,9 @@ class SwitchoverResource(Resource):
                 request.write(_json(request, code, body))
                 request.finish()
 
-        d.addCallbacks(done, refused).addCallback(respond)
+        def broken(failure):  # the switchover's answer could not be read
+            log.failure("switchover answer failed", failure)
+            return 500, {"error": failure.getErrorMessage() or failure.type.__name__}
+
+        d.addCallbacks(done, refused).addErrback(broken).addCallback(respond)
         return NOT_DONE_YET

@@ -19,7 +19,6 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 import iwayfailover
-from iwayfailover.console.api import from_this_host
 from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
 from iwayfailover.node import TAKEOVER_KINDS
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
@@ -143,30 +142,21 @@ def node_registry(node) -> CollectorRegistry:
     return registry
 
 
-def may_read_metrics(request) -> bool:
-    """
-    Who may scrape: clients on this host, for now. (The console's login
-    guard replaces this with its own rule.)
-    """
-    return from_this_host(request)
-
-
 class MetricsResource(Resource):
-    """C{GET /metrics}: 200 with the exposition from this host, 403 from elsewhere."""
+    """
+    C{GET /metrics}: 200 with the exposition. Who may read it is the
+    console's guard's rule (L{iwayfailover.console.access}): this host's own
+    clients without a login, anyone else with a login session; 401 otherwise.
+    """
 
     isLeaf = True
 
-    def __init__(self, node, allowed=may_read_metrics):
+    def __init__(self, node):
         super().__init__()
         self._registry = node_registry(node)
-        self._allowed = allowed
 
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
-        if not self._allowed(request):
-            request.setResponseCode(403)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"metrics may only be read from this host\n"
         try:
             body = generate_latest(self._registry)
         except Exception:

@@ -27,13 +27,19 @@ from zope.interface import Interface, implementer
 from iwayfailover import configfile
 from iwayfailover.console import settings as form
 from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
-from iwayfailover.console.users import ConsoleUser, UsersFileChecker
+from iwayfailover.console.users import ConsoleUser, UsersFileChecker, users_now
 
 log = Logger(namespace="iwayfailover.console")
 
 HERE = FilePath(__file__).parent()
 TEMPLATES = HERE.child("templates")
 STATIC = HERE.child("static")
+
+USERS_CHECK_INTERVAL = 60.0
+"""Seconds between looks at the users file for users removed or given a new password."""
+
+MAX_WAITING_LOGINS = 8
+"""Logins waiting for the (one at a time) password hash; more are answered 503."""
 
 NAVIGATION = ((b"", "Status"), (b"listeners", "Listeners"), (b"settings", "Backup Settings"), (b"log", "Log"))
 
@@ -351,7 +357,12 @@ class RestartPage(Page):
             notice = f"Listener {name} is {state.get('state', 'gone')}" + (f": {state['reason']}" if failed else ".")
             return self.show(request, self.listeners.content(request), notice=notice, error=failed)
 
-        d.addCallback(done)
+        def broken(failure):
+            log.failure("console: restarting listener {listener} failed", failure, listener=name)
+            return self.show(request, self.listeners.content(request), error=True, code=500,
+                             notice=f"Listener {name} could not be restarted: {failure.getErrorMessage()}")
+
+        d.addCallback(done).addErrback(broken)
         return NOT_DONE_YET
 
 
@@ -429,7 +440,9 @@ class SettingsPage(Page):
                     f"{path} changed since this page was opened (someone else saved it). This is the file as it is"
                     " now: make your change again."
                 ))
-            new_text, errors = form.check_form(text, path, typed, console.check_whole)
+            # The checks read files (secret_file, console_users, TLS files) and
+            # discover plugins: away from the reactor thread.
+            new_text, errors = yield console.run(form.check_form, text, path, typed, console.check_whole)
             if new_text is None:
                 return self.show(request, self.form(request, text, typed, errors), code=400, error=True,
                                  notice="Not saved: correct the fields marked below.")
@@ -532,13 +545,28 @@ class LoginPage(Page):
             request.setHeader(b"retry-after", str(int(wait) + 1).encode())
             return self.show(request, self.login_form(request, user), code=429, error=True,
                              notice=f"Too many failed logins from {address}; try again in {int(wait) + 1} s.")
+        if len(console.hashing.waiting) >= MAX_WAITING_LOGINS:
+            log.warn("console: login from {client} refused: too many logins at once", client=address)
+            request.setHeader(b"retry-after", b"5")
+            return self.show(request, self.login_form(request, user), code=503, error=True,
+                             notice="Too many logins at once; try again in a few seconds.")
         password = (request.args.get(b"password") or [b""])[0]
-        d = console.portal.login(UsernamePassword(user.encode("utf-8"), password), None, IConsoleUser)
+        # Counted from now (not once its hash is done): parallel tries from one
+        # address cannot pass the limit. One password hash at a time per console.
+        console.limiter.begin(address)
+        d = console.hashing.run(console.portal.login, UsernamePassword(user.encode("utf-8"), password), None, IConsoleUser)
+
+        def checked(result):
+            console.limiter.end(address)
+            return result
+
+        d.addBoth(checked)
 
         def welcome(result):
             _, avatar, _ = result
             console.limiter.succeeded(address)
             request.console_session = console.sessions.new(request, avatar.name)
+            request.console_session.stamp = console.checker.verified.get(avatar.name)
             log.info("console: {user} logged in from {client}", user=avatar.name, client=address)
             return self._finish(request, self._redirect(request, b"/"))
 
@@ -622,15 +650,17 @@ class Console:
     @param run: runs a blocking function (file reads and writes, password
         hashing) away from the reactor thread; returns a Deferred.
     @param clock: for session idle times and the login limiter.
+    @param hash_run: runs a password hash (default: C{run}); one at a time.
     """
 
-    def __init__(self, node, clock, run, events=None):
+    def __init__(self, node, clock, run, events=None, hash_run=None):
         self.node = node
         self.run = run
         self.events = events
         self.sessions = Sessions(clock, cookie=SESSION_COOKIE + b"_" + str(getattr(node, "name", "")).encode("ascii", "replace"))
         self.limiter = LoginLimiter(clock)
-        self.checker = UsersFileChecker(self.users_file, run=run)
+        self.hashing = defer.DeferredSemaphore(1)
+        self.checker = UsersFileChecker(self.users_file, run=hash_run or run)
         self.portal = Portal(ConsoleRealm(), [self.checker])
 
     def users_file(self) -> Optional[str]:
@@ -638,10 +668,39 @@ class Console:
         server = config.servers.get(self.node.name)
         return (server.console_users if server is not None else None) or config.failover.console_users
 
+    def watch_users(self, clock, interval: float = USERS_CHECK_INTERVAL):
+        """Every C{interval} seconds, end the sessions of users gone from the users file or with a new password."""
+        from twisted.internet.task import LoopingCall
+
+        self._users_watch = LoopingCall(self.check_users)
+        self._users_watch.clock = clock
+        self._users_watch.start(interval, now=False)
+
+    def check_users(self) -> defer.Deferred:
+        if not self.sessions.logged_in():
+            return defer.succeed(None)  # nobody to check
+        d = self.run(users_now, self.users_file())
+
+        def apply(users):
+            if users is None:
+                return  # unreadable just now: the next check decides
+            for session in self.sessions.logged_in():
+                stored = users.get(session.user)
+                if stored is None or (session.stamp is not None and stored != session.stamp):
+                    self.sessions.discard(session)
+                    log.info("console: ended a session of {user}: {why}", user=session.user,
+                             why="no longer in the users file" if stored is None else "the password changed")
+
+        d.addCallback(apply)
+        d.addErrback(lambda failure: log.failure("console: checking the users file failed", failure))
+        return d
+
     def read_config_text(self) -> defer.Deferred:
         def read(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            # Bytes, decoded as they are: no newline translation, so the digest
+            # is the file's own and a CRLF file keeps its line endings.
+            with open(path, "rb") as f:
+                return f.read().decode("utf-8")
 
         return self.run(read, self.node.config.path)
 

@@ -86,9 +86,15 @@ def set_values(text: str, changes: Dict[Tuple[str, str], Optional[str]]) -> str:
     (None: the key removed). Other lines, comments included, stay as they
     were; a key not in its section yet is added at the section's end.
     """
-    lines = text.splitlines()
+    # Lines as configparser sees them: split on \n only (str.splitlines also
+    # splits on \x0b, \x1c, \u2028, ... which the loader reads as text in a
+    # line), each keeping its own ending (a CRLF file stays CRLF).
+    lines = [line for line in re.split(r"(?<=\n)", text) if line]
+    first = lines[0] if lines else ""
+    newline = "\r\n" if first.endswith("\r\n") else "\n"
     pending = dict(changes)
-    out: List[str] = []
+    out: List[str] = []  # lines without their endings
+    endings: List[str] = []
     section = None
     skipping = False  # continuation lines of a replaced value
 
@@ -100,17 +106,25 @@ def set_values(text: str, changes: Dict[Tuple[str, str], Optional[str]]) -> str:
             # after the section's last non-blank line
             tail = []
             while out and not out[-1].strip():
-                tail.append(out.pop())
+                tail.append((out.pop(), endings.pop()))
+            if endings and not endings[-1]:
+                endings[-1] = newline
             out.extend(added)
-            out.extend(reversed(tail))
+            endings.extend(newline for _ in added)
+            for line, ending in reversed(tail):
+                out.append(line)
+                endings.append(ending)
 
-    for line in lines:
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        ending = raw[len(line):]
         header = _SECTION.match(line)
         if header:
             add_missing(section)
             section = header.group("name").strip()
             skipping = False
             out.append(line)
+            endings.append(ending)
             continue
         if skipping and line[:1] in (" ", "\t") and line.strip() and not line.strip()[0] in ";#":
             continue
@@ -122,13 +136,20 @@ def set_values(text: str, changes: Dict[Tuple[str, str], Optional[str]]) -> str:
             skipping = True
             if value is not None:
                 out.append(f"{key} = {value}{match.group('comment') or ''}")
+                endings.append(ending or newline)
             continue
         out.append(line)
+        endings.append(ending)
     add_missing(section)
     for (s, key), value in pending.items():  # a section not in the file yet
         if value is not None:
+            if endings and not endings[-1]:
+                endings[-1] = newline
             out.extend(["", f"[{s}]", f"{key} = {value}"])
-    return "\n".join(out) + "\n"
+            endings.extend([newline] * 3)
+    if endings and not endings[-1]:
+        endings[-1] = newline
+    return "".join(line + ending for line, ending in zip(out, endings))
 
 
 def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_whole=None):
@@ -149,8 +170,11 @@ def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_who
         field = next((f for f in fields_of(section) if f.key == key), None)
         if field is None or (section != "failover" and section not in current):
             continue  # only the fields of the form, of servers the file has
-        if "\n" in value or "\r" in value:
-            errors[(section, key)] = "one line only"
+        if not value.isprintable() and current.get(section, {}).get(key) == value:
+            continue  # as the file has it (written by hand): not a change
+        if not value.isprintable():
+            # line breaks of any kind, or control characters: they could add keys to the file
+            errors[(section, key)] = "one line of printable characters only (no line breaks or control characters)"
             continue
         if value == "" and field.optional:
             if key in current.get(section, {}):
@@ -181,6 +205,14 @@ def check_form(text: str, path: str, form: Dict[Tuple[str, str], str], check_who
             errors[(section, key)] = "would not read back as typed (a ; or # after a space starts a comment)"
     if errors:
         return None, errors
+    # Last check: the new file differs from the old in the submitted keys only.
+    before = raw_values(text)
+    for section in set(before) | set(written):
+        for key in set(before.get(section, {})) | set(written.get(section, {})):
+            if (section, key) not in changes and before.get(section, {}).get(key) != written.get(section, {}).get(key):
+                errors[None] = (f"The change would also have changed [{section}] {key}, which the form"
+                                " did not submit; edit the file by hand")
+                return None, errors
     return new_text, errors
 
 

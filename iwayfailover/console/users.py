@@ -123,8 +123,11 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
         raise ValueError(f"bad user name {user!r} (allowed: {USER_ALLOWED})")
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"the password is too short (at least {MIN_PASSWORD} characters)")
+    path = os.path.realpath(path)  # through a symlink (to the share): the file it points to
     lines = []
+    like = None
     if os.path.exists(path):
+        like = os.stat(path)  # rewriting keeps its mode and owner (a new file stays 0600)
         with open(path, encoding="utf-8") as f:
             text = f.read()
         parse_users(text, path)  # refuse to rewrite a file we cannot read
@@ -138,8 +141,22 @@ def add_user(path: str, user: str, password: str, n: int = SCRYPT_N) -> bool:
     if new:
         lines.append(entry)
     # mkstemp makes the temporary file 0600; with no `like`, that mode stays.
-    replace_file(path, ("\n".join(lines) + "\n").encode("utf-8"), prefix=".iwayfailover-users-")
+    replace_file(path, ("\n".join(lines) + "\n").encode("utf-8"), prefix=".iwayfailover-users-", like=like)
     return new
+
+
+def users_now(path: Optional[str]) -> Optional[Dict[str, str]]:
+    """
+    The users file's users and hashes as they are now: {} when no file is
+    configured or it is gone (nobody may stay logged in), None when it
+    cannot be read or parsed right now (keep things as they are).
+    """
+    if path is None or not os.path.exists(path):
+        return {}
+    try:
+        return read_users(path)
+    except UsersFileError:
+        return None
 
 
 class ConsoleUser:
@@ -165,6 +182,8 @@ class UsersFileChecker:
     def __init__(self, path: Callable[[], Optional[str]], run=None):
         self._path = path
         self._run = run or (lambda f, *a: defer.maybeDeferred(f, *a))
+        self.verified: Dict[str, str] = {}
+        """user -> the stored hash of its last good login (to end sessions when it changes)"""
 
     def requestAvatarId(self, credentials):
         return self._run(self._check, credentials.username, credentials.password)
@@ -186,6 +205,7 @@ class UsersFileChecker:
             raise error.UnauthorizedLogin("no such user")
         try:
             if verify_password(password, stored):
+                self.verified[username] = stored
                 return username
         except UsersFileError as e:
             raise error.UnauthorizedLogin(f"{path}: user {username}: {e}") from None
