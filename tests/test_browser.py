@@ -27,6 +27,7 @@ try:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.common.exceptions import WebDriverException
 except ImportError:  # pragma: no cover - the test extra installs it
     webdriver = None
 
@@ -74,7 +75,17 @@ class BrowserTests(unittest.TestCase):
     def click(self, element_id):
         """Press a button that submits a form, and wait for the next page."""
         page = self.browser.find_element(By.TAG_NAME, "html")
-        self.browser.find_element(By.ID, element_id).click()
+
+        def press(driver):
+            # A press that meets a node just replaced is tried again, unless
+            # the page is already gone (the press went through after all).
+            try:
+                driver.find_element(By.ID, element_id).click()
+                return True
+            except WebDriverException:
+                return expected_conditions.staleness_of(page)(driver)
+
+        self.wait.until(press)
         self.wait.until(expected_conditions.staleness_of(page))
         self.wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
 
