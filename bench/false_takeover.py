@@ -9,7 +9,7 @@ listener serves HTTP load. Counts the takeovers (the goal is zero) and
 reports the largest heartbeat gap the backup saw.
 
     python bench/false_takeover.py            # 600 s
-    python bench/false_takeover.py --quick    # 20 s
+    python bench/false_takeover.py --quick    # 10 s
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def run(seconds: float):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20 s instead of 600 s")
+    parser.add_argument("--quick", action="store_true", help="10 s instead of 600 s")
     parser.add_argument("--seconds", type=float, default=600.0)
     args = parser.parse_args(argv)
-    result = run(20.0 if args.quick else args.seconds)
+    result = run(10.0 if args.quick else args.seconds)
     print(f"false takeovers: interval {INTERVAL:g} s, threshold {THRESHOLD:g} s, CPU saturated by {result['load']}")
     header = f"{'seconds':>7} {'requests':>9} {'heartbeats':>10} {'takeovers':>9} {'max gap ms':>10} {'roles at end':>14}"
     print(header)

@@ -45,7 +45,7 @@ class BenchTests(unittest.TestCase):
         """bench/false_takeover.py --quick: one row with seconds, requests, heartbeats, takeovers and the largest gap."""
         result = run_quick("false_takeover.py")
         self.assertEqual(result.returncode, 0, result.stderr)
-        row = rf"^\s*20\s+[0-9]+\s+[0-9]+\s+[0-9]+\s+{NUMBER}\s+\S+/\S+$"
+        row = rf"^\s*10\s+[0-9]+\s+[0-9]+\s+[0-9]+\s+{NUMBER}\s+\S+/\S+$"
         self.assertTable(result.stdout, ["seconds", "takeovers", "max gap ms"], row, 1)
 
     def test_cost_quick_mode_prints_both_tables(self):
