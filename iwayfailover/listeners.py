@@ -146,6 +146,22 @@ def _endpoint_services(top: IService):
             pending.extend(current)
 
 
+def set_state(item, state, reason, logger) -> None:
+    """
+    Move a listener-like C{item} to C{state} (with C{reason}), log it on
+    C{logger}, and tell C{item.on_failed} when it is FAILED.
+    """
+    previous, item.state, item.reason, item.since = item.state, state, reason, item._wall()
+    if state == FAILED:
+        logger.error("listener {listener} {previous} -> FAILED: {reason}", listener=item.name, previous=previous, reason=reason)
+        notify_failed(item)
+    elif reason:
+        logger.info("listener {listener} {previous} -> {state}: {reason}", listener=item.name, previous=previous, state=state,
+                    reason=reason)
+    else:
+        logger.info("listener {listener} {previous} -> {state}", listener=item.name, previous=previous, state=state)
+
+
 def notify_failed(item) -> None:
     """Tell C{item.on_failed}, if set, that C{item} is FAILED; its errors end here."""
     if item.on_failed is None:
@@ -195,14 +211,7 @@ class Listener:
     """Called (with no argument) each time the listener becomes FAILED, whenever that is."""
 
     def _set(self, state, reason=None):
-        previous, self.state = self.state, state
-        self.reason = reason
-        self.since = self._wall()
-        if state == FAILED:
-            log.error("listener {listener} {previous} -> FAILED: {reason}", listener=self.name, previous=previous, reason=reason)
-            notify_failed(self)
-        else:
-            log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
+        set_state(self, state, reason, log)
 
     def hold(self) -> None:
         """Be WAITING (a backup's listeners are), with the service built and ready to start."""

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from iwayfailover.config import ListenerSettings
-from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed
+from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, set_state
 
 # A run that lasted this long was a good start: the next death counts from 1.
 HEALTHY_AFTER = 10.0
@@ -250,16 +250,7 @@ class ProcessChannel:
         return self.spec.name
 
     def _set(self, state, reason=None):
-        previous, self.state = self.state, state
-        self.reason = reason
-        self.since = self._wall()
-        if state == FAILED:
-            log.error("listener {listener} {previous} -> FAILED: {reason}", listener=self.name, previous=previous, reason=reason)
-            notify_failed(self)
-        elif reason:
-            log.info("listener {listener} {previous} -> {state}: {reason}", listener=self.name, previous=previous, state=state, reason=reason)
-        else:
-            log.info("listener {listener} {previous} -> {state}", listener=self.name, previous=previous, state=state)
+        set_state(self, state, reason, log)
 
     def _signal(self, pid, number, leader=True):
         return (self._signal_group or signal_group)(pid, number, leader=leader)
