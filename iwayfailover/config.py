@@ -438,9 +438,7 @@ def _parse_failover(path, section, items) -> FailoverSettings:
 
 def _secret_file(path, section, text):
     allowed = "the path of a readable key file; a relative path is relative to the configuration file"
-    if not text:
-        raise ConfigError(path, section, "secret_file", text, "empty", allowed)
-    resolved = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(text))
+    resolved = os.path.join(_folder(path), os.path.expanduser(text))
     if not os.path.isfile(resolved) and len(text) >= 32 and not re.search(r"[/\\.~]", text):
         # Not echoed: it may be the key itself, which must never reach a log.
         raise ConfigError(
@@ -448,23 +446,24 @@ def _secret_file(path, section, text):
             f"no such file, and the value ({len(text)} characters, not shown) looks like a key, not the path of a key file",
             "the path of a file holding the key: write one with `iwsrv keygen PATH` and name PATH here",
         )
-    if not os.path.isfile(resolved):
-        raise ConfigError(path, section, "secret_file", text, f"no such file: {resolved}", allowed)
-    if not os.access(resolved, os.R_OK):
-        raise ConfigError(path, section, "secret_file", text, f"not readable by this user: {resolved}", allowed)
-    return resolved
+    return _readable_file(path, section, "secret_file", text, allowed)
 
 
 def _users_file(path, section, text):
     """The console's users file: a readable file, a relative path relative to the configuration file."""
     allowed = "the path of a file written by `iwsrv adduser FILE USER`; a relative path is relative to the configuration file"
+    return _readable_file(path, section, "console_users", text, allowed)
+
+
+def _readable_file(path, section, key, text, allowed):
+    """The absolute path of a file named by C{key} (relative to the configuration's folder), which must be readable."""
     if not text:
-        raise ConfigError(path, section, "console_users", text, "empty", allowed)
-    resolved = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(text))
+        raise ConfigError(path, section, key, text, "empty", allowed)
+    resolved = os.path.join(_folder(path), os.path.expanduser(text))
     if not os.path.isfile(resolved):
-        raise ConfigError(path, section, "console_users", text, f"no such file: {resolved}", allowed)
+        raise ConfigError(path, section, key, text, f"no such file: {resolved}", allowed)
     if not os.access(resolved, os.R_OK):
-        raise ConfigError(path, section, "console_users", text, f"not readable by this user: {resolved}", allowed)
+        raise ConfigError(path, section, key, text, f"not readable by this user: {resolved}", allowed)
     return resolved
 
 
