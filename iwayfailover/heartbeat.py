@@ -13,7 +13,6 @@ import collections
 import os
 from typing import Callable, Optional
 
-from OpenSSL import SSL
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -248,7 +247,7 @@ class HeartbeatProtocol(Int32StringReceiver):
             self.factory.gate.gone(self)
         if self._unprocessed and not self.refused:
             self._note_refusal(f"connection closed inside a frame ({len(self._unprocessed)} bytes unread)")
-        elif self.session is None and not self.refused and _tls_failure(reason):
+        elif self.session is None and not self.refused and tls.is_failure(reason):
             # A certificate refused on either side: say so, or a link that
             # never comes up would go unexplained.
             self._note_refusal(tls.describe_failure(reason))
@@ -274,12 +273,6 @@ class HeartbeatProtocol(Int32StringReceiver):
 def withdrawn(old: auth.KeyRing, new: auth.KeyRing) -> bool:
     """Does C{new} lack a key of C{old} (or change whether frames are signed)?"""
     return old.insecure != new.insecure or any(key not in new.keys for key in old.keys)
-
-
-def _tls_failure(reason) -> bool:
-    return reason is not None and (
-        reason.check(SSL.Error) is not None or type(reason.value).__name__ in ("VerificationError", "CertificateError")
-    )
 
 
 class HeartbeatFactory(Factory):

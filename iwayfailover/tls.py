@@ -260,8 +260,15 @@ def client_port(description: str):
     return int(port) if port and port.isdigit() else None
 
 
+def is_failure(reason) -> bool:
+    """Did a connection end because TLS refused it: a handshake error, or a certificate not for its host name?"""
+    return reason is not None and (
+        reason.check(SSL.Error) is not None or type(reason.value).__name__ in ("VerificationError", "CertificateError")
+    )
+
+
 def describe_failure(failure) -> str:
-    """Words for why a TLS connection failed: a certificate problem, a host name mismatch."""
+    """Words for why a TLS connection failed (see L{is_failure}): a certificate problem, a host name mismatch."""
     value = failure.value
     if failure.check(SSL.Error):
         reasons = []
