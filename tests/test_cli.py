@@ -340,19 +340,7 @@ class KeygenCommandTests(TestCase):
         self.assertIn("iwsrv keygen PATH", err)
 
 
-PAIR_CONFIG = """\
-[server:serv_a]
-backup_location = iam2:1200
-heartbeat_port = 1200
-threshold = 3
-console = tcp:8081:interface=127.0.0.1
-
-[server:serv_b]
-backup_location = iam1:1200
-heartbeat_port = 1200
-threshold = 3
-console = tcp:8082:interface=127.0.0.1
-"""
+PAIR_CONFIG = CONFIG + "console = tcp:8082:interface=127.0.0.1\n"  # both servers with a console
 
 
 def node_status(server, role, peer, epoch=3):

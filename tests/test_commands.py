@@ -6,7 +6,7 @@ spawnProcess, bounded in time, never failing their Deferred.
 import os
 import time
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -33,6 +33,21 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def until_gone(pid, timeout=5.0):
+    """
+    A Deferred of whether C{pid} has ended, once it has or C{timeout}
+    seconds have passed; it polls without holding up the reactor.
+    """
+    deadline = time.monotonic() + timeout
+
+    def poll():
+        if not alive(pid) or time.monotonic() >= deadline:
+            return not alive(pid)
+        return task.deferLater(reactor, 0.01, poll)
+
+    return defer.maybeDeferred(poll)
 
 
 class RunTests(TestCase):
@@ -79,10 +94,7 @@ class RunTests(TestCase):
             self.assertIn("time limit", result.describe())
             child = int(result.output.split()[0])
             # The shell's own child went with it: nothing is left running.
-            deadline = time.monotonic() + 5
-            while alive(child) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.assertFalse(alive(child))
+            return until_gone(child).addCallback(self.assertTrue, "the shell's child outlived it")
 
         return d.addCallback(check)
 
@@ -104,10 +116,7 @@ class RunTests(TestCase):
         def check(result):
             self.assertTrue(result.timed_out)
             child = int(result.output.split()[0])
-            deadline = time.monotonic() + 5
-            while alive(child) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.assertFalse(alive(child), "the child that ignored SIGTERM outlived the time limit")
+            return until_gone(child).addCallback(self.assertTrue, "the child that ignored SIGTERM outlived the time limit")
 
         return d.addCallback(check)
 
