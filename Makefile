@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # sysctl for ndisc_notify).
 DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps
 
-.PHONY: install system-packages run run-tls test trial bench screenshots clean
+.PHONY: install system-packages run run-tls test trial bench simulate screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,12 @@ bench: install system-packages
 	$(BIN)/python bench/false_takeover.py --quick
 	$(BIN)/python bench/cost.py --quick
 	$(BIN)/python bench/keepalived.py --quick
+
+# The decision core of two nodes in simulated time, invariants checked after
+# every event: make simulate [SEEDS=N] [SEED=S] [PLANT=NAME] (see docs/safety.md).
+SEEDS ?= 2000
+simulate: install
+	cd tests && ../$(BIN)/python -m sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED)) $(if $(PLANT),--plant $(PLANT))
 
 # The console's screenshots in docs/, taken by the real-browser test.
 screenshots: install system-packages

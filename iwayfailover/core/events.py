@@ -1,0 +1,266 @@
+"""
+What goes into the decision core (observations) and what comes out of it
+(effects). Plain frozen records: the core never touches a socket, a timer
+or a file, so each rule is a unit test with a list of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+# Roles, as the status API and the wire name them.
+STARTING = "starting"
+BACKUP = "backup"
+LIVE = "live"
+HANDING_OVER = "handing_over"
+STOPPED = "stopped"
+
+# Frame kinds, as heard.
+HEARTBEAT = "heartbeat"
+ANSWER = "answer"
+QUERY = "query"
+STANDING_DOWN = "standing_down"
+
+# Links: the live node's connection to its backup location, and the
+# sessions the peer opened to this node's heartbeat port.
+OUT = "out"
+IN = "in"
+
+# How a link ended.
+CLOSED = "closed"          # the peer's end closed (a clean close or its process died)
+RESET = "reset"            # reset or aborted on the way
+LOCAL = "local"            # this node closed it (redial, new keys, role change)
+
+# What a probe (a QUERY on a fresh connection) found.
+ANSWERED = "answered"
+REFUSED = "refused"        # nothing listens: the process is gone, or a firewall resets
+GONE = "gone"              # accepted, then closed before any hello: no node process there
+NO_ANSWER = "no_answer"    # timed out or unreachable: proves nothing
+
+# Why a probe was sent.
+STARTUP = "startup"
+PREVOTE = "prevote"
+REJOIN = "rejoin"
+HANDOVER = "handover"
+
+
+# -- observations --
+
+@dataclass(frozen=True)
+class Start:
+    """The node starts: as a backup (C{-b}), or asking first (started live)."""
+
+    as_backup: bool
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A frame from the peer, authenticated, on a link."""
+
+    sender: str
+    kind: str
+    role: str
+    epoch: int
+    priority: int
+    threshold: float
+    link: str = IN
+    seq: int = 0
+    switchover: bool = False
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """A heartbeat link ended, and how (L{CLOSED}, L{RESET}, L{LOCAL})."""
+
+    link: str
+    how: str
+    from_live: bool = False
+    stood_down: bool = False
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    link: str
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A timer the core armed has come due."""
+
+    name: str
+    token: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe of the peer's heartbeat port found; with the answer's fields when it answered."""
+
+    purpose: str
+    token: int
+    outcome: str
+    role: Optional[str] = None
+    epoch: int = 0
+    priority: int = 0
+    sender: Optional[str] = None
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class WitnessResult:
+    token: int
+    reachable: Optional[str]
+    """The witness that answered (host:port), or None: none reachable."""
+
+
+@dataclass(frozen=True)
+class EpochSaved:
+    epoch: int
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Served:
+    """The serving layer is up; C{failed} names the channels that could not start."""
+
+    failed: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoppedServing:
+    """Every channel has stopped (and the floating IP is gone)."""
+
+
+@dataclass(frozen=True)
+class SwitchoverAsked:
+    cause: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """This node's own process did not run for C{seconds} (paused, swapped, starved)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NewSettings:
+    settings: "object"
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+# -- effects --
+
+@dataclass(frozen=True)
+class Transition:
+    """The role changed; C{kind} says why in one word for takeovers (silence, crash, switchover, peer_shutdown, start)."""
+
+    previous: str
+    role: str
+    epoch: int
+    cause: str
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Start serving under C{epoch}: floating IP, then channels, then hooks; report with L{Served}."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class StopServing:
+    """
+    Stop every channel and let go of the floating IP, leaving them C{final}
+    (WAITING or STOPPED); report with L{StoppedServing}. C{within}: the
+    seconds by which every channel must be gone (killed if need be), or
+    None for each channel's own stop time.
+    """
+
+    final: str
+    within: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RetryChannels:
+    """Start again every channel that FAILED."""
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Keep a heartbeat link to the backup location (redialled while it is away)."""
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Close the link to the backup location and stop redialling it."""
+
+
+@dataclass(frozen=True)
+class SendHeartbeat:
+    """Send heartbeat number C{seq} on the link to the backup location (dropped if it is down)."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    link: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class StandDown:
+    switchover: bool
+
+
+@dataclass(frozen=True)
+class Probe:
+    purpose: str
+    token: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class AskWitnesses:
+    token: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SaveEpoch:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    name: str
+    token: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True)
+class SwitchoverOutcome:
+    ok: bool
+    detail: str
+    to: Optional[str] = None
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line for the log: C{level} is info, warn or critical; C{fault} also fires on_fault."""
+
+    level: str
+    text: str
+    fault: bool = False

@@ -1,0 +1,1 @@
+"""Deterministic simulation of a pair's decision cores (run: make simulate)."""

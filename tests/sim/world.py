@@ -1,0 +1,849 @@
+"""
+A simulated world for the decision core: two nodes of a pair, their
+network, their processes, a witness and their disks, in simulated time,
+driven by one seeded random generator.
+
+The nodes run the real L{iwayfailover.core.pair.PairCore}. Everything the
+core cannot see is simulated here, and modelled on what a node observes:
+frames that arrive (in order, per connection, late after a cut heals),
+links that drop and how, probes that are answered, refused or time out,
+timers that come due (late, after a pause), channels that bind or fail
+to bind a port the other node still holds, and stops that take time.
+
+After every event the invariants are checked (see L{World.check}).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from iwayfailover.core import events as ev
+from iwayfailover.core.ballot import slot_of
+from iwayfailover.core.pair import RETRY_CAP, STARTUP_CHECK_TIMEOUT, CoreSettings, PairCore
+
+A, B = "serv_a", "serv_b"
+NAMES = (A, B)
+UNANSWERED_LIMIT = 5
+"""As the node's sender: heartbeats without an answer before it drops the link and dials again."""
+
+
+class Violation(Exception):
+    pass
+
+
+@dataclass
+class Scenario:
+    """The world's fixed shape, drawn from the seed."""
+
+    threshold: float
+    interval: float
+    witness: bool
+    self_fence: bool
+    failback: bool
+    same_port: bool
+    slow_stop: Dict[str, float]
+    priorities: Dict[str, Dict[str, int]]
+    """Each node's own copy of the configuration's priorities: copies may differ."""
+    start: str
+    faults: List[tuple] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return (
+            f"threshold {self.threshold:g}s, interval {self.interval:g}s, witness {'yes' if self.witness else 'no'}"
+            f"{' (self_fence)' if self.witness and self.self_fence else ''}, failback {'yes' if self.failback else 'no'},"
+            f" {'one host and one port' if self.same_port else 'two hosts'}, channel stop times {self.slow_stop},"
+            f" priority copies {self.priorities}, start {self.start}"
+        )
+
+
+class Conn:
+    """One TCP connection between two nodes' processes (a heartbeat link or a probe)."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, dialer: str, acceptor: str, kind: str):
+        self.id = next(Conn.ids)
+        self.dialer, self.acceptor, self.kind = dialer, acceptor, kind
+        self.alive = True
+        self.established = False
+        self.from_live = False
+        self.stood_down = False
+        self.held = {dialer: [], acceptor: []}  # frames for that node, held by a cut in their direction
+        self.last_arrival = {dialer: 0.0, acceptor: 0.0}
+        self.dead_for = set()  # the ends that have learnt the connection is closed
+
+    def other(self, name: str) -> str:
+        return self.acceptor if name == self.dialer else self.dialer
+
+
+class Node:
+    """One server's process (or its absence) and the sim's effectors for its core."""
+
+    def __init__(self, world: "World", name: str, settings: CoreSettings):
+        self.world = world
+        self.name = name
+        self.settings = settings
+        self.core: Optional[PairCore] = None
+        self.incarnation = 0
+        self.paused_at: Optional[float] = None
+        self.inbox: List[tuple] = []
+        self.disk_epoch = 0
+        self.disk_full = False
+        # serving layer
+        self.channels_up = False
+        self.holding_port = False
+        self.serve_generation = 0
+        self.stopping = False
+        # links
+        self.out: Optional[Conn] = None
+        self.dialling = False
+        self.dial_generation = 0
+        self.seq = 0
+        self.unanswered = 0
+        self.current_conn: Optional[Conn] = None
+        self.shutting_down = False
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def running(self) -> bool:
+        return self.up and not self.paused
+
+    @property
+    def serving(self) -> bool:
+        """What the safety invariant counts: channels up in a process that runs."""
+        return self.running and self.channels_up
+
+    def frame_fields(self) -> dict:
+        core = self.core
+        return dict(sender=self.name, role=core.wire_role, epoch=core.epoch,
+                    priority=self.settings.priority, threshold=self.settings.threshold)
+
+
+class World:
+    def __init__(self, seed: int, plant: Optional[str] = None, faults: int = 5):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.plant = plant
+        self.t = 0.0
+        self.queue: list = []
+        self.counter = itertools.count()
+        self.events = 0
+        self.trace: List[str] = []
+        self.scenario = self._draw(faults)
+        sc = self.scenario
+        self.nodes: Dict[str, Node] = {}
+        for name in NAMES:
+            peer = B if name == A else A
+            slot, modulus = slot_of(name, NAMES)
+            own = sc.priorities[name]
+            settings = CoreSettings(
+                name=name, peer=peer, priority=own[name], threshold=sc.threshold, interval=sc.interval,
+                peer_threshold=sc.threshold, peer_priority=own[peer], witnesses=sc.witness,
+                self_fence=sc.self_fence, failback=sc.failback, preferred=A if sc.failback else None,
+                failback_delay=max(1.0, 3 * sc.threshold), slot=slot, modulus=modulus,
+            )
+            self.nodes[name] = Node(self, name, settings)
+        # the network: cut[(x, y)] is True while x's packets do not reach y
+        self.cut = {(A, B): False, (B, A): False, (A, "w"): False, (B, "w"): False}
+        self.resets = False  # a firewall resetting every connection between the two
+        self.witness_up = True
+        # invariant bookkeeping
+        self.epochs_used: Dict[int, str] = {}
+        self.whole_since = 0.0
+        self.stable_since = 0.0
+        self.link_whole_since = 0.0
+        self.unpaused_since = {A: 0.0, B: 0.0}
+        self.live_since = {A: None, B: None}
+        self.overlap_since: Optional[float] = None
+        self.heal_at = -1e9
+        self.transitions_since_fault = 0
+        self.violation: Optional[str] = None
+
+    # -- drawing a scenario --
+
+    def _draw(self, count: int) -> Scenario:
+        r = self.rng
+        threshold = r.choice([0.3, 1.0, 3.0])
+        interval = round(threshold / r.choice([3, 5]), 4)
+        witness = r.random() < 0.4
+        divergent = r.random() < 0.3
+        if divergent:
+            priorities = {A: {A: 10, B: 0}, B: {A: 0, B: 10}}
+        else:
+            pa, pb = r.choice([(0, 0), (10, 0), (0, 10)])
+            priorities = {A: {A: pa, B: pb}, B: {A: pa, B: pb}}
+        sc = Scenario(
+            threshold=threshold, interval=interval, witness=witness, self_fence=witness and r.random() < 0.8,
+            failback=r.random() < 0.2, same_port=r.random() < 0.35,
+            slow_stop={n: r.choice([0.0, 0.0, 0.02, 2.0]) for n in NAMES}, priorities=priorities,
+            start=r.choice(["a-live", "a-live", "both-live", "both-backup", "b-live"]),
+        )
+        kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
+                 "both-restart"]
+        if witness:
+            kinds += ["witness-down", "witness-cut", "witness-cut"]
+        for _ in range(count):
+            kind = r.choice(kinds)
+            who = r.choice(["live", "backup", A, B])
+            factor = r.choice([0.3, 0.8, 1.5, 3.0])
+            sc.faults.append((kind, who, round(factor * threshold + r.random() * interval, 4),
+                              r.random() < 0.5, r.random()))
+        return sc
+
+    # -- the event loop --
+
+    def at(self, delay: float, fn, *args) -> None:
+        heapq.heappush(self.queue, (self.t + max(0.0, delay), next(self.counter), fn, args))
+
+    def log(self, text: str) -> None:
+        self.trace.append(f"{self.t:9.4f} {text}")
+
+    def run(self) -> Optional[str]:
+        """Run the whole scenario; return the first violation, or None."""
+        sc = self.scenario
+        self.log(f"scenario: {sc.describe()}")
+        self._start_pair()
+        t = self.settle_time()
+        for fault in sc.faults:
+            t += self.rng.uniform(0.2, 1.0) * sc.threshold
+            self.at(t - self.t, self._fault, fault)
+            t += fault[2] + self.settle_time()
+        self.at(t - self.t, lambda: None)
+        end = t
+        try:
+            while self.queue and self.violation is None:
+                when, _, fn, args = heapq.heappop(self.queue)
+                if when > end:
+                    break
+                self.t = when
+                fn(*args)
+                self.events += 1
+                self.check()
+        except Violation as e:
+            self.violation = str(e)
+        except Exception as e:  # a crash of the core is a finding too
+            import traceback
+            self.violation = f"exception: {e!r}\n{traceback.format_exc()}"
+        return self.violation
+
+    def settle_time(self) -> float:
+        """How long a whole network and steady processes take to come to one serving node, at most."""
+        sc = self.scenario
+        window = min(1.0, sc.threshold / 4)
+        slow = max(sc.slow_stop.values())
+        return sc.threshold + 2 * sc.interval + 2 * window + STARTUP_CHECK_TIMEOUT + RETRY_CAP + slow + 0.5
+
+    # -- processes --
+
+    def _start_pair(self) -> None:
+        start = self.scenario.start
+        modes = {"a-live": {A: False, B: True}, "b-live": {A: True, B: False},
+                 "both-live": {A: False, B: False}, "both-backup": {A: True, B: True}}[start]
+        self.start_nodes(modes)
+
+    def start_node(self, name: str, as_backup: bool) -> None:
+        self.start_nodes({name: as_backup})
+
+    def start_nodes(self, modes: Dict[str, bool]) -> None:
+        """Start processes at once: each binds its heartbeat port before any of them asks the other."""
+        started = []
+        for name, as_backup in modes.items():
+            node = self.nodes[name]
+            if node.up:
+                continue
+            node.incarnation += 1
+            node.paused_at = None
+            node.shutting_down = False
+            node.out = None
+            node.dialling = False
+            node.unanswered = 0
+            plants = frozenset([self.plant]) if self.plant else frozenset()
+            node.core = PairCore(node.settings, node.disk_epoch, now=lambda: self.t, plants=plants)
+            self.unpaused_since[name] = self.t
+            self.stable_since = self.t
+            self.log(f"{name}: process starts{' as backup (-b)' if as_backup else ' (live unless its peer is)'},"
+                     f" epoch {node.disk_epoch} on disk")
+            started.append((node, as_backup))
+        for node, as_backup in started:
+            self.feed(node, ev.Start(as_backup))
+
+    def crash(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.up:
+            return
+        self.log(f"{name}: kill -9")
+        self._process_gone(node)
+
+    def _process_gone(self, node: Node) -> None:
+        node.core = None
+        node.incarnation += 1
+        node.paused_at = None
+        node.inbox = []
+        node.channels_up = False
+        node.holding_port = False
+        node.stopping = False
+        node.serve_generation += 1
+        node.dial_generation += 1
+        self.live_since[node.name] = None
+        for conn in self.conns_of(node.name):
+            self.close_conn(conn, node.name, ev.CLOSED)
+        self.stable_since = self.t
+
+    def pause(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.running:
+            node.paused_at = self.t
+            self.log(f"{name}: SIGSTOP")
+
+    def resume(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.up or not node.paused:
+            return
+        stalled = self.t - node.paused_at
+        node.paused_at = None
+        self.unpaused_since[name] = self.t
+        self.stable_since = self.t
+        self.log(f"{name}: SIGCONT after {stalled:.3f}s")
+        incarnation = node.incarnation
+        self.feed(node, ev.Stalled(stalled))
+        # Twisted runs the timers that came due before it reads sockets; what
+        # waits in them is read a moment later, in order.
+        inbox, node.inbox = node.inbox, []
+        for kind, fn in inbox:
+            if kind == "timer":
+                if node.incarnation != incarnation or node.paused:
+                    return
+                fn()
+        backlog = [fn for kind, fn in inbox if kind != "timer"]
+        if backlog:
+            self.at(self.rng.uniform(0.001, 0.005), self._read_backlog, node, incarnation, backlog)
+
+    def _read_backlog(self, node: Node, incarnation: int, backlog: list) -> None:
+        for fn in backlog:
+            if node.incarnation != incarnation:
+                return
+            if node.paused:
+                node.inbox.append(("io", fn))
+                continue
+            fn()
+
+    def when_running(self, node: Node, kind: str, fn) -> bool:
+        """Deliver now, or hold it for the process's resumption. False: the process is gone."""
+        if not node.up:
+            return False
+        if node.paused:
+            node.inbox.append((kind, fn))
+            return False
+        return True
+
+    # -- feeding the core and carrying out its effects --
+
+    def feed(self, node: Node, observation, conn: Optional[Conn] = None) -> None:
+        if not node.running:
+            return
+        node.current_conn = conn
+        effects = node.core.handle(observation)
+        for effect in effects:
+            if not node.up:
+                break
+            self.carry_out(node, effect)
+
+    def carry_out(self, node: Node, e) -> None:
+        name = node.name
+        core = node.core
+        if isinstance(e, ev.StartTimer):
+            incarnation = node.incarnation
+            self.at(e.delay, self._timer, node, incarnation, e.name, e.token)
+        elif isinstance(e, ev.CancelTimer):
+            pass  # the core ignores a token it no longer holds
+        elif isinstance(e, ev.Transition):
+            self._transition(node, e)
+        elif isinstance(e, ev.Serve):
+            node.serve_generation += 1
+            self.at(self.rng.uniform(0.0005, 0.003), self._bind, node, node.incarnation, node.serve_generation)
+        elif isinstance(e, ev.RetryChannels):
+            self.at(self.rng.uniform(0.0005, 0.003), self._bind, node, node.incarnation, node.serve_generation)
+        elif isinstance(e, ev.StopServing):
+            node.serve_generation += 1
+            stop = self.scenario.slow_stop[name]
+            if e.within is not None:
+                stop = min(stop, e.within)
+            if not node.channels_up and not node.holding_port:
+                stop = 0.0
+            if stop <= 0.0:
+                node.channels_up = node.holding_port = False  # killed on the spot
+            self.at(stop, self._stopped, node, node.incarnation, node.serve_generation)
+        elif isinstance(e, ev.Dial):
+            node.dialling = True
+            node.dial_generation += 1
+            self._dial(node, node.dial_generation)
+        elif isinstance(e, ev.Hangup):
+            node.dialling = False
+            node.dial_generation += 1
+            if node.out is not None:
+                self.close_conn(node.out, name, ev.CLOSED)
+        elif isinstance(e, ev.SendHeartbeat):
+            if node.out is not None and node.out.established:
+                if node.unanswered >= UNANSWERED_LIMIT:
+                    node.unanswered = 0
+                    self.log(f"{name}: backup has not answered {UNANSWERED_LIMIT} heartbeats; dialling again")
+                    self.close_conn(node.out, name, ev.RESET)
+                    return
+                node.unanswered += 1
+                self.send(node.out, name, dict(kind=ev.HEARTBEAT, seq=e.seq, **node.frame_fields()))
+        elif isinstance(e, ev.Answer):
+            conn = node.current_conn
+            if conn is not None and conn.alive:
+                self.send(conn, name, dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()))
+        elif isinstance(e, ev.StandDown):
+            if node.out is not None and node.out.established:
+                node.seq += 1
+                self.send(node.out, name, dict(kind=ev.STANDING_DOWN, seq=node.seq, switchover=e.switchover,
+                                               **node.frame_fields()))
+
+        elif isinstance(e, ev.Probe):
+            self._probe(node, e)
+        elif isinstance(e, ev.AskWitnesses):
+            self._ask_witness(node, e)
+        elif isinstance(e, ev.SaveEpoch):
+            if node.disk_full:
+                self.feed(node, ev.EpochSaved(e.epoch, "No space left on device"))
+            else:
+                node.disk_epoch = e.epoch
+                self.feed(node, ev.EpochSaved(e.epoch))
+        elif isinstance(e, ev.Note):
+            self.log(f"{name}: [{e.level}] {e.text}")
+        elif isinstance(e, ev.SwitchoverOutcome):
+            self.log(f"{name}: switchover {'done' if e.ok else 'failed'}: {e.detail}")
+        else:
+            raise AssertionError(f"unknown effect {e!r}")
+        if core is not None and node.core is core and core.role == ev.STOPPED and node.shutting_down:
+            # The process exits once stopped (the clean stop's end).
+            node.shutting_down = False
+            self.log(f"{name}: process exits")
+            self._process_gone(node)
+
+    def _timer(self, node: Node, incarnation: int, name: str, token: int) -> None:
+        if node.incarnation != incarnation:
+            return
+        fire = lambda: self.feed(node, ev.Deadline(name, token))  # noqa: E731
+        if self.when_running(node, "timer", fire):
+            fire()
+
+    def _transition(self, node: Node, e: ev.Transition) -> None:
+        self.log(f"{node.name}: {e.previous} -> {e.role} (epoch {e.epoch}) [{e.kind}] {e.cause}")
+        self.transitions_since_fault += 1
+        if e.role == ev.HANDING_OVER:
+            self.stable_since = self.t  # a planned switchover (or failback) stops serving for a moment
+        if e.role == ev.LIVE:
+            self.live_since[node.name] = self.t
+            self._check_takeover(node, e)
+        else:
+            self.live_since[node.name] = None
+
+    # -- serving --
+
+    def _bind(self, node: Node, incarnation: int, generation: int) -> None:
+        if node.incarnation != incarnation or node.serve_generation != generation or not node.running:
+            if node.incarnation == incarnation and node.paused and node.serve_generation == generation:
+                node.inbox.append(("io", lambda: self._bind(node, incarnation, generation)))
+            return
+        other = self.nodes[B if node.name == A else A]
+        if self.scenario.same_port and other.holding_port:
+            self.log(f"{node.name}: channel web FAILED: Address already in use")
+            self.feed(node, ev.Served(("web",)))
+            return
+        node.channels_up = node.holding_port = True
+        self.feed(node, ev.Served(()))
+
+    def _stopped(self, node: Node, incarnation: int, generation: int) -> None:
+        if node.incarnation != incarnation or node.serve_generation != generation:
+            return
+        node.channels_up = node.holding_port = False
+        fire = lambda: self.feed(node, ev.StoppedServing())  # noqa: E731
+        if self.when_running(node, "io", fire):
+            fire()
+
+    # -- the network --
+
+    def reachable(self, x: str, y: str) -> bool:
+        return not self.cut[(x, y)] and not self.cut[(y, x)]
+
+    def delay(self) -> float:
+        return self.rng.uniform(0.0001, 0.002) if self.rng.random() < 0.97 else self.rng.uniform(0.002, 0.04)
+
+    def conns_of(self, name: str) -> List[Conn]:
+        seen = []
+        for node in self.nodes.values():
+            if node.out is not None and node.out.alive and name in (node.out.dialer, node.out.acceptor):
+                seen.append(node.out)
+        seen.extend(c for c in self.accepted if c.alive and name in (c.dialer, c.acceptor) and c not in seen)
+        return seen
+
+    @property
+    def accepted(self) -> List[Conn]:
+        if not hasattr(self, "_accepted"):
+            self._accepted = []
+        self._accepted = [c for c in self._accepted if c.alive]
+        return self._accepted
+
+    def _dial(self, node: Node, generation: int) -> None:
+        if not node.running or not node.dialling or node.dial_generation != generation:
+            if node.up and node.paused and node.dial_generation == generation:
+                node.inbox.append(("io", lambda: self._dial(node, generation)))
+            return
+        if node.out is not None and node.out.alive:
+            return
+        peer = self.nodes[node.settings.peer]
+        interval = node.settings.interval
+        retry = lambda: self._dial(node, generation)  # noqa: E731
+        if not self.reachable(node.name, peer.name):
+            # Connect attempts are bounded by the heartbeat interval, then dialled again.
+            self.at(interval + self.rng.uniform(0, interval / 10), retry)
+            return
+        if self.resets or not peer.up:
+            self.at(self.rng.uniform(interval / 10, interval), retry)
+            return
+        if peer.paused:
+            self.at(interval, retry)  # the hello is not answered in time
+            return
+        conn = Conn(node.name, peer.name, "link")
+        conn.established = True
+        node.out = conn
+        node.unanswered = 0
+        self.accepted.append(conn)
+        self.log(f"{node.name}: heartbeat link to {peer.name} is up (#{conn.id})")
+        self.feed(node, ev.LinkUp(ev.OUT))
+
+    def send(self, conn: Conn, sender: str, frame: dict) -> None:
+        receiver = conn.other(sender)
+        if self.cut[(sender, receiver)] or conn.held[receiver]:
+            conn.held[receiver].append(frame)  # TCP retransmits it after the heal, in order
+            return
+        self._transmit(conn, receiver, frame)
+
+    def _transmit(self, conn: Conn, receiver: str, frame: dict) -> None:
+        arrival = max(self.t + self.delay(), conn.last_arrival[receiver] + 1e-6)
+        conn.last_arrival[receiver] = arrival
+        self.at(arrival - self.t, self._arrive, conn, receiver, frame)
+
+    def _arrive(self, conn: Conn, receiver: str, frame: dict) -> None:
+        if receiver in conn.dead_for:
+            return
+        node = self.nodes[receiver]
+        if not node.up:
+            return
+        deliver = lambda: self._deliver(conn, node, frame)  # noqa: E731
+        if self.when_running(node, "io", deliver):
+            deliver()
+
+    def _deliver(self, conn: Conn, node: Node, frame: dict) -> None:
+        if node.name in conn.dead_for:
+            return
+        link = ev.OUT if conn.dialer == node.name else ev.IN
+        if conn.kind == "probe":
+            link = "probe"
+        if link == ev.IN and conn.kind == "link":
+            conn.from_live = frame["role"] == ev.LIVE
+            if frame["kind"] == ev.STANDING_DOWN:
+                conn.stood_down = True
+        if link == ev.OUT and frame["kind"] == ev.ANSWER:
+            node.unanswered = 0
+        if conn.kind == "probe" and conn.dialer == node.name:
+            self._probe_answered(conn, node, frame)
+            return
+        self.feed(node, ev.Heard(link=link if link != "probe" else ev.IN, **frame), conn)
+
+    def close_conn(self, conn: Conn, closer: str, how: str) -> None:
+        """C{closer}'s end closes; the other end learns it when the news can reach it."""
+        if not conn.alive:
+            return
+        conn.alive = False
+        conn.dead_for.add(closer)
+        for name in (conn.dialer, conn.acceptor):
+            node = self.nodes[name]
+            if node.out is conn:
+                node.out = None
+        other = conn.other(closer)
+        if conn.kind != "link":
+            conn.dead_for.add(other)
+            return
+        closer_node = self.nodes[closer]
+        if closer_node.up and closer_node.running and conn.dialer == closer:
+            self.feed(closer_node, ev.LinkDown(ev.OUT, ev.LOCAL))
+            if closer_node.dialling and closer_node.up:
+                gen = closer_node.dial_generation
+                self.at(self.rng.uniform(closer_node.settings.interval / 10, closer_node.settings.interval / 5),
+                        self._dial, closer_node, gen)
+        if self.cut[(closer, other)] or conn.held[other]:
+            return  # the other end never hears of it
+        # The close travels behind the data sent before it.
+        arrival = max(self.t + self.delay(), conn.last_arrival[other] + 1e-6)
+        self.at(arrival - self.t, self._link_down, conn, other, how)
+
+    def _link_down(self, conn: Conn, name: str, how: str) -> None:
+        node = self.nodes[name]
+        if not node.up or name in conn.dead_for:
+            return
+
+        def tell():
+            if name in conn.dead_for:
+                return
+            conn.dead_for.add(name)
+            if conn.dialer == name:
+                if node.out is conn:
+                    node.out = None
+                self.feed(node, ev.LinkDown(ev.OUT, how))
+                if node.dialling and node.up:
+                    self.at(self.rng.uniform(node.settings.interval / 10, node.settings.interval),
+                            self._dial, node, node.dial_generation)
+            else:
+                self.feed(node, ev.LinkDown(ev.IN, how, from_live=conn.from_live, stood_down=conn.stood_down))
+
+        if self.when_running(node, "io", tell):
+            tell()
+
+    def reset_links(self) -> None:
+        """A firewall resets every connection between the two nodes."""
+        for conn in list(self.accepted):
+            if conn.kind == "link":
+                conn.alive = False
+                for name in (conn.dialer, conn.acceptor):
+                    n = self.nodes[name]
+                    if n.out is conn:
+                        n.out = None
+                    self.at(self.delay(), self._link_down, conn, name, ev.RESET)
+
+    def heal_held(self) -> None:
+        """A cut healed: what TCP held back is delivered, in order."""
+        for conn in list(self.accepted):
+            for receiver, frames in conn.held.items():
+                sender = conn.other(receiver)
+                if frames and not self.cut[(sender, receiver)]:
+                    conn.held[receiver] = []
+                    for frame in frames:
+                        self._transmit(conn, receiver, frame)
+
+    # -- probes and witnesses --
+
+    def _probe(self, node: Node, e: ev.Probe) -> None:
+        peer = self.nodes[node.settings.peer]
+        incarnation = node.incarnation
+        reply = lambda outcome, **kw: self._probe_result(node, incarnation, e, outcome, kw)  # noqa: E731
+        if not self.reachable(node.name, peer.name):
+            self.at(e.timeout, reply, ev.NO_ANSWER)
+            return
+        if self.resets or not peer.up:
+            self.at(2 * self.delay(), reply, ev.REFUSED)
+            return
+        conn = Conn(node.name, peer.name, "probe")
+        conn.token = e
+        conn.prober_incarnation = incarnation
+        conn.answered = False
+        self.accepted.append(conn)
+        self.at(e.timeout, self._probe_timeout, conn, node, incarnation, e)
+        self.send(conn, node.name, dict(kind=ev.QUERY, seq=0, **node.frame_fields()))
+
+    def _probe_answered(self, conn: Conn, node: Node, frame: dict) -> None:
+        if conn.answered or node.incarnation != conn.prober_incarnation:
+            return
+        conn.answered = True
+        conn.alive = False
+        conn.dead_for.update((conn.dialer, conn.acceptor))
+        e = conn.token
+        self.feed(node, ev.ProbeResult(e.purpose, e.token, ev.ANSWERED, role=frame["role"], epoch=frame["epoch"],
+                                       priority=frame["priority"], sender=frame["sender"],
+                                       threshold=frame["threshold"]))
+
+    def _probe_timeout(self, conn: Conn, node: Node, incarnation: int, e: ev.Probe) -> None:
+        if conn.answered:
+            return
+        conn.answered = True
+        conn.alive = False
+        conn.dead_for.update((conn.dialer, conn.acceptor))
+        self._probe_result(node, incarnation, e, ev.NO_ANSWER, {})
+
+    def _probe_result(self, node: Node, incarnation: int, e: ev.Probe, outcome: str, kw: dict) -> None:
+        if node.incarnation != incarnation:
+            return
+        fire = lambda: self.feed(node, ev.ProbeResult(e.purpose, e.token, outcome, **kw))  # noqa: E731
+        if self.when_running(node, "io", fire):
+            fire()
+
+    def _ask_witness(self, node: Node, e: ev.AskWitnesses) -> None:
+        incarnation = node.incarnation
+        ok = self.witness_up and not self.cut[(node.name, "w")]
+
+        def answer():
+            if node.incarnation != incarnation:
+                return
+            fire = lambda: self.feed(node, ev.WitnessResult(e.token, "witness:7" if ok else None))  # noqa: E731
+            if self.when_running(node, "io", fire):
+                fire()
+
+        self.at(2 * self.delay() if ok else e.timeout, answer)
+
+    # -- faults --
+
+    def _fault(self, fault: tuple) -> None:
+        kind, who, duration, flag, pick = fault
+        self.transitions_since_fault = 0
+        lives = [n for n in NAMES if self.nodes[n].up and self.nodes[n].core.role == ev.LIVE]
+        live = lives[0] if lives else A
+        name = {"live": live, "backup": B if live == A else A}.get(who, who)
+        other = B if name == A else A
+        self.log(f"FAULT {kind} on {name} for {duration:g}s")
+        self.stable_since = self.t
+        if kind == "crash":
+            self.crash(name)
+            self.at(duration, self.start_node, name, flag)
+        elif kind == "stop":
+            node = self.nodes[name]
+            if node.running:
+                node.shutting_down = True
+                self.feed(node, ev.Shutdown())
+            self.at(duration + max(self.scenario.slow_stop.values()) + 0.1, self._restart_after_stop, name, flag)
+        elif kind == "pause":
+            self.pause(name)
+            self.at(duration, self.resume, name)
+        elif kind in ("partition", "oneway"):
+            self.cut[(name, other)] = True
+            if kind == "partition":
+                self.cut[(other, name)] = True
+            self._network_changed()
+            self.at(duration, self._heal)
+        elif kind == "resets":
+            self.resets = True
+            self.reset_links()
+            self._network_changed()
+            self.at(duration, self._heal)
+        elif kind == "witness-down":
+            self.witness_up = False
+            self._network_changed()
+            self.at(duration, self._heal)
+        elif kind == "witness-cut":
+            self.cut[(name, "w")] = True
+            self._network_changed()
+            self.at(duration, self._heal)
+        elif kind == "disk":
+            self.nodes[name].disk_full = True
+            self._network_changed()
+            self.at(duration, self._heal)
+            # and make it matter: the live node goes away meanwhile
+            live = [n for n in NAMES if self.nodes[n].up and self.nodes[n].core.role == ev.LIVE]
+            if live and live[0] != name:
+                self.crash(live[0])
+                self.at(duration, self.start_node, live[0], True)
+        elif kind == "switchover":
+            live = [n for n in NAMES if self.nodes[n].running and self.nodes[n].core.role == ev.LIVE]
+            if live:
+                backup = B if live[0] == A else A
+                self.feed(self.nodes[live[0]], ev.SwitchoverAsked())
+                if flag:  # and the backup dies in the middle of it
+                    self.at(pick * self.scenario.interval, self.crash, backup)
+                    self.at(duration, self.start_node, backup, True)
+        elif kind == "both-restart":
+            for n in NAMES:
+                self.crash(n)
+            self.at(duration, self.start_nodes, {A: flag, B: not flag if pick < 0.5 else flag})
+        else:
+            raise AssertionError(kind)
+
+    def _restart_after_stop(self, name: str, as_backup: bool) -> None:
+        node = self.nodes[name]
+        if node.up:
+            self.crash(name)  # did not stop in time: the operator kills it
+        self.start_node(name, as_backup)
+
+    def _network_changed(self) -> None:
+        self.whole_since = None
+        self.link_whole_since = None if not self._link_whole() else self.link_whole_since
+
+    def _link_whole(self) -> bool:
+        return not self.resets and self.reachable(A, B)
+
+    def _heal(self) -> None:
+        for key in self.cut:
+            self.cut[key] = False
+        self.resets = False
+        self.witness_up = True
+        for node in self.nodes.values():
+            node.disk_full = False
+        self.log("network healed (links, witness, disks)")
+        self.heal_at = self.t
+        self.whole_since = self.t
+        if self.link_whole_since is None:
+            self.link_whole_since = self.t
+        self.heal_held()
+
+    # -- invariants --
+
+    def arbiter(self) -> bool:
+        """Can a witness tell the two apart: reachable from exactly one of them?"""
+        if not self.scenario.witness or not self.witness_up:
+            return False
+        return (not self.cut[(A, "w")]) != (not self.cut[(B, "w")])
+
+    def check(self) -> None:
+        sc = self.scenario
+        serving = [n for n in NAMES if self.nodes[n].serving]
+        if len(serving) == 2:
+            if self.overlap_since is None:
+                self.overlap_since = self.t
+            partitioned = not self._link_whole()
+            if partitioned and not self.arbiter():
+                pass  # no arbiter can decide while the link is cut: allowed
+            elif not partitioned and self.t - self.heal_at <= self.overlap_grace():
+                pass  # the lower rank stops within a heartbeat or so of the link returning
+            else:
+                why = "with a witness reachable from one side only" if partitioned else (
+                    f"for {self.t - self.overlap_since:.3f}s with the link whole")
+                raise Violation(f"safety: both nodes serve {why}")
+        else:
+            self.overlap_since = None
+        # liveness
+        whole = self.whole_since is not None
+        if whole and any(self.nodes[n].running for n in NAMES):
+            settled = max(self.whole_since, self.stable_since) + self.settle_time()
+            if self.t > settled and len(serving) != 1:
+                raise Violation(
+                    f"liveness: {len(serving)} nodes serve although the network has been whole and the processes"
+                    f" steady for {self.t - max(self.whole_since, self.stable_since):.3f}s"
+                )
+        if self.transitions_since_fault > 12:
+            raise Violation(f"liveness: {self.transitions_since_fault} role changes since the last fault (flapping)")
+
+    def overlap_grace(self) -> float:
+        """After the link returns: redial (bounded by the interval), one heartbeat, the stop."""
+        sc = self.scenario
+        return 3 * sc.interval + 0.1
+
+    def _check_takeover(self, node: Node, e: ev.Transition) -> None:
+        previous = self.epochs_used.get(e.epoch)
+        if previous is not None:
+            raise Violation(f"epoch {e.epoch} used twice: by {previous}, then by {node.name}")
+        self.epochs_used[e.epoch] = node.name
+        if e.kind not in ("silence", "crash", "start"):
+            return
+        other = self.nodes[B if node.name == A else A]
+        if not other.running or other.core.role != ev.LIVE or self.live_since[other.name] is None:
+            return
+        window = min(1.0, self.scenario.threshold / 4)
+        since = max(self.unpaused_since[other.name], self.live_since[other.name],
+                    self.link_whole_since if self.link_whole_since is not None else self.t)
+        if self.t - since > window + 0.05:
+            raise Violation(
+                f"safety: {node.name} took the role ({e.kind}) from {other.name}, which is live, running and"
+                f" reachable for {self.t - since:.3f}s"
+            )
