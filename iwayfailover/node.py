@@ -23,7 +23,7 @@ from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import commands, probe, tls, wire
-from iwayfailover.config import SharedConfig, backup_host, endpoint_interface, endpoint_port
+from iwayfailover.config import ConfigError, SharedConfig, backup_host, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.floating import FloatingAddress
 from iwayfailover.hooks import Hooks
@@ -321,6 +321,7 @@ class FailoverNode(MultiService):
         self.config = config
         self.keys = config.keys
         self.name = name
+        self.check_config(config)
         self.settings = config.server(name)
         self.start_as_backup = start_as_backup
         self.reactor = reactor
@@ -777,7 +778,10 @@ class FailoverNode(MultiService):
 
     def frame(self, kind: wire.Kind, seq: int, flags: int = 0) -> wire.Frame:
         role = _WIRE_ROLES.get(self.machine.role, wire.Role.BACKUP)
-        return wire.Frame(kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq, flags=flags)
+        return wire.Frame(
+            kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq, flags=flags,
+            priority=self.settings.priority, threshold=wire.threshold_ms(self.settings.threshold),
+        )
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
         """Refuse frames from this node's own name or from unknown servers."""
@@ -995,11 +999,27 @@ class FailoverNode(MultiService):
 
     def check_config(self, config: SharedConfig) -> SharedConfig:
         """
-        Refuse a configuration in which this node has no section.
+        Refuse a configuration in which this node has no section, or in which
+        a server's priority or threshold cannot travel in a heartbeat frame
+        (see L{wire}).
 
-        @raise ConfigError: it has none.
+        @raise ConfigError: it has none, or such a value.
         """
         config.server(self.name)
+        for server in config.servers.values():
+            section = f"server:{server.name}"
+            if not wire.PRIORITY_MIN <= server.priority <= wire.PRIORITY_MAX:
+                raise ConfigError(
+                    config.path, section, "priority", str(server.priority), "out of range",
+                    f"a whole number from {wire.PRIORITY_MIN} to {wire.PRIORITY_MAX}",
+                )
+            try:
+                wire.threshold_ms(server.threshold)
+            except wire.FrameError:
+                raise ConfigError(
+                    config.path, section, "threshold", str(server.threshold), "out of range",
+                    f"a number of seconds from 0.001 to {wire.THRESHOLD_MAX_MS / 1000:.3f}",
+                ) from None
         return config
 
     def apply_config(self, config: SharedConfig) -> None:

@@ -18,7 +18,7 @@ from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from harness import temporary_directory
 from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
-from wirepeer import RING, keyed, prefixed, strings
+from wirepeer import RING, keyed, peer_frame, prefixed, strings
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
 
@@ -49,7 +49,7 @@ def self_signed_pem(folder):
 
 
 def answer(role, epoch=0, seq=1, name="serv_a"):
-    return wire.Frame(kind=wire.Kind.ANSWER, name=name, role=role, epoch=epoch, seq=seq)
+    return peer_frame(wire.Kind.ANSWER, name, role, epoch=epoch, seq=seq)
 
 
 class FencingTests(NodeTestCase):
