@@ -73,6 +73,10 @@ class Peer:
         self.last_heard: Optional[float] = None
         self.role: Optional[str] = None
         self.epoch: Optional[int] = None
+        self.priority: Optional[int] = None
+        """The priority the peer last announced in its frames."""
+        self.threshold: Optional[float] = None
+        """The threshold, in seconds, the peer last announced: when it takes over as backup."""
         self.connections = set()
         self.lost = False
 
@@ -85,6 +89,8 @@ class Peer:
         self.name = frame.name
         self.role = frame.role.label
         self.epoch = frame.epoch
+        self.priority = frame.priority
+        self.threshold = frame.threshold / 1000
         self.last_heard = self._now()
         return gap
 
@@ -96,6 +102,8 @@ class Peer:
             "last_heartbeat_age": age,
             "role": self.role,
             "epoch": self.epoch,
+            "priority": self.priority,
+            "threshold": self.threshold,
         }
 
 
@@ -371,12 +379,20 @@ class FailoverNode(MultiService):
         self._fence_warned = False
         self._failback_since: Optional[float] = None
         self._two_lives_logged = None
+        self._differs_logged = None
 
     # -- derived settings --
 
     @property
     def peer_threshold(self) -> float:
-        """The threshold of this node's backup: when it will take over if this node goes quiet."""
+        """
+        The threshold of this node's backup: when it will take over if this
+        node goes quiet. The one the peer last announced in its frames; this
+        node's copy of the configuration only until the peer is first heard
+        (the copies may differ: a node that could not reload the share).
+        """
+        if self.peer.threshold is not None:
+            return self.peer.threshold
         server = self.config.servers.get(self.peer.name or "")
         return server.threshold if server is not None else self.settings.threshold
 
@@ -390,11 +406,16 @@ class FailoverNode(MultiService):
         return min(0.25, self.peer_threshold / 8)
 
     def rank(self):
+        """This node's rank, as its frames announce it: (epoch, priority, name)."""
         return (self.machine.epoch, self.settings.priority, self.name)
 
     def rank_of(self, frame: wire.Frame):
-        server = self.config.servers.get(frame.name)
-        return (frame.epoch, server.priority if server is not None else 0, frame.name)
+        """
+        The sender's rank, from what its frame says: never from this node's
+        copy of the configuration, so that two nodes whose copies differ
+        still agree which of them outranks the other.
+        """
+        return (frame.epoch, frame.priority, frame.name)
 
     def outranked_by(self, frame: wire.Frame) -> bool:
         return outranks(self.rank_of(frame), self.rank())
@@ -796,10 +817,35 @@ class FailoverNode(MultiService):
         return True
 
     def heard_from_peer(self, frame: wire.Frame) -> None:
+        tick = self.lease_tick
         gap = self.peer.heard(frame)
         if gap is not None:
             self.log.info("heartbeat from {peer} restored after {gap:.3f}s", peer=frame.name, gap=gap)
         self.machine.observe_peer_epoch(frame.epoch)
+        self._compare_announced(frame)
+        if self.machine.role == LIVE and self._lease is not None and self.lease_tick != tick:
+            self._start_lease()  # the backup announced another threshold: fence in time for it
+
+    def _compare_announced(self, frame: wire.Frame) -> None:
+        """Warn (once for each difference) when the peer announces settings this node's copy does not hold."""
+        server = self.config.servers.get(frame.name)
+        if server is None:
+            return
+        announced = (frame.priority, frame.threshold)
+        copy = (server.priority, round(server.threshold * 1000))
+        if announced == copy:
+            self._differs_logged = None
+            return
+        if self._differs_logged == (frame.name, announced, copy):
+            return
+        self._differs_logged = (frame.name, announced, copy)
+        self.log.warn(
+            "{peer} announces priority {priority} and threshold {threshold:g}s, but this node's copy of {path}"
+            " says priority {copy_priority} and threshold {copy_threshold:g}s: the two nodes read different"
+            " configurations (has one of them failed to reload it?); rank and fencing follow what {peer} announces",
+            peer=frame.name, priority=frame.priority, threshold=frame.threshold / 1000, path=self.config.path,
+            copy_priority=server.priority, copy_threshold=server.threshold,
+        )
 
     def _meet_live(self, frame: wire.Frame) -> None:
         """This live node heard from another live node: the lower rank yields."""

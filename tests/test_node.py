@@ -395,6 +395,35 @@ class AnnouncedSettingsTests(NodeTestCase):
         [heartbeat] = frames_in(transport)
         self.assertEqual((heartbeat.kind, heartbeat.priority, heartbeat.threshold), (wire.Kind.HEARTBEAT, 9, 4000))
 
+    def test_status_shows_the_priority_and_threshold_the_peer_announced(self):
+        """peer.priority and peer.threshold are what the peer said (null before it is heard), not this node's copy."""
+        node = self.make_node()
+        self.assertEqual((node.status()["peer"]["priority"], node.status()["peer"]["threshold"]), (None, None))
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, priority=4, threshold=1500))
+        peer = json.loads(json.dumps(node.status()))["peer"]
+        self.assertEqual((peer["priority"], peer["threshold"]), (4, 1.5))
+
+    def test_a_peer_announcing_settings_its_copy_does_not_hold_is_reported_once(self):
+        """Announced priority 4 where this node's copy says 0: one warning naming both, not one per heartbeat."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        self.every_half_second(protocol, 3, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE)
+        before = [formatEvent(e) for e in events if "announces priority" in e.get("log_format", "")]
+        self.assertEqual(before, [], "the copies agree: nothing to say")
+        for seq in (10, 11, 12):
+            self.reactor.advance(0.5)
+            protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq, priority=4))
+        [warning] = [formatEvent(e) for e in events if "announces priority" in e.get("log_format", "")]
+        self.assertIn("serv_a announces priority 4 and threshold 2s", warning)
+        self.assertIn("says priority 0 and threshold 2s", warning)
+        self.assertEqual(node.machine.role, BACKUP)
+
     def test_a_priority_a_frame_cannot_carry_is_refused(self):
         """priority = 2147483648 does not fit a frame's signed 32 bits: refused at start and on reload, naming the range."""
         text = CONFIG.replace("threshold = 2\n\n[listener:web]", "threshold = 2\npriority = 2147483648\n\n[listener:web]")
