@@ -23,7 +23,7 @@ from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import commands, probe, tls, wire
-from iwayfailover.config import SharedConfig, backup_host, endpoint_interface, endpoint_port
+from iwayfailover.config import ConfigError, SharedConfig, backup_host, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.floating import FloatingAddress
 from iwayfailover.hooks import Hooks
@@ -73,6 +73,10 @@ class Peer:
         self.last_heard: Optional[float] = None
         self.role: Optional[str] = None
         self.epoch: Optional[int] = None
+        self.priority: Optional[int] = None
+        """The priority the peer last announced in its frames."""
+        self.threshold: Optional[float] = None
+        """The threshold, in seconds, the peer last announced: when it takes over as backup."""
         self.connections = set()
         self.lost = False
 
@@ -85,6 +89,8 @@ class Peer:
         self.name = frame.name
         self.role = frame.role.label
         self.epoch = frame.epoch
+        self.priority = frame.priority
+        self.threshold = frame.threshold / 1000
         self.last_heard = self._now()
         return gap
 
@@ -96,6 +102,8 @@ class Peer:
             "last_heartbeat_age": age,
             "role": self.role,
             "epoch": self.epoch,
+            "priority": self.priority,
+            "threshold": self.threshold,
         }
 
 
@@ -321,6 +329,7 @@ class FailoverNode(MultiService):
         self.config = config
         self.keys = config.keys
         self.name = name
+        self.check_config(config)
         self.settings = config.server(name)
         self.start_as_backup = start_as_backup
         self.reactor = reactor
@@ -370,12 +379,20 @@ class FailoverNode(MultiService):
         self._fence_warned = False
         self._failback_since: Optional[float] = None
         self._two_lives_logged = None
+        self._differs_logged = None
 
     # -- derived settings --
 
     @property
     def peer_threshold(self) -> float:
-        """The threshold of this node's backup: when it will take over if this node goes quiet."""
+        """
+        The threshold of this node's backup: when it will take over if this
+        node goes quiet. The one the peer last announced in its frames; this
+        node's copy of the configuration only until the peer is first heard
+        (the copies may differ: a node that could not reload the share).
+        """
+        if self.peer.threshold is not None:
+            return self.peer.threshold
         server = self.config.servers.get(self.peer.name or "")
         return server.threshold if server is not None else self.settings.threshold
 
@@ -389,11 +406,16 @@ class FailoverNode(MultiService):
         return min(0.25, self.peer_threshold / 8)
 
     def rank(self):
+        """This node's rank, as its frames announce it: (epoch, priority, name)."""
         return (self.machine.epoch, self.settings.priority, self.name)
 
     def rank_of(self, frame: wire.Frame):
-        server = self.config.servers.get(frame.name)
-        return (frame.epoch, server.priority if server is not None else 0, frame.name)
+        """
+        The sender's rank, from what its frame says: never from this node's
+        copy of the configuration, so that two nodes whose copies differ
+        still agree which of them outranks the other.
+        """
+        return (frame.epoch, frame.priority, frame.name)
 
     def outranked_by(self, frame: wire.Frame) -> bool:
         return outranks(self.rank_of(frame), self.rank())
@@ -777,7 +799,10 @@ class FailoverNode(MultiService):
 
     def frame(self, kind: wire.Kind, seq: int, flags: int = 0) -> wire.Frame:
         role = _WIRE_ROLES.get(self.machine.role, wire.Role.BACKUP)
-        return wire.Frame(kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq, flags=flags)
+        return wire.Frame(
+            kind=kind, name=self.name, role=role, epoch=self.machine.epoch, seq=seq, flags=flags,
+            priority=self.settings.priority, threshold=wire.threshold_ms(self.settings.threshold),
+        )
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
         """Refuse frames from this node's own name or from unknown servers."""
@@ -792,10 +817,35 @@ class FailoverNode(MultiService):
         return True
 
     def heard_from_peer(self, frame: wire.Frame) -> None:
+        tick = self.lease_tick
         gap = self.peer.heard(frame)
         if gap is not None:
             self.log.info("heartbeat from {peer} restored after {gap:.3f}s", peer=frame.name, gap=gap)
         self.machine.observe_peer_epoch(frame.epoch)
+        self._compare_announced(frame)
+        if self.machine.role == LIVE and self._lease is not None and self.lease_tick != tick:
+            self._start_lease()  # the backup announced another threshold: fence in time for it
+
+    def _compare_announced(self, frame: wire.Frame) -> None:
+        """Warn (once for each difference) when the peer announces settings this node's copy does not hold."""
+        server = self.config.servers.get(frame.name)
+        if server is None:
+            return
+        announced = (frame.priority, frame.threshold)
+        copy = (server.priority, round(server.threshold * 1000))
+        if announced == copy:
+            self._differs_logged = None
+            return
+        if self._differs_logged == (frame.name, announced, copy):
+            return
+        self._differs_logged = (frame.name, announced, copy)
+        self.log.warn(
+            "{peer} announces priority {priority} and threshold {threshold:g}s, but this node's copy of {path}"
+            " says priority {copy_priority} and threshold {copy_threshold:g}s: the two nodes read different"
+            " configurations (has one of them failed to reload it?); rank and fencing follow what {peer} announces",
+            peer=frame.name, priority=frame.priority, threshold=frame.threshold / 1000, path=self.config.path,
+            copy_priority=server.priority, copy_threshold=server.threshold,
+        )
 
     def _meet_live(self, frame: wire.Frame) -> None:
         """This live node heard from another live node: the lower rank yields."""
@@ -995,11 +1045,27 @@ class FailoverNode(MultiService):
 
     def check_config(self, config: SharedConfig) -> SharedConfig:
         """
-        Refuse a configuration in which this node has no section.
+        Refuse a configuration in which this node has no section, or in which
+        a server's priority or threshold cannot travel in a heartbeat frame
+        (see L{wire}).
 
-        @raise ConfigError: it has none.
+        @raise ConfigError: it has none, or such a value.
         """
         config.server(self.name)
+        for server in config.servers.values():
+            section = f"server:{server.name}"
+            if not wire.PRIORITY_MIN <= server.priority <= wire.PRIORITY_MAX:
+                raise ConfigError(
+                    config.path, section, "priority", str(server.priority), "out of range",
+                    f"a whole number from {wire.PRIORITY_MIN} to {wire.PRIORITY_MAX}",
+                )
+            try:
+                wire.threshold_ms(server.threshold)
+            except wire.FrameError:
+                raise ConfigError(
+                    config.path, section, "threshold", str(server.threshold), "out of range",
+                    f"a number of seconds from 0.001 to {wire.THRESHOLD_MAX_MS / 1000:.3f}",
+                ) from None
         return config
 
     def apply_config(self, config: SharedConfig) -> None:

@@ -252,8 +252,9 @@ class Forger(threading.Thread):
         import struct
 
         from iwayfailover import auth, wire
+        from wirepeer import peer_frame
 
-        frame = wire.Frame(kind=wire.Kind.HEARTBEAT, name="serv_a", role=wire.Role.LIVE, epoch=10**6, seq=n)
+        frame = peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=10**6, seq=n)
         if n % 2:
             return struct.pack("!I", len(wire.encode(frame))) + wire.encode(frame)  # no hello, no seal
         sock.settimeout(1)

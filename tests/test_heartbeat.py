@@ -20,14 +20,14 @@ from zope.interface.verify import verifyObject
 
 from iwayfailover import auth, wire
 from iwayfailover.heartbeat import HeartbeatFactory, HeartbeatProtocol, IFrameHandler, RefusalLog
-from wirepeer import RING, greet, prefixed, strings
+from wirepeer import RING, greet, peer_frame, prefixed, strings
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 HOST = IPv4Address("TCP", "192.0.2.1", 1200)
 
 
 def frame(seq=1, name="serv_a", kind=wire.Kind.HEARTBEAT, role=wire.Role.LIVE):
-    return wire.Frame(kind=kind, name=name, role=role, epoch=2, seq=seq)
+    return peer_frame(kind, name, role, epoch=2, seq=seq)
 
 
 GARBAGE = prefixed(b"GE" + b"\x00" * 60)

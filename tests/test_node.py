@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from harness import temporary_directory
 from iwayfailover import probe, tls, wire
-from iwayfailover.config import parse_config
+from iwayfailover.config import ConfigError, parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
 from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
 from iwayfailover.role import BACKUP, LIVE, STOPPED as ROLE_STOPPED
@@ -372,6 +372,74 @@ class ConfigChangeTests(NodeTestCase):
         error = self.assertRaises(Exception, node.check_config, other)
         self.assertIn("serv_b", str(error))
         self.assertIn("serv_c", str(error))
+
+
+class AnnouncedSettingsTests(NodeTestCase):
+    """Every frame carries the sender's priority and threshold (frame version 2)."""
+
+    def test_frames_announce_this_nodes_priority_and_threshold(self):
+        """A backup's answer carries its own priority and threshold (in ms) from its section of the file."""
+        node = self.make_node(text=CONFIG.replace("threshold = 2\n\n[listener:web]", "threshold = 2.5\npriority = -3\n\n[listener:web]"))
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+        [answer] = frames_in(transport)
+        self.assertEqual((answer.priority, answer.threshold), (-3, 2500))
+
+    def test_a_reloaded_priority_and_threshold_are_announced_in_the_next_frame(self):
+        """After a reload, the live node's heartbeats announce its new priority and threshold."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, transport = self.outbound(node)
+        node.apply_config(keyed(CONFIG.replace("threshold = 2\n\n[server:serv_b]", "threshold = 4\npriority = 9\n\n[server:serv_b]")))
+        transport.clear()
+        self.reactor.advance(0.5)
+        [heartbeat] = frames_in(transport)
+        self.assertEqual((heartbeat.kind, heartbeat.priority, heartbeat.threshold), (wire.Kind.HEARTBEAT, 9, 4000))
+
+    def test_status_shows_the_priority_and_threshold_the_peer_announced(self):
+        """peer.priority and peer.threshold are what the peer said (null before it is heard), not this node's copy."""
+        node = self.make_node()
+        self.assertEqual((node.status()["peer"]["priority"], node.status()["peer"]["threshold"]), (None, None))
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, priority=4, threshold=1500))
+        peer = json.loads(json.dumps(node.status()))["peer"]
+        self.assertEqual((peer["priority"], peer["threshold"]), (4, 1.5))
+
+    def test_a_peer_announcing_settings_its_copy_does_not_hold_is_reported_once(self):
+        """Announced priority 4 where this node's copy says 0: one warning naming both, not one per heartbeat."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        self.every_half_second(protocol, 3, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE)
+        before = [formatEvent(e) for e in events if "announces priority" in e.get("log_format", "")]
+        self.assertEqual(before, [], "the copies agree: nothing to say")
+        for seq in (10, 11, 12):
+            self.reactor.advance(0.5)
+            protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq, priority=4))
+        [warning] = [formatEvent(e) for e in events if "announces priority" in e.get("log_format", "")]
+        self.assertIn("serv_a announces priority 4 and threshold 2s", warning)
+        self.assertIn("says priority 0 and threshold 2s", warning)
+        self.assertEqual(node.machine.role, BACKUP)
+
+    def test_a_priority_a_frame_cannot_carry_is_refused(self):
+        """priority = 2147483648 does not fit a frame's signed 32 bits: refused at start and on reload, naming the range."""
+        text = CONFIG.replace("threshold = 2\n\n[listener:web]", "threshold = 2\npriority = 2147483648\n\n[listener:web]")
+        error = self.assertRaises(ConfigError, self.make_node, text=text)
+        self.assertIn("[server:serv_b] priority = '2147483648': out of range", str(error))
+        self.assertIn("-2147483648 to 2147483647", str(error))
+        node = self.make_node(name="serv_a")
+        self.assertRaises(ConfigError, node.check_config, keyed(text))
+        self.assertIsNotNone(node.check_config(keyed(text.replace("2147483648", "2147483647"))))
+
+    def test_a_threshold_a_frame_cannot_carry_is_refused(self):
+        """A threshold over 2**32 - 1 ms (about 49.7 days) is refused on reload, naming the range."""
+        node = self.make_node()
+        error = self.assertRaises(ConfigError, node.check_config, keyed(CONFIG.replace("threshold = 2\n\n[listener", "threshold = 5000000\n\n[listener")))
+        self.assertIn("threshold = '5000000.0': out of range", str(error))
+        self.assertIn("0.001 to 4294967.295", str(error))
 
 
 class StatusTests(NodeTestCase):

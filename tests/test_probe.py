@@ -11,9 +11,9 @@ from twisted.trial import unittest
 
 from iwayfailover import auth, probe, wire
 from iwayfailover.heartbeat import RefusalLog
-from wirepeer import RING, frames_in, greet, prefixed
+from wirepeer import RING, frames_in, greet, peer_frame, prefixed
 
-QUESTION = wire.Frame(kind=wire.Kind.QUERY, name="serv_b", role=wire.Role.BACKUP, epoch=0, seq=0)
+QUESTION = peer_frame(wire.Kind.QUERY, "serv_b", wire.Role.BACKUP, epoch=0, seq=0)
 
 
 class QueryTests(unittest.TestCase):
@@ -44,7 +44,7 @@ class QueryTests(unittest.TestCase):
     def test_an_answer_is_answered(self):
         """An answer frame gives ANSWERED with the frame: the node is alive."""
         protocol, transport = self.connect()
-        answer = wire.Frame(kind=wire.Kind.ANSWER, name="serv_a", role=wire.Role.LIVE, epoch=3, seq=0)
+        answer = peer_frame(wire.Kind.ANSWER, "serv_a", wire.Role.LIVE, epoch=3, seq=0)
         protocol.dataReceived(prefixed(transport.far.seal(wire.encode(answer))))
         reply = self.successResultOf(self.reply)
         self.assertEqual((reply.frame, reply.outcome, reply.gone), (answer, probe.ANSWERED, False))
@@ -102,7 +102,7 @@ class QueryTests(unittest.TestCase):
     def test_an_answer_signed_with_another_key_proves_nothing(self):
         """An answer this node refuses (another key) ends the probe inconclusive, not gone."""
         protocol, transport = self.connect(ring=auth.KeyRing(keys=(b"x" * 40,)))
-        answer = wire.Frame(kind=wire.Kind.ANSWER, name="serv_a", role=wire.Role.LIVE, epoch=3, seq=0)
+        answer = peer_frame(wire.Kind.ANSWER, "serv_a", wire.Role.LIVE, epoch=3, seq=0)
         protocol.dataReceived(prefixed(transport.far.seal(wire.encode(answer))))
         protocol.connectionLost(Failure(ConnectionDone()))
         reply = self.successResultOf(self.reply)

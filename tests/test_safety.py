@@ -18,7 +18,7 @@ from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from harness import temporary_directory
 from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
-from wirepeer import RING, keyed, prefixed, strings
+from wirepeer import RING, keyed, peer_frame, prefixed, strings
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
 
@@ -49,10 +49,50 @@ def self_signed_pem(folder):
 
 
 def answer(role, epoch=0, seq=1, name="serv_a"):
-    return wire.Frame(kind=wire.Kind.ANSWER, name=name, role=role, epoch=epoch, seq=seq)
+    return peer_frame(wire.Kind.ANSWER, name, role, epoch=epoch, seq=seq)
 
 
-class FencingTests(NodeTestCase):
+class PairTestCase(NodeTestCase):
+    """Two whole nodes, each on its own clock, linked by in-memory transports."""
+
+    def live_pair(self, text_a, text_b):
+        """
+        serv_a and serv_b, both started live (each reading its own copy of
+        the file), each linked to the other's heartbeat port: the nodes and
+        the links. C{self.reactors} holds their clocks.
+        """
+        a = self.make_node(name="serv_a", backup=False, text=text_a)
+        reactor_a = self.reactor
+        b = self.make_node(name="serv_b", backup=False, text=text_b)
+        self.reactors = (reactor_a, self.reactor)
+        links = []
+        for node, dialler_reactor, target in ((a, reactor_a, b), (b, self.reactor, a)):
+            host, port, factory, _, _ = dialler_reactor.tcpClients[-1]
+            client = factory.buildProtocol(None)
+            address = IPv4Address("TCP", "10.9.9.1" if target is b else "10.9.9.2", 40000)
+            server = target.heartbeat_factory.buildProtocol(address)
+            server_transport = StringTransport(peerAddress=address)
+            server.makeConnection(server_transport)
+            client_transport = StringTransport()
+            client.makeConnection(client_transport)
+            links.append((client, client_transport, server, server_transport))
+        return a, b, links
+
+    def exchange(self, links, rounds):
+        """Deliver what each side of each link has written, both ways, C{rounds} times."""
+        for _ in range(rounds):
+            for client, client_transport, server, server_transport in links:
+                self.deliver(client_transport, server)
+                self.deliver(server_transport, client)
+
+    def deliver(self, transport, protocol):
+        data = transport.value()
+        transport.clear()
+        if data:
+            protocol.dataReceived(data)
+
+
+class FencingTests(PairTestCase):
     def test_live_node_yields_to_a_live_peer_with_a_higher_epoch(self):
         """A heartbeat from a live peer of higher epoch makes a live node stop serving and become its backup."""
         node = self.make_node(name="serv_b", backup=False)
@@ -102,32 +142,67 @@ class FencingTests(NodeTestCase):
 
     def test_two_live_nodes_settle_to_one_within_one_heartbeat(self):
         """Two live nodes linked to each other: after one heartbeat each way exactly one is live, and it stays so."""
-        a = self.make_node(name="serv_a", backup=False)
-        reactor = self.reactor
-        b = self.make_node(name="serv_b", backup=False)
-        links = []
-        for node, dialler_reactor, target in ((a, reactor, b), (b, self.reactor, a)):
-            host, port, factory, _, _ = dialler_reactor.tcpClients[-1]
-            client = factory.buildProtocol(None)
-            address = IPv4Address("TCP", "10.9.9.1" if target is b else "10.9.9.2", 40000)
-            server = target.heartbeat_factory.buildProtocol(address)
-            server_transport = StringTransport(peerAddress=address)
-            server.makeConnection(server_transport)
-            client_transport = StringTransport()
-            client.makeConnection(client_transport)
-            links.append((client, client_transport, server, server_transport))
-        for _ in range(4):
-            for client, client_transport, server, server_transport in links:
-                self.deliver(client_transport, server)
-                self.deliver(server_transport, client)
+        a, b, links = self.live_pair(CONFIG, CONFIG)
+        self.exchange(links, 4)
         self.assertEqual(sorted([a.machine.role, b.machine.role]), [BACKUP, LIVE])
         self.assertEqual(a.machine.role, LIVE, "serv_a sorts first at equal epochs and priorities")
 
-    def deliver(self, transport, protocol):
-        data = transport.value()
-        transport.clear()
-        if data:
-            protocol.dataReceived(data)
+def priorities(serv_a, serv_b, text=CONFIG):
+    """C{text} with a priority for each server: one node's copy of the shared file."""
+    return text.replace(
+        "threshold = 2\n\n[server:serv_b]", f"threshold = 2\npriority = {serv_a}\n\n[server:serv_b]"
+    ).replace("threshold = 2\n\n[listener:web]", f"threshold = 2\npriority = {serv_b}\n\n[listener:web]")
+
+
+class DivergentCopiesTests(PairTestCase):
+    """
+    The two nodes read different copies of the configuration (one could not
+    reload the share): rank is decided from what each node announces on the
+    wire, so they still agree which of them stays live (issue 11, failure 5).
+    """
+
+    def test_copies_that_each_rank_the_other_lower_still_leave_exactly_one_live(self):
+        """serv_a's copy says 5 vs 1, serv_b's says 2 vs 7: each announces its own (5 and 7); serv_a yields, serv_b stays, for good."""
+        a, b, links = self.live_pair(priorities(5, 1), priorities(2, 7))
+        self.exchange(links, 4)
+        self.assertEqual((a.machine.role, b.machine.role), (BACKUP, LIVE), "serv_b announced the higher priority")
+        self.assertIn("serv_b is live too", a.machine.cause)
+        self.assertEqual(a.status()["peer"]["priority"], 7, "the priority serv_b announced, not serv_a's copy")
+        for _ in range(10):  # heartbeats go on: nobody flaps
+            for reactor in self.reactors:
+                reactor.advance(0.5)
+            self.exchange(links, 2)
+        self.assertEqual((a.machine.role, b.machine.role), (BACKUP, LIVE))
+        self.assertNotIn(BACKUP, [t.role for t in b.machine.transitions], "serv_b never left the live role")
+
+    def test_copies_that_each_rank_the_other_higher_do_not_make_both_yield(self):
+        """serv_a's copy says 1 vs 9, serv_b's says 9 vs 1: both announce 1, so the name decides and serv_a stays live."""
+        a, b, links = self.live_pair(priorities(1, 9), priorities(9, 1))
+        self.exchange(links, 4)
+        self.assertEqual((a.machine.role, b.machine.role), (LIVE, BACKUP))
+
+    def test_both_nodes_compute_the_same_order_from_the_frames(self):
+        """Each node ranks the other from its frames: exactly one of the two is outranked, whatever the copies say."""
+        a = self.make_node(name="serv_a", backup=True, text=priorities(5, 1))
+        b = self.make_node(name="serv_b", backup=True, text=priorities(2, 7))
+        from_a, from_b = a.frame(wire.Kind.HEARTBEAT, 1), b.frame(wire.Kind.HEARTBEAT, 1)
+        self.assertEqual((from_a.priority, from_b.priority), (5, 7))
+        self.assertEqual((a.outranked_by(from_b), b.outranked_by(from_a)), (True, False))
+
+    def test_the_startup_check_ranks_a_starting_peer_by_what_it_announces(self):
+        """serv_a's copy gives serv_b priority 0, but serv_b (starting too) announces 3: serv_a starts as backup."""
+        node = self.make_node(
+            name="serv_a", backup=False, answer=peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.STARTING, priority=3),
+        )
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertIn("outranks this node", node.machine.cause)
+
+    def test_a_live_node_meeting_a_live_peer_ranks_it_by_its_announced_priority(self):
+        """serv_a's copy gives serv_b priority -5; serv_b's heartbeat announces 1 (above serv_a's 0): serv_a yields."""
+        node = self.make_node(name="serv_a", backup=False, text=priorities(0, -5))
+        protocol, _ = self.inbound(node, host="10.9.9.2")
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE, priority=1))
+        self.assertEqual(node.machine.role, BACKUP)
 
 
 class StartupCheckTests(NodeTestCase):
@@ -490,6 +565,37 @@ class WitnessTests(NodeTestCase):
         self.assertEqual(node._lease.interval, 0.25)
         node.apply_config(keyed(WITNESS_CONFIG.replace("threshold = 2", "threshold = 0.8"), "/share/iway.ini"))
         self.assertEqual(node._lease.interval, 0.1)
+
+    def test_a_live_node_fences_by_the_threshold_its_backup_announced(self):
+        """serv_b announces a 1 s threshold though serv_a's copy says 2 s: cut off, serv_a fences within 0.5 s + a tick, not 1 s."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, _ = self.outbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, threshold=1000))
+        self.witness = None
+        self.assertEqual(node.peer_threshold, 1.0)
+        self.step(0.45)
+        self.assertEqual(node.machine.role, LIVE, "not before half the announced threshold")
+        self.step(0.2)
+        self.assertEqual(node.machine.role, BACKUP, "the copy's 2 s would have kept it live until 1 s")
+        self.assertIn("self-fenced", node.machine.cause)
+
+    def test_a_lower_threshold_announced_by_the_backup_shortens_the_fence_checks_at_once(self):
+        """The lease tick follows the backup's announced threshold (0.8 s: a tick of 0.1 s) as soon as it is heard."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertEqual(node._lease.interval, 0.25)
+        _, protocol, _ = self.outbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, threshold=800))
+        self.assertEqual(node._lease.interval, 0.1)
+
+    def test_the_copy_of_the_backups_threshold_serves_only_until_the_backup_is_heard(self):
+        """Before any answer the copy's 2 s counts; after one, the backup's announced 3 s, even once the link is gone."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertEqual(node.peer_threshold, 2.0)
+        _, protocol, _ = self.outbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, threshold=3000))
+        self.assertEqual(node.peer_threshold, 3.0)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(node.peer_threshold, 3.0)
 
     def test_answering_backup_keeps_the_live_node_live_without_asking_witnesses(self):
         """While the backup answers, the live node does not even ask the witnesses."""

@@ -2,6 +2,11 @@
 The far end of an authenticated heartbeat connection, played by a test:
 it answers the hello of a protocol under test, seals the frames the test
 sends and opens the ones the protocol wrote to its StringTransport.
+
+The frames it sends announce the priority and threshold the far end would
+have with test_node's CONFIG (priority 0, threshold 2 s) unless a test says
+otherwise: a node under test must take them from the frame, not from its
+own copy of the configuration.
 """
 
 import struct
@@ -12,6 +17,10 @@ from iwayfailover.config import parse_config
 KEY = b"k" * 40
 RING = auth.KeyRing(keys=(KEY,), source="/share/failover.key")
 FAR_NONCE = bytes(range(16))
+PRIORITY = 0
+"""The priority the far end announces by default (the configuration's default)."""
+THRESHOLD_MS = 2000
+"""The threshold the far end announces by default, in milliseconds (test_node's CONFIG says 2 s)."""
 
 
 def prefixed(body):
@@ -57,8 +66,16 @@ def sealed(protocol, frame):
     return prefixed(protocol.transport.far.seal(wire.encode(frame)))
 
 
-def frame_bytes(protocol, kind, name, role, epoch=0, seq=1, flags=0):
-    return sealed(protocol, wire.Frame(kind=kind, name=name, role=role, epoch=epoch, seq=seq, flags=flags))
+def peer_frame(kind, name, role, epoch=0, seq=1, flags=0, priority=PRIORITY, threshold=THRESHOLD_MS):
+    """A frame as the far end makes it, announcing C{priority} and C{threshold} (milliseconds)."""
+    return wire.Frame(
+        kind=kind, name=name, role=role, epoch=epoch, seq=seq, flags=flags, priority=priority, threshold=threshold,
+    )
+
+
+def frame_bytes(protocol, kind, name, role, epoch=0, seq=1, flags=0, priority=PRIORITY, threshold=THRESHOLD_MS):
+    """A frame of the far end of C{protocol}'s connection, sealed and prefixed, ready for dataReceived."""
+    return sealed(protocol, peer_frame(kind, name, role, epoch, seq, flags, priority, threshold))
 
 
 def frames_in(transport):
