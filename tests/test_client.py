@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer, verify
 
-from harness import free_port
+from harness import refused_port
 from iwayfailover.client import FailoverClientEndpoint, FailoverConnectError, failover_string, parse_failover
 
 
@@ -312,7 +312,7 @@ class RealAddressTests(TestCase):
     def test_a_refused_first_address_connects_to_the_second(self):
         """Nothing listens on the first port: the connection is made to the second, well within the timeout."""
         backup = self.listening().getsockname()[1]
-        words = self.connect(free_port(), backup, timeout=5)
+        words = self.connect(refused_port(self), backup, timeout=5)
         self.assertEqual(words[:2], ["connected", str(backup)])
         self.assertLess(float(words[2]), 2.0)
 
@@ -326,7 +326,7 @@ class RealAddressTests(TestCase):
 
     def test_all_addresses_dead_fails_naming_each(self):
         """Both refused: the failure names both addresses."""
-        first, second = free_port(), free_port()
+        first, second = refused_port(self), refused_port(self)
         output = " ".join(self.connect(first, second, timeout=1))
         self.assertIn(f"127.0.0.1:{first}:", output)
         self.assertIn(f"127.0.0.1:{second}:", output)
