@@ -44,9 +44,9 @@ def temporary_directory(testcase) -> str:
 # ephemeral range, from which the kernel also picks the source port of every
 # outbound connection and every other port-0 bind on the host, so anything
 # may take it in between. A process that picks its own port (listens on port
-# 0) and reports it would avoid that, but a node reports no bound port
-# (neither /api/status nor a log line that names one listener), and most of
-# these ports must be in the shared file before either node starts: both
+# 0) and reports it would avoid that, but a node does not say which port it
+# got (not in /api/status; Twisted's "Site starting on N" log lines do not
+# name the listener or the console), and most of these ports must be in the shared file before either node starts: both
 # nodes read each other's heartbeat port there, iwsrv finds the console
 # there, and a shared listener's port is the same on both nodes.
 #
@@ -58,9 +58,10 @@ def temporary_directory(testcase) -> str:
 # skips any port already in use) or another test process, which takes its
 # ports from the same cursor under the same lock, so two test processes
 # never hand out the same port until the cursor has gone round the whole
-# range. The cursor file stays in the temporary folder on purpose: it holds
-# one number, and removing a lock file that another process may hold would
-# break the lock. Processes share it when they share TMPDIR.
+# range. The cursor file is the one file the tests leave in the temporary
+# folder, on purpose: it holds one number, and removing a lock file that
+# another process may hold would break the lock. Processes share it when
+# they share TMPDIR.
 
 _PORTS_FILE = os.path.join(tempfile.gettempdir(), "iwayfailover-test-ports")
 _TEST_PORTS_FROM = 20000
