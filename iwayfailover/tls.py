@@ -35,8 +35,8 @@ from twisted.internet import defer, ssl
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.endpoints import (
     HostnameEndpoint, SSL4ServerEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString, serverFromString,
-    wrapClientTLS,
 )
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
@@ -212,7 +212,36 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
         extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
     )
     seconds = float(kwargs.get("timeout", timeout))
-    return wrapClientTLS(creator, _tcp(reactor, host, int(port), seconds))
+    return TLSClientEndpoint(reactor, creator, _tcp(reactor, host, int(port), seconds), host, int(port))
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """
+    TLS over a TCP client endpoint, as Twisted's C{wrapClientTLS} makes it,
+    with what it was built from kept where callers and tests can read it.
+    The TLS layer's timer (it gathers small writes until the next turn of
+    the reactor) runs on C{reactor}, not on the global reactor.
+
+    @ivar host: the host name or address dialled, checked against the certificate.
+    @ivar port: the port dialled.
+    @ivar creator: the client connection creator of L{ssl.optionsForClientTLS}
+        (host name check, trust roots, client certificate, TLS 1.2 at least).
+    @ivar endpoint: the TCP endpoint under TLS: L{TCP4ClientEndpoint} or
+        L{TCP6ClientEndpoint} for an address, L{HostnameEndpoint} for a name.
+    """
+
+    def __init__(self, reactor, creator, endpoint, host: str, port: int):
+        self.reactor = reactor
+        self.creator = creator
+        self.endpoint = endpoint
+        self.host = host
+        self.port = port
+
+    def connect(self, factory):
+        """Connect C{factory}'s protocol over TLS; the Deferred fires with that protocol once TCP is up."""
+        wrapper = TLSMemoryBIOFactory(self.creator, True, factory, clock=self.reactor)
+        return self.endpoint.connect(wrapper).addCallback(lambda protocol: protocol.wrappedProtocol)
 
 
 @implementer(IStreamClientEndpoint)

@@ -1,5 +1,6 @@
 """
-End-to-end harness: real twistd processes on 127.0.0.1 and ephemeral ports.
+End-to-end harness: real twistd processes on 127.0.0.1, on ports handed out
+by L{allocate_port} (see there why not the kernel's ephemeral ports).
 
 Every wait is on a condition with a deadline; every process a test starts
 is killed and reaped when the test ends, whatever its outcome.
@@ -7,6 +8,8 @@ is killed and reaped when the test ends, whatever its outcome.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import http.client
 import json
 import os
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Sequence
 
 from iwayfailover import auth
 
@@ -33,11 +37,118 @@ def temporary_directory(testcase) -> str:
     return path
 
 
-def free_port() -> int:
-    """An ephemeral TCP port on 127.0.0.1 that was free a moment ago."""
+# Ports for the processes a test starts.
+#
+# Binding port 0, closing the socket and handing the number to a process
+# that binds it later is a race: the number comes from the kernel's
+# ephemeral range, from which the kernel also picks the source port of every
+# outbound connection and every other port-0 bind on the host, so anything
+# may take it in between. A process that picks its own port (listens on port
+# 0) and reports it would avoid that, but a node does not say which port it
+# got (not in /api/status; Twisted's "Site starting on N" log lines do not
+# name the listener or the console), and most of these ports must be in the shared file before either node starts: both
+# nodes read each other's heartbeat port there, iwsrv finds the console
+# there, and a shared listener's port is the same on both nodes.
+#
+# So the ports come from a range outside the ephemeral one (20000 up to the
+# start of the ephemeral range, when that starts at 32768 as by default).
+# The kernel never picks a port there by itself, neither for an outbound
+# connection nor for a bind to port 0, so only something binding that very
+# number could take it: a service with a fixed port (the bind check below
+# skips any port already in use) or another test process, which takes its
+# ports from the same cursor under the same lock, so two test processes
+# never hand out the same port until the cursor has gone round the whole
+# range. The cursor file is the one file the tests leave in the temporary
+# folder, on purpose: it holds one number, and removing a lock file that
+# another process may hold would break the lock. Processes share it when
+# they share TMPDIR.
+
+_PORTS_FILE = os.path.join(tempfile.gettempdir(), "iwayfailover-test-ports")
+_TEST_PORTS_FROM = 20000
+_CURSOR_WIDTH = 8
+
+
+def allocation_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> range:
+    """
+    The ports L{allocate_port} hands out: from 20000 to just below the
+    kernel's ephemeral range, or above it when that leaves more room.
+
+    @raise RuntimeError: if the ephemeral range leaves fewer than 1000 ports outside it.
+    """
+    try:
+        with open(path) as f:
+            low, high = (int(n) for n in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    below = range(_TEST_PORTS_FROM, max(low, _TEST_PORTS_FROM))
+    above = range(max(high + 1, _TEST_PORTS_FROM), 65536)
+    chosen = max(below, above, key=len)
+    if len(chosen) < 1000:
+        raise RuntimeError(
+            f"the ephemeral port range {low}-{high} ({path}) leaves no room for test ports above {_TEST_PORTS_FROM}"
+        )
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    """
+    Could a server bind C{port} now, on any IPv4 address? With SO_REUSEADDR
+    as Twisted's ports set it, so a port a test has finished with and left
+    in TIME_WAIT counts as free, and one something listens on does not.
+    """
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def allocate_port(path: str = None, ports: Sequence[int] = None) -> int:
+    """
+    A TCP port for a process a test starts, that no other test process has
+    been given and nothing is bound to: the next free port of C{ports}
+    (L{allocation_range}) after the shared cursor in C{path} (the temporary
+    folder's C{iwayfailover-test-ports}), read and moved on under an
+    exclusive lock. The cursor wraps round at the end of C{ports}.
+    """
+    ports = ports or allocation_range()
+    fd = os.open(path or _PORTS_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            cursor = int(os.pread(fd, _CURSOR_WIDTH, 0) or b"0")
+        except ValueError:
+            cursor = 0
+        start = ports.index(cursor) if cursor in ports else 0
+        for step in range(len(ports)):
+            index = (start + step) % len(ports)
+            if _bindable(ports[index]):
+                break
+        else:
+            raise RuntimeError(f"no free port in {ports[0]}-{ports[-1]}")
+        # Written over in place at a fixed width: no truncation, which on
+        # ext4 makes the close wait for the disk.
+        os.pwrite(fd, str(ports[(index + 1) % len(ports)]).rjust(_CURSOR_WIDTH).encode(), 0)
+        return ports[index]
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def refused_port(testcase) -> int:
+    """
+    A port on 127.0.0.1 that refuses connections until C{testcase} ends: a
+    socket of this process is bound to it and never listens (Linux answers
+    a connection to it with a reset), so nothing else can take the port
+    meanwhile.
+    """
+    s = socket.socket()
+    testcase.addCleanup(s.close)
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def wait_for(condition, timeout: float, what: str, poll: float = 0.02):
@@ -225,7 +336,7 @@ class Pair:
         os.makedirs(self.www, exist_ok=True)
         with open(os.path.join(self.www, "index.html"), "w") as f:
             f.write("served by the live node\n")
-        self.ports = {k: free_port() for k in ("hb_a", "hb_b", "console_a", "console_b", "web", "web_a", "web_b")}
+        self.ports = {k: allocate_port() for k in ("hb_a", "hb_b", "console_a", "console_b", "web", "web_a", "web_b")}
         consoles = consoles or (
             f"tcp:{self.ports['console_a']}:interface=127.0.0.1", f"tcp:{self.ports['console_b']}:interface=127.0.0.1"
         )
@@ -252,7 +363,7 @@ class Pair:
         self.listener_ports = [self.ports["web"]]
         if listener_count is not None:
             # N channels served by whichever node is live, each on a port of its own.
-            self.listener_ports = [free_port() for _ in range(listener_count)]
+            self.listener_ports = [allocate_port() for _ in range(listener_count)]
             servers = f"servers = {listener_servers}\n" if listener_servers else ""
             self.listeners = "".join(
                 f"\n[listener:web{n}]\nplugin = web --listen tcp:{port}:interface=127.0.0.1 --path {{www}}\n{servers}"

@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer, verify
 
-from harness import free_port
+from harness import refused_port
 from iwayfailover.client import FailoverClientEndpoint, FailoverConnectError, failover_string, parse_failover
 
 
@@ -187,6 +187,16 @@ class EndpointTests(TestCase):
         self.assertRaises(ValueError, FailoverClientEndpoint, Clock(), [WorkingEndpoint()], 0)
 
 
+def dialled(reactor, endpoints):
+    """Where each endpoint connects: the (host, port) it asks C{reactor} to dial when connected."""
+    places = []
+    for endpoint in endpoints:
+        endpoint.connect(Factory.forProtocol(Protocol))
+        host, port, _, _, _ = reactor.tcpClients[-1]
+        places.append((host, port))
+    return places
+
+
 class StringTests(TestCase):
     def test_the_endpoint_plugin_file_is_installed(self):
         """The wheel carries twisted/plugins/iwayfailover_endpoints.py (setup.cfg's package_data lists it)."""
@@ -195,16 +205,18 @@ class StringTests(TestCase):
 
     def test_client_from_string_finds_the_failover_plugin(self):
         """clientFromString(reactor, "failover:...") builds a FailoverClientEndpoint through the installed plugin."""
-        endpoint = clientFromString(MemoryReactorClock(), r"failover:iam1\:8080:iam2\:8080:timeout=2")
+        reactor = MemoryReactorClock()
+        endpoint = clientFromString(reactor, r"failover:iam1\:8080:iam2\:8080:timeout=2")
         self.assertIsInstance(endpoint, FailoverClientEndpoint)
         self.assertEqual(endpoint.names, ["iam1:8080", "iam2:8080"])
         self.assertEqual(endpoint.timeout, 2.0)
-        self.assertEqual([(e._host, e._port) for e in endpoint.endpoints], [("iam1", 8080), ("iam2", 8080)])
+        self.assertEqual(dialled(reactor, endpoint.endpoints), [("iam1", 8080), ("iam2", 8080)])
 
     def test_an_address_may_be_a_whole_client_endpoint_string(self):
         """Each address is host:port, [v6]:port or an escaped endpoint string such as tcp:host=...:port=...."""
-        endpoint = clientFromString(MemoryReactorClock(), r"failover:[\:\:1]\:8080:tcp\:host\=iam2\:port\=81\:timeout\=1")
-        self.assertEqual([(e._host, e._port) for e in endpoint.endpoints], [("::1", 8080), ("iam2", 81)])
+        reactor = MemoryReactorClock()
+        endpoint = clientFromString(reactor, r"failover:[\:\:1]\:8080:tcp\:host\=iam2\:port\=81\:timeout\=1")
+        self.assertEqual(dialled(reactor, endpoint.endpoints), [("::1", 8080), ("iam2", 81)])
 
     def test_failover_string_escapes_what_clientfromstring_unescapes(self):
         """failover_string() writes the string that gives back the same addresses."""
@@ -300,7 +312,7 @@ class RealAddressTests(TestCase):
     def test_a_refused_first_address_connects_to_the_second(self):
         """Nothing listens on the first port: the connection is made to the second, well within the timeout."""
         backup = self.listening().getsockname()[1]
-        words = self.connect(free_port(), backup, timeout=5)
+        words = self.connect(refused_port(self), backup, timeout=5)
         self.assertEqual(words[:2], ["connected", str(backup)])
         self.assertLess(float(words[2]), 2.0)
 
@@ -314,7 +326,7 @@ class RealAddressTests(TestCase):
 
     def test_all_addresses_dead_fails_naming_each(self):
         """Both refused: the failure names both addresses."""
-        first, second = free_port(), free_port()
+        first, second = refused_port(self), refused_port(self)
         output = " ".join(self.connect(first, second, timeout=1))
         self.assertIn(f"127.0.0.1:{first}:", output)
         self.assertIn(f"127.0.0.1:{second}:", output)

@@ -65,6 +65,14 @@ class ProtocolHarness:
     """Builds a HeartbeatProtocol on a StringTransport, with log events captured."""
 
     def setUp(self):
+        self.make_fixtures()
+
+    def make_fixtures(self):
+        """
+        A fresh clock and refusal log, with nothing recorded yet: setUp's
+        work, and what a property test calls before each of its examples
+        (it registers no cleanup, so calling it again leaves nothing behind).
+        """
         self.clock = Clock()
         self.refusal_events = []
         self.handler_failures = []
@@ -755,7 +763,8 @@ class ProtocolFuzzTests(ProtocolHarness, unittest.TestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=600), st.booleans())
     def test_any_bytes_deliver_no_frame_and_raise_nothing(self, data, after_hello):
-        self.setUp()
+        """Whatever bytes arrive, in pieces, before or after the hello: no frame reaches the handler and nothing raises."""
+        self.make_fixtures()
         self.connect(hello=after_hello)
         for start in range(0, len(data), 37):  # in pieces, as TCP may deliver them
             self.protocol.dataReceived(data[start:start + 37])

@@ -11,6 +11,7 @@ from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -65,6 +66,16 @@ class FakeListenerService(Service):
         self.started.append(self.spec.name)
 
 
+def dialled(reactor, endpoint):
+    """
+    Where C{endpoint} connects: the (host, port) it asks C{reactor} to dial
+    when connected. The attempt is taken back off the reactor's records, so
+    a test that reads the node's own connections there does not see it.
+    """
+    endpoint.connect(Factory.forProtocol(Protocol))
+    host, port, _, _, _ = reactor.tcpClients.pop()
+    reactor.connectors.pop()
+    return host, port
 
 
 class NodeTestCase(unittest.TestCase):
@@ -94,7 +105,7 @@ class NodeTestCase(unittest.TestCase):
                 _, (host, port), _ = tls.split(target.description)
                 self.probes.append(("tls", host, int(port), target.timeout))
             else:
-                self.probes.append((target._host, target._port, timeout))  # a crash probe
+                self.probes.append((*dialled(self.reactor, target), timeout))  # a crash probe
             return defer.succeed(self.crash_probe)
 
         def reach_any(reactor, addresses, timeout):

@@ -17,7 +17,7 @@ from iwayfailover.listeners import ACTIVE, STOPPED, WAITING
 from iwayfailover.node import SwitchoverRefused
 from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
 from harness import temporary_directory
-from test_node import CONFIG, NodeTestCase, frame_bytes, frames_in
+from test_node import CONFIG, NodeTestCase, dialled, frame_bytes, frames_in
 from wirepeer import RING, keyed, peer_frame, prefixed, strings
 
 WITNESS_CONFIG = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nwitness = 10.9.9.9:22")
@@ -210,7 +210,7 @@ class StartupCheckTests(NodeTestCase):
         """Before serving, a node started live sends a query to its backup location."""
         self.make_node(name="serv_a", backup=False)
         [(target, frame, timeout)] = self.queries
-        self.assertEqual((target._host, target._port), ("10.9.9.2", 1200))
+        self.assertEqual(dialled(self.reactor, target), ("10.9.9.2", 1200))
         self.assertEqual((frame.kind, frame.role), (wire.Kind.QUERY, wire.Role.STARTING))
         self.assertLessEqual(timeout, 2.0)
 
