@@ -229,6 +229,7 @@ class ProcessChannel:
     try it again by itself."""
 
     retrying = False
+    """Never set: see L{iwayfailover.listeners.Listener.retrying}."""
 
     def __init__(self, spec: ListenerSettings, reactor, wall: Callable[[], float] = time.time,
                  signal_group: Optional[Callable[..., bool]] = None,
