@@ -4,6 +4,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
     iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]   hand the live role to the backup
+    iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--json]   try a FAILED listener again
     iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
     iwsrv adduser FILE USER [--password-stdin]                   add a console user (asks the password twice)
 """
@@ -22,6 +23,8 @@ from iwayfailover.tap import default_config, default_name
 STATUS_TIMEOUT = 5.0
 SWITCHOVER_TIMEOUT = 60.0
 """Longest wait for a switchover: the live node gives up on its own after its backup's threshold (at least 5 s)."""
+RESTART_TIMEOUT = 30.0
+"""Longest wait for a listener's restart (its ports bound, or its program spawned)."""
 
 
 class StatusOptions(usage.Options):
@@ -154,11 +157,13 @@ def format_status(status: dict) -> str:
         out.append("")
         name_width = max(len("LISTENER"), *(len(n) for n in listeners))
         since_width = max(len("SINCE"), *(len(entry.get("since", "")) for entry in listeners.values()))
-        reasons = any(entry.get("reason") for entry in listeners.values())
+        reasons = any(entry.get("reason") or entry.get("retry_in") is not None for entry in listeners.values())
         header = f"{'LISTENER'.ljust(name_width)}  {'STATE':9} {'SINCE'.ljust(since_width)}" + ("  REASON" if reasons else "")
         out.append(header.rstrip())
         for name, entry in listeners.items():
             reason = f"  {entry['reason']}" if entry.get("reason") else ""
+            if entry.get("retry_in") is not None:
+                reason += f" (automatic retry {entry.get('retries', 0) + 1} in {entry['retry_in']:.1f}s)"
             out.append(f"{name.ljust(name_width)}  {entry['state']:9} {entry.get('since', '').ljust(since_width)}{reason}".rstrip())
     else:
         out.append("")
@@ -362,7 +367,7 @@ def switchover(config, name, call, confirm, token=lambda server: None):
     return run()
 
 
-def console_token(name: str, state_dir=None) -> str:
+def console_token(name: str, state_dir=None, command: str = "switchover") -> str:
     """
     The console token of the node C{name} on this host, from C{state_dir}
     or its default state dir.
@@ -377,7 +382,7 @@ def console_token(name: str, state_dir=None) -> str:
         token = read_token(folder)
     except OSError as e:
         raise CommandError(
-            f"cannot read {name}'s console token {folder}/{TOKEN_FILE} ({e.strerror or e}): run iwsrv switchover on"
+            f"cannot read {name}'s console token {folder}/{TOKEN_FILE} ({e.strerror or e}): run iwsrv {command} on"
             f" {name}'s host, as the user it runs as (or root), with --state-dir if it runs with one", 2,
         ) from None
     if not re.fullmatch(r"[0-9a-f]{64}", token):
@@ -414,6 +419,88 @@ def switchover_main(argv, confirm=ask_on_terminal) -> int:
         return work
 
     return _run("switchover", argv, SwitchoverOptions(), prepare)
+
+
+class RestartListenerOptions(StatusOptions):
+    synopsis = "Usage: iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--state-dir DIR] [--json]"
+    optFlags = [["json", "j", "Print the listener's status entry as JSON."]]
+    optParameters = [
+        ["state-dir", None, None,
+         "The node's state dir, where it keeps its console token. [default: the per-user one of its name]"],
+    ]
+
+    longdesc = (
+        "Try a FAILED listener of the node --name again, now: a live node starts it, a backup makes it"
+        " WAITING. A live node also retries a FAILED listener by itself, with a growing pause."
+    )
+
+    def parseOptions(self, options=None):
+        options = list(sys.argv[1:] if options is None else options)
+        if options and not options[0].startswith("-"):
+            options.append(options.pop(0))  # the listener first, as in the synopsis, then the options
+        super().parseOptions(options)
+
+    def parseArgs(self, listener):
+        self["listener"] = listener
+
+
+def restart_listener(config, name, listener, call, token=lambda server: None):
+    """
+    Ask the node C{name} to restart its FAILED listener C{listener}.
+
+    @param call: C{call(client_string, method, path, timeout, headers)}: a
+        Deferred of C{(http_code, json_body)} from a console (L{call_console}).
+    @param token: C{token(server)}: the server's console token, which logs
+        this command in (raising L{CommandError} when it cannot be read).
+    @return: a Deferred of the listener's status entry once restarted
+        (ACTIVE, STARTING or WAITING), failing with L{CommandError} when the
+        node refused, could not be asked, or the listener is FAILED again.
+    """
+    from urllib.parse import quote
+
+    from twisted.internet import defer
+
+    @defer.inlineCallbacks
+    def run():
+        server, client = _console_of(config, name)
+        secret = token(server)
+        headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
+        path = b"/api/restart-listener?listener=" + quote(listener, safe="").encode("ascii")
+        code, body = yield _reach(server, call(client, b"POST", path, RESTART_TIMEOUT, headers))
+        if code != 200:
+            why = body.get("error") if isinstance(body, dict) else None
+            raise CommandError(f"{server.name} refused to restart listener {listener}: {why or f'HTTP {code}'}")
+        if body.get("state") == "FAILED":
+            raise CommandError(f"listener {listener} on {server.name} is FAILED again: {body.get('reason') or 'no reason given'}")
+        return body
+
+    return run()
+
+
+def format_restart(name: str, body: dict) -> str:
+    return f"listener {body.get('listener', '?')} on {name} restarted: {body.get('state', '?')}"
+
+
+def restart_listener_main(argv) -> int:
+    """Ask a node to try one of its FAILED listeners again."""
+
+    def prepare(options, config):
+        # A bad name, no console, no token: say so before any network.
+        server, _ = _console_of(config, options["name"])
+        secret = console_token(server.name, options["state-dir"], "restart-listener")
+
+        def work(reactor):
+            def call(client, method, path, timeout, headers=None):
+                return call_console(reactor, client, method, path, timeout, headers)
+
+            d = restart_listener(config, options["name"], options["listener"], call, lambda server: secret)
+            return d.addCallback(
+                lambda body: json.dumps(body, indent=2) if options["json"] else format_restart(server.name, body)
+            )
+
+        return work
+
+    return _run("restart-listener", argv, RestartListenerOptions(), prepare)
 
 
 class KeygenOptions(usage.Options):
@@ -517,6 +604,8 @@ def main(argv=None) -> int:
         return status_main(argv[1:])
     if argv and argv[0] == "switchover":
         return switchover_main(argv[1:])
+    if argv and argv[0] == "restart-listener":
+        return restart_listener_main(argv[1:])
     if argv and argv[0] == "keygen":
         return keygen_main(argv[1:])
     if argv and argv[0] == "adduser":

@@ -5,12 +5,16 @@ Each C{[listener:NAME]} names a twistd plugin and its options, exactly as
 they would follow C{twistd} on a command line. A backup holds its listeners
 WAITING: configured, checked, not listening. Takeover builds each one's
 service afresh from its plugin and starts it; one that fails is FAILED with
-the reason, and the others start all the same.
+the reason, and the others start all the same. While the node stays live, a
+FAILED plugin listener is tried again by itself (a port still held by the
+old live node is let go of sooner or later): after L{RETRY_FIRST_DELAY}
+seconds, then after a pause that doubles up to L{RETRY_MAX_DELAY}.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 from typing import Callable, Dict, Mapping, Optional
@@ -33,6 +37,17 @@ STOPPED = "STOPPED"
 FAILED = "FAILED"
 
 OWN_TAPNAME = "iway-failover"
+
+RETRY_FIRST_DELAY = 0.25
+"""Seconds a live node waits before it tries a FAILED listener again by itself."""
+RETRY_MAX_DELAY = 10.0
+"""The pause before each further retry doubles, up to this many seconds."""
+RETRY_JITTER = 0.1
+"""Each pause is shortened by up to this share of it, at random, so that
+listeners that failed together are not all tried again at the same moment."""
+RETRY_LOG_EVERY = 60.0
+"""A retry that fails for the reason already logged is logged again at most
+once in this many seconds (a changed reason is logged at once)."""
 
 log = Logger()
 
@@ -152,7 +167,13 @@ def set_state(item, state, reason, logger) -> None:
     C{logger}, and tell C{item.on_failed} when it is FAILED.
     """
     previous, item.state, item.reason, item.since = item.state, state, reason, item._wall()
-    if state == FAILED:
+    if getattr(item, "retrying", False) and state in (STARTING, FAILED):
+        # An automatic retry: its ListenerSet logs the outcome, sparingly.
+        logger.debug("listener {listener} {previous} -> {state} (retry): {reason}", listener=item.name,
+                     previous=previous, state=state, reason=reason or "")
+        if state == FAILED:
+            notify_failed(item)
+    elif state == FAILED:
         logger.error("listener {listener} {previous} -> FAILED: {reason}", listener=item.name, previous=previous, reason=reason)
         notify_failed(item)
     elif reason:
@@ -174,6 +195,13 @@ def notify_failed(item) -> None:
 
 class Listener:
     """One channel and its state."""
+
+    retried_when_failed = True
+    """A FAILED plugin listener is tried again by its L{ListenerSet} while the
+    node is live (a process channel has its own restart policy instead)."""
+
+    retrying = False
+    """True while its L{ListenerSet} tries it again: its STARTING and FAILED are logged at debug level."""
 
     def __init__(self, spec: ListenerSettings, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time):
         self.spec = spec
@@ -301,11 +329,12 @@ class Listener:
         d.addBoth(released)
         return stopping
 
-    def stop(self, final: str = WAITING) -> defer.Deferred:
+    def stop(self, final: str = WAITING, kill_after: Optional[float] = None) -> defer.Deferred:
         """
         Stop the service: STOPPING, then C{final} (WAITING for a node that
         became backup, STOPPED for one shutting down). Fires once every port
         is let go, including those of a stop already in flight. Never fails.
+        (C{kill_after} is for process channels: a service stops in-process.)
         """
         self._final = final
         service, self._service = self._service, None
@@ -334,17 +363,51 @@ class Listener:
         return result
 
 
-class ListenerSet:
-    """This node's listeners, kept in step with the configuration."""
+class _Retries:
+    """The automatic retries of one FAILED listener."""
 
-    def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time, reactor=None):
+    def __init__(self):
+        self.count = 0  # retries made since the listener was last up (or started by a takeover)
+        self.call = None  # the next one, when one is pending
+        self.logged_at: Optional[float] = None
+        self.logged_reason: Optional[str] = None
+
+    def cancel(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+
+class ListenerSet:
+    """
+    This node's listeners, kept in step with the configuration. While live
+    (between L{start} and L{hold} or L{stop}) a FAILED plugin listener is
+    tried again by itself, with a capped exponential backoff (see the module).
+
+    @param reactor: the clock of the retries, and the reactor of process
+        channels; None: the global reactor, looked up when first needed.
+    @param jitter: a random number in [0, 1), for the retries' jitter.
+    """
+
+    def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time, reactor=None,
+                 jitter: Callable[[], float] = random.random):
         self._build = build
         self._wall = wall
-        self._reactor = reactor  # for process channels
+        self._reactor = reactor  # for process channels and retries
+        self._jitter = jitter
         self.listeners: Dict[str, Listener] = {}
+        self._retries: Dict[str, _Retries] = {}
         self.active = False
         self.on_failed: Optional[Callable[[], None]] = None
         """Called each time one of the listeners becomes FAILED."""
+
+    @property
+    def _clock(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
 
     def configure(self, specs: Mapping[str, ListenerSettings]) -> defer.Deferred:
         """
@@ -357,6 +420,7 @@ class ListenerSet:
         for name in list(self.listeners):
             if name not in specs or specs[name] != self.listeners[name].spec:
                 old = self.listeners.pop(name)
+                self._forget_retries(name)
                 log.info("listener {listener} removed or changed by the configuration", listener=name)
                 stopped = old.stop(STOPPED)
                 if name in specs:
@@ -365,10 +429,10 @@ class ListenerSet:
                     work.append(stopped)
         for name, spec in specs.items():
             if name not in self.listeners:
-                self.listeners[name] = make_channel(spec, self._build, self._wall, self._reactor)
-                self.listeners[name].on_failed = self._failed
+                listener = self.listeners[name] = make_channel(spec, self._build, self._wall, self._reactor)
+                listener.on_failed = lambda listener=listener: self._failed(listener)
                 if not self.active:
-                    self.listeners[name].prepare()
+                    listener.prepare()
             if name not in replaced:
                 work.append(defer.maybeDeferred(self._start_if_active, name))
         for name, stopped in replaced.items():
@@ -378,9 +442,73 @@ class ListenerSet:
             work.append(stopped.addCallback(lambda _, n=name: self._start_if_active(n)))
         return defer.gatherResults(work)
 
-    def _failed(self):
-        if self.on_failed is not None:
-            self.on_failed()
+    def _failed(self, listener):
+        try:
+            if self.active and self.listeners.get(listener.name) is listener and listener.retried_when_failed:
+                self._schedule_retry(listener)
+        finally:
+            if self.on_failed is not None:
+                self.on_failed()
+
+    # -- automatic retries --
+
+    def _schedule_retry(self, listener) -> None:
+        retries = self._retries.setdefault(listener.name, _Retries())
+        if retries.call is not None:
+            return
+        delay = min(RETRY_FIRST_DELAY * 2 ** retries.count, RETRY_MAX_DELAY) * (1 - RETRY_JITTER * self._jitter())
+        now, reason = self._clock.seconds(), listener.reason
+        if retries.count == 0:
+            log.info(
+                "listener {listener} will be tried again in {delay:.2f}s, then at longer intervals (at most"
+                " {cap:g}s) while this node is live", listener=listener.name, delay=delay, cap=RETRY_MAX_DELAY,
+            )
+            retries.logged_at, retries.logged_reason = now, reason
+        elif reason != retries.logged_reason or now - retries.logged_at >= RETRY_LOG_EVERY:
+            log.warn(
+                "listener {listener} still FAILED after {retries} automatic retries: {reason}; next retry in {delay:.2f}s",
+                listener=listener.name, retries=retries.count, reason=reason, delay=delay,
+            )
+            retries.logged_at, retries.logged_reason = now, reason
+        retries.call = self._clock.callLater(delay, self._retry, listener)
+
+    def _retry(self, listener) -> None:
+        """Try a FAILED listener again (the pending retry has come). Never raises."""
+        retries = self._retries.get(listener.name)
+        if retries is None:
+            return
+        retries.call = None
+        if not self.active or self.listeners.get(listener.name) is not listener or listener.state != FAILED:
+            return
+        retries.count += 1
+        listener.retrying = True
+        try:
+            d = listener.start()
+        except Exception:
+            listener.retrying = False
+            log.failure("listener {listener}: automatic retry failed", listener=listener.name)
+            self._schedule_retry(listener)
+            return
+
+        def done(result):
+            listener.retrying = False
+            if listener.state == ACTIVE and self._retries.get(listener.name) is retries:
+                log.info("listener {listener} is ACTIVE after {retries} automatic retries", listener=listener.name,
+                         retries=retries.count)
+                self._forget_retries(listener.name)
+            return result
+
+        d.addBoth(done).addErrback(lambda f: log.failure("listener {listener}: automatic retry failed", f,
+                                                         listener=listener.name))
+
+    def _forget_retries(self, name: Optional[str] = None) -> None:
+        """Cancel the pending retries of listener C{name} (None: of every listener) and their count."""
+        for key in ([name] if name is not None else list(self._retries)):
+            retries = self._retries.pop(key, None)
+            if retries is not None:
+                retries.cancel()
+
+    # --
 
     def _start_if_active(self, name):
         listener = self.listeners.get(name)
@@ -389,19 +517,22 @@ class ListenerSet:
 
     def hold(self) -> None:
         self.active = False
+        self._forget_retries()
         for listener in self.listeners.values():
             listener.hold()
 
     def start(self) -> defer.Deferred:
         """Start every listener; a failure of one does not stop the others."""
         self.active = True
+        self._forget_retries()
         return defer.gatherResults([listener.start() for listener in self.listeners.values()])
 
     def restart(self, name: str) -> defer.Deferred:
         """
-        Try a FAILED listener again: started if this node is live, built
+        Try a FAILED listener again now: started if this node is live, built
         and WAITING if it is a backup. Fires when it is ACTIVE, WAITING or
-        FAILED again; never fails.
+        FAILED again; never fails. A pending automatic retry is replaced
+        (should this start fail too, they begin again from the shortest pause).
 
         @raise KeyError: there is no such listener.
         @raise ValueError: it is not FAILED.
@@ -409,14 +540,34 @@ class ListenerSet:
         listener = self.listeners[name]
         if listener.state != FAILED:
             raise ValueError(f"listener {name} is {listener.state}, not FAILED")
+        self._forget_retries(name)
         if self.active:
             return listener.start()
         listener.hold()
         return defer.succeed(None)
 
-    def stop(self, final: str = WAITING) -> defer.Deferred:
+    def stop(self, final: str = WAITING, kill_after: Optional[float] = None) -> defer.Deferred:
+        """
+        Stop every listener (see L{Listener.stop}); C{kill_after}: the most
+        seconds a process channel may take to exit before SIGKILL (see
+        L{iwayfailover.process.ProcessChannel.stop}).
+        """
         self.active = False
-        return defer.gatherResults([listener.stop(final) for listener in self.listeners.values()])
+        self._forget_retries()
+        return defer.gatherResults([listener.stop(final, kill_after) for listener in self.listeners.values()])
 
     def status(self) -> dict:
-        return {name: listener.status() for name, listener in sorted(self.listeners.items())}
+        """
+        Each listener's status by name; a FAILED one with an automatic retry
+        pending also has C{retries} (made so far) and C{retry_in} (seconds).
+        """
+        result = {}
+        for name, listener in sorted(self.listeners.items()):
+            entry = result[name] = listener.status()
+            retries = self._retries.get(name)
+            if retries is not None:
+                if retries.count:
+                    entry["retries"] = retries.count
+                if retries.call is not None and retries.call.active():
+                    entry["retry_in"] = round(max(0.0, retries.call.getTime() - self._clock.seconds()), 3)
+        return result

@@ -36,6 +36,10 @@ UNANSWERED_LIMIT = 5
 """Heartbeats a live node sends without an answer before it drops the
 connection to its backup and dials again (the backup may be hung)."""
 
+FENCE_STOP_SHARE = 0.5
+"""The share of the time left before the backup may take over that a process
+channel of a node yielding or fencing itself has to exit, before SIGKILL."""
+
 STARTUP_CHECK_TIMEOUT = 2.0
 """The longest a node started live waits to hear how its backup location stands."""
 
@@ -521,13 +525,26 @@ class FailoverNode(MultiService):
         else:
             self._stopping = defer.gatherResults([self._stopping, d], consumeErrors=True)
 
+    def fence_stop_bound(self) -> float:
+        """
+        How long a process channel may take to exit when this node yields or
+        fences itself, before it gets SIGKILL: a share (L{FENCE_STOP_SHARE})
+        of the time left before the backup's threshold has passed since it
+        last answered (its silence then is about this node's), so that the
+        program is gone before the backup may take over. Never more than a
+        channel's own C{stop_timeout} (see L{ListenerSet.stop}).
+        """
+        left = self.peer_threshold - self.sender.silence()
+        return max(0.0, FENCE_STOP_SHARE * left)
+
     def deactivate_listeners(self):
         # Yielding to another live node, or fencing itself: the address goes
-        # at once, beside the listeners' stops (a process channel's may take
-        # stop_timeout), so that it is never held while the other node serves.
+        # at once, beside the listeners' stops, so that it is never held while
+        # the other node serves; a process channel that does not exit in the
+        # time left gets SIGKILL (a planned stop keeps its stop_timeout).
         self._activation = None
         self._track_stopping(defer.gatherResults(
-            [self.listeners.stop(WAITING), self.floating.down(WAITING)], consumeErrors=True,
+            [self.listeners.stop(WAITING, kill_after=self.fence_stop_bound()), self.floating.down(WAITING)], consumeErrors=True,
         ).addErrback(lambda f: self.log.failure("yield: stopping the listeners or letting go of the floating IP failed", f)))
 
     def shut_down_live(self):

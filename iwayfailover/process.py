@@ -9,7 +9,9 @@ doubles each time (C{restart_backoff}, at most L{MAX_BACKOFF}); after
 C{restart_tries} restarts that each died within L{HEALTHY_AFTER} seconds the
 channel is FAILED with the last reason. When the node yields (or stops) the
 program's whole process group gets SIGTERM, and SIGKILL once
-C{stop_timeout} seconds have passed.
+C{stop_timeout} seconds have passed; when the node yields or fences itself,
+SIGKILL comes sooner if the time left before its peer may take over is
+shorter (see L{iwayfailover.node.FailoverNode.deactivate_listeners}).
 
 The program runs in a session (and process group) of its own, so that a stop
 reaches every process it started. A small launcher leads that session and,
@@ -221,6 +223,14 @@ class ProcessChannel:
     on_failed = None
     """Called (with no argument) each time the channel becomes FAILED."""
 
+    retried_when_failed = False
+    """Its own restarts (C{restart_tries}, C{restart_backoff}) decide when it
+    is FAILED for good: its L{iwayfailover.listeners.ListenerSet} does not
+    try it again by itself."""
+
+    retrying = False
+    """Never set: see L{iwayfailover.listeners.Listener.retrying}."""
+
     def __init__(self, spec: ListenerSettings, reactor, wall: Callable[[], float] = time.time,
                  signal_group: Optional[Callable[..., bool]] = None,
                  group_alive: Optional[Callable[[int], bool]] = None):
@@ -242,6 +252,8 @@ class ProcessChannel:
         self._started_at = 0.0
         self._restart_call = None
         self._kill_call = None
+        self._term_at = 0.0  # when the stop in flight sent SIGTERM
+        self._kill_timeout = spec.stop_timeout  # and how long after it SIGKILL comes
         self._stopping: Optional[defer.Deferred] = None
         self._final = WAITING
 
@@ -357,16 +369,24 @@ class ProcessChannel:
                 self._restart_call.cancel()
             self._restart_call = None
 
-    def stop(self, final: str = WAITING) -> defer.Deferred:
+    def stop(self, final: str = WAITING, kill_after: Optional[float] = None) -> defer.Deferred:
         """
         Stop the program: SIGTERM to its process group, SIGKILL after
-        C{stop_timeout}; STOPPING until it is gone, then C{final}. Fires then;
-        never fails.
+        C{stop_timeout}, or after C{kill_after} seconds if that is sooner (a
+        node fencing itself must be rid of its program before its peer may
+        take over); STOPPING until it is gone, then C{final}. A stop already
+        in flight gets the sooner deadline too. Fires once the program has
+        exited; never fails.
         """
         self._live = False
         self._final = final
         self._cancel_restart()
+        timeout = self.spec.stop_timeout if kill_after is None else max(0.0, min(kill_after, self.spec.stop_timeout))
         if self._stopping is not None:
+            call = self._kill_call
+            if call is not None and call.active() and call.getTime() > self._reactor.seconds() + timeout:
+                call.reset(timeout)
+                self._kill_timeout = (self._reactor.seconds() - self._term_at) + timeout
             return self._after_stop()
         if self._transport is None:
             self._settle()
@@ -375,7 +395,8 @@ class ProcessChannel:
         waiter = self._after_stop()
         self._set(STOPPING)
         pid = self.pid
-        self._kill_call = self._reactor.callLater(self.spec.stop_timeout, self._kill_group, pid)
+        self._term_at, self._kill_timeout = self._reactor.seconds(), timeout
+        self._kill_call = self._reactor.callLater(timeout, self._kill_group, pid)
         if not self._signal(pid, signal.SIGTERM):
             self.log.info("pid {pid} was already gone", pid=pid, listener=self.name)
         return waiter
@@ -386,7 +407,7 @@ class ProcessChannel:
         if self._signal(pid, signal.SIGKILL, leader=self._transport is not None):
             self.log.warn(
                 "pid {pid} (or a process it started) still there {timeout:g}s after SIGTERM: sent SIGKILL",
-                pid=pid, timeout=self.spec.stop_timeout, listener=self.name,
+                pid=pid, timeout=round(self._kill_timeout, 3), listener=self.name,
             )
         if self._transport is None:
             # Only processes the leader left behind were there; they are not

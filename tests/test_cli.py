@@ -135,6 +135,14 @@ class FormatStatusTests(TestCase):
 
         self.assertEqual([line.split()[:2] for line in below], [["web", "ACTIVE"], ["ftp", "FAILED"]])
 
+    def test_failed_listener_line_has_its_next_automatic_retry(self):
+        """A FAILED listener with a retry pending shows which retry comes and in how long."""
+        status = dict(STATUS, listeners={"ftp": dict(STATUS["listeners"]["ftp"], retries=2, retry_in=1.5)})
+
+        line = line_starting(format_status(status), "ftp")
+
+        self.assertIn("CannotListenError: port 21 in use (automatic retry 3 in 1.5s)", line)
+
     def test_failed_listener_line_has_its_reason(self):
         """A FAILED listener's line ends with the reason it failed."""
         line = line_starting(format_status(STATUS), "ftp")
@@ -559,3 +567,171 @@ class SwitchoverMainTests(TestCase):
             options = SwitchoverOptions()
             options.parseOptions([flag, "--config", self.config])
             self.assertTrue(options["yes"])
+
+
+class RestartingNode(FakeNode):
+    """A node as the restart-listener resource sees it: restart_listener() sets the entry to C{after}."""
+
+    def __init__(self, status, after=None, refusal=None):
+        super().__init__(status)
+        self.after = after
+        self.refusal = refusal
+        self.asked = []
+
+    def restart_listener(self, name):
+        from twisted.internet import defer
+
+        from iwayfailover.node import ListenerRestartRefused
+
+        self.asked.append(name)
+        if self.refusal is not None:
+            raise ListenerRestartRefused(self.refusal)
+        self._status["listeners"][name] = self.after
+        return defer.succeed(None)
+
+
+class RestartListenerCommandTests(TestCase):
+    """iwsrv restart-listener, against the node's real console resources in memory."""
+
+    def setUp(self):
+        from iwayfailover.config import parse_config
+
+        self.config = parse_config(PAIR_CONFIG, "/share/iway.ini")
+        status = node_status("serv_a", "live", "serv_b")
+        status["listeners"] = {"ftp": {"state": "FAILED", "since": "2026-11-25T10:00:01Z", "reason": "port 21 in use"}}
+        self.node = RestartingNode(status, after={"state": "ACTIVE", "since": "2026-11-25T10:00:09Z"})
+        self.token = TOKEN
+        self.paths = []
+
+    def call(self, client, method, path, timeout, headers=None):
+        """serv_a's console on port 8081; anything else refuses."""
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        if client != "tcp:host=127.0.0.1:port=8081":
+            return defer.fail(ConnectionRefusedError("Connection refused"))
+        self.paths.append((method, path))
+        treq = StubTreq(console_root(self.node, api_token=TOKEN))
+        d = treq.request(method.decode(), "http://console" + path.decode(), headers=headers)
+        return d.addCallback(lambda response: treq.json_content(response).addCallback(lambda body: (response.code, body)))
+
+    def restart(self, listener="ftp", name="serv_a"):
+        from iwayfailover.cli import restart_listener
+
+        return restart_listener(self.config, name, listener, self.call, lambda server: self.token)
+
+    def test_a_failed_listener_is_restarted_through_the_api(self):
+        """The command posts to /api/restart-listener with the token and returns the listener's new entry."""
+        body = self.successResultOf(self.restart())
+
+        self.assertEqual(body, {"listener": "ftp", "state": "ACTIVE", "since": "2026-11-25T10:00:09Z"})
+        self.assertEqual(self.node.asked, ["ftp"])
+        self.assertEqual(self.paths, [(b"POST", b"/api/restart-listener?listener=ftp")])
+
+    def test_a_name_with_odd_characters_is_quoted(self):
+        """A listener name is sent quoted in the query string, and reaches the node whole."""
+        self.node.refusal = "serv_a has no listener 'a b&c'"
+        self.failureResultOf(self.restart("a b&c"))
+
+        self.assertEqual(self.node.asked, ["a b&c"])
+
+    def test_a_wrong_token_is_refused(self):
+        """A token that is not the node's: the console refuses; nothing is restarted."""
+        from iwayfailover.cli import CommandError
+
+        self.token = "0" * 64
+
+        failure = self.failureResultOf(self.restart(), CommandError)
+
+        self.assertIn("serv_a refused to restart listener ftp", str(failure.value))
+        self.assertEqual(self.node.asked, [])
+
+    def test_a_refusal_is_named_with_the_nodes_reason(self):
+        """The node refuses (409): one line naming the node, the listener and the node's reason."""
+        from iwayfailover.cli import CommandError
+
+        self.node.refusal = "listener ftp is ACTIVE, not FAILED"
+
+        failure = self.failureResultOf(self.restart(), CommandError)
+
+        self.assertEqual(str(failure.value), "serv_a refused to restart listener ftp: listener ftp is ACTIVE, not FAILED")
+        self.assertEqual(failure.value.code, 1)
+
+    def test_a_listener_failed_again_is_an_error_with_the_reason(self):
+        """Restarted but FAILED again: the command fails with the listener's reason."""
+        from iwayfailover.cli import CommandError
+
+        self.node.after = {"state": "FAILED", "since": "2026-11-25T10:00:09Z", "reason": "port 21 in use"}
+
+        failure = self.failureResultOf(self.restart(), CommandError)
+
+        self.assertEqual(str(failure.value), "listener ftp on serv_a is FAILED again: port 21 in use")
+
+    def test_an_unreachable_console_is_named(self):
+        """A console that refuses the connection: the error names the server and its console."""
+        from iwayfailover.cli import CommandError
+
+        failure = self.failureResultOf(self.restart(name="serv_b"), CommandError)
+
+        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: Connection was refused", str(failure.value))
+
+    def test_a_console_that_does_not_answer_in_time_is_named(self):
+        """A timed-out request: the error names the server and says it did not answer in time."""
+        from twisted.internet import defer
+
+        from iwayfailover.cli import CommandError, restart_listener
+
+        def silent(client, method, path, timeout, headers=None):
+            return defer.fail(defer.TimeoutError())
+
+        failure = self.failureResultOf(restart_listener(self.config, "serv_a", "ftp", silent), CommandError)
+
+        self.assertEqual(str(failure.value), "cannot ask serv_a on tcp:8081:interface=127.0.0.1: no answer in time")
+
+
+class RestartListenerMainTests(TestCase):
+    """iwsrv restart-listener's checks that need no network, and its options."""
+
+    def setUp(self):
+        self.stdout, self.stderr = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+        self.config = os.path.join(fresh_dir(self), "iwayfailover.ini")
+        with open(self.config, "w") as f:
+            f.write(CONFIG)
+
+    def test_a_server_without_a_console_is_refused_before_any_network(self):
+        """A server with no console key exits 2 with one line naming it."""
+        code = main(["restart-listener", "web", "--config", self.config, "--name", "serv_b"])
+
+        self.assertEqual(code, 2)
+        self.assertEqual(self.stderr.getvalue().count("\n"), 1)
+        self.assertIn("iwsrv restart-listener: [server:serv_b] has no console key", self.stderr.getvalue())
+
+    def test_without_a_listener_name_it_is_a_usage_error(self):
+        """No listener named: exit 2 with one line."""
+        code = main(["restart-listener", "--config", self.config, "--name", "serv_a"])
+
+        self.assertEqual(code, 2)
+        self.assertTrue(self.stderr.getvalue().startswith("iwsrv restart-listener: "))
+        self.assertEqual(self.stderr.getvalue().count("\n"), 1)
+
+    def test_an_unreadable_token_exits_2_naming_the_file(self):
+        """No console token in the state dir: exit 2, one line naming the file and the command to run where."""
+        state = fresh_dir(self)
+
+        code = main(["restart-listener", "web", "--config", self.config, "--name", "serv_a", "--state-dir", state])
+
+        self.assertEqual(code, 2)
+        self.assertIn(os.path.join(state, "console.token"), self.stderr.getvalue())
+        self.assertIn("run iwsrv restart-listener on serv_a's host", self.stderr.getvalue())
+        self.assertEqual(self.stderr.getvalue().count("\n"), 1)
+
+    def test_the_listener_may_come_before_or_after_the_options(self):
+        """Both `restart-listener web --name serv_a` and `restart-listener --name serv_a web` parse."""
+        from iwayfailover.cli import RestartListenerOptions
+
+        for argv in (["web", "--name", "serv_a", "--config", self.config], ["--name", "serv_a", "--config", self.config, "web"]):
+            options = RestartListenerOptions()
+            options.parseOptions(argv)
+            self.assertEqual((options["listener"], options["name"], options["config"]), ("web", "serv_a", self.config))

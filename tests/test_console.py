@@ -6,6 +6,7 @@ ring buffer as units; C{iwsrv adduser}.
 """
 
 import io
+import json
 import os
 import re
 import stat
@@ -832,6 +833,105 @@ class LiveStatusPageTests(ConsoleTestCase):
         response, body = self.post("/switchover", {"csrf": self.token, "confirm": "yes"})
         self.assertEqual(response.code, 409)
         self.assertIn("has not answered recently", body)
+
+
+def banner_tag(body):
+    """The opening tag of the Status page's FAILED-listeners banner."""
+    return re.search(r'<div[^>]*data-live="failed-listeners"[^>]*>', body).group(0)
+
+
+class FailedListenersBannerTests(ConsoleTestCase):
+    """The Status page warns, naming them, while a live node serves with FAILED listeners."""
+
+    name = "serv_a"
+    backup = False
+
+    def setUp(self):
+        super().setUp()
+        self.node.machine.start_live("started as live for the test")
+
+    def test_a_live_node_with_a_failed_listener_shows_a_banner_naming_it(self):
+        """The banner is shown, with the FAILED listener's name, its reason and its next automatic retry."""
+        body = self.logged_in()
+        self.assertNotIn("hidden", banner_tag(body))
+        self.assertIn('role="alert"', banner_tag(body))
+        self.assertIn('data-field="failed-count">1<', body)
+        self.assertIn("<li><strong>broken</strong>: OSError: port 8443 is in use (automatic retry 1 in", body)
+        self.assertNotIn("<strong>web</strong>", body)
+
+    def test_the_banner_goes_once_the_listener_is_up(self):
+        """Once an automatic retry brings the listener up, the banner is hidden and names nobody."""
+        self.failing.clear()  # the port was let go of
+        self.reactor.advance(1.0)
+        self.assertEqual(self.node.listeners.listeners["broken"].state, ACTIVE)
+        body = self.logged_in()
+        self.assertIn("hidden", banner_tag(body))
+        self.assertNotIn("<strong>broken</strong>", body)
+
+    def test_a_backup_with_a_failed_listener_shows_no_banner(self):
+        """A backup serves nobody anyway: a listener left FAILED from its live time raises no banner."""
+        self.node.machine.yield_to("yielded for the test")
+        self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
+        body = self.logged_in()
+        self.assertIn("hidden", banner_tag(body))
+        self.assertNotIn("<strong>broken</strong>", body)
+
+
+class RestartListenerApiTests(ConsoleTestCase):
+    """POST /api/restart-listener: iwsrv restart-listener's way in, with the console token."""
+
+    name = "serv_a"
+    backup = False
+    TOKEN = {"Authorization": "Bearer " + API_TOKEN}
+
+    def setUp(self):
+        super().setUp()
+        self.node.machine.start_live("started as live for the test")
+
+    def test_with_the_console_token_a_failed_listener_is_started_again(self):
+        """With the token: the FAILED listener is started, and the answer is its status entry with its name."""
+        self.failing.clear()
+        response, body = self.post("/api/restart-listener?listener=broken", {}, headers=self.TOKEN)
+        self.assertEqual(response.code, 200)
+        answer = json.loads(body)
+        self.assertEqual((answer["listener"], answer["state"]), ("broken", ACTIVE))
+        self.assertEqual(self.node.listeners.listeners["broken"].state, ACTIVE)
+
+    def test_a_restart_that_fails_again_answers_the_failed_entry(self):
+        """Still failing: 200 with state FAILED and the reason (the caller decides what that means)."""
+        response, body = self.post("/api/restart-listener", {"listener": "broken"}, headers=self.TOKEN)
+        self.assertEqual(response.code, 200)
+        answer = json.loads(body)
+        self.assertEqual((answer["state"], answer["reason"]), (FAILED, "OSError: port 8443 is in use"))
+
+    def test_a_listener_that_is_not_failed_or_unknown_is_refused_with_409(self):
+        """An ACTIVE or unknown listener: 409 with the node's reason."""
+        response, body = self.post("/api/restart-listener?listener=web", {}, headers=self.TOKEN)
+        self.assertEqual(response.code, 409)
+        self.assertIn("web is ACTIVE, not FAILED", json.loads(body)["error"])
+        response, body = self.post("/api/restart-listener?listener=nope", {}, headers=self.TOKEN)
+        self.assertEqual(response.code, 409)
+        self.assertIn("no listener 'nope'", json.loads(body)["error"])
+
+    def test_no_listener_named_is_400(self):
+        """Without listener=NAME: 400 saying what to give."""
+        response, body = self.post("/api/restart-listener", {}, headers=self.TOKEN)
+        self.assertEqual(response.code, 400)
+        self.assertIn("listener=NAME", body)
+
+    def test_without_login_or_token_it_is_refused(self):
+        """On this host but with no session and no (or a wrong) token: 403, nothing restarted."""
+        self.node.restart_listener = lambda name: self.fail("restarted without a login")
+        for headers in ({}, {"Authorization": "Bearer " + "0" * 64}):
+            response, _ = self.post("/api/restart-listener?listener=broken", {}, headers=headers)
+            self.assertEqual(response.code, 403, headers)
+
+    def test_the_token_from_another_host_is_refused(self):
+        """The token works from this host only."""
+        self.node.restart_listener = lambda name: self.fail("restarted from another host")
+        client = StubTreq(FromAddress(self.root, "192.0.2.7"))
+        response, _ = self.request("POST", "/api/restart-listener?listener=broken", client=client, data={}, headers=self.TOKEN)
+        self.assertEqual(response.code, 403)
 
 
 class ListenersPageTests(ConsoleTestCase):

@@ -14,8 +14,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -29,6 +30,9 @@ from iwayfailover.listeners import (
     STOPPING,
     WAITING,
     Listener,
+    RETRY_FIRST_DELAY,
+    RETRY_LOG_EVERY,
+    RETRY_MAX_DELAY,
     ListenerSet,
     check_listener_specs,
     plugin_service,
@@ -385,7 +389,7 @@ class ListenerSetTests(TestCase):
             attempts.append(settings)
             raise OSError("no such directory: /srv/www")
 
-        listeners = ListenerSet(broken)
+        listeners = ListenerSet(broken, reactor=Clock())
         listeners.configure({"web": spec("web")})
         self.assertEqual(listeners.listeners["web"].state, WAITING)
 
@@ -411,7 +415,8 @@ class ListenerSetTests(TestCase):
                 broken=BrokenService,
                 refused=lambda: endpoint_service(RefusingEndpoint()),
                 web=listening_service,
-            )
+            ),
+            reactor=Clock(),
         )
         listeners.configure({"broken": spec("broken"), "refused": spec("refused"), "web": spec("web")})
 
@@ -693,3 +698,248 @@ class ReleaseTests(TestCase):
         old.stopping.callback(None)
         self.successResultOf(again)
         self.assertEqual(listener.state, STOPPED)
+
+
+class HeldPort:
+    """
+    A port held by another process (the old live node) until the test lets
+    go of it: while C{held}, a listener built on it cannot listen.
+    """
+
+    def __init__(self):
+        self.held = True
+        self.broken = False  # a service that fails for another reason
+        self.builds = []  # the clock's time of each build
+
+    def builder(self, clock):
+        def build(settings):
+            self.builds.append(clock.seconds())
+            if self.broken:
+                return BrokenService()
+            return endpoint_service(RefusingEndpoint() if self.held else serverFromString(MemoryReactor(), "tcp:0"))
+
+        return build
+
+
+class RetryTests(TestCase):
+    """A live node tries a FAILED listener again by itself, with a capped backoff."""
+
+    def live_set(self, jitter=lambda: 0.0, names=("web",)):
+        """A started ListenerSet on a Clock whose listeners' port is held by someone else."""
+        self.clock = Clock()
+        self.port = HeldPort()
+        listeners = ListenerSet(self.port.builder(self.clock), wall=self.clock.seconds, reactor=self.clock, jitter=jitter)
+        listeners.configure({name: spec(name) for name in names})
+        listeners.start()
+        return listeners
+
+    def advance(self, seconds):
+        """Move the clock on by C{seconds}, stopping at each timer on the way (as a running reactor would)."""
+        end = self.clock.seconds() + seconds
+        while True:
+            due = [call.getTime() for call in self.clock.getDelayedCalls() if call.getTime() <= end]
+            if not due:
+                break
+            self.clock.advance(max(0.0, min(due) - self.clock.seconds()))
+        self.clock.advance(end - self.clock.seconds())
+
+    def pauses(self):
+        """The pauses between the builds of the listener (the first, built ahead, is the takeover's start)."""
+        times = self.port.builds
+        return [round(b - a, 6) for a, b in zip(times, times[1:])]
+
+    def test_a_listener_whose_port_was_held_becomes_active_by_itself_once_it_is_let_go(self):
+        """Address already in use at takeover: FAILED, and ACTIVE by itself once the port is free, with no one pressing Restart."""
+        listeners = self.live_set()
+        web = listeners.listeners["web"]
+        self.assertEqual(web.state, FAILED)
+        self.advance(RETRY_FIRST_DELAY)
+        self.assertEqual(web.state, FAILED)
+
+        self.port.held = False
+        self.advance(2 * RETRY_FIRST_DELAY)
+
+        self.assertEqual((web.state, web.reason), (ACTIVE, None))
+
+    def test_the_pause_doubles_from_a_quarter_second_up_to_the_cap(self):
+        """Retries come after 0.25 s, 0.5 s, 1 s ... doubling, and never more than RETRY_MAX_DELAY apart."""
+        self.live_set()
+
+        self.advance(100)
+
+        pauses = self.pauses()
+        self.assertEqual(pauses[:7], [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, RETRY_MAX_DELAY])
+        self.assertEqual(set(pauses[6:]), {RETRY_MAX_DELAY})
+
+    def test_jitter_shortens_a_pause_by_a_tenth_at_most(self):
+        """With the largest jitter, the first retry comes at 0.9 x 0.25 s, not later than 0.25 s."""
+        listeners = self.live_set(jitter=lambda: 0.999999)
+
+        self.advance(0.9 * RETRY_FIRST_DELAY - 0.001)
+        before = len(self.port.builds)
+        self.advance(0.002)
+
+        self.assertEqual((before, len(self.port.builds)), (1, 2))
+        self.assertEqual(listeners.listeners["web"].state, FAILED)
+
+    def test_status_shows_the_retries_made_and_when_the_next_comes(self):
+        """A FAILED listener's status entry has retry_in (seconds to the next retry) and retries (made so far)."""
+        listeners = self.live_set()
+        first = listeners.status()["web"]
+        self.advance(RETRY_FIRST_DELAY)
+        second = listeners.status()["web"]
+        self.advance(0.2)
+        third = listeners.status()["web"]
+
+        self.assertEqual((first["retry_in"], "retries" in first), (0.25, False))
+        self.assertEqual((second["retry_in"], second["retries"]), (0.5, 1))
+        self.assertEqual((third["retry_in"], third["retries"]), (0.3, 1))
+
+    def test_a_listener_that_came_up_loses_its_retry_count(self):
+        """Once up, the status of a retried listener has neither retries nor retry_in."""
+        listeners = self.live_set()
+        self.advance(RETRY_FIRST_DELAY + 0.5)
+        self.port.held = False
+        self.advance(1.0)
+
+        self.assertEqual(listeners.status()["web"], {"state": ACTIVE, "since": self.clock.seconds()})
+
+    def test_a_new_takeover_starts_the_backoff_again_from_the_shortest_pause(self):
+        """After yielding and going live again, the first retry of a FAILED listener comes after 0.25 s again."""
+        listeners = self.live_set()
+        self.advance(10.0)
+        self.successResultOf(listeners.stop(WAITING))
+        listeners.start()
+        built = len(self.port.builds)
+
+        self.advance(RETRY_FIRST_DELAY)
+
+        self.assertEqual(len(self.port.builds), built + 1)
+
+    def test_no_retry_once_the_node_is_backup_again(self):
+        """hold() and stop() end the retries: a backup's or a stopped node's listeners are never started by them."""
+        for leave in (lambda l: l.hold(), lambda l: l.stop(WAITING), lambda l: l.stop(STOPPED)):
+            listeners = self.live_set()
+            self.assertEqual(len(self.clock.getDelayedCalls()), 1, "a retry was pending")
+            leave(listeners)
+            built = len(self.port.builds)
+            self.port.held = False
+
+            self.advance(100)
+
+            self.assertEqual(len(self.port.builds), built)
+            self.assertNotEqual(listeners.listeners["web"].state, ACTIVE)
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_listener_removed_from_the_configuration_is_not_retried(self):
+        """A FAILED listener dropped by a reload is not tried again, and its retry is cancelled."""
+        listeners = self.live_set()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1, "a retry was pending")
+
+        self.successResultOf(listeners.configure({}))
+        self.advance(100)
+
+        self.assertEqual(self.port.builds, [0.0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_changed_listener_starts_afresh_and_its_old_self_is_not_retried(self):
+        """A FAILED listener whose plugin line changed: only its new self is started and retried, from 0.25 s."""
+        listeners = self.live_set()
+        self.advance(5.0)
+        old = listeners.listeners["web"]
+        changed = spec("web", "--listen", "tcp:8081")
+
+        listeners.configure({"web": changed})
+        builds = len(self.port.builds)
+        self.advance(RETRY_FIRST_DELAY)
+
+        self.assertIsNot(listeners.listeners["web"], old)
+        self.assertEqual(old.state, STOPPED)
+        self.assertEqual(len(self.port.builds), builds + 1)
+        self.assertEqual(listeners.status()["web"]["retries"], 1)
+
+    def test_a_restart_by_hand_replaces_the_pending_retry(self):
+        """restart() tries at once; if it fails again the retries begin again from the shortest pause."""
+        listeners = self.live_set()
+        self.advance(20.0)
+        self.assertEqual(listeners.status()["web"]["retry_in"], 5.75)  # the retry of 25.75 s
+
+        self.successResultOf(listeners.restart("web"))
+
+        self.assertEqual(listeners.status()["web"]["retry_in"], RETRY_FIRST_DELAY)
+        self.assertNotIn("retries", listeners.status()["web"])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_a_pending_start_is_not_retried_meanwhile(self):
+        """While a retried listener's port has not answered, no other retry is made."""
+        self.clock = Clock()
+        endpoints = [RefusingEndpoint(), PendingEndpoint()]
+        listeners = ListenerSet(lambda settings: endpoint_service(endpoints.pop(0)), reactor=self.clock, jitter=lambda: 0.0)
+        listeners.configure({"web": spec("web")})
+        listeners.start()
+        self.advance(RETRY_FIRST_DELAY)
+
+        self.assertEqual(listeners.listeners["web"].state, STARTING)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_every_failure_still_reaches_on_failed(self):
+        """The set's on_failed (the node's on_fault check) hears every failure, retries included."""
+        listeners = self.live_set()
+        heard = []
+        listeners.on_failed = lambda: heard.append(self.clock.seconds())
+
+        self.advance(RETRY_FIRST_DELAY + 0.5)
+
+        self.assertEqual(heard, [0.25, 0.75])
+
+    def test_failed_retries_are_logged_sparingly(self):
+        """A minute of retries failing for the same reason: the first failure and one reminder, not a line per retry."""
+        events = record_transitions(self)
+        listeners = self.live_set()
+
+        self.advance(RETRY_LOG_EVERY + 30)
+
+        loud = [e for e in events if e["log_level"] >= LogLevel.warn]
+        self.assertGreater(len(self.port.builds), 10)
+        self.assertEqual(len(loud), 2, [e["log_format"] for e in loud])
+        self.assertEqual(loud[0]["log_level"], LogLevel.error)
+        self.assertIn("still FAILED after", loud[1]["log_format"])
+        self.assertEqual(listeners.listeners["web"].state, FAILED)
+
+    def test_a_retry_failing_for_a_new_reason_is_logged_at_once(self):
+        """A retry that fails for another reason than the one logged is logged at once, with the new reason."""
+        events = record_transitions(self)
+        self.live_set()
+        self.advance(RETRY_FIRST_DELAY)
+        events.clear()
+        self.port.broken = True
+
+        self.advance(2 * RETRY_FIRST_DELAY)
+
+        [warning] = [e for e in events if e["log_level"] >= LogLevel.warn]
+        self.assertEqual((warning["retries"], warning["reason"]), (2, "RuntimeError: no licence for this channel"))
+
+    def test_a_listener_that_comes_up_is_logged_as_such(self):
+        """Coming up after retries is logged (info), naming the number of retries."""
+        events = record_transitions(self)
+        self.live_set()
+        self.advance(RETRY_FIRST_DELAY + 0.5)
+        self.port.held = False
+        self.advance(1.0)
+
+        up = [e for e in events if "automatic retries" in e["log_format"] and "ACTIVE" in e["log_format"]]
+        self.assertEqual([e["retries"] for e in up], [3])
+
+    def test_process_channels_are_left_to_their_own_restarts(self):
+        """A set never retries a listener that says it is not to be retried (process channels: restart_tries decides)."""
+        listeners = self.live_set(names=("web", "ftp"))
+        web = listeners.listeners["web"]
+        self.patch(web, "retried_when_failed", False)
+        listeners.stop(WAITING)
+        listeners.start()
+
+        self.advance(100)
+
+        self.assertEqual(web.state, FAILED)
+        self.assertNotIn("retry_in", listeners.status()["web"])
+        self.assertIn("retry_in", listeners.status()["ftp"], "the other listener is retried")

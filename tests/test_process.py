@@ -400,6 +400,64 @@ class StopTests(ChannelTestCase):
         self.assertEqual([s[1] for s in self.signals.sent].count(signal.SIGTERM), 1)
 
 
+class FenceStopTests(ChannelTestCase):
+    """stop(kill_after=...): a node yielding or fencing itself must be rid of its program in the time left."""
+
+    def test_kill_after_sooner_than_stop_timeout_sends_sigkill_then(self):
+        """kill_after = 0.3 with stop_timeout = 5: SIGTERM, then SIGKILL to the group 0.3 s later, not a moment before."""
+        channel = self.channel(stop_timeout=5.0)
+        channel.start()
+        pid = self.process.pid
+        stopped = channel.stop(WAITING, kill_after=0.3)
+        self.reactor.advance(0.29)
+        self.assertEqual([s[1] for s in self.signals.sent], [signal.SIGTERM])
+        self.reactor.advance(0.01)
+        self.assertEqual(self.signals.sent[-1], (pid, signal.SIGKILL, True))
+        self.assertNoResult(stopped)
+        self.process.exit(signal_number=signal.SIGKILL)
+        self.successResultOf(stopped)
+        self.assertEqual(channel.state, WAITING)
+
+    def test_kill_after_never_lengthens_stop_timeout(self):
+        """kill_after longer than stop_timeout: SIGKILL at stop_timeout all the same."""
+        channel = self.channel(stop_timeout=1.0)
+        channel.start()
+        channel.stop(WAITING, kill_after=30.0)
+        self.reactor.advance(1.0)
+        self.assertEqual([s[1] for s in self.signals.sent], [signal.SIGTERM, signal.SIGKILL])
+
+    def test_a_stop_in_flight_gets_the_sooner_deadline(self):
+        """A planned stop under way (stop_timeout 5 s) and then a fence's stop with 0.2 s: SIGKILL 0.2 s after the second."""
+        channel = self.channel(stop_timeout=5.0)
+        channel.start()
+        first = channel.stop(WAITING)
+        self.reactor.advance(1.0)
+        second = channel.stop(WAITING, kill_after=0.2)
+        self.reactor.advance(0.19)
+        self.assertEqual([s[1] for s in self.signals.sent], [signal.SIGTERM])
+        self.reactor.advance(0.01)
+        self.assertEqual([s[1] for s in self.signals.sent], [signal.SIGTERM, signal.SIGKILL])
+        self.process.exit(signal_number=signal.SIGKILL)
+        self.successResultOf(first)
+        self.successResultOf(second)
+
+    def test_a_listener_set_passes_kill_after_to_its_channels(self):
+        """ListenerSet.stop(kill_after=...) bounds each process channel's stop."""
+        reactor = ProcessReactor()
+        signals = Signals()
+        self.patch(process_module, "signal_group", signals.signal_group)
+        self.patch(process_module, "group_alive", signals.group_alive)
+        listeners = ListenerSet(reactor=reactor, wall=reactor.seconds)
+        listeners.configure({"worker": command_spec(stop_timeout=10.0)})
+        listeners.start()
+        stopped = listeners.stop(WAITING, kill_after=0.5)
+        reactor.advance(0.5)
+        self.assertEqual([s[1] for s in signals.sent], [signal.SIGTERM, signal.SIGKILL])
+        self.assertNoResult(stopped)
+        reactor.spawned[-1].exit(signal_number=signal.SIGKILL)
+        self.successResultOf(stopped)
+
+
 class DescribeExitTests(TestCase):
     def test_exit_status(self):
         """An exit is described by its status."""
@@ -554,6 +612,23 @@ class ReloadTests(TestCase):
         self.assertEqual(self.signals.sent, [(pid, signal.SIGTERM, True)])
         self.reactor.advance(0.5)
         self.assertEqual(self.signals.sent[-1], (pid, signal.SIGKILL, True))
+
+
+class ListenerSetRetryTests(TestCase):
+    def test_a_failed_process_channel_is_left_to_its_restart_tries(self):
+        """restart_tries = 0 and a death: FAILED for good; the set's automatic retries of FAILED listeners leave it alone."""
+        reactor = ProcessReactor()
+        self.patch(process_module, "signal_group", Signals().signal_group)
+        listeners = ListenerSet(reactor=reactor, wall=reactor.seconds)
+        listeners.configure({"worker": command_spec(restart_tries=0)})
+        listeners.start()
+        reactor.spawned[-1].exit(3)
+        self.assertEqual(listeners.status()["worker"]["state"], FAILED)
+
+        reactor.pump([1.0] * 100)
+
+        self.assertEqual(len(reactor.spawned), 1)
+        self.assertNotIn("retry_in", listeners.status()["worker"])
 
 
 class GroupTests(TestCase):

@@ -48,6 +48,19 @@ def self_signed_pem(folder):
     return path
 
 
+def record_stops(test, node):
+    """The (final state, kill_after) of every stop of C{node}'s listeners from now on."""
+    stops = []
+    real = node.listeners.stop
+
+    def stop(final=WAITING, kill_after=None):
+        stops.append((final, kill_after))
+        return real(final, kill_after)
+
+    test.patch(node.listeners, "stop", stop)
+    return stops
+
+
 def answer(role, epoch=0, seq=1, name="serv_a"):
     return peer_frame(wire.Kind.ANSWER, name, role, epoch=epoch, seq=seq)
 
@@ -103,6 +116,22 @@ class FencingTests(PairTestCase):
         self.assertIn("outranks this node", node.machine.cause)
         [reply] = frames_in(transport)
         self.assertEqual(reply.role, wire.Role.BACKUP, "the answer already says backup")
+
+    def test_a_yield_bounds_the_stop_of_process_channels_by_half_the_backups_threshold(self):
+        """Yielding to another live node while the backup answers: channels get SIGKILL after half its threshold at most."""
+        node = self.make_node(name="serv_b", backup=False)
+        stops = record_stops(self, node)
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1))
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual(stops, [(WAITING, 1.0)])  # threshold 2 s, nothing unanswered yet
+
+    def test_a_planned_stop_keeps_each_channels_stop_timeout(self):
+        """A node shutting down stops its channels with their own stop_timeout (no sooner SIGKILL)."""
+        node = self.make_node(name="serv_b", backup=False)
+        stops = record_stops(self, node)
+        node.stopService()
+        self.assertEqual(stops, [(STOPPED, None)])
 
     def test_shutdown_after_a_yield_waits_for_the_heartbeat_link_to_close(self):
         """A node that yielded and then shuts down waits for its old heartbeat link as well as its listeners."""
@@ -544,6 +573,18 @@ class WitnessTests(NodeTestCase):
         self.assertEqual(node.machine.role, BACKUP)
         self.assertIn("self-fenced", node.machine.cause)
         self.assertEqual(node.listeners.status()["web"]["state"], WAITING)
+
+    def test_a_self_fence_bounds_the_stop_of_process_channels_by_the_time_left(self):
+        """Fenced at 1 s of silence with the backup's threshold 2 s: channels get SIGKILL after half the 1 s left."""
+        node = self.make_node(name="serv_a", backup=False)
+        stops = record_stops(self, node)
+        self.outbound(node)
+        self.witness = None
+        self.step(1.95)
+        self.assertIn("self-fenced", node.machine.cause)
+        [(final, kill_after)] = stops
+        self.assertEqual(final, WAITING)
+        self.assertAlmostEqual(kill_after, 0.5, delta=0.01)
 
     def test_live_node_that_reaches_a_witness_stays_live(self):
         """Backup silent but a witness reachable: the backup is the one that is gone; stay live."""

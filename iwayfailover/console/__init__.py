@@ -9,7 +9,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from iwayfailover.console.access import GuardedRoot
-from iwayfailover.console.api import StatusResource, SwitchoverResource
+from iwayfailover.console.api import RestartListenerResource, StatusResource, SwitchoverResource
 from iwayfailover.console.metrics import MetricsResource
 from iwayfailover.console.pages import Console, add_pages
 
@@ -48,7 +48,8 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
         reactor thread; default: the node's reactor's thread pool for file
         I/O, and a thread of the console's own for password hashes.
     @param events: the node's L{iwayfailover.events.RecentEvents}, for the Log page.
-    @param api_token: the console token that logs C{iwsrv switchover} in
+    @param api_token: the console token that logs C{iwsrv switchover} and
+        C{iwsrv restart-listener} in
         (see L{iwayfailover.console.access.write_token}); None: no token.
     """
     reactor = getattr(node, "reactor", None)
@@ -81,6 +82,7 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
+    api.putChild(b"restart-listener", RestartListenerResource(node))
     # The guard decides who may read it (this host's clients, or a login).
     root.putChild(b"metrics", MetricsResource(node))
     return root

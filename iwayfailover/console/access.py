@@ -8,13 +8,13 @@ The rule the guard applies:
 - C{/login} and C{/static/...} are open to all;
 - C{/api/status} and C{/metrics} are open without a login to this host's
   own clients (loopback or Unix socket), as monitoring expects;
-- C{POST /api/switchover} is open without a login session to a client that
-  shows the node's console token (C{Authorization: Bearer ...}): a random
-  value the node writes at every start to C{console.token} in its state
-  dir, readable by the node's user only, which is how C{iwsrv switchover}
-  logs in;
+- C{POST /api/switchover} and C{POST /api/restart-listener} are open
+  without a login session to a client that shows the node's console token
+  (C{Authorization: Bearer ...}): a random value the node writes at every
+  start to C{console.token} in its state dir, readable by the node's user
+  only, which is how C{iwsrv switchover} and C{iwsrv restart-listener} log in;
 - everything else needs a login;
-- every POST except that one carries the session's CSRF token, or is
+- every POST except those carries the session's CSRF token, or is
   refused with 403.
 """
 
@@ -55,7 +55,7 @@ CONTENT_SECURITY_POLICY = (
 
 OPEN = (b"login", b"static")
 OPEN_ON_LOOPBACK = ("api/status", "metrics")
-CLI_ON_LOOPBACK = ("api/switchover",)
+CLI_ON_LOOPBACK = ("api/switchover", "api/restart-listener")
 TOKEN_FILE = "console.token"
 
 
@@ -338,7 +338,7 @@ class GuardedRoot(Resource):
         elif full in OPEN_ON_LOOPBACK and not is_post and from_this_host(request):
             return super().getChildWithDefault(path, request)
         elif full in CLI_ON_LOOPBACK and token_valid(request, self.api_token):
-            return super().getChildWithDefault(path, request)  # iwsrv switchover: the token is its login
+            return super().getChildWithDefault(path, request)  # iwsrv switchover, restart-listener: the token is their login
         elif is_api or is_post:
             if is_post:
                 self.refusals.warn(client_address(request), "console: refused a {method} to /{path} from {client} without a login",

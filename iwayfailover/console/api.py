@@ -1,6 +1,7 @@
 """
-The node's JSON API: C{GET /api/status} (CONTRACT section 4) and
-C{POST /api/switchover} (a planned switchover).
+The node's JSON API: C{GET /api/status} (CONTRACT section 4),
+C{POST /api/switchover} (a planned switchover) and
+C{POST /api/restart-listener} (try a FAILED listener again).
 """
 
 import ipaddress
@@ -110,4 +111,58 @@ class SwitchoverResource(Resource):
             return 500, {"error": failure.getErrorMessage() or failure.type.__name__}
 
         d.addCallbacks(done, refused).addErrback(broken).addCallback(respond)
+        return NOT_DONE_YET
+
+
+class RestartListenerResource(Resource):
+    """
+    C{POST /api/restart-listener} with C{listener=NAME} (in the query string
+    or a form body): try one FAILED listener again (started on a live node,
+    made WAITING on a backup). Answers 200 once that is done with the
+    listener's status entry and its C{listener} name (its C{state} may be
+    FAILED again, with the C{reason}); 409 when it cannot be restarted (no
+    such listener, or it is not FAILED), with the reason; 400 without a
+    name. Guarded like C{/api/switchover}: C{iwsrv restart-listener} (the
+    console token) or a login session with its CSRF token, from this host.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node):
+        super().__init__()
+        self._node = node
+
+    def render_POST(self, request):
+        from iwayfailover.node import ListenerRestartRefused
+
+        if not from_this_host(request):
+            return _json(request, 403, {"error": "a listener may only be restarted through the API from this host"})
+        name = (request.args.get(b"listener") or [b""])[0].decode("utf-8", "replace").strip()
+        if not name:
+            return _json(request, 400, {"error": "no listener named: give listener=NAME"})
+        try:
+            d = self._node.restart_listener(name)
+        except ListenerRestartRefused as e:
+            return _json(request, 409, {"error": str(e)})
+        log.info("API: listener {listener} restart asked for from {client}", listener=name,
+                 client=str(request.getClientAddress()))
+        finished = []
+        request.notifyFinish().addBoth(finished.append)
+
+        def done(_):
+            entry = dict(self._node.status().get("listeners", {}).get(name) or {"state": "gone"})
+            entry["listener"] = name
+            return 200, entry
+
+        def broken(failure):
+            log.failure("restarting listener {listener} failed", failure, listener=name)
+            return 500, {"error": failure.getErrorMessage() or failure.type.__name__}
+
+        def respond(outcome):
+            code, body = outcome
+            if not finished:
+                request.write(_json(request, code, body))
+                request.finish()
+
+        d.addCallback(done).addErrback(broken).addCallback(respond)
         return NOT_DONE_YET

@@ -167,6 +167,41 @@ class Page(Resource):
 # -- Status --
 
 
+def failed_listeners(status) -> dict:
+    """The FAILED listeners (the floating IP included) of a live node's status, by name; none for a backup."""
+    if status.get("role") != "live":
+        return {}
+    return {name: entry for name, entry in (status.get("listeners") or {}).items() if entry.get("state") == "FAILED"}
+
+
+def failed_banner(status):
+    """
+    A warning across the top of the Status page while a live node serves
+    with FAILED listeners, naming each with its reason and its next
+    automatic retry; hidden otherwise (the page's script shows and fills it
+    as the status changes).
+    """
+    failed = failed_listeners(status)
+    items = []
+    for name, entry in failed.items():
+        retry = ""
+        if entry.get("retry_in") is not None:
+            retry = f" (automatic retry {entry.get('retries', 0) + 1} in {entry['retry_in']:.1f} s)"
+        items.append(tags.li(tags.strong(name), f": {entry.get('reason') or 'no reason given'}{retry}"))
+    attributes = {"class": "banner", "role": "alert", "data-live": "failed-listeners"}
+    if not failed:
+        attributes["hidden"] = "hidden"
+    return tags.div(
+        tags.strong(
+            "This node is live, but ", tags.span(str(len(failed)), **{"data-field": "failed-count"}),
+            " of its listeners FAILED and serve nobody:",
+        ),
+        tags.ul(*items, **{"data-field": "failed-list"}),
+        tags.a("Listeners", href="/listeners"), " (Restart tries one again now).",
+        **attributes,
+    )
+
+
 class StatusPage(Page):
     path = b""
     title = "Status"
@@ -196,7 +231,7 @@ class StatusPage(Page):
             ),
             class_="facts", **{"data-live": "status"},
         )
-        return tags.div(facts, self.switchover_form(request, status), self.transitions(status))
+        return tags.div(failed_banner(status), facts, self.switchover_form(request, status), self.transitions(status))
 
     def switchover_form(self, request, status):
         peer = (status.get("peer") or {}).get("name") or "the backup"

@@ -16,6 +16,28 @@
     el.classList.add(prefix + "-" + value);
   }
 
+  // The Status page's warning: a live node serving with FAILED listeners.
+  function updateFailedBanner(listeners) {
+    var banner = document.querySelector('[data-live="failed-listeners"]');
+    if (!banner) { return; }
+    var failed = Object.keys(listeners).filter(function (name) { return listeners[name].state === "FAILED"; });
+    banner.hidden = failed.length === 0;
+    setText("failed-count", String(failed.length));
+    var list = banner.querySelector('[data-field="failed-list"]');
+    while (list.firstChild) { list.removeChild(list.firstChild); }
+    failed.forEach(function (name) {
+      var entry = listeners[name];
+      var item = document.createElement("li");
+      var strong = document.createElement("strong");
+      strong.textContent = name;
+      item.appendChild(strong);
+      var retry = entry.retry_in === undefined || entry.retry_in === null ? ""
+        : " (automatic retry " + ((entry.retries || 0) + 1) + " in " + entry.retry_in.toFixed(1) + " s)";
+      item.appendChild(document.createTextNode(": " + (entry.reason || "no reason given") + retry));
+      list.appendChild(item);
+    });
+  }
+
   function update(status) {
     document.querySelectorAll('[data-field="role"]').forEach(function (el) { setBadge(el, "role", status.role); });
     setText("epoch", String(status.epoch));
@@ -30,6 +52,7 @@
     var settings = status.settings || {};
     if (settings.threshold !== undefined) { setText("threshold", settings.threshold + " s"); }
     var listeners = status.listeners || {};
+    updateFailedBanner(status.role === "live" ? listeners : {});
     Object.keys(listeners).forEach(function (name) {
       var entry = listeners[name];
       document.querySelectorAll('[data-listener="' + name + '"]').forEach(function (el) {
