@@ -13,8 +13,9 @@ import dataclasses
 import ipaddress
 import os
 import socket
+import threading
+from typing import Optional
 
-from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -26,12 +27,15 @@ from iwayfailover.events import EventLogService, RecentEvents
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode, describe_keys
 from iwayfailover.ports import ServerPort, StartupError
-from iwayfailover.reload import ConfigPoller
+from iwayfailover.reload import ConfigPoller, ReaderThread
 from iwayfailover.state import EpochStore, StateError, default_state_dir
 
 log = Logger()
 
 DEFAULT_CONFIG = "/etc/iwayfailover/iwayfailover.ini"
+
+STARTUP_READ_TIMEOUT = 30.0
+"""Seconds a node waits at start for its configuration to be read (a hung share) before it gives up."""
 
 
 def default_config() -> str:
@@ -98,6 +102,41 @@ def load_checked_config(path: str) -> SharedConfig:
     return dataclasses.replace(config, keys=auth.load_keys(config))
 
 
+def load_at_startup(path: str, timeout: Optional[float] = None) -> SharedConfig:
+    """
+    L{load_checked_config}, waited for at most C{timeout} seconds (by
+    default L{STARTUP_READ_TIMEOUT}).
+
+    The read runs on a daemon thread: a share that does not answer blocks
+    that thread (it cannot be killed), not the start, which gives up with a
+    message instead of hanging silently before anything is logged.
+
+    @raise ConfigError: it is unusable, or it has not been read after
+        C{timeout} seconds.
+    """
+    outcome = {}
+    finished = threading.Event()
+
+    def read():
+        try:
+            outcome["config"] = load_checked_config(path)
+        except BaseException as e:
+            outcome["error"] = e
+        finally:
+            finished.set()
+
+    if timeout is None:
+        timeout = STARTUP_READ_TIMEOUT
+    threading.Thread(target=read, name="iwayfailover-config-read", daemon=True).start()
+    if not finished.wait(timeout):
+        raise ConfigError(
+            path, problem=f"reading the configuration has not finished after {timeout:g} s (is the share hung?)",
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["config"]
+
+
 def _local_addresses():
     names = {socket.gethostname(), socket.getfqdn(), "localhost"}
     addresses = set()
@@ -155,7 +194,7 @@ def makeService(options, reactor=None):
 
 
 def _build(options, reactor):
-    config = load_checked_config(options["config"])
+    config = load_at_startup(options["config"])
     name = options["name"]
     server = config.server(name)
     epochs = EpochStore(options["state-dir"])
@@ -188,7 +227,7 @@ def _build(options, reactor):
     node.poller = ConfigPoller(
         reactor, config, config.failover.reload_interval,
         load=lambda path: node.check_config(load_checked_config(path)),
-        run=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+        run=ReaderThread(reactor),
         apply=node.apply_config,
     )
     node.poller.setServiceParent(node)

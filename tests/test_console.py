@@ -1055,6 +1055,7 @@ class SettingsPageTests(ConsoleTestCase):
         values = self.open_settings()
         values["server:serv_b/threshold"] = "7"
         self.post("/settings", values)
+        self.reactor.advance(self.node.poller.settle)  # read again once settled, then applied
         self.assertEqual(self.node.status()["settings"]["threshold"], 7.0)
 
     def test_invalid_value_is_shown_beside_its_field_and_nothing_is_saved(self):

@@ -228,6 +228,7 @@ class CollectorReloadTests(NodeTestCase):
         self.poller(node, lambda path: changed)
 
         self.reactor.advance(1.0)
+        self.reactor.advance(0.5)  # read again after the settle delay: the file is stable
         samples = scrape(node)
 
         self.assertEqual(value(samples, "iwayfailover_config_reloads_total"), 1)
@@ -247,7 +248,8 @@ class CollectorReloadTests(NodeTestCase):
         self.poller(node, load)
 
         self.reactor.advance(1.0)
-        self.reactor.advance(1.0)
+        self.reactor.advance(0.5)  # the second read confirms the error: one failure
+        self.reactor.advance(0.5)  # the next poll: the same error again
         samples = scrape(node)
         self.assertEqual(value(samples, "iwayfailover_config_reload_failures_total"), 2)
         self.assertEqual(value(samples, "iwayfailover_config_reload_failing"), 1)

@@ -11,7 +11,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
-from harness import temporary_directory
+from harness import temporary_directory, wait_for
 from iwayfailover import auth, tap
 from iwayfailover.node import FailoverNode
 from iwayfailover.ports import ServerPort
@@ -129,6 +129,57 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         node = tap.makeService(self.options(name="serv_b", backup=True), reactor=MemoryReactorClock())
         self.assertEqual([c.label for c in node if isinstance(c, ServerPort)], ["heartbeat port"])
         self.assertTrue(node.start_as_backup)
+
+    def hung_share(self, options):
+        """The configuration file replaced by a FIFO nobody writes: opening it blocks, as a hung share does."""
+        path = options["config"]
+        os.remove(path)
+        os.mkfifo(path)
+
+        def release():
+            # Let the abandoned reader thread go: a writer that opens and closes gives it end of file.
+            def opened():
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                    return True
+                except OSError:  # ENXIO: no reader yet
+                    return False
+
+            wait_for(opened, 5, "the reader of the FIFO")
+
+        self.addCleanup(release)
+        return path
+
+    def test_a_startup_read_gives_the_checked_configuration(self):
+        """load_at_startup reads the file and its key file, as load_checked_config does."""
+        path = self.options()["config"]
+
+        config = tap.load_at_startup(path, timeout=10)
+
+        self.assertEqual(config.server("serv_a").threshold, 3.0)
+        self.assertEqual(len(config.keys.key_ids), 1)
+
+    def test_a_startup_read_that_hangs_gives_up_naming_the_file(self):
+        """A read that has not finished after the timeout raises a ConfigError naming the file and how long."""
+        path = self.hung_share(self.options())
+
+        error = self.assertRaises(tap.ConfigError, tap.load_at_startup, path, 0.2)
+
+        self.assertIn(path, str(error))
+        self.assertIn("has not finished after 0.2 s", str(error))
+
+    def test_make_service_on_a_hung_share_exits_with_one_line(self):
+        """makeService on a file whose read hangs stops after STARTUP_READ_TIMEOUT with one line naming it."""
+        options = self.options()
+        path = self.hung_share(options)
+        self.patch(tap, "STARTUP_READ_TIMEOUT", 0.2)
+
+        error = self.assertRaises(SystemExit, tap.makeService, options, MemoryReactorClock())
+
+        message = str(error.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn(path, message)
+        self.assertIn("has not finished", message)
 
     def test_unknown_server_name_exits_with_one_line_listing_the_sections(self):
         """A name with no section stops startup with one line naming the sections there are."""
