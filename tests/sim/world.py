@@ -63,10 +63,8 @@ class Scenario:
 class Conn:
     """One TCP connection between two nodes' processes (a heartbeat link or a probe)."""
 
-    ids = itertools.count(1)
-
-    def __init__(self, dialer: str, acceptor: str, kind: str):
-        self.id = next(Conn.ids)
+    def __init__(self, ident: int, dialer: str, acceptor: str, kind: str):
+        self.id = ident
         self.dialer, self.acceptor, self.kind = dialer, acceptor, kind
         self.alive = True
         self.established = False
@@ -518,7 +516,7 @@ class World:
         if peer.paused:
             self.at(interval, retry)  # the hello is not answered in time
             return
-        conn = Conn(node.name, peer.name, "link")
+        conn = Conn(next(self.counter), node.name, peer.name, "link")
         conn.established = True
         node.out = conn
         node.unanswered = 0
@@ -647,7 +645,7 @@ class World:
         if self.resets or not peer.up:
             self.at(2 * self.delay(), reply, ev.REFUSED)
             return
-        conn = Conn(node.name, peer.name, "probe")
+        conn = Conn(next(self.counter), node.name, peer.name, "probe")
         conn.token = e
         conn.prober_incarnation = incarnation
         conn.answered = False

@@ -1,0 +1,425 @@
+"""
+The decision core's rules, one at a time, with a recorder: observations
+in, effects out, time advanced by hand. No sockets, no reactor.
+"""
+
+from __future__ import annotations
+
+import unittest
+
+from iwayfailover.core import events as ev
+from iwayfailover.core.ballot import Rank, next_epoch, outranks, slot_of
+from iwayfailover.core.pair import RETRY_CAP, RETRY_FIRST, CoreSettings, PairCore
+
+SETTINGS = CoreSettings(name="serv_b", peer="serv_a", priority=0, threshold=1.0, interval=0.2,
+                        peer_threshold=1.0, slot=1, modulus=2)
+
+
+class Recorder:
+    """A core, a hand-driven monotonic clock and every effect the core asked for."""
+
+    def __init__(self, settings=SETTINGS, epoch=0, plants=frozenset()):
+        self.t = 100.0
+        self.core = PairCore(settings, epoch, now=lambda: self.t, plants=plants)
+        self.effects = []
+        self.timers = {}
+
+    def feed(self, observation):
+        out = self.core.handle(observation)
+        self.effects.extend(out)
+        for e in out:
+            if isinstance(e, ev.StartTimer):
+                self.timers[e.name] = (e.token, self.t + e.delay)
+            elif isinstance(e, ev.CancelTimer):
+                self.timers.pop(e.name, None)
+        return out
+
+    def advance(self, seconds):
+        """Let time pass, firing the core's timers as they come due (on time)."""
+        end = self.t + seconds
+        while True:
+            due = [(at, name, token) for name, (token, at) in self.timers.items() if at <= end]
+            if not due:
+                break
+            at, name, token = min(due)
+            self.t = max(self.t, at)
+            del self.timers[name]
+            self.feed(ev.Deadline(name, token))
+        self.t = end
+
+    def of(self, kind):
+        return [e for e in self.effects if isinstance(e, kind)]
+
+    def last(self, kind):
+        found = self.of(kind)
+        return found[-1] if found else None
+
+    def clear(self):
+        self.effects = []
+
+    def save_epochs(self, error=None):
+        """Answer the last SaveEpoch asked for, as the node's epoch store would."""
+        save = self.last(ev.SaveEpoch)
+        if save is not None:
+            self.feed(ev.EpochSaved(save.epoch, error))
+
+    def heartbeat(self, epoch=2, priority=0, sender="serv_a", role=ev.LIVE, kind=ev.HEARTBEAT, link=ev.IN, **kw):
+        return self.feed(ev.Heard(sender=sender, kind=kind, role=role, epoch=epoch, priority=priority,
+                                  threshold=1.0, link=link, **kw))
+
+
+def backup(settings=SETTINGS, **kw):
+    r = Recorder(settings, **kw)
+    r.feed(ev.Start(as_backup=True))
+    r.heartbeat()
+    r.clear()
+    return r
+
+
+def live(settings=SETTINGS, **kw):
+    r = backup(settings, **kw)
+    r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+    probe = r.last(ev.Probe)
+    r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.REFUSED))
+    ask = r.last(ev.AskWitnesses)
+    if ask is not None:
+        r.feed(ev.WitnessResult(ask.token, "witness:22"))
+    r.save_epochs()
+    r.feed(ev.LinkUp(ev.OUT))
+    r.feed(ev.Served())
+    r.clear()
+    return r
+
+
+class BallotTests(unittest.TestCase):
+    def test_each_server_has_its_own_residue_class_of_epochs(self):
+        """Two servers' takeovers from the same highest epoch never pick the same epoch."""
+        a, b = slot_of("serv_a", ["serv_a", "serv_b"]), slot_of("serv_b", ["serv_b", "serv_a"])
+        self.assertEqual((a, b), ((0, 2), (1, 2)))
+        for highest in range(0, 20):
+            ea, eb = next_epoch(highest, *a), next_epoch(highest, *b)
+            self.assertNotEqual(ea, eb)
+            self.assertGreater(min(ea, eb), highest)
+            self.assertEqual((ea % 2, eb % 2), (0, 1))
+
+    def test_rank_is_epoch_then_priority_then_name(self):
+        """The higher epoch wins, then the higher priority, then the name sorting first."""
+        self.assertTrue(outranks(Rank(3, 0, "b"), Rank(2, 99, "a")))
+        self.assertTrue(outranks(Rank(2, 5, "b"), Rank(2, 0, "a")))
+        self.assertTrue(outranks(Rank(2, 0, "a"), Rank(2, 0, "b")))
+        self.assertFalse(outranks(Rank(2, 0, "b"), Rank(2, 0, "a")))
+
+
+class AskBeforeTakingOverTests(unittest.TestCase):
+    def test_backup_asks_the_live_node_before_the_threshold_and_decides_at_it(self):
+        """Silence for threshold - window sends a probe; the takeover waits for the threshold itself."""
+        r = backup()
+        r.advance(0.74)
+        self.assertEqual(r.of(ev.Probe), [])
+        r.advance(0.02)
+        probe = r.last(ev.Probe)
+        self.assertEqual((probe.purpose, probe.timeout), (ev.PREVOTE, 0.25))
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.NO_ANSWER))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "no takeover before the threshold")
+        r.advance(0.25)
+        self.assertEqual(r.last(ev.SaveEpoch), ev.SaveEpoch(3))
+        r.save_epochs()
+        self.assertEqual(r.last(ev.Transition).role, ev.LIVE)
+        self.assertEqual(r.last(ev.Transition).kind, "silence")
+        self.assertEqual(r.last(ev.Serve), ev.Serve(3))
+
+    def test_a_live_answer_means_no_takeover(self):
+        """A live node that answers the question keeps its role; the backup measures silence again."""
+        r = backup()
+        r.advance(0.76)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.LIVE, epoch=2, sender="serv_a"))
+        r.advance(0.5)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        self.assertEqual(r.core.role, ev.BACKUP)
+
+    def test_a_heartbeat_during_the_question_ends_it(self):
+        """A heartbeat that arrives while the question is out cancels the takeover."""
+        r = backup()
+        r.advance(0.8)
+        r.heartbeat()
+        r.advance(0.5)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+
+    def test_a_stalled_backup_asks_again_instead_of_acting_on_its_overdue_timer(self):
+        """A backup that was itself paused past the threshold does not take over on waking: it asks first."""
+        r = backup()
+        r.t += 1.5  # SIGSTOP for 1.5 thresholds: its timers come due late, all at once
+        r.feed(ev.Stalled(1.5))
+        probe = r.last(ev.Probe)
+        self.assertEqual(probe.purpose, ev.PREVOTE)
+        for name, (token, at) in list(r.timers.items()):
+            if at <= r.t:
+                del r.timers[name]
+                r.feed(ev.Deadline(name, token))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "no takeover on the overdue timers")
+        r.heartbeat()  # the heartbeats waiting in its socket
+        r.advance(0.5)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+
+    def test_a_late_timer_alone_reveals_a_stall(self):
+        """Without a Stalled observation, a deadline that comes far too late is treated as a stall too."""
+        r = backup()
+        r.advance(0.76)
+        token, at = r.timers.pop("deadline")
+        r.t = at + 2.0
+        r.feed(ev.Deadline("deadline", token))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        self.assertEqual(len(r.of(ev.Probe)), 2, "asked again from scratch")
+
+    def test_of_two_backups_only_the_higher_rank_takes_the_role(self):
+        """A backup whose peer answers that it is backup too and outranks it stands aside."""
+        r = backup()
+        r.advance(0.76)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=4, sender="serv_a"))
+        r.advance(0.3)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+
+    def test_the_answer_of_a_lower_ranked_backup_lets_it_take_over(self):
+        """A peer that answers it is backup, with a lower rank, does not hold the takeover back."""
+        r = backup(epoch=5)
+        r.advance(0.76)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=4, sender="serv_a"))
+        self.assertEqual(r.last(ev.SaveEpoch), ev.SaveEpoch(7))
+
+
+class FastPathTests(unittest.TestCase):
+    def test_a_lost_link_and_a_refused_probe_take_over_at_once(self):
+        """The crash fast path: the live node's link closes, its port refuses: takeover without the threshold."""
+        r = backup()
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.REFUSED))
+        r.save_epochs()
+        self.assertEqual(r.last(ev.Transition).kind, "crash")
+
+    def test_the_fast_path_passes_the_witness_gate_too(self):
+        """With witnesses, a refused probe alone is not enough: a reset looks the same."""
+        r = backup(CoreSettings(**{**SETTINGS.__dict__, "witnesses": True}))
+        r.feed(ev.LinkDown(ev.IN, ev.RESET, from_live=True))
+        ask = r.last(ev.AskWitnesses)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.REFUSED))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "waits for the witnesses")
+        r.feed(ev.WitnessResult(ask.token, None))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertIn("isolated", r.last(ev.Note).text)
+
+    def test_a_link_that_the_live_node_only_redialled_changes_nothing(self):
+        """The probe after a lost link is answered by a live node: no takeover."""
+        r = backup()
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.LIVE, epoch=2, sender="serv_a"))
+        r.advance(0.3)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+
+
+class EpochTests(unittest.TestCase):
+    def test_no_serving_under_an_epoch_that_could_not_be_saved(self):
+        """A failed save of the new epoch means no takeover, and a fault is reported."""
+        r = backup()
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        r.save_epochs(error="No space left on device")
+        self.assertEqual(r.of(ev.Serve), [])
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertTrue(r.last(ev.Note).fault)
+        r.clear()
+        r.advance(1.0)  # it asks again by the threshold rule, with a new epoch: the failed one is never offered again
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        self.assertEqual(r.last(ev.SaveEpoch), ev.SaveEpoch(5))
+
+    def test_the_operator_may_allow_an_unsaved_epoch(self):
+        """unsaved_epoch = true serves under an epoch kept in memory only, and says so."""
+        r = backup(CoreSettings(**{**SETTINGS.__dict__, "unsaved_epoch": True}))
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        r.save_epochs(error="Read-only file system")
+        self.assertEqual(r.last(ev.Serve), ev.Serve(3))
+        self.assertEqual(r.last(ev.Note).level, "critical")
+
+    def test_a_takeover_goes_above_every_epoch_heard(self):
+        """The new epoch is above the peer's and in this server's own slot."""
+        r = backup()
+        r.heartbeat(epoch=10)
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        self.assertEqual(r.last(ev.SaveEpoch), ev.SaveEpoch(11))
+
+
+class LiveTests(unittest.TestCase):
+    def test_rank_comes_from_the_wire_not_the_local_copy(self):
+        """Two live nodes: the one whose announced rank is lower yields, whatever this node's copy says."""
+        settings = CoreSettings(**{**SETTINGS.__dict__, "priority": 5, "peer_priority": 0})
+        r = live(settings)
+        epoch = r.core.epoch
+        r.heartbeat(epoch=epoch, priority=9)  # same epoch cannot happen between two servers; priority decides here
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertEqual(r.last(ev.StopServing), ev.StopServing("WAITING", 0.0))
+
+    def test_a_live_node_that_outranks_the_other_stays(self):
+        """The higher epoch stays live and warns once."""
+        r = live()
+        r.heartbeat(epoch=1)
+        r.heartbeat(epoch=1)
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertEqual(len([n for n in r.of(ev.Note) if "yields" in n.text]), 1)
+
+    def test_heartbeats_every_interval_numbered(self):
+        """A live node sends a heartbeat every interval, each with its own number."""
+        r = live()
+        r.advance(0.61)
+        self.assertEqual([e.seq for e in r.of(ev.SendHeartbeat)], [2, 3, 4])
+
+    def test_self_fence_counts_from_when_the_answered_heartbeat_was_sent(self):
+        """The fence's stop must end before the backup's threshold, counted from the send of the last answered beat."""
+        r = live(CoreSettings(**{**SETTINGS.__dict__, "witnesses": True}))
+        r.advance(0.2)
+        beat = r.last(ev.SendHeartbeat)
+        sent = r.t
+        r.t += 0.03
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=beat.seq)
+        self.assertEqual(r.core.last_answer, sent)
+        r.advance(0.6)
+        ask = r.last(ev.AskWitnesses)
+        r.t += 0.1
+        r.feed(ev.WitnessResult(ask.token, None))
+        stop = r.last(ev.StopServing)
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertAlmostEqual(r.t + stop.within, sent + 1.0 - 0.01)
+
+    def test_a_live_node_stalled_past_its_backups_threshold_stops_serving_until_it_hears_it(self):
+        """A woken live node stops serving at once and asks its peer before serving again."""
+        r = live()
+        r.t += 1.2
+        r.feed(ev.Stalled(1.2))
+        self.assertEqual(r.last(ev.StopServing), ev.StopServing("WAITING", 0.0))
+        self.assertEqual(r.core.role, ev.BACKUP)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.LIVE, epoch=5, sender="serv_a"))
+        self.assertEqual(r.core.role, ev.BACKUP)
+
+    def test_a_woken_live_node_whose_peer_stayed_backup_serves_again_under_a_new_epoch(self):
+        """The peer answers that it is backup: the woken node takes the role again, with a new ballot."""
+        r = live()
+        epoch = r.core.epoch
+        r.t += 1.2
+        r.feed(ev.Stalled(1.2))
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=2, sender="serv_a"))
+        r.save_epochs()
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertGreater(r.core.epoch, epoch)
+
+    def test_failed_channels_are_retried_with_a_capped_backoff(self):
+        """Served with FAILED channels: retried after 0.1 s, doubling to the cap, while live."""
+        r = live()
+        delays = []
+        for _ in range(8):
+            r.feed(ev.Served(("web",)))
+            timer = r.last(ev.StartTimer)
+            delays.append(timer.delay)
+            r.advance(timer.delay)
+            self.assertIsInstance(r.effects[-1], ev.RetryChannels)
+        self.assertEqual(delays[:3], [RETRY_FIRST, 2 * RETRY_FIRST, 4 * RETRY_FIRST])
+        self.assertEqual(max(delays), RETRY_CAP)
+        r.feed(ev.Served(()))
+        r.feed(ev.Served(("web",)))
+        self.assertEqual(r.last(ev.StartTimer).delay, RETRY_FIRST, "the backoff starts again once they came up")
+
+
+class SwitchoverTests(unittest.TestCase):
+    def answered_live(self):
+        r = live()
+        r.advance(0.2)
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=r.last(ev.SendHeartbeat).seq)
+        r.clear()
+        return r
+
+    def test_switchover_stops_serving_before_telling_the_backup(self):
+        """The stand-down goes out only once every channel has stopped."""
+        r = self.answered_live()
+        r.feed(ev.SwitchoverAsked())
+        self.assertEqual(r.of(ev.StandDown), [])
+        r.feed(ev.StoppedServing())
+        self.assertEqual(r.of(ev.StandDown), [ev.StandDown(True)])
+        r.heartbeat(epoch=5, kind=ev.ANSWER, link=ev.OUT)
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertTrue(r.last(ev.SwitchoverOutcome).ok)
+
+    def test_an_unconfirmed_switchover_asks_the_backup_before_serving_again(self):
+        """No confirmation: the old live node asks; a backup that is still backup means serve again (new epoch)."""
+        r = self.answered_live()
+        epoch = r.core.epoch
+        r.feed(ev.SwitchoverAsked())
+        r.feed(ev.StoppedServing())
+        r.advance(5.0)
+        probe = r.last(ev.Probe)
+        self.assertEqual(probe.purpose, ev.HANDOVER)
+        self.assertEqual(r.of(ev.Serve), [], "nothing serves before the answer")
+        r.feed(ev.ProbeResult(ev.HANDOVER, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=2, sender="serv_a"))
+        r.save_epochs()
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertGreater(r.core.epoch, epoch)
+        self.assertFalse(r.last(ev.SwitchoverOutcome).ok)
+
+    def test_an_unanswered_check_leaves_the_old_live_node_backup(self):
+        """No answer to the check: the backup may be live, so the old live node waits as backup."""
+        r = self.answered_live()
+        r.feed(ev.SwitchoverAsked())
+        r.feed(ev.StoppedServing())
+        r.feed(ev.LinkDown(ev.OUT, ev.CLOSED))
+        probe = r.last(ev.Probe)
+        self.assertEqual(probe.purpose, ev.HANDOVER, "a dropped link is noticed at once")
+        r.feed(ev.ProbeResult(ev.HANDOVER, probe.token, ev.NO_ANSWER))
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertEqual(r.of(ev.Serve), [])
+
+    def test_switchover_refused_while_the_backup_is_not_answering(self):
+        """A switchover is refused when the backup has not answered recently."""
+        r = live()
+        r.advance(1.0)
+        r.feed(ev.SwitchoverAsked())
+        self.assertFalse(r.last(ev.SwitchoverOutcome).ok)
+        self.assertEqual(r.core.role, ev.LIVE)
+
+
+class StartupTests(unittest.TestCase):
+    def test_started_live_it_yields_to_a_live_peer(self):
+        """A node started live whose peer answers live starts as backup."""
+        r = Recorder()
+        r.feed(ev.Start(as_backup=False))
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.STARTUP, probe.token, ev.ANSWERED, role=ev.LIVE, epoch=4, sender="serv_a"))
+        self.assertEqual(r.core.role, ev.BACKUP)
+
+    def test_started_together_the_lower_rank_waits(self):
+        """Both started live at once: the node the other outranks (by the wire) starts as backup."""
+        r = Recorder()
+        r.feed(ev.Start(as_backup=False))
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.STARTUP, probe.token, ev.ANSWERED, role=ev.STARTING, epoch=0, priority=0,
+                              sender="serv_a"))
+        self.assertEqual(r.core.role, ev.BACKUP, "serv_a sorts first")
+
+    def test_no_answer_and_no_witness_reachable_starts_as_backup(self):
+        """Started live, no answer, witnesses configured but none reachable: it waits as backup."""
+        r = Recorder(CoreSettings(**{**SETTINGS.__dict__, "witnesses": True}))
+        r.feed(ev.Start(as_backup=False))
+        r.feed(ev.ProbeResult(ev.STARTUP, r.last(ev.Probe).token, ev.NO_ANSWER))
+        r.feed(ev.WitnessResult(r.last(ev.AskWitnesses).token, None))
+        self.assertEqual(r.core.role, ev.BACKUP)
+
+    def test_unknown_plants_are_refused(self):
+        """A plant name the core does not know is an error, not silently ignored."""
+        with self.assertRaises(ValueError):
+            PairCore(SETTINGS, 0, now=lambda: 0.0, plants=frozenset({"no-such-rule"}))
