@@ -17,7 +17,7 @@ import time
 
 from twisted.trial import unittest
 
-from harness import IWSRV, Pair, accepts, free_port, temporary_directory, wait_for
+from harness import IWSRV, Pair, accepts, allocate_port, temporary_directory, wait_for
 from test_process_e2e import group_members
 
 
