@@ -1,17 +1,46 @@
 """
 The one table of configuration keys and what is made from it: the settings
-classes' fields and the console's Backup Settings fields.
+classes' fields, the reload's list of changed keys and the console's Backup
+Settings fields.
 """
 
 from twisted.trial import unittest
 
 from iwayfailover.config import (
-    KEYS, ClientSettings, ConfigError, FailoverSettings, ListenerSettings, ServerSettings, schema,
+    KEYS, ClientSettings, ConfigError, FailoverSettings, ListenerSettings, ServerSettings, changed_keys, parse_config,
+    schema,
 )
 from iwayfailover.config.values import SECONDS
 from iwayfailover.console import settings as form
 
 PATH = "/share/iway.ini"
+
+CONFIG = """\
+[failover]
+heartbeat_interval = 0.5
+
+[server:serv_a]
+backup_location = 10.9.9.2:1200
+heartbeat_port = 1200
+threshold = 2
+
+[server:serv_b]
+backup_location = 10.9.9.1:1200
+heartbeat_port = 1200
+threshold = 2
+
+[listener:web]
+plugin = web --listen tcp:8080
+
+[listener:only_a]
+plugin = web --listen tcp:8081
+servers = serv_a
+"""
+
+
+def changed(text, server=None):
+    """The changed-key lines from CONFIG to C{text}."""
+    return changed_keys(parse_config(CONFIG, PATH), parse_config(text, PATH), server)
 
 
 class TableTests(unittest.TestCase):
@@ -55,6 +84,53 @@ class TableTests(unittest.TestCase):
     def test_required_keys_are_required_by_the_settings_class(self):
         """A server's settings cannot be made without its required keys."""
         self.assertRaises(TypeError, ServerSettings, name="serv_a")
+
+
+class ChangedKeysTests(unittest.TestCase):
+    """changed_keys: the keys a reload changed, as "[section] key old -> new"."""
+
+    def test_no_change_gives_no_lines(self):
+        """The same file gives an empty list."""
+        self.assertEqual(changed(CONFIG), [])
+
+    def test_a_changed_value_is_one_line_with_old_and_new(self):
+        """threshold 2 -> 5 in serv_b's section is one line, shown as the file has it."""
+        text = CONFIG.replace("threshold = 2\n\n[listener:web]", "threshold = 5\n\n[listener:web]")
+        self.assertEqual(changed(text), ["[server:serv_b] threshold 2 -> 5"])
+
+    def test_a_key_added_shows_the_default_it_replaces(self):
+        """witness added to [failover]: none -> the address; self_fence set to its default: no line."""
+        text = CONFIG.replace("heartbeat_interval = 0.5\n", "heartbeat_interval = 0.25\nwitness = 10.0.0.9:22\nself_fence = yes\n")
+        self.assertEqual(changed(text), [
+            "[failover] heartbeat_interval 0.5 -> 0.25", "[failover] witness none -> 10.0.0.9:22",
+        ])
+
+    def test_a_listener_added_or_removed_shows_its_plugin_line(self):
+        """A listener section added: its plugin line from none; one removed: to none."""
+        added = changed(CONFIG + "\n[listener:extra]\nplugin = web --listen tcp:9000\n")
+        self.assertEqual(added, ["[listener:extra] plugin none -> web --listen tcp:9000"])
+        removed = changed(CONFIG.replace("[listener:web]\nplugin = web --listen tcp:8080\n", ""))
+        self.assertEqual(removed, ["[listener:web] plugin web --listen tcp:8080 -> none"])
+
+    def test_for_one_server_only_what_it_reads(self):
+        """For serv_b: not serv_a's section, nor a listener that runs only on serv_a."""
+        text = CONFIG.replace("threshold = 2\n\n[server:serv_b]", "threshold = 3\n\n[server:serv_b]").replace(
+            "tcp:8081", "tcp:8082")
+        self.assertEqual(len(changed(text)), 2)
+        self.assertEqual(changed(text, "serv_b"), [])
+        self.assertEqual(changed(text, "serv_a"), [
+            "[server:serv_a] threshold 2 -> 3", "[listener:only_a] plugin web --listen tcp:8081 -> web --listen tcp:8082",
+        ])
+
+    def test_a_listener_moved_off_a_server_is_listed_for_it(self):
+        """A listener whose servers no longer name this server is listed for it, with the servers change."""
+        text = CONFIG.replace("servers = serv_a", "servers = serv_b")
+        self.assertEqual(changed(text, "serv_a"), ["[listener:only_a] servers serv_a -> serv_b"])
+
+    def test_a_key_a_server_inherits_shows_as_failovers(self):
+        """A hook set in a server's own section, where it was [failover]'s before."""
+        text = CONFIG.replace("threshold = 2\n\n[server:serv_b]", "threshold = 2\non_live = /bin/notify live\n\n[server:serv_b]")
+        self.assertEqual(changed(text, "serv_a"), ["[server:serv_a] on_live [failover]'s -> /bin/notify live"])
 
 
 class FormTests(unittest.TestCase):

@@ -10,7 +10,7 @@ immutable settings.
 """
 
 from iwayfailover.config.parse import parse_config, read_config
-from iwayfailover.config.schema import KEYS, Key
+from iwayfailover.config.schema import KEYS, Key, changed_keys
 from iwayfailover.config.settings import (
     DEFAULT_HOOK_TIMEOUT, HOOK_KEYS, ClientSettings, FailoverSettings, ListenerSettings, ServerSettings, SharedConfig,
 )
@@ -22,6 +22,6 @@ from iwayfailover.config.values import (
 __all__ = [
     "KEYS", "DEFAULT_HOOK_TIMEOUT", "FALSE_WORDS", "HOOK_KEYS", "NAME_ALLOWED", "NAME_PATTERN", "TRUE_WORDS",
     "ClientSettings", "ConfigError", "FailoverSettings", "Key", "ListenerSettings", "ServerSettings", "SharedConfig",
-    "backup_host", "client_endpoint_string", "console_endpoint_string", "endpoint_interface",
+    "backup_host", "changed_keys", "client_endpoint_string", "console_endpoint_string", "endpoint_interface",
     "endpoint_port", "parse_config", "read_config", "server_endpoint_string",
 ]

@@ -3,8 +3,9 @@ The one table of the shared configuration's keys, L{KEYS}: for each key its
 section, the kind of value it holds (its check), its default, what it means,
 and how the console and a reload treat it. From it come the parser's
 per-key checks and unknown-key errors (L{iwayfailover.config.parse}), the
-fields of the settings classes (L{iwayfailover.config.settings}) and the
-console's Backup Settings form (L{iwayfailover.console.settings}).
+fields of the settings classes (L{iwayfailover.config.settings}), the
+console's Backup Settings form (L{iwayfailover.console.settings}) and the
+list of keys a reload changed (L{changed_keys}).
 
 Adding a key is one line in L{KEYS}; rules between keys (a threshold above
 the heartbeat interval, failback needing a preferred server, ...) stay in
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from iwayfailover.config.values import (
     BOOLEAN, COMMAND, CONSOLE, COUNT, ENVIRONMENT, FOLDER, HOOK, INTEGER, INTERFACE, LOCATION, PLUGIN, PORT,
@@ -215,3 +216,41 @@ def settings_fields(keys: Iterable[Key], defaults: bool = True):
         cls.__annotations__ = {**first, **required, **optional, **last}
         return dataclass(frozen=True)(cls)
     return build
+
+
+def changed_keys(old, new, server: Optional[str] = None) -> List[str]:
+    """
+    The keys whose values differ between two configurations, as
+    C{"[section] key old -> new"} lines; a section added or removed counts
+    as one whose keys were all unset. A key that a server inherits from
+    [failover] shows as C{[failover]'s} where the server leaves it unset.
+
+    @param old: a L{iwayfailover.config.SharedConfig}.
+    @param new: another.
+    @param server: only what this server reads: [failover], its own
+        section, and the listeners that run on it (before or after).
+    """
+    lines = []
+
+    def compare(section, before, after):
+        kind = section_kind(section)
+        for key in keys_of(kind):
+            a, b = key.value_of(before), key.value_of(after)
+            if a == b:
+                continue
+            shown = [key.show(v) for v in (a, b)]
+            if kind == "server" and "failover" in key.sections:
+                shown = ["[failover]'s" if v is None else s for v, s in zip((a, b), shown)]
+            if shown[0] != shown[1]:
+                note = " (takes effect at the next start)" if key.applied == NEXT_START else ""
+                lines.append(f"[{section}] {key.name} {shown[0]} -> {shown[1]}{note}")
+
+    compare("failover", old.failover, new.failover)
+    servers = [server] if server is not None else sorted(set(old.servers) | set(new.servers))
+    for name in servers:
+        compare(f"server:{name}", old.servers.get(name), new.servers.get(name))
+    for name in sorted(set(old.listeners) | set(new.listeners)):
+        before, after = old.listeners.get(name), new.listeners.get(name)
+        if server is None or any(spec is not None and spec.runs_on(server) for spec in (before, after)):
+            compare(f"listener:{name}", before, after)
+    return lines
