@@ -1,8 +1,10 @@
 """
 The one table of configuration keys and what is made from it: the settings
-classes' fields, the reload's list of changed keys and the console's Backup
-Settings fields.
+classes' fields, the reload's list of changed keys, the console's Backup
+Settings fields and the key reference docs/configuration.md.
 """
+
+import os
 
 from twisted.trial import unittest
 
@@ -10,9 +12,11 @@ from iwayfailover.config import (
     KEYS, ClientSettings, ConfigError, FailoverSettings, ListenerSettings, ServerSettings, changed_keys, parse_config,
     schema,
 )
+from iwayfailover.config import reference
 from iwayfailover.config.values import SECONDS
 from iwayfailover.console import settings as form
 
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = "/share/iway.ini"
 
 CONFIG = """\
@@ -163,3 +167,23 @@ class FormTests(unittest.TestCase):
         [field] = [f for f in form.SERVER_FIELDS if f.key == "threshold"]
         error = self.assertRaises(ConfigError, field.check, PATH, "server:serv_a", "threshold", "soon")
         self.assertEqual(error.problem, "not a number")
+
+
+class ReferenceTests(unittest.TestCase):
+    """docs/configuration.md, written from the table."""
+
+    def test_the_reference_in_the_source_tree_is_up_to_date(self):
+        """docs/configuration.md is what `make docs` writes now; run it after changing the table."""
+        with open(os.path.join(SOURCE_TREE, "docs", "configuration.md"), encoding="utf-8") as f:
+            written = f.read()
+        self.assertEqual(written, reference.render(), "docs/configuration.md is out of date: run `make docs`")
+
+    def test_every_key_is_in_the_reference_with_its_default(self):
+        """Each key of the table has a row naming it, its meaning and its default, under its section."""
+        text = reference.render()
+        for key in KEYS:
+            row = next(line for line in text.splitlines() if line.startswith(f"| `{key.name}` |"))
+            self.assertIn(key.help, row)
+            self.assertIn(f"| {key.default_text} |", row)
+        for title in ("## [failover]", "## [server:NAME]", "## [listener:NAME]"):
+            self.assertIn(title, text)

@@ -6,7 +6,8 @@ immutable settings.
       meaning, how the console and a reload treat it);
     - L{values}: the kinds of value, their checks, and L{ConfigError};
     - L{settings}: the settings a parsed file holds (L{SharedConfig});
-    - L{parse}: the file's structure and the rules between keys.
+    - L{parse}: the file's structure and the rules between keys;
+    - L{reference}: the key reference docs/configuration.md, made from the table.
 """
 
 from iwayfailover.config.parse import parse_config, read_config

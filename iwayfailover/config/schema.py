@@ -4,8 +4,9 @@ section, the kind of value it holds (its check), its default, what it means,
 and how the console and a reload treat it. From it come the parser's
 per-key checks and unknown-key errors (L{iwayfailover.config.parse}), the
 fields of the settings classes (L{iwayfailover.config.settings}), the
-console's Backup Settings form (L{iwayfailover.console.settings}) and the
-list of keys a reload changed (L{changed_keys}).
+console's Backup Settings form (L{iwayfailover.console.settings}), the list
+of keys a reload changed (L{changed_keys}) and the key reference
+docs/configuration.md (L{iwayfailover.config.reference}).
 
 Adding a key is one line in L{KEYS}; rules between keys (a threshold above
 the heartbeat interval, failback needing a preferred server, ...) stay in
