@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # sysctl for ndisc_notify).
 DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps
 
-.PHONY: install system-packages run run-tls test trial bench simulate screenshots clean
+.PHONY: install system-packages run run-tls test trial bench simulate screenshots docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,11 @@ simulate: install
 # The console's screenshots in docs/, taken by the real-browser test.
 screenshots: install system-packages
 	cd tests && IWAY_CONSOLE_SCREENSHOTS=$(CURDIR)/docs ../$(BIN)/python -m pytest -p no:cacheprovider -q test_browser.py
+
+# The key reference docs/configuration.md, written from the table of keys
+# (iwayfailover/config/schema.py); a test fails while it is out of date.
+docs: install
+	$(BIN)/python -m iwayfailover.config.reference > docs/configuration.md
 
 # The same tests under Twisted's trial.
 trial: install

@@ -23,7 +23,7 @@ from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from iwayfailover import commands, probe, tls, wire
-from iwayfailover.config import ConfigError, SharedConfig, backup_host, endpoint_interface, endpoint_port
+from iwayfailover.config import ConfigError, SharedConfig, backup_host, changed_keys, endpoint_interface, endpoint_port
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.floating import FloatingAddress
 from iwayfailover.hooks import Hooks
@@ -1090,8 +1090,8 @@ class FailoverNode(MultiService):
         old, new = self.settings, config.server(self.name)
         old_failover, failover = self.config.failover, config.failover
         old_lease = (self._lease_needed(), self.lease_tick)
+        changes = changed_keys(self.config, config, self.name)
         self.config, self.settings = config, new
-        changes = []
         if config.keys.key_ids != self.keys.key_ids or config.keys.insecure != self.keys.insecure:
             changes.append(f"heartbeat keys {describe_keys(self.keys)} -> {describe_keys(config.keys)}")
             withdrawn = set(self.keys.key_ids) - set(config.keys.key_ids) or config.keys.insecure != self.keys.insecure
@@ -1101,43 +1101,26 @@ class FailoverNode(MultiService):
                 # made with it may outlive it. The links are made again at
                 # once (within one heartbeat interval) under the keys now held.
                 self._end_sessions("a heartbeat key was withdrawn")
-        if failover.heartbeat_interval != old_failover.heartbeat_interval:
-            changes.append(f"heartbeat_interval {old_failover.heartbeat_interval:g} -> {failover.heartbeat_interval:g}")
-            if self.sender.running:
-                self.sender.start()  # the redial backoff is bounded by the interval too
-        if failover.reload_interval != old_failover.reload_interval:
-            changes.append(f"reload_interval {old_failover.reload_interval:g} -> {failover.reload_interval:g}")
-            if self.poller is not None:
-                self.poller.set_interval(failover.reload_interval)
+        if failover.heartbeat_interval != old_failover.heartbeat_interval and self.sender.running:
+            self.sender.start()  # the redial backoff is bounded by the interval too
+        if failover.reload_interval != old_failover.reload_interval and self.poller is not None:
+            self.poller.set_interval(failover.reload_interval)
         if new.threshold != old.threshold:
-            changes.append(f"threshold {old.threshold:g} -> {new.threshold:g}")
             self.watchdog.set_threshold(new.threshold)
-        if new.heartbeat_endpoint != old.heartbeat_endpoint:
-            changes.append(f"heartbeat_port {old.heartbeat_port} -> {new.heartbeat_port}")
-            if self.heartbeat_port is not None:
-                self.heartbeat_port.rebind(new.heartbeat_endpoint)
-        if new.backup_endpoint != old.backup_endpoint:
-            changes.append(f"backup_location {old.backup_location} -> {new.backup_location}")
-            if self.sender.running:
-                self.sender.start()
+        if new.heartbeat_endpoint != old.heartbeat_endpoint and self.heartbeat_port is not None:
+            self.heartbeat_port.rebind(new.heartbeat_endpoint)
+        if new.backup_endpoint != old.backup_endpoint and self.sender.running:
+            self.sender.start()
         if new.console != old.console:
-            changes.append(f"console {old.console} -> {new.console}")
             if self.console_port is not None and new.console is not None:
                 self.console_port.rebind(new.console)
             elif new.console is not None or old.console is not None:
-                changes[-1] += " (takes effect at the next start)"
+                changes.append("the console change takes effect at the next start")
         if self.machine.role == LIVE and old_lease != (self._lease_needed(), self.lease_tick):
             self._start_lease()  # witness, self_fence, failback or the backup's threshold changed
-        before = {n: listener.spec.command_line for n, listener in self.listeners.listeners.items()}
-        after = {n: s.command_line for n, s in config.listeners_for(self.name).items()}
-        if before != after:
-            changes.append(f"listeners {sorted(before)} -> {sorted(after)}")
         client = config.client_settings(self.name)
         address_settled = defer.succeed(None)
         if (client.virtual_ip, client.interface) != (self.floating.address, self.floating.interface):
-            changes.append(
-                f"virtual_ip {self.floating.address} on {self.floating.interface} -> {client.virtual_ip} on {client.interface}"
-            )
             address_settled = self.floating.configure(client.virtual_ip, client.interface)
         # Listeners follow once the new address is in place: one may bind it.
         specs = config.listeners_for(self.name)

@@ -190,6 +190,36 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
         self.assertRefused("[failover:x]\nheartbeat_interval = 1\n" + SERVER_A, "failover:x")
 
 
+class UnknownKeyTests(ConfigErrorAssertions, unittest.TestCase):
+    """An unknown key's error says which key was probably meant."""
+
+    def test_a_near_miss_names_the_key_meant(self):
+        """treshold in a server's section: did you mean threshold?"""
+        error = self.assertRefused(server_section(treshold="3"), "server:serv_a", "treshold")
+
+        self.assertIn("unknown key; did you mean threshold?", str(error))
+
+    def test_a_key_in_the_wrong_section_names_the_section_it_belongs_in(self):
+        """threshold in [failover] belongs in [server:NAME]; the keys [failover] takes are still listed."""
+        error = self.assertRefused("[failover]\nthreshold = 3\n" + SERVER_A, "failover", "threshold")
+
+        self.assertIn("threshold belongs in [server:NAME]", str(error))
+        self.assertIn("heartbeat_interval", error.allowed)
+
+    def test_a_key_in_the_wrong_case_is_named_in_its_case(self):
+        """Heartbeat_Interval: did you mean heartbeat_interval? (keys are case-sensitive)."""
+        error = self.assertRefused("[failover]\nHeartbeat_Interval = 1\n" + SERVER_A, "failover", "Heartbeat_Interval")
+
+        self.assertIn("did you mean heartbeat_interval? (keys are case-sensitive)", str(error))
+
+    def test_a_key_like_no_other_suggests_nothing(self):
+        """colour is like no key: the error lists the keys there are and suggests none."""
+        error = self.assertRefused(SERVER_A + "[listener:web]\nplugin = web\ncolour = blue\n", "listener:web", "colour")
+
+        self.assertNotIn("did you mean", str(error))
+        self.assertIn("plugin", error.allowed)
+
+
 class SecretFileTests(ConfigErrorAssertions, unittest.TestCase):
     """[failover] secret_file: a readable file, relative to the configuration file."""
 

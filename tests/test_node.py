@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -375,6 +376,19 @@ class ConfigChangeTests(NodeTestCase):
         self.reactor.advance(0.25)
         self.reactor.advance(0.25)
         self.assertEqual(len(frames_in(transport)), 2)
+
+    def test_reload_log_line_lists_every_changed_key(self):
+        """A reload that changes the threshold and adds a witness logs both, each with its old and new value."""
+        node = self.make_node()
+        events = []
+        node.log = Logger(observer=events.append)
+        text = CONFIG.replace("threshold = 2\n\n[listener:web]", "threshold = 5\n\n[listener:web]").replace(
+            "heartbeat_interval = 0.5\n", "heartbeat_interval = 0.5\nwitness = 10.0.0.9:22\n")
+        node.apply_config(keyed(text, "/share/iway.ini"))
+        [line] = [formatEvent(e) for e in events if e.get("log_format", "").startswith("configuration reloaded")]
+        self.assertEqual(
+            line, "configuration reloaded: [failover] witness none -> 10.0.0.9:22; [server:serv_b] threshold 2 -> 5",
+        )
 
     def test_a_configuration_without_this_node_is_refused(self):
         """A file in which this node's section is gone is not applied."""

@@ -1,6 +1,7 @@
 """
 Backup Settings: the fields of the shared configuration that the console
-edits, their checks (the config loader's own), and the change of the file's
+edits (the keys of L{iwayfailover.config.schema.KEYS} with a label: their
+checks, help and defaults are the table's), and the change of the file's
 text that keeps every other line, comment and key as it was.
 """
 
@@ -11,8 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from iwayfailover import config as _config
-from iwayfailover.config import ConfigError, parse_config
+from iwayfailover.config import ConfigError, parse_config, schema
 
 
 @dataclass(frozen=True)
@@ -25,33 +25,19 @@ class Field:
     default: str = ""
 
 
-def _name(path, section, key, text):
-    if not _config.NAME_PATTERN.match(text):
-        raise ConfigError(path, section, key, text, "not a server name", _config.NAME_ALLOWED)
-    return text
+def _fields(kind: str) -> Tuple[Field, ...]:
+    """The form's fields of a section of C{kind}: the keys of the table that have a label, in its order."""
+    return tuple(
+        Field(key.name, key.label, key.kind, key.help, optional=not key.required,
+              default="" if key.required else key.default_text)
+        for key in schema.keys_of(kind) if key.label is not None
+    )
 
 
-SERVER_FIELDS = (
-    Field("backup_location", "Location of Backup", _config._location, "host:port this server heartbeats to when live"),
-    Field("heartbeat_port", "Heartbeat Port", _config._port, "port or server endpoint it listens on when backup"),
-    Field("threshold", "Threshold", _config._positive_seconds, "seconds of silence before it takes over"),
-    Field("priority", "Priority", _config._integer, "breaks a tie between two live nodes of one epoch", optional=True, default="0"),
-)
+SERVER_FIELDS = _fields("server")
+FAILOVER_FIELDS = _fields("failover")
 
-FAILOVER_FIELDS = (
-    Field("heartbeat_interval", "Heartbeat interval", _config._positive_seconds, "seconds between heartbeats", optional=True, default="1"),
-    Field("reload_interval", "Reload interval", _config._positive_seconds, "seconds between checks of this file", optional=True, default="5"),
-    Field("witness", "Witness", _config._witnesses, "host:port, ... a backup must reach before it takes over", optional=True, default="none"),
-    Field("self_fence", "Self-fence", _config._boolean, "yes/no: a live node cut off from backup and witness stops", optional=True, default="yes"),
-    Field("failback", "Failback", _config._boolean, "yes/no: give the live role back to the preferred server", optional=True, default="no"),
-    Field("preferred", "Preferred server", _name, "the server failback returns to", optional=True, default="none"),
-    Field("failback_delay", "Failback delay", _config._positive_seconds, "seconds the preferred server must be a healthy backup", optional=True, default="30"),
-)
-
-READ_ONLY = {
-    "failover": ("secret_file", "insecure", "console_users"),
-    "server": ("console", "console_users"),
-}
+READ_ONLY = {kind: tuple(key.name for key in schema.keys_of(kind) if key.shown) for kind in ("failover", "server")}
 """Shown, never edited here: who may log in, heartbeat keys and the console's own address."""
 
 

@@ -1,0 +1,203 @@
+"""
+The shared configuration: one INI file, read by every node, parsed into
+immutable settings (L{iwayfailover.config.settings}).
+
+Each key's value is checked by its kind in the table of keys
+(L{iwayfailover.config.schema.KEYS}); here are the file's structure and the
+rules between keys. Whether a listener's plugin exists is checked by
+L{iwayfailover.listeners.check_listener_specs}, and both run through
+L{iwayfailover.tap.load_checked_config}.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+
+from iwayfailover.config.schema import CLIENT, PROCESS, key_of, keys_of, section_kind, unknown_key
+from iwayfailover.config.settings import (
+    ClientSettings, FailoverSettings, ListenerSettings, ServerSettings, SharedConfig,
+)
+from iwayfailover.config.values import NAME_ALLOWED, NAME_PATTERN, ConfigError, folder_of
+
+_SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
+
+
+def parse_config(text: str, path: str) -> SharedConfig:
+    """
+    Parse the shared configuration C{text}, read from C{path}.
+
+    @raise ConfigError: with the file, section, key, bad value and what is
+        allowed.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        inline_comment_prefixes=(";", "#"),
+        # A [DEFAULT] section would silently add keys to every section: treat
+        # it as the unknown section it is here.
+        default_section="\x00no-default",
+        strict=True,
+        empty_lines_in_values=False,
+    )
+    parser.optionxform = str  # keys are case-sensitive, as written in the contract
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(path, e.section, problem=f"section appears twice (line {e.lineno})") from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(path, e.section, e.option, problem=f"key appears twice in the section (line {e.lineno})") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(path, problem=f"line {e.lineno}: text before the first [section]: {e.line.strip()!r}") from None
+    except configparser.ParsingError as e:
+        lines = ", ".join(f"line {n}: {line.strip()!r}" for n, line in e.errors[:3])
+        raise ConfigError(path, problem=f"cannot parse {lines}", allowed="[section] headers and key = value lines") from None
+    except configparser.Error as e:
+        raise ConfigError(path, problem=str(e).splitlines()[0]) from None
+
+    failover = FailoverSettings()
+    servers = {}
+    listeners = {}
+    for section in parser.sections():
+        items = dict(parser.items(section))
+        kind, _, name = section.partition(":")
+        if section == "failover":
+            failover = _parse_failover(path, items)
+            continue
+        if kind not in ("server", "listener") or not name:
+            raise ConfigError(path, section, problem="unknown section", allowed=_SECTIONS_ALLOWED)
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(path, section, problem=f"bad {kind} name {name!r}", allowed=NAME_ALLOWED)
+        if kind == "server":
+            servers[name] = _parse_server(path, section, name, items)
+        else:
+            listeners[name] = _parse_listener(path, section, name, items)
+
+    if not servers:
+        raise ConfigError(path, problem="no [server:NAME] section", allowed="at least one [server:NAME] section")
+    for server in servers.values():
+        if server.threshold <= failover.heartbeat_interval:
+            raise ConfigError(
+                path, f"server:{server.name}", "threshold", str(server.threshold),
+                f"must be greater than [failover] heartbeat_interval ({failover.heartbeat_interval:g}),"
+                " or every pause between two heartbeats would look like a dead live server",
+                "a number of seconds; 3 x heartbeat_interval or more is advised",
+            )
+    if failover.failback and failover.preferred is None:
+        raise ConfigError(
+            path, "failover", "failback", "true", "failback needs a preferred server to give the role back to",
+            "set preferred = NAME in [failover], or failback = false",
+        )
+    if failover.preferred is not None and failover.preferred not in servers:
+        raise ConfigError(
+            path, "failover", "preferred", failover.preferred, f"no [server:{failover.preferred}] section",
+            "the name of a [server:NAME] section: " + ", ".join(sorted(servers)),
+        )
+    for server in servers.values():
+        _check_client(path, server.name, server.client.over(failover.client))
+    for listener in listeners.values():
+        for server in listener.servers or ():
+            if server not in servers:
+                raise ConfigError(
+                    path, f"listener:{listener.name}", "servers", ", ".join(listener.servers),
+                    f"no [server:{server}] section", "names of the [server:NAME] sections: " + ", ".join(sorted(servers)),
+                )
+
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners)
+
+
+def _values(path, section, items):
+    """
+    Each key of C{items} checked by its kind: C{(own, client)}, the values of
+    the section's own keys and of its floating IP and notify hooks.
+
+    @raise ConfigError: an unknown key, a required key missing or empty, or
+        a bad value.
+    """
+    kind = section_kind(section)
+    _known(path, section, items)
+    required = [key.name for key in keys_of(kind) if key.required]
+    for name in required:
+        if not items.get(name):
+            raise ConfigError(
+                path, section, name, problem="missing; every server keeps all of " + ", ".join(required[:-1])
+                + f" and {required[-1]}, whichever role it starts in",
+            )
+    own, client = {}, {}
+    for key in keys_of(kind):
+        if key.name not in items or (key.blank_unsets and not items[key.name]):
+            continue
+        value = key.kind(path, section, key.name, items[key.name])
+        (client if key.group == CLIENT else own)[key.name] = value
+    return own, client
+
+
+def _known(path, section, items):
+    """@raise ConfigError: a key of C{items} that the section does not take."""
+    for name in items:
+        if key_of(section_kind(section), name) is None:
+            raise unknown_key(path, section, name)
+
+
+def _parse_failover(path, items) -> FailoverSettings:
+    own, client = _values(path, "failover", items)
+    if own.get("insecure") and "secret_file" in own:
+        raise ConfigError(
+            path, "failover", "insecure", items["insecure"], "set together with secret_file",
+            "either secret_file (heartbeats signed with its key) or insecure = true (unsigned), not both",
+        )
+    return FailoverSettings(**own, client=ClientSettings(**client))
+
+
+def _parse_server(path, section, name, items) -> ServerSettings:
+    own, client = _values(path, section, items)
+    return ServerSettings(name=name, **own, folder=folder_of(path), client=ClientSettings(**client))
+
+
+def _parse_listener(path, section, name, items) -> ListenerSettings:
+    process = [key.name for key in keys_of("listener", PROCESS) if key.name != "command"]
+    _known(path, section, items)  # an unknown key before the rules between keys
+    if "command" in items and "plugin" in items:
+        raise ConfigError(
+            path, section, "command", items["command"], "set together with plugin",
+            "either plugin = (a twistd plugin) or command = (a program), not both",
+        )
+    if "command" not in items:
+        for key in [k for k in process if k in items]:
+            raise ConfigError(path, section, key, items[key], "only for a command listener", "set command = ... too, or drop the key")
+        if not items.get("plugin"):
+            raise ConfigError(
+                path, section, "plugin", problem="missing (or give command = ...)", allowed=key_of("listener", "plugin").kind.allowed,
+            )
+    own, _ = _values(path, section, items)
+    words = own.pop("plugin", ("",))
+    return ListenerSettings(name=name, plugin=words[0], args=words[1:], **own)
+
+
+def _check_client(path, server, effective: ClientSettings):
+    """A floating IP needs an interface to put it on, wherever each is set."""
+    if (effective.virtual_ip is None) != (effective.interface is None):
+        present, missing = ("virtual_ip", "interface") if effective.interface is None else ("interface", "virtual_ip")
+        raise ConfigError(
+            path, f"server:{server}", missing,
+            problem=f"{present} is set for this server (here or in [failover]) but {missing} is not",
+            allowed="both virtual_ip (e.g. 10.0.0.100/24) and interface (e.g. eth0), in [failover] or in the server's section",
+        )
+
+
+def read_config(path: str) -> SharedConfig:
+    """
+    Read and parse the shared configuration at C{path}.
+
+    @raise ConfigError: unreadable or invalid.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, problem=f"cannot read the configuration: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, problem=f"not UTF-8 text (byte {e.start})") from None
+    return parse_config(text, path)

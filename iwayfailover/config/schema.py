@@ -1,0 +1,257 @@
+"""
+The one table of the shared configuration's keys, L{KEYS}: for each key its
+section, the kind of value it holds (its check), its default, what it means,
+and how the console and a reload treat it. From it come the parser's
+per-key checks and unknown-key errors (L{iwayfailover.config.parse}), the
+fields of the settings classes (L{iwayfailover.config.settings}), the
+console's Backup Settings form (L{iwayfailover.console.settings}), the list
+of keys a reload changed (L{changed_keys}) and the key reference
+docs/configuration.md (L{iwayfailover.config.reference}).
+
+Adding a key is one line in L{KEYS}; rules between keys (a threshold above
+the heartbeat interval, failback needing a preferred server, ...) stay in
+the parser.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, List, Optional, Tuple
+
+from iwayfailover.config.values import (
+    BOOLEAN, COMMAND, CONSOLE, COUNT, ENVIRONMENT, FOLDER, HOOK, INTEGER, INTERFACE, LOCATION, PLUGIN, PORT,
+    SECONDS, SECRET_FILE, SERVER_NAME, SERVER_NAMES, USERS_FILE, VIRTUAL_IP, WITNESSES, ConfigError, ValueKind,
+)
+
+FAILOVER = ("failover",)
+SERVER = ("server",)
+BOTH = ("failover", "server")
+"""A key of [failover] that a server's own section may set too: the server's value wins."""
+LISTENER = ("listener",)
+
+SECTION_KINDS = ("failover", "server", "listener")
+SECTION_TITLES = {"failover": "[failover]", "server": "[server:NAME]", "listener": "[listener:NAME]"}
+
+CLIENT = "floating IP and notify hooks"
+"""The group of the keys that get clients to the live node (L{iwayfailover.config.settings.ClientSettings})."""
+PROCESS = "process channel"
+"""The group of a listener's keys that only a process channel (C{command = ...}) takes."""
+
+LIVE = "at once"
+NEXT_START = "at the next start"
+
+
+@dataclass(frozen=True)
+class Key:
+    """
+    One key of the shared configuration.
+
+    @ivar name: the key as written in the file.
+    @ivar sections: the kinds of section that take it (L{FAILOVER}, L{SERVER},
+        L{BOTH}, L{LISTENER}).
+    @ivar kind: its kind of value: the check, what is allowed, how a value is shown.
+    @ivar default: the value when the key is not set (None: not set; for a
+        required key, unused).
+    @ivar help: what it means, in a line (the reference and the console's hint).
+    @ivar label: set for a key the console's Backup Settings form edits: the field's label.
+    @ivar shown: the form shows the key's value but does not edit it.
+    @ivar group: L{CLIENT}, L{PROCESS}, or "" for the section's own keys.
+    @ivar required: every section of its kind must set it (not empty).
+    @ivar blank_unsets: an empty value is as if the key were not set.
+    @ivar stored: the settings class has a field of the key's name (False:
+        the parser stores it otherwise, and C{read} reads it back).
+    @ivar read: for a key not C{stored}: its value from the settings.
+    @ivar unset: how "not set" reads, where that is not the default's value.
+    @ivar applied: when a changed value takes effect: L{LIVE} or L{NEXT_START}.
+    """
+
+    name: str
+    sections: Tuple[str, ...]
+    kind: ValueKind
+    default: Any
+    help: str
+    label: Optional[str] = None
+    shown: bool = False
+    group: str = ""
+    required: bool = False
+    blank_unsets: bool = False
+    stored: bool = True
+    read: Optional[Callable[[Any], Any]] = field(default=None, compare=False)
+    unset: Optional[str] = None
+    applied: str = LIVE
+
+    def value_of(self, settings) -> Any:
+        """The key's value in C{settings} (the settings of one section, or None for a section not there)."""
+        if settings is None:
+            return None
+        if self.group == CLIENT:
+            settings = settings.client
+        return getattr(settings, self.name) if self.read is None else self.read(settings)
+
+    def show(self, value) -> str:
+        """C{value} as text; C{None} (not set) as the default's text."""
+        if value is None or value == ():
+            if self.unset is not None:
+                return self.unset
+            if self.default is None or self.default == () or self.required:
+                return "none"
+            value = self.default
+        return self.kind.show(value)
+
+    @property
+    def default_text(self) -> str:
+        """The default as the reference and the console's placeholder show it."""
+        return "required" if self.required else self.show(None)
+
+
+def _plugin_line(listener):
+    return (listener.plugin,) + listener.args if listener.plugin else None
+
+
+KEYS: Tuple[Key, ...] = (
+    # [failover]
+    Key("heartbeat_interval", FAILOVER, SECONDS, 1.0, "seconds between heartbeats sent by a live node", label="Heartbeat interval"),
+    Key("reload_interval", FAILOVER, SECONDS, 5.0, "seconds between reads of this file", label="Reload interval"),
+    Key("secret_file", FAILOVER, SECRET_FILE, None, "the key that signs and checks every heartbeat, made by `iwsrv keygen PATH`; required unless insecure = true", shown=True),
+    Key("insecure", FAILOVER, BOOLEAN, False, "run with unsigned heartbeats (a test bench only; warned about at every start); not together with secret_file", shown=True),
+    Key("witness", FAILOVER, WITNESSES, (), "addresses a backup must reach before it takes over on silence, and without which a cut-off live node fences itself", label="Witness", blank_unsets=True),
+    Key("self_fence", FAILOVER, BOOLEAN, True, "a live node that reaches neither its backup nor any witness stops serving (needs witness)", label="Self-fence"),
+    Key("failback", FAILOVER, BOOLEAN, False, "give the live role back to the preferred server once it is a healthy backup", label="Failback"),
+    Key("preferred", FAILOVER, SERVER_NAME, None, "the server failback returns the role to", label="Preferred server", blank_unsets=True),
+    Key("failback_delay", FAILOVER, SECONDS, 30.0, "seconds the preferred server must have been a healthy backup before failback", label="Failback delay"),
+    Key("console_users", BOTH, USERS_FILE, None, "the console's users and password hashes, made by `iwsrv adduser FILE USER`; without it nobody can log in", shown=True),
+    # [server:NAME]
+    Key("backup_location", SERVER, LOCATION, None, "where this server heartbeats to when live", label="Location of Backup", required=True),
+    Key("heartbeat_port", SERVER, PORT, None, "where this server hears heartbeats; it listens in both roles", label="Heartbeat Port", required=True),
+    Key("threshold", SERVER, SECONDS, None, "seconds without a live signal before this server, as backup, takes over; more than heartbeat_interval, 3 x or more is advised", label="Threshold", required=True),
+    Key("console", SERVER, CONSOLE, None, "the administration console, status API and metrics (a bare port: on 127.0.0.1 only); re-bound at once, but a console added or removed takes effect at the next start", shown=True),
+    Key("priority", SERVER, INTEGER, 0, "breaks a tie between two live nodes of the same epoch: the higher stays live", label="Priority"),
+    # [failover] or [server:NAME]: getting clients to the live node
+    Key("virtual_ip", BOTH, VIRTUAL_IP, None, "the floating IP the live node holds (needs interface)", group=CLIENT),
+    Key("interface", BOTH, INTERFACE, None, "the network interface the floating IP is put on", group=CLIENT),
+    Key("on_live", BOTH, HOOK, None, "a command run when this node has gone live, once its floating IP and listeners are up", group=CLIENT),
+    Key("on_backup", BOTH, HOOK, None, "a command run when this node is a backup (started as one, yielded, handed over), once its listeners and floating IP are down", group=CLIENT),
+    Key("on_fault", BOTH, HOOK, None, "a command run when a listener or the floating IP becomes FAILED, or the node could not keep its epoch; once per failure", group=CLIENT),
+    Key("hook_timeout", BOTH, SECONDS, 10.0, "seconds a notify hook may run before it is killed", group=CLIENT),
+    # [listener:NAME]
+    Key("plugin", LISTENER, PLUGIN, None, "a twistd plugin and its options, as after `twistd` on a command line (or command instead)", stored=False, read=_plugin_line),
+    Key("servers", LISTENER, SERVER_NAMES, None, "the servers that run this channel", unset="every server"),
+    Key("command", LISTENER, COMMAND, (), "a program and its arguments, run while live instead of a plugin (a process channel)", group=PROCESS),
+    Key("stop_timeout", LISTENER, SECONDS, 10.0, "seconds a stopping program has between SIGTERM and SIGKILL", group=PROCESS),
+    Key("restart_tries", LISTENER, COUNT, 5, "restarts after deaths while live before the channel is FAILED", group=PROCESS),
+    Key("restart_backoff", LISTENER, SECONDS, 1.0, "seconds before the first restart; doubles with each quick death, at most 60", group=PROCESS),
+    Key("cwd", LISTENER, FOLDER, None, "the program's working folder", group=PROCESS, blank_unsets=True, unset="the node's"),
+    Key("env", LISTENER, ENVIRONMENT, (), "variables added to the node's environment for the program", group=PROCESS, blank_unsets=True),
+)
+
+
+def section_kind(section: str) -> str:
+    """C{failover}, C{server} or C{listener}: the kind of a section's name (C{server:serv_a} is a server)."""
+    return section.partition(":")[0]
+
+
+def keys_of(kind: str, group: Optional[str] = None) -> Tuple[Key, ...]:
+    """The keys a section of C{kind} takes (of C{group} only, if given), in the table's order."""
+    return tuple(k for k in KEYS if kind in k.sections and (group is None or k.group == group))
+
+
+def key_of(kind: str, name: str) -> Optional[Key]:
+    """The key C{name} of a section of C{kind}, if it takes one."""
+    return next((k for k in keys_of(kind) if k.name == name), None)
+
+
+def known_keys_text(kind: str) -> str:
+    """The keys a section of C{kind} takes, as an unknown-key error lists them."""
+    keys = keys_of(kind)
+    text = ", ".join(sorted(k.name for k in keys if k.group != CLIENT))
+    client = sorted(k.name for k in keys if k.group == CLIENT)
+    if client:
+        text += f"; {CLIENT}: " + ", ".join(client)
+    return text
+
+
+def unknown_key(path, section: str, name: str) -> ConfigError:
+    """
+    The error for a key that a section does not take: with the key meant,
+    for a near miss (C{treshold}), or the section that takes it.
+    """
+    kind = section_kind(section)
+    known = [k.name for k in keys_of(kind)]
+    problem = "unknown key"
+    elsewhere = [SECTION_TITLES[other] for other in SECTION_KINDS if other != kind and key_of(other, name)]
+    by_case = [k for k in known if k.lower() == name.lower()]
+    near = by_case or difflib.get_close_matches(name, known, n=1)
+    if elsewhere:
+        problem += f" in this section; {name} belongs in " + " or ".join(elsewhere)
+    elif by_case:
+        problem += f"; did you mean {by_case[0]}? (keys are case-sensitive)"
+    elif near:
+        problem += f"; did you mean {near[0]}?"
+    return ConfigError(path, section, name, problem=problem, allowed=known_keys_text(kind))
+
+
+def settings_fields(keys: Iterable[Key], defaults: bool = True):
+    """
+    A class decorator: the class becomes a frozen dataclass with a field for
+    each stored key of C{keys} besides the fields it declares (those without
+    a default first, then the keys, required ones first, then those it
+    declares with a default).
+
+    @param defaults: each key's field defaults to the key's default; if
+        False, to None (not set here).
+    """
+    def build(cls):
+        declared = dict(cls.__dict__.get("__annotations__", {}))
+        first = {name: kind for name, kind in declared.items() if name not in cls.__dict__}
+        last = {name: kind for name, kind in declared.items() if name in cls.__dict__}
+        required, optional = {}, {}
+        for key in keys:
+            if not key.stored:
+                continue
+            if key.required and defaults:
+                required[key.name] = Any
+            else:
+                optional[key.name] = Any
+                setattr(cls, key.name, key.default if defaults else None)
+        cls.__annotations__ = {**first, **required, **optional, **last}
+        return dataclass(frozen=True)(cls)
+    return build
+
+
+def changed_keys(old, new, server: Optional[str] = None) -> List[str]:
+    """
+    The keys whose values differ between two configurations, as
+    C{"[section] key old -> new"} lines; a section added or removed counts
+    as one whose keys were all unset. A key that a server inherits from
+    [failover] shows as C{[failover]'s} where the server leaves it unset.
+
+    @param old: a L{iwayfailover.config.SharedConfig}.
+    @param new: another.
+    @param server: only what this server reads: [failover], its own
+        section, and the listeners that run on it (before or after).
+    """
+    lines = []
+
+    def compare(section, before, after):
+        kind = section_kind(section)
+        for key in keys_of(kind):
+            a, b = key.value_of(before), key.value_of(after)
+            if a == b:
+                continue
+            shown = [key.show(v) for v in (a, b)]
+            if kind == "server" and "failover" in key.sections:
+                shown = ["[failover]'s" if v is None else s for v, s in zip((a, b), shown)]
+            if shown[0] != shown[1]:
+                note = " (takes effect at the next start)" if key.applied == NEXT_START else ""
+                lines.append(f"[{section}] {key.name} {shown[0]} -> {shown[1]}{note}")
+
+    compare("failover", old.failover, new.failover)
+    servers = [server] if server is not None else sorted(set(old.servers) | set(new.servers))
+    for name in servers:
+        compare(f"server:{name}", old.servers.get(name), new.servers.get(name))
+    for name in sorted(set(old.listeners) | set(new.listeners)):
+        before, after = old.listeners.get(name), new.listeners.get(name)
+        if server is None or any(spec is not None and spec.runs_on(server) for spec in (before, after)):
+            compare(f"listener:{name}", before, after)
+    return lines
