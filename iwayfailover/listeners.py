@@ -390,8 +390,10 @@ class ListenerSet:
     """
 
     def __init__(self, build: Callable[[ListenerSettings], IService] = plugin_service, wall=time.time, reactor=None,
-                 jitter: Callable[[], float] = random.random):
+                 jitter: Callable[[], float] = random.random, auto_retry: bool = True):
         self._build = build
+        self.auto_retry = auto_retry
+        """Retry FAILED listeners on this set's own timer; False: the owner calls L{retry_failed} when it decides."""
         self._wall = wall
         self._reactor = reactor  # for process channels and retries
         self._jitter = jitter
@@ -444,7 +446,8 @@ class ListenerSet:
 
     def _failed(self, listener):
         try:
-            if self.active and self.listeners.get(listener.name) is listener and listener.retried_when_failed:
+            if (self.auto_retry and self.active and self.listeners.get(listener.name) is listener
+                    and listener.retried_when_failed):
                 self._schedule_retry(listener)
         finally:
             if self.on_failed is not None:
@@ -472,14 +475,27 @@ class ListenerSet:
             retries.logged_at, retries.logged_reason = now, reason
         retries.call = self._clock.callLater(delay, self._retry, listener)
 
-    def _retry(self, listener) -> None:
+    def retry_failed(self) -> defer.Deferred:
+        """
+        Try every FAILED listener that is retried when FAILED (plugin
+        listeners) again now, while live: for an owner that decides when
+        (C{auto_retry=False}). Fires once each is ACTIVE or FAILED again.
+        """
+        work = []
+        for listener in list(self.listeners.values()):
+            if self.active and listener.state == FAILED and listener.retried_when_failed:
+                self._retries.setdefault(listener.name, _Retries())
+                work.append(self._retry(listener))
+        return defer.gatherResults([d for d in work if d is not None], consumeErrors=True)
+
+    def _retry(self, listener) -> Optional[defer.Deferred]:
         """Try a FAILED listener again (the pending retry has come). Never raises."""
         retries = self._retries.get(listener.name)
         if retries is None:
-            return
+            return None
         retries.call = None
         if not self.active or self.listeners.get(listener.name) is not listener or listener.state != FAILED:
-            return
+            return None
         retries.count += 1
         listener.retrying = True
         try:
@@ -487,8 +503,9 @@ class ListenerSet:
         except Exception:
             listener.retrying = False
             log.failure("listener {listener}: automatic retry failed", listener=listener.name)
-            self._schedule_retry(listener)
-            return
+            if self.auto_retry:
+                self._schedule_retry(listener)
+            return None
 
         def done(result):
             listener.retrying = False
@@ -498,8 +515,8 @@ class ListenerSet:
                 self._forget_retries(listener.name)
             return result
 
-        d.addBoth(done).addErrback(lambda f: log.failure("listener {listener}: automatic retry failed", f,
-                                                         listener=listener.name))
+        return d.addBoth(done).addErrback(lambda f: log.failure("listener {listener}: automatic retry failed", f,
+                                                                listener=listener.name))
 
     def _forget_retries(self, name: Optional[str] = None) -> None:
         """Cancel the pending retries of listener C{name} (None: of every listener) and their count."""

@@ -35,6 +35,7 @@ class ServerPort(Service):
         self.factory = factory
         self.label = label
         self.port = None
+        self._retiring = {}  # old ports kept after a move -> the call that closes them
 
     def _listen(self, description):
         return tls.server_endpoint(self._reactor, description).listen(self.factory)
@@ -56,16 +57,29 @@ class ServerPort(Service):
         if self.port is None:
             self.rebind(self.description)
 
-    def rebind(self, description: str) -> defer.Deferred:
-        """Listen on C{description}, then let go of the old port. Never fails."""
+    def rebind(self, description: str, keep_old: float = 0.0) -> defer.Deferred:
+        """
+        Listen on C{description}, then let go of the old port: at once, or
+        C{keep_old} seconds later (make before break: a peer that has not
+        read the new configuration yet still finds this node where it
+        was). Never fails.
+        """
         d = defer.maybeDeferred(self._listen, description)
 
         def listening(port):
             old, self.port = self.port, port
             previous, self.description = self.description, description
-            self.log.info("{label} moved from {previous} to {description}", label=self.label, previous=previous, description=description)
-            if old is not None:
-                return old.stopListening()
+            self.log.info(
+                "{label} moved from {previous} to {description}{kept}", label=self.label, previous=previous,
+                description=description, kept=f" (the old one kept for {keep_old:g}s)" if keep_old and old else "",
+            )
+            if old is None:
+                return None
+            if keep_old > 0:
+                retiring = self._reactor.callLater(keep_old, self._retire, old)
+                self._retiring[old] = retiring
+                return None
+            return old.stopListening()
 
         def failed(failure):
             self.log.error(
@@ -75,8 +89,18 @@ class ServerPort(Service):
 
         return d.addCallbacks(listening, failed)
 
+    def _retire(self, port):
+        self._retiring.pop(port, None)
+        self.log.info("{label}: the old port is closed now", label=self.label)
+        return port.stopListening()
+
     def stopService(self):
         super().stopService()
+        for port, call in list(self._retiring.items()):
+            if call.active():
+                call.cancel()
+            self._retiring.pop(port, None)
+            port.stopListening()
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()

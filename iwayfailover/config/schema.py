@@ -119,6 +119,7 @@ KEYS: Tuple[Key, ...] = (
     Key("self_fence", FAILOVER, BOOLEAN, True, "a live node that reaches neither its backup nor any witness stops serving (needs witness)", label="Self-fence"),
     Key("failback", FAILOVER, BOOLEAN, False, "give the live role back to the preferred server once it is a healthy backup", label="Failback"),
     Key("preferred", FAILOVER, SERVER_NAME, None, "the server failback returns the role to", label="Preferred server", blank_unsets=True),
+    Key("unsaved_epoch", FAILOVER, BOOLEAN, False, "take the live role even when the new epoch cannot be saved in the state dir (a full or read-only disk); epochs may then repeat after a restart, so they no longer fence", label="Serve with an unsaved epoch"),
     Key("failback_delay", FAILOVER, SECONDS, 30.0, "seconds the preferred server must have been a healthy backup before failback", label="Failback delay"),
     Key("console_users", BOTH, USERS_FILE, None, "the console's users and password hashes, made by `iwsrv adduser FILE USER`; without it nobody can log in", shown=True),
     # [server:NAME]

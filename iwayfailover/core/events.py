@@ -255,6 +255,8 @@ class SwitchoverOutcome:
     detail: str
     to: Optional[str] = None
     epoch: int = 0
+    gap: float = 0.0
+    """Seconds no channel served, from this node's last stop to the backup's confirmation."""
 
 
 @dataclass(frozen=True)

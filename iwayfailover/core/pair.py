@@ -600,7 +600,7 @@ class PairCore:
         gap = self.now() - stopped_at
         self._handover = None
         self._become_backup(f"handed over to {peer} (epoch {epoch}); no listener served for {gap * 1000:.1f} ms")
-        self._emit(SwitchoverOutcome(True, f"handed over to {peer}", to=peer, epoch=epoch))
+        self._emit(SwitchoverOutcome(True, f"handed over to {peer}", to=peer, epoch=epoch, gap=gap))
 
     # -- observations --
 
@@ -823,7 +823,7 @@ class PairCore:
             self._set_role(STOPPED, "node shutting down")
 
 
-def settings_for(config, name: str, unsaved_epoch: bool = False) -> CoreSettings:
+def settings_for(config, name: str) -> CoreSettings:
     """The core's settings of server C{name} of a L{SharedConfig}."""
     server = config.server(name)
     others = [n for n in config.servers if n != name]
@@ -838,7 +838,7 @@ def settings_for(config, name: str, unsaved_epoch: bool = False) -> CoreSettings
         peer_priority=peer_server.priority if peer_server else 0,
         witnesses=bool(failover.witness), self_fence=failover.self_fence, failback=failover.failback,
         preferred=failover.preferred, failback_delay=failover.failback_delay,
-        unsaved_epoch=unsaved_epoch, slot=slot, modulus=modulus,
+        unsaved_epoch=failover.unsaved_epoch, slot=slot, modulus=modulus,
     )
 
 
