@@ -128,6 +128,8 @@ def hello_timeout(interval: float) -> float:
 class _Watched(WrappingFactory):
     """Tells its L{Redialler} when a connection it made ends."""
 
+    noisy = False  # no start and stop lines at each dial
+
     def __init__(self, factory, lost):
         super().__init__(factory)
         self._lost = lost
