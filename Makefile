@@ -11,8 +11,9 @@ PYTEST_ARGS ?=
 # openssl (conf/make-certs.sh, and its test), chromium and chromium-driver (the
 # console's real-browser test), iputils-arping, ndisc6 and procps (the floating
 # IP's duplicate address check and announcement: IPv4 arping; IPv6 ndisc6, and
-# sysctl for ndisc_notify).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps
+# sysctl for ndisc_notify), libfaketime (steps of a node's wall clock, for the
+# test that its heartbeats do not depend on it).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime
 
 .PHONY: install system-packages run run-tls test trial bench simulate screenshots docs clean
 

@@ -15,16 +15,17 @@ import random
 import time
 from typing import Optional
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 from zope.interface import implementer
 
 from iwayfailover import commands, probe, tls, wire
 from iwayfailover.config import ConfigError, SharedConfig, backup_host, changed_keys, endpoint_interface, endpoint_port
-from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
+from iwayfailover.heartbeat import HELLO_TIMEOUT, Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.floating import FloatingAddress
 from iwayfailover.hooks import Hooks
 from iwayfailover.listeners import FAILED, STOPPED, WAITING, ListenerSet, plugin_service
@@ -39,6 +40,11 @@ connection to its backup and dials again (the backup may be hung)."""
 FENCE_STOP_SHARE = 0.5
 """The share of the time left before the backup may take over that a process
 channel of a node yielding or fencing itself has to exit, before SIGKILL."""
+
+CONNECT_TIMEOUT_FLOOR = 0.25
+"""The shortest time one dial of the backup location is given (see
+L{connect_timeout}): a very short heartbeat interval must still leave a
+connection time for a round trip."""
 
 STARTUP_CHECK_TIMEOUT = 2.0
 """The longest a node started live waits to hear how its backup location stands."""
@@ -111,36 +117,161 @@ class Peer:
         }
 
 
-class QuietRetries:
+def connect_timeout(interval: float) -> float:
     """
-    An observer for the redialling client's log: while the backup is away
-    the live node redials every heartbeat interval, and one line per
-    attempt (ten a second at 0.1 s) would drown the log. The first retry of
-    a run is logged, then at most one every C{every} seconds; other events
-    pass through.
+    How long one dial of the backup location may take: one heartbeat
+    interval, but never less than L{CONNECT_TIMEOUT_FLOOR}. Dialled with
+    the default timeout (30 s), a host silent during a partition would hold
+    a dial, and so the link, for half a minute after the partition heals.
+    """
+    return max(interval, CONNECT_TIMEOUT_FLOOR)
+
+
+def hello_timeout(interval: float) -> float:
+    """
+    How long a dialled backup location may take to say hello (a TLS
+    handshake included): as long as L{UNANSWERED_LIMIT} heartbeats, after
+    which an answered link is given up too, within L{connect_timeout} and
+    L{HELLO_TIMEOUT}.
+    """
+    return min(HELLO_TIMEOUT, max(UNANSWERED_LIMIT * interval, connect_timeout(interval)))
+
+
+class _Watched(WrappingFactory):
+    """Tells its L{Redialler} when a connection it made ends."""
+
+    noisy = False  # no start and stop lines at each dial
+
+    def __init__(self, factory, lost):
+        super().__init__(factory)
+        self._lost = lost
+
+    def unregisterProtocol(self, protocol):
+        super().unregisterProtocol(protocol)
+        self._lost(protocol)
+
+
+class Redialler:
+    """
+    Keeps one connection to an endpoint: dials it, and dials again after a
+    failed dial or a lost connection, until stopped.
+
+    Every dial is abandoned after C{timeout} seconds, whatever the endpoint
+    string says; the next starts C{delay(failures)} seconds after a failure
+    (C{failures} counting the failed dials in a row, 1 after a lost
+    connection), as with the retry policy of a ClientService.
+
+    Failed dials are logged sparingly: while the backup is away the live
+    node dials it every heartbeat interval, and a line per dial (ten a
+    second at 0.1 s) would drown the log. The first failure of a run is
+    logged, then at most one every C{every} seconds, with the number of
+    failures left unlogged in between.
     """
 
-    def __init__(self, clock, every: float = 60.0, publish=globalLogPublisher):
+    log = Logger()
+
+    def __init__(self, clock, endpoint, factory, timeout: float, delay, location: str, every: float = 60.0):
+        """
+        @param clock: an L{IReactorTime} for the timeouts and delays.
+        @param endpoint: the L{IStreamClientEndpoint} to dial.
+        @param factory: the protocol factory of the connections.
+        @param location: the endpoint in words, for the log.
+        """
         self._clock = clock
+        self._endpoint = endpoint
+        self._factory = _Watched(factory, self._lost)
+        self.timeout = timeout
+        self._delay = delay
+        self._location = location
         self._every = every
-        self._publish = publish
-        self._last: Optional[float] = None
+        self._running = False
+        self._dialling: Optional[defer.Deferred] = None
+        self._next_dial = None
+        self._connection = None
+        self._closed = []  # Deferreds of stop, fired when the connection is gone
+        self.failures = 0
+        self.dials = 0
+        self._logged_at: Optional[float] = None
+        self._unlogged = 0
 
-    def __call__(self, event):
-        if str(event.get("log_format", "")).startswith("Scheduling retry"):
-            now = self._clock.seconds()
-            if event.get("attempt") != 1 and self._last is not None and now - self._last < self._every:
-                return
-            self._last = now
-        self._publish(event)
+    @property
+    def running(self) -> bool:
+        return self._running
 
+    def start(self) -> None:
+        """Dial now (and again until stopped)."""
+        if not self._running:
+            self._running = True
+            self._dial()
 
-class HeartbeatClient(ClientService):
-    """ClientService with its retries logged sparingly (see L{QuietRetries})."""
+    def stop(self) -> defer.Deferred:
+        """Dial no more and close the connection: fires once it is closed."""
+        self._running = False
+        if self._next_dial is not None and self._next_dial.active():
+            self._next_dial.cancel()
+        self._next_dial = None
+        if self._dialling is not None:
+            self._dialling.cancel()
+        if self._connection is None:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        self._closed.append(closed)
+        self._connection.loseConnection()
+        return closed
 
-    def __init__(self, endpoint, factory, retryPolicy, clock):
-        self._log = Logger(namespace="iwayfailover.node.HeartbeatClient", observer=QuietRetries(clock))
-        super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
+    def _dial(self) -> None:
+        self._next_dial = None
+        self.dials += 1
+        try:
+            dialling = self._endpoint.connect(self._factory)
+        except Exception:
+            dialling = defer.fail()
+        self._dialling = dialling
+        dialling.addTimeout(self.timeout, self._clock, onTimeoutCancel=self._timed_out)
+        dialling.addCallbacks(self._connected, self._failed)
+        dialling.addErrback(lambda f: self.log.failure("dialling {location} failed", f, location=self._location))
+
+    @staticmethod
+    def _timed_out(result, timeout):
+        raise defer.TimeoutError(f"no connection within {timeout:g}s")
+
+    def _connected(self, protocol) -> None:
+        self._dialling = None
+        self.failures = 0
+        self._connection = protocol
+        if not self._running:  # connected as it was being stopped
+            protocol.loseConnection()
+
+    def _failed(self, failure) -> None:
+        self._dialling = None
+        if not self._running:
+            return
+        self.failures += 1
+        self._report(failure)
+        self._next_dial = self._clock.callLater(self._delay(self.failures), self._dial)
+
+    def _lost(self, protocol) -> None:
+        if protocol is not self._connection:
+            return
+        self._connection = None
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
+        if self._running:
+            self._next_dial = self._clock.callLater(self._delay(1), self._dial)
+
+    def _report(self, failure) -> None:
+        now = self._clock.seconds()
+        if self.failures > 1 and self._logged_at is not None and now - self._logged_at < self._every:
+            self._unlogged += 1
+            return
+        self._logged_at = now
+        unlogged, self._unlogged = self._unlogged, 0
+        self.log.info(
+            "cannot connect to {location}: {why}; dialling again{unlogged}",
+            location=self._location, why=failure.getErrorMessage(),
+            unlogged=f" ({unlogged} more failed dials since the last report)" if unlogged else "",
+        )
 
 
 @implementer(IFrameHandler)
@@ -155,7 +286,7 @@ class HeartbeatSender:
 
     def __init__(self, node: "FailoverNode"):
         self._node = node
-        self._client: Optional[ClientService] = None
+        self._dialler: Optional[Redialler] = None
         self._loop: Optional[LoopingCall] = None
         self._protocol = None
         self._seq = 0
@@ -172,7 +303,7 @@ class HeartbeatSender:
 
     @property
     def running(self) -> bool:
-        return self._client is not None
+        return self._dialler is not None
 
     @property
     def connected(self) -> bool:
@@ -190,9 +321,14 @@ class HeartbeatSender:
         self.stop()
         node = self._node
         interval = node.config.failover.heartbeat_interval
-        endpoint = tls.connector(node.reactor, node.settings.backup_endpoint)
+        # Every dial, and the hello that proves the link, bounded by the
+        # interval: after a silent partition heals, the nodes find each other
+        # within about one interval, not after a connect timeout of 30 s.
+        timeout = connect_timeout(interval)
+        endpoint = tls.connector(node.reactor, node.settings.backup_endpoint, timeout=timeout)
         factory = HeartbeatFactory(
             self, node.refusals, lambda: node.keys, node.reactor, initiating=True, own_nonces=node.own_nonces,
+            hello_timeout=hello_timeout(interval),
         )
         self._rejected_before = self.rejected
         self._factory = factory
@@ -202,16 +338,18 @@ class HeartbeatSender:
             initialDelay=interval / 10, maxDelay=interval, factor=2, jitter=lambda: random.random() * interval / 10
         )
         self.last_answer = node.now()
-        self._client = HeartbeatClient(endpoint, factory, retryPolicy=policy, clock=node.reactor)
-        self._client.startService()
+        self._dialler = Redialler(
+            node.reactor, endpoint, factory, timeout, policy, f"backup location {node.settings.backup_location}",
+        )
+        self._dialler.start()
         self.resume()
 
     def stop(self) -> defer.Deferred:
-        client, self._client = self._client, None
+        dialler, self._dialler = self._dialler, None
         self.pause()
-        if client is None:
+        if dialler is None:
             return defer.succeed(None)
-        return client.stopService()
+        return dialler.stop()
 
     def pause(self) -> None:
         """Stop sending heartbeats; keep the connection."""
@@ -447,7 +585,7 @@ class FailoverNode(MultiService):
             "started as live: first asking {location} how it stands (at most {timeout:g}s)",
             location=location, timeout=timeout,
         )
-        target = tls.connector(self.reactor, self.settings.backup_endpoint)
+        target = tls.connector(self.reactor, self.settings.backup_endpoint, timeout=timeout)
         d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), timeout, self.refusals, self.keys)
         d.addCallback(self._startup_checked)
         d.addErrback(

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 import threading
+import time
 from typing import Optional
 
 from twisted.logger import Logger
@@ -180,6 +181,37 @@ def warn_about_keys(config: SharedConfig) -> None:
         log.warn("{problem}: whoever reads the key can forge heartbeats", problem=problem)
 
 
+def steady_timers(reactor, monotonic=time.monotonic, wall=time.time) -> bool:
+    """
+    Make C{reactor}'s timers immune to steps of the wall clock.
+
+    Twisted's reactors time C{callLater}, and so every L{LoopingCall}, on
+    C{reactor.seconds()}, which is C{time.time()}: a wall clock stepped
+    back 5 s (NTP, an operator, a VM resumed) would hold every timer for
+    5 s, the live node's heartbeats included, and its backup would take
+    over. Here C{reactor.seconds} becomes the monotonic clock, offset to
+    read what the wall clock read at this moment, so calls already
+    scheduled keep their times. Only a reactor timing on the wall clock is
+    changed (the epoll, poll, select and asyncio reactors all do); another
+    one, a test's L{Clock} for instance, is left as it is, and so is one
+    already changed.
+
+    What the node shows people as a time of day comes from the wall clock
+    (the node's C{wall}), never from C{reactor.seconds()}.
+
+    @return: whether the reactor was changed.
+    """
+    if getattr(reactor, "seconds", None) is not wall:
+        return False
+    offset = wall() - monotonic()
+
+    def seconds() -> float:
+        return monotonic() + offset
+
+    reactor.seconds = seconds
+    return True
+
+
 def makeService(options, reactor=None):
     """
     Build a node from parsed L{Options}. A startup problem raises
@@ -187,6 +219,8 @@ def makeService(options, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    # Before the node schedules anything: its timers on a monotonic clock.
+    steady_timers(reactor)
     try:
         return _build(options, reactor)
     except (ConfigError, StateError, StartupError) as e:

@@ -177,6 +177,10 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
     (host name checked, trust roots from a file or folder, optional client
     certificate), C{ssl:} refused, everything else by Twisted's parser.
 
+    @param timeout: how long a C{tls:} endpoint tries to connect, unless
+        its string says; the kinds Twisted parses take the whole seconds of
+        their own C{timeout=} (30 by default), so a caller that needs less
+        gives up on the connecting Deferred itself (C{addTimeout}).
     @raise TLSConfigError: or what L{clientFromString} raises.
     """
     kind, args, kwargs = split(description)

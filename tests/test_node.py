@@ -21,7 +21,7 @@ from harness import temporary_directory
 from iwayfailover import probe, tls, wire
 from iwayfailover.config import ConfigError, parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
-from iwayfailover.node import UNANSWERED_LIMIT, FailoverNode
+from iwayfailover.node import CONNECT_TIMEOUT_FLOOR, UNANSWERED_LIMIT, FailoverNode
 from iwayfailover.role import BACKUP, LIVE, STOPPED as ROLE_STOPPED
 from iwayfailover.state import EpochStore
 from wirepeer import RING, frame_bytes, frames_in, greet, keyed
@@ -498,19 +498,184 @@ class PortChangeTests(NodeTestCase):
         self.assertEqual(released, [True])
 
 
-class RetryLogTests(unittest.TestCase):
-    def test_redials_to_an_absent_backup_are_logged_sparingly(self):
-        """The first redial of a run is logged, then at most one a minute; other events pass through."""
+class DialTests(NodeTestCase):
+    """The live node's dials of its backup location, bounded by the heartbeat interval (issue 11, failure 7)."""
+
+    def dials(self):
+        return len(self.reactor.tcpClients)
+
+    def test_a_dial_that_gets_no_answer_is_given_up_and_made_again_within_the_interval(self):
+        """A silent backup location holds a dial one interval (0.5 s here), not 30 s; the next dial follows at once."""
+        self.make_node(name="serv_a", backup=False)
+        [(host, port, _, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("10.9.9.2", 1200))
+        self.reactor.advance(0.49)
+        self.assertFalse(self.reactor.connectors[0].stoppedConnecting)
+        self.reactor.advance(0.01)
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)
+        # The next dial: after the backoff's first step (0.1 s) and its jitter (at most 0.05 s).
+        self.step(0.15, step=0.01)
+        self.assertEqual(self.dials(), 2)
+        # While the location stays silent: a dial at least every interval plus its timeout, for as long as it lasts.
+        self.step(30, step=0.01)
+        self.assertGreaterEqual(self.dials(), 2 + int(30 / 1.05))
+        self.assertTrue(all(connector.stoppedConnecting for connector in self.reactor.connectors[:-1]))
+
+    def test_a_tls_location_is_dialled_with_the_same_bound(self):
+        """A tls: Location of Backup gets the interval as its connect timeout too, and is dialled again."""
+        from pki import Authority
+
+        ca = Authority(temporary_directory(self))
+        self.make_node(name="serv_a", backup=False, text=CONFIG.replace(
+            "backup_location = 10.9.9.2:1200", f"backup_location = tls:10.9.9.2:1200:trustRoots={ca.path}",
+        ))
+        [(host, port, _, timeout, _)] = self.reactor.tcpClients
+        self.assertEqual(((host, port), timeout), (("10.9.9.2", 1200), 0.5))
+        self.reactor.advance(0.5)
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)
+        self.step(0.15, step=0.01)
+        self.assertEqual(self.dials(), 2)
+
+    def test_a_very_short_interval_leaves_a_dial_time_for_a_round_trip(self):
+        """With heartbeat_interval = 0.1 a dial is still given CONNECT_TIMEOUT_FLOOR (0.25 s)."""
+        self.make_node(name="serv_a", backup=False, text=CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.1"))
+        self.reactor.advance(CONNECT_TIMEOUT_FLOOR - 0.01)
+        self.assertFalse(self.reactor.connectors[0].stoppedConnecting)
+        self.reactor.advance(0.01)
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)
+
+    def test_a_location_that_connects_but_never_says_hello_is_dropped_and_dialled_again(self):
+        """A connection without a hello lasts as long as UNANSWERED_LIMIT heartbeats (2.5 s here), not 5 s."""
+        node = self.make_node(name="serv_a", backup=False)
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        self.reactor.advance(0.5 * UNANSWERED_LIMIT - 0.01)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.01)
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.step(0.15, step=0.01)
+        self.assertEqual(self.dials(), 2)
+        self.assertFalse(node.sender.connected)
+
+    def test_a_lost_link_is_dialled_again_at_once(self):
+        """When the link to the backup drops, the next dial follows within the backoff's first step."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, protocol, _ = self.outbound(node)
+        self.assertTrue(node.sender.connected)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(node.sender.connected)
+        self.step(0.15, step=0.01)
+        self.assertEqual(self.dials(), 2)
+
+    def test_stopping_gives_up_the_dial_under_way_and_dials_no_more(self):
+        """A node that stops while dialling cancels that dial and makes no other."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.successResultOf(node.stopService())
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)
+        self.step(5, step=0.1)
+        self.assertEqual(self.dials(), 1)
+
+
+class FakeEndpoint:
+    """
+    A client endpoint whose dials fail with C{error}, connect to an
+    in-memory transport (C{error} None, C{answer} true), or wait forever.
+    """
+
+    def __init__(self, error=None, answer=False):
+        self.error = error
+        self.answer = answer
+        self.dials = []
+        self.connections = []
+
+    def connect(self, factory):
+        d = defer.Deferred()
+        self.dials.append(d)
+        if self.error is not None:
+            d.errback(self.error)
+        elif self.answer:
+            protocol = factory.buildProtocol(IPv4Address("TCP", "10.9.9.2", 1200))
+            protocol.makeConnection(StringTransport())
+            self.connections.append(protocol)
+            d.callback(protocol)
+        return d
+
+
+class RedialTests(unittest.TestCase):
+    def redialler(self, endpoint, every=60.0):
+        from twisted.internet.protocol import Factory, Protocol
         from twisted.internet.task import Clock
 
-        from iwayfailover.node import QuietRetries
+        from iwayfailover.node import Redialler
 
-        clock, published = Clock(), []
-        observer = QuietRetries(clock, every=60, publish=published.append)
-        for attempt in range(1, 601):  # ten minutes of redials at 0.1 s... and a few more
-            observer({"log_format": "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.", "attempt": attempt})
-            clock.advance(1.0)
-        observer({"log_format": "something else"})
-        retries = [e["attempt"] for e in published if "attempt" in e]
-        self.assertEqual(retries, [1, 61, 121, 181, 241, 301, 361, 421, 481, 541])
-        self.assertEqual(published[-1], {"log_format": "something else"})
+        self.clock = Clock()
+        return Redialler(self.clock, endpoint, Factory.forProtocol(Protocol), 0.25, lambda failures: 1.0, "backup location x", every)
+
+    def test_redials_to_an_absent_backup_are_logged_sparingly(self):
+        """The first failed dial of a run is logged, then at most one a minute, each saying how many went unlogged."""
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.logger import capturedLogs
+
+        endpoint = FakeEndpoint(ConnectionRefusedError())
+        dialler = self.redialler(endpoint)
+        with capturedLogs() as events:
+            dialler.start()
+            for _ in range(600):  # ten minutes of dials, one a second
+                self.clock.advance(1.0)
+        lines = [e for e in events if e.get("location") == "backup location x"]
+        self.assertEqual(len(endpoint.dials), 601)
+        self.assertEqual(len(lines), 11)
+        self.assertIn("Connection was refused", lines[0]["why"])
+        self.assertEqual(lines[0]["unlogged"], "")
+        self.assertEqual(lines[1]["unlogged"], " (59 more failed dials since the last report)")
+
+    def test_a_new_run_of_failures_is_logged_at_once(self):
+        """After a connection, the next failed dial is logged even within the minute."""
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.logger import capturedLogs
+
+        endpoint = FakeEndpoint(ConnectionRefusedError())
+        dialler = self.redialler(endpoint)
+        with capturedLogs() as events:
+            dialler.start()
+            self.clock.advance(1.0)  # a second failure: not logged
+            endpoint.error, endpoint.answer = None, True
+            self.clock.advance(1.0)  # connected: the run of failures ends
+            endpoint.error = ConnectionRefusedError()
+            endpoint.connections[-1].connectionLost(Failure(ConnectionDone()))
+            self.clock.advance(1.0)  # dialled again, and refused
+        lines = [e for e in events if e.get("location") == "backup location x"]
+        self.assertEqual(len(endpoint.dials), 4)
+        self.assertEqual(len(lines), 2)
+
+    def test_a_timed_out_dial_says_so(self):
+        """A dial given up after its timeout is logged as such, and the next dial follows the policy's delay."""
+        from twisted.logger import capturedLogs
+
+        endpoint = FakeEndpoint()
+        dialler = self.redialler(endpoint)
+        with capturedLogs() as events:
+            dialler.start()
+            self.clock.advance(0.25)
+        [line] = [e for e in events if e.get("location") == "backup location x"]
+        self.assertEqual(line["why"], "no connection within 0.25s")
+        self.assertEqual(len(endpoint.dials), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(len(endpoint.dials), 2)
+
+    def test_stopping_closes_the_connection_and_fires_once_it_is_closed(self):
+        """stop() closes the connection it made and fires when that connection is gone; no dial follows."""
+        endpoint = FakeEndpoint(answer=True)
+        dialler = self.redialler(endpoint)
+        dialler.start()
+        [protocol] = endpoint.connections
+        stopped = dialler.stop()
+        self.assertTrue(protocol.transport.disconnecting)
+        self.assertNoResult(stopped)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+        self.clock.advance(10)
+        self.assertEqual(len(endpoint.dials), 1)

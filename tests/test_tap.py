@@ -3,9 +3,12 @@
 import json
 import os
 import socket
+import time
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
+from twisted.internet.selectreactor import SelectReactor
+from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -123,6 +126,14 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         self.assertEqual([type(c) for c in children], [ServerPort, ServerPort, ConfigPoller, EventLogService])
         self.assertEqual([c.label for c in children[:2]], ["heartbeat port", "console"])
         self.assertEqual([(port, interface) for port, _, _, interface in reactor.tcpServers], [(1201, ""), (8081, "127.0.0.1")])
+
+    def test_make_service_puts_a_wall_clock_reactors_timers_on_the_monotonic_clock(self):
+        """makeService gives a reactor timed on time.time a monotonic seconds() that reads as the wall clock did."""
+        reactor = MemoryReactorClock()
+        reactor.seconds = time.time  # as every real reactor is timed
+        tap.makeService(self.options(), reactor=reactor)
+        self.assertIsNot(reactor.seconds, time.time)
+        self.assertLess(abs(reactor.seconds() - time.time()), 1.0)
 
     def test_no_console_key_no_console(self):
         """A server without a console key gets no console port."""
@@ -314,3 +325,78 @@ class TrustAtStartTests(EnvironmentMixin, unittest.TestCase):
         self.assertNotIn(key[:16], status)
         self.assertFalse([line for line in lines if key[:16] in line])
         self.assertNotIn(key[:16], repr(outcome.config))
+
+
+class Clocks:
+    """A stand-in wall clock and monotonic clock, moved by hand."""
+
+    def __init__(self, wall: float, monotonic: float):
+        self.wall_time, self.monotonic_time = wall, monotonic
+        self.wall = lambda: self.wall_time
+        self.monotonic = lambda: self.monotonic_time
+
+    def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
+        self.wall_time += seconds
+        self.monotonic_time += seconds
+
+
+class Unwoken(SelectReactor):
+    """A real reactor that is never run, stepped by hand with runUntilCurrent: no waker pipe to open."""
+
+    def installWaker(self):
+        pass
+
+
+class SteadyTimersTests(unittest.TestCase):
+    """The running node's timers are immune to steps of the wall clock (issue 11, failure 9)."""
+
+    def reactor(self, clocks):
+        reactor = Unwoken()
+        reactor.seconds = clocks.wall  # timed on the wall clock, as every real reactor is
+        return reactor
+
+    def test_a_step_back_of_the_wall_clock_does_not_hold_the_timers(self):
+        """With the wall clock stepped 5 s back, a 0.2 s LoopingCall still runs every 0.2 s, and a call made earlier still fires."""
+        clocks = Clocks(wall=1_764_064_800.0, monotonic=1000.0)
+        reactor = self.reactor(clocks)
+        earlier = []
+        reactor.callLater(1.0, earlier.append, "fired")  # scheduled on the wall clock, before the change
+        self.assertTrue(tap.steady_timers(reactor, monotonic=clocks.monotonic, wall=clocks.wall))
+        beats = []
+        loop = LoopingCall(beats.append, "beat")
+        loop.clock = reactor
+        loop.start(0.2, now=False)
+        self.addCleanup(loop.stop)
+        clocks.wall_time -= 5.0  # NTP or an operator steps the wall clock back
+        self.assertLess(reactor.timeout(), 0.21)  # how long the loop may sleep: not 5.2 s
+        for _ in range(5):
+            clocks.advance(0.21)
+            reactor.runUntilCurrent()
+        self.assertEqual((len(beats), earlier), (5, ["fired"]))
+        clocks.wall_time += 10.0  # and forward: nothing fires early
+        reactor.runUntilCurrent()
+        self.assertEqual(len(beats), 5)
+
+    def test_the_reactor_reads_as_the_wall_clock_did_when_changed(self):
+        """seconds() goes on from the wall clock's reading at the change, moving with the monotonic clock only."""
+        clocks = Clocks(wall=1_764_064_800.0, monotonic=1000.0)
+        reactor = self.reactor(clocks)
+        tap.steady_timers(reactor, monotonic=clocks.monotonic, wall=clocks.wall)
+        self.assertEqual(reactor.seconds(), 1_764_064_800.0)
+        clocks.wall_time -= 5.0
+        clocks.monotonic_time += 2.0
+        self.assertEqual(reactor.seconds(), 1_764_064_802.0)
+
+    def test_a_reactor_with_a_clock_of_its_own_is_left_alone(self):
+        """A reactor not timed on the wall clock (a test's Clock), or one already changed, is not changed again."""
+        clock = Clock()
+        seconds = clock.seconds
+        self.assertFalse(tap.steady_timers(clock))
+        self.assertEqual(clock.seconds, seconds)
+        clocks = Clocks(wall=1_764_064_800.0, monotonic=1000.0)
+        reactor = self.reactor(clocks)
+        self.assertTrue(tap.steady_timers(reactor, monotonic=clocks.monotonic, wall=clocks.wall))
+        changed = reactor.seconds
+        self.assertFalse(tap.steady_timers(reactor, monotonic=clocks.monotonic, wall=clocks.wall))
+        self.assertIs(reactor.seconds, changed)
