@@ -139,7 +139,7 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertIn(
             "console_users, failback, failback_delay, heartbeat_interval, insecure, preferred, reload_interval, secret_file,"
-            " self_fence, witness",
+            " self_fence, unsaved_epoch, witness",
             str(error),
         )
 

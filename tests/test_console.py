@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from treq.testing import StubTreq
 
 from harness import temporary_directory
-from iwayfailover import configfile
+from iwayfailover import configfile, probe
 from iwayfailover.config import ConfigError, parse_config
 from iwayfailover.console import access, console_root
 from iwayfailover.console import settings as form
@@ -34,7 +34,7 @@ from iwayfailover.events import RecentEvents
 from iwayfailover.listeners import ACTIVE, FAILED, WAITING
 from iwayfailover.node import FailoverNode
 from iwayfailover.state import EpochStore
-from wirepeer import keyed
+from wirepeer import keyed, outranked
 
 PASSWORD = "correct horse"
 FAST = 2 ** 10  # scrypt cost for test users: the format is the same, the hashing quicker
@@ -128,6 +128,7 @@ class ConsoleTestCase(TestCase):
         self.node = FailoverNode(
             keyed(self.text, self.path), self.name, self.backup, store, self.reactor,
             build_listener=lambda spec: FakeService(spec, self.failing), now=self.reactor.seconds,
+            query=lambda *args: defer.succeed(probe.Reply(None, probe.REFUSED, "connection refused")),
         )
         self.node.startService()
         self.addCleanup(lambda: self.node.running and self.node.stopService() and None)
@@ -782,7 +783,6 @@ class LiveStatusPageTests(ConsoleTestCase):
 
     def setUp(self):
         super().setUp()
-        self.node.machine.start_live("started as live for the test")
         self.asked = []
 
     def switch(self, result):
@@ -848,7 +848,6 @@ class FailedListenersBannerTests(ConsoleTestCase):
 
     def setUp(self):
         super().setUp()
-        self.node.machine.start_live("started as live for the test")
 
     def test_a_live_node_with_a_failed_listener_shows_a_banner_naming_it(self):
         """The banner is shown, with the FAILED listener's name, its reason and its next automatic retry."""
@@ -870,7 +869,7 @@ class FailedListenersBannerTests(ConsoleTestCase):
 
     def test_a_backup_with_a_failed_listener_shows_no_banner(self):
         """A backup serves nobody anyway: a listener left FAILED from its live time raises no banner."""
-        self.node.machine.yield_to("yielded for the test")
+        outranked(self.node, "serv_b", host="10.9.9.2")
         self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
         body = self.logged_in()
         self.assertIn("hidden", banner_tag(body))
@@ -886,7 +885,6 @@ class RestartListenerApiTests(ConsoleTestCase):
 
     def setUp(self):
         super().setUp()
-        self.node.machine.start_live("started as live for the test")
 
     def test_with_the_console_token_a_failed_listener_is_started_again(self):
         """With the token: the FAILED listener is started, and the answer is its status entry with its name."""

@@ -17,10 +17,10 @@ from iwayfailover import commands, floating
 from iwayfailover.commands import Result
 from iwayfailover.floating import FloatingAddress, has_net_admin
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
-from iwayfailover.role import BACKUP, LIVE
+from iwayfailover.core.events import BACKUP, LIVE
 from iwayfailover import wire
 from test_node import NodeTestCase
-from wirepeer import frame_bytes, frames_in
+from wirepeer import frame_bytes, frames_in, outranked
 
 FREE = "free"  # the duplicate address check hears nobody
 
@@ -420,7 +420,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         node = self.make_node()
         self.step(2.1)
         self.events.clear()
-        node.machine.yield_to("test: another live node outranks this one")
+        outranked(node, "serv_a")
         self.assertEqual(self.events[:2], ["stop web", "ip addr del"])
         self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
 
@@ -443,13 +443,13 @@ class NodeFloatingTests(RecordingNodeTestCase):
         """Two live nodes meet: the one that stays announces its address again, once the other has let go of it."""
         node = self.make_node(name="serv_a", backup=False)
         protocol, _ = self.answering_backup(node)
-        self.reactor.advance(3)
+        self.step(3)
         self.events.clear()
-        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=0, seq=2))
-        self.assertEqual(node.machine.role, LIVE)  # serv_a outranks serv_b (same epoch, name first)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1, seq=2))
+        self.assertEqual(node.machine.role, LIVE)  # serv_a outranks serv_b (a higher epoch)
         self.step(3)
         self.assertEqual(self.events.count("arping -U"), 3)
-        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=0, seq=3))
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=1, seq=3))
         self.step(3)
         self.assertEqual(self.events.count("arping -U"), 3)  # once per meeting, not per frame
 
@@ -458,7 +458,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         node = self.make_node()
         adding = self.run.held["ip addr add"] = defer.Deferred()
         self.step(2.1)
-        node.machine.yield_to("test: yield at once")
+        outranked(node, "serv_a")
         adding.callback(Result(argv=(), code=0))
         self.assertNotIn("start web", self.events)
         self.assertEqual(node.listeners.listeners["web"].state, WAITING)
@@ -496,7 +496,7 @@ class ReviewFixTests(RecordingNodeTestCase):
         self.step(2.1)
         self.events.clear()
         before = len(self.hooks("backup"))
-        node.machine.yield_to("test: another live node outranks this one")
+        outranked(node, "serv_a")
         self.assertEqual(self.events, ["stop web", "ip addr del"])
         self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
         self.assertEqual(len(self.hooks("backup")), before, "on_backup only once everything has let go")
@@ -571,9 +571,10 @@ class NodeHookTests(RecordingNodeTestCase):
         node = self.make_node()
         self.step(2.1)
         self.events.clear()
-        node.machine.yield_to("serv_a is live too with a higher epoch")
+        outranked(node, "serv_a")
         [_, env] = self.hooks("backup")
-        self.assertEqual((env["IWAY_ROLE"], env["IWAY_EPOCH"], env["IWAY_CAUSE"]), (BACKUP, "1", "serv_a is live too with a higher epoch"))
+        self.assertEqual((env["IWAY_ROLE"], env["IWAY_EPOCH"]), (BACKUP, "1"))
+        self.assertIn("serv_a is live too with epoch 99, which outranks this node", env["IWAY_CAUSE"])
         self.assertEqual(self.events, ["stop web", "ip addr del", "/usr/local/bin/notify"])
 
     def test_on_fault_when_the_address_fails(self):

@@ -144,7 +144,7 @@ class CollectorHeartbeatTests(NodeTestCase):
         self.answering_backup(node)
         before = value(scrape(node), "iwayfailover_heartbeats_sent_total")
 
-        self.step(1.5)  # three intervals of 0.5 s
+        self.step(1.55)  # three intervals of 0.5 s
 
         self.assertEqual(value(scrape(node), "iwayfailover_heartbeats_sent_total") - before, 3)
 

@@ -39,7 +39,7 @@ class MetricsEndToEndTests(unittest.TestCase):
         self.addCleanup(self.pair.stop)
 
     def test_a_running_pair_shows_roles_heartbeats_and_a_takeover(self):
-        """Live and backup show their roles; the backup counts heartbeats; after kill -9 it shows live, epoch + 1, one takeover."""
+        """Live and backup show their roles; the backup counts heartbeats; after kill -9 it shows live, a higher epoch, one takeover."""
         self.pair.start_both()
         live, backup = metrics(self.pair.a), metrics(self.pair.b)
         self.assertEqual(role_of(live, "serv_a"), ["live"])
@@ -57,6 +57,6 @@ class MetricsEndToEndTests(unittest.TestCase):
             and m[("iwayfailover_listener_state", (("listener", "web"), ("state", "ACTIVE")))] == 1 and m,
             10, "serv_b's /metrics to show it live with web ACTIVE\n" + self.pair.b.log_tail(),
         )
-        self.assertEqual(after[("iwayfailover_epoch", ())], epoch + 1)
+        self.assertGreater(after[("iwayfailover_epoch", ())], epoch)
         takeovers = {dict(labels)["cause"]: v for (name, labels), v in after.items() if name == "iwayfailover_takeovers_total"}
         self.assertEqual(sum(takeovers.values()), 1)

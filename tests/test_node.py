@@ -21,8 +21,9 @@ from harness import temporary_directory
 from iwayfailover import probe, tls, wire
 from iwayfailover.config import ConfigError, parse_config
 from iwayfailover.listeners import ACTIVE, FAILED, STOPPED, WAITING
-from iwayfailover.node import CONNECT_TIMEOUT_FLOOR, UNANSWERED_LIMIT, FailoverNode
-from iwayfailover.role import BACKUP, LIVE, STOPPED as ROLE_STOPPED
+from iwayfailover.links import CONNECT_TIMEOUT_FLOOR, UNANSWERED_LIMIT
+from iwayfailover.node import FailoverNode
+from iwayfailover.core.events import BACKUP, LIVE, STOPPED as ROLE_STOPPED
 from iwayfailover.state import EpochStore
 from wirepeer import RING, frame_bytes, frames_in, greet, keyed
 
@@ -94,7 +95,7 @@ class NodeTestCase(unittest.TestCase):
         self.store.prepare()
         self.queries, self.probes, self.witness_checks = [], [], []
         self.crash_probe = probe.Reply(None, probe.UNREACHABLE, "no answer within 0.5s")
-        self.witness = None
+        self.witness = getattr(self, "witness", None)  # a test may set it before the node starts
 
         def query(reactor, target, frame, timeout, refusals, keys):
             if frame.role == wire.Role.STARTING:  # the startup check
@@ -228,7 +229,7 @@ class BackupNodeTests(NodeTestCase):
         self.assertEqual(node.machine.role, LIVE)
         self.assertIn("serv_a", node.machine.cause)
         self.assertIn("threshold 2s", node.machine.cause)
-        self.assertEqual(node.machine.epoch, 4, "the new live goes above the epoch it heard")
+        self.assertEqual(node.machine.epoch, 5, "the new live goes above the epoch it heard, in its own slot")
 
     def test_frames_from_unknown_servers_do_not_feed_the_watchdog(self):
         """A heartbeat signed with a name not in the configuration is refused and keeps nobody backup."""
@@ -276,14 +277,22 @@ class BackupNodeTests(NodeTestCase):
         self.assertFalse(node.status()["peer"]["connected"])
         self.assertTrue(node.peer.lost)
 
-    def test_a_failed_epoch_write_is_logged_and_the_takeover_goes_on(self):
-        """A state dir that cannot be written must not stop the takeover."""
+    def full_state_dir(self):
+        self.patch(self.store, "save", lambda epoch: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+
+    def test_no_takeover_under_an_epoch_that_could_not_be_saved(self):
+        """A state dir that cannot be written holds the takeover back: an epoch not on disk could be used again."""
         node = self.make_node()
-        os.chmod(self.store.directory, 0o500)
-        self.addCleanup(os.chmod, self.store.directory, 0o700)
-        if os.access(self.store.directory, os.W_OK):
-            # root writes anyway; make the write fail another way
-            self.patch(self.store, "save", lambda epoch: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        self.full_state_dir()
+        self.step(2.05)
+        self.assertEqual((node.machine.role, node.machine.epoch), (BACKUP, 0))
+        self.assertEqual(self.started, [])
+
+    def test_unsaved_epoch_lets_the_takeover_go_on(self):
+        """With unsaved_epoch = true the operator accepts an epoch kept in memory only: the takeover goes on."""
+        text = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\nunsaved_epoch = true")
+        node = self.make_node(text=text)
+        self.full_state_dir()
         self.step(2.05)
         self.assertEqual((node.machine.role, node.machine.epoch), (LIVE, 1))
 
@@ -495,6 +504,9 @@ class PortChangeTests(NodeTestCase):
         node.apply_config(keyed(CONFIG.replace("heartbeat_port = 1200\nthreshold = 2\n\n[listener:web]", "heartbeat_port = 1300\nthreshold = 2\n\n[listener:web]"), "/share/iway.ini"))
         self.assertEqual([p for p, *_ in self.reactor.tcpServers], [1200, 1300])
         self.assertEqual(node.heartbeat_port.description, "tcp:1300")
+        self.step(2 * 2 + 5 - 0.1)
+        self.assertEqual(released, [], "the old port stays open while the peer may still dial it (make before break)")
+        self.step(0.2)
         self.assertEqual(released, [True])
 
 
@@ -551,9 +563,9 @@ class DialTests(NodeTestCase):
         protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
         transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         protocol.makeConnection(transport)
-        self.reactor.advance(0.5 * UNANSWERED_LIMIT - 0.01)
+        self.step(0.5 * UNANSWERED_LIMIT - 0.01, step=0.01)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(0.01)
+        self.step(0.02, step=0.02)
         self.assertTrue(transport.disconnecting)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.step(0.15, step=0.01)
@@ -609,7 +621,7 @@ class RedialTests(unittest.TestCase):
         from twisted.internet.protocol import Factory, Protocol
         from twisted.internet.task import Clock
 
-        from iwayfailover.node import Redialler
+        from iwayfailover.links import Redialler
 
         self.clock = Clock()
         return Redialler(self.clock, endpoint, Factory.forProtocol(Protocol), 0.25, lambda failures: 1.0, "backup location x", every)

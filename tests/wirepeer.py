@@ -87,3 +87,20 @@ def frames_in(transport):
         session.received = int.from_bytes(body[:auth.NUMBER_SIZE], "big") - 1
         frames.append(wire.decode(session.open(body)))
     return frames
+
+
+def outranked(node, name, epoch=99, host="10.9.9.1"):
+    """
+    Make C{node} hear, on its heartbeat port, a live peer C{name} whose
+    epoch outranks it: a live node yields. Returns the connection's transport.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    address = IPv4Address("TCP", host, 40000)
+    protocol = node.heartbeat_factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    greet(protocol, transport, far_is_client=True)
+    protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, name, wire.Role.LIVE, epoch=epoch))
+    return transport

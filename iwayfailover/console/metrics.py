@@ -21,9 +21,9 @@ from twisted.web.resource import Resource
 import iwayfailover
 from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
 from iwayfailover.node import TAKEOVER_KINDS
-from iwayfailover.role import BACKUP, HANDING_OVER, LIVE
-from iwayfailover.role import STARTING as ROLE_STARTING
-from iwayfailover.role import STOPPED as ROLE_STOPPED
+from iwayfailover.core.events import BACKUP, HANDING_OVER, LIVE
+from iwayfailover.core.events import STARTING as ROLE_STARTING
+from iwayfailover.core.events import STOPPED as ROLE_STOPPED
 
 log = Logger()
 

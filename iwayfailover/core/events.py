@@ -6,7 +6,7 @@ or a file, so each rule is a unit test with a list of these.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 # Roles, as the status API and the wire name them.
@@ -15,6 +15,10 @@ BACKUP = "backup"
 LIVE = "live"
 HANDING_OVER = "handing_over"
 STOPPED = "stopped"
+
+# What channels are left as when they stop (listener states).
+CHANNELS_WAITING = "WAITING"
+CHANNELS_STOPPED = "STOPPED"
 
 # Frame kinds, as heard.
 HEARTBEAT = "heartbeat"
@@ -67,6 +71,8 @@ class Heard:
     link: str = IN
     seq: int = 0
     switchover: bool = False
+    reply: object = field(default=None, compare=False, repr=False)
+    """Where an answer to this frame goes (the connection it came on): opaque to the core, copied into L{Answer}."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,9 @@ class Served:
 
 @dataclass(frozen=True)
 class StoppedServing:
-    """Every channel has stopped (and the floating IP is gone)."""
+    """Every channel has stopped and the floating IP is gone, or, C{failed}, could not be removed."""
+
+    failed: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,11 @@ class StopServing:
 
 
 @dataclass(frozen=True)
+class AnnounceAgain:
+    """Announce the floating IP again (neighbours may have last heard of it from another node)."""
+
+
+@dataclass(frozen=True)
 class RetryChannels:
     """Start again every channel that FAILED."""
 
@@ -210,8 +223,11 @@ class SendHeartbeat:
 
 @dataclass(frozen=True)
 class Answer:
+    """Answer frame C{seq} with this node's role and epoch as they are once these effects are carried out."""
+
     link: str
     seq: int
+    reply: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

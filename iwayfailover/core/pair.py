@@ -43,8 +43,8 @@ from typing import Callable, FrozenSet, List, Optional
 
 from iwayfailover.core import ballot
 from iwayfailover.core.events import (
-    ANSWER, ANSWERED, BACKUP, GONE, HANDING_OVER, HANDOVER, HEARTBEAT, IN, LIVE, LOCAL, NO_ANSWER, OUT, PREVOTE,
-    QUERY, REFUSED, STANDING_DOWN, STARTING, STARTUP, STOPPED, Answer, AskWitnesses, CancelTimer, Deadline, Dial,
+    ANSWER, ANSWERED, BACKUP, AnnounceAgain, CHANNELS_STOPPED, CHANNELS_WAITING, GONE, HANDING_OVER, HANDOVER, HEARTBEAT,
+    LIVE, LOCAL, NO_ANSWER, OUT, PREVOTE, QUERY, REFUSED, STANDING_DOWN, STARTING, STARTUP, STOPPED, Answer, AskWitnesses, CancelTimer, Deadline, Dial,
     EpochSaved, Hangup, Heard, LinkDown, LinkUp, NewSettings, Note, Probe, ProbeResult, RetryChannels, SaveEpoch,
     SendHeartbeat, Serve, Served, Shutdown, Stalled, StandDown, Start, StartTimer, StopServing, StoppedServing,
     SwitchoverAsked, SwitchoverOutcome, Transition, WitnessResult,
@@ -57,7 +57,10 @@ STARTUP_CHECK_TIMEOUT = 2.0
 """The longest a node started live waits to hear how its backup location stands."""
 
 FENCE_MARGIN = 0.01
-"""Seconds kept between a self-fence's last channel stop and the backup's threshold."""
+"""Seconds of slack in deciding whether a stall may have outlasted the backup's threshold."""
+
+FENCE_STOP_SHARE = 0.5
+"""A self-fencing node's channels get this share of the time left before the backup's threshold, then SIGKILL."""
 
 RETRY_FIRST = 0.1
 RETRY_CAP = 2.0
@@ -282,7 +285,7 @@ class PairCore:
     def _become_backup(self, cause: str, final: bool = False, within: Optional[float] = None, kind: str = "") -> None:
         """Leave whatever role this is for backup: stop serving first, then watch."""
         if self.serving or final:
-            self._stop_serving("WAITING", within)
+            self._stop_serving(CHANNELS_WAITING, within)
         if self.role in (LIVE, HANDING_OVER):
             self._emit(Hangup())
         self._disarm("beat", "lease", "handover", "deadline")
@@ -352,20 +355,23 @@ class PairCore:
             return
         if outcome == NO_ANSWER and self.now() < pv.not_before - 1e-9:
             return  # the threshold has not passed: wait for the deadline
-        evidence = {REFUSED: "its heartbeat port refused the connection", GONE: "its heartbeat port closed at once",
+        evidence = {REFUSED: "its heartbeat port refused the connection", GONE: "its heartbeat port closed without an answer",
                     NO_ANSWER: "its heartbeat port did not answer"}[outcome]
         kind = "crash" if outcome in (REFUSED, GONE) and pv.kind == "crash" else pv.kind
+        cause = f"{pv.cause}; {evidence}"
+        if outcome in (REFUSED, GONE):
+            cause = f"{self.peer_name} is gone: {cause} (its process is dead, or a firewall resets it)"
         if pv.witness_needed:
             if pv.witness is None and not forced:
                 return
             if pv.witness is None or pv.witness.reachable is None:
-                self._isolated(f"{pv.cause}; {evidence}")
+                self._isolated(cause)
                 return
             self._finish_prevote()
-            self._claim_role(kind, f"{pv.cause}; {evidence}; witness {pv.witness.reachable} reachable")
+            self._claim_role(kind, f"{cause}; witness {pv.witness.reachable} reachable")
             return
         self._finish_prevote()
-        self._claim_role(kind, f"{pv.cause}; {evidence}")
+        self._claim_role(kind, cause)
 
     def _finish_prevote(self) -> None:
         self._prevote = None
@@ -479,8 +485,9 @@ class PairCore:
         if silence < self.peer_threshold / 2:
             return
         if obs.reachable is None:
-            # Stop before the backup's threshold can pass, counted from the last answer heard.
-            within = max(0.0, self.last_answer + self.peer_threshold - FENCE_MARGIN - self.now())
+            # Stop well before the backup's threshold can pass, counted from
+            # the send of the last heartbeat it answered: half the time left.
+            within = max(0.0, FENCE_STOP_SHARE * (self.last_answer + self.peer_threshold - self.now()))
             self._become_backup(
                 f"self-fenced: no answer from backup {self.peer_name} for {silence:.3f}s and no witness reachable",
                 within=within,
@@ -507,12 +514,13 @@ class PairCore:
         if self._outranked_by(h.epoch, h.priority, h.sender):
             self._become_backup(
                 f"{h.sender} is live too with epoch {h.epoch}, which outranks this node (epoch {self.epoch}):"
-                " yielding", within=0.0,
+                " yielding", within=self.settings.interval,
             )
         elif self._two_lives_noted != (h.sender, h.epoch):
             self._two_lives_noted = (h.sender, h.epoch)
             self._note("warn", f"{h.sender} is live too (epoch {h.epoch}); this node outranks it, so {h.sender}"
                                " yields")
+            self._emit(AnnounceAgain())
 
     def _outranked_by(self, epoch: int, priority: int, name: str) -> bool:
         if "local-priority" in self.plants:
@@ -552,7 +560,7 @@ class PairCore:
         self._handover = _Handover(self.now(), cause)
         self._disarm("beat", "lease")
         self._set_role(HANDING_OVER, cause)
-        self._stop_serving("WAITING")
+        self._stop_serving(CHANNELS_WAITING)
 
     def _handover_stopped(self) -> None:
         ho = self._handover
@@ -613,7 +621,7 @@ class PairCore:
         self.highest = max(self.highest, h.epoch)
         role = self.role
         if h.kind == STANDING_DOWN:
-            answer = Answer(h.link, h.seq)
+            answer = Answer(h.link, h.seq, h.reply)
             if role == BACKUP and self._claim is None:
                 why = "planned switchover" if h.switchover else "shutting down"
                 self._claim_role("switchover" if h.switchover else "peer_shutdown",
@@ -643,7 +651,7 @@ class PairCore:
             else:
                 self._failback_since = None
         if h.kind in (HEARTBEAT, QUERY):
-            self._emit(Answer(h.link, h.seq))
+            self._emit(Answer(h.link, h.seq, h.reply))
 
     def _on_LinkUp(self, obs: LinkUp) -> None:
         if obs.link == OUT:
@@ -666,7 +674,10 @@ class PairCore:
                            " process is gone")
         if "no-prevote" in self.plants:
             return
-        self._start_prevote(self.now(), "crash", f"{self.peer_name}'s heartbeat link was lost ({obs.how})")
+        # A refused or closed probe decides at once; no answer proves nothing
+        # and waits for the threshold, as the silence would.
+        self._start_prevote(self.last_live + self.settings.threshold, "crash",
+                            f"{self.peer_name}'s heartbeat link was lost ({obs.how})")
 
     def _on_ProbeResult(self, r: ProbeResult) -> None:
         if self._probes.get(r.purpose) != r.token:
@@ -791,6 +802,14 @@ class PairCore:
         if self.serving:
             return  # a stop overtaken by a new start
         if self._handover is not None and self._handover.stage == "stopping":
+            if obs.failed:
+                # Whatever could not be let go of, the backup could not take:
+                # it is never told, and this node serves again.
+                why = f"{', '.join(obs.failed)} could not be removed; the backup could not take it"
+                self._handover = None
+                self._emit(SwitchoverOutcome(False, why))
+                self._claim_role("switchover", f"switchover failed: {why}: serving again")
+                return
             self._handover_stopped()
         elif self._shutting_down and self.role != STOPPED:
             self._emit(StandDown(switchover=False))
@@ -818,7 +837,7 @@ class PairCore:
             self._emit(SwitchoverOutcome(False, "the node is shutting down"))
             self._handover = None
         if was_serving:
-            self._stop_serving(STOPPED)  # then stand down: see _on_StoppedServing
+            self._stop_serving(CHANNELS_STOPPED)  # then stand down: see _on_StoppedServing
         else:
             self._set_role(STOPPED, "node shutting down")
 

@@ -104,6 +104,7 @@ class Node:
         self.unanswered = 0
         self.current_conn: Optional[Conn] = None
         self.shutting_down = False
+        self.host_down = False  # powered off: nothing answers, nothing is closed
 
     @property
     def up(self) -> bool:
@@ -188,7 +189,7 @@ class World:
             start=r.choice(["a-live", "a-live", "both-live", "both-backup", "b-live"]),
         )
         kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
-                 "both-restart"]
+                 "both-restart", "power"]
         if witness:
             kinds += ["witness-down", "witness-cut", "witness-cut"]
         for _ in range(count):
@@ -295,7 +296,11 @@ class World:
         node.dial_generation += 1
         self.live_since[node.name] = None
         for conn in self.conns_of(node.name):
-            self.close_conn(conn, node.name, ev.CLOSED)
+            if node.host_down:
+                conn.alive = False  # no FIN, no RST: the far end hears nothing
+                conn.dead_for.add(node.name)
+            else:
+                self.close_conn(conn, node.name, ev.CLOSED)
         self.stable_since = self.t
 
     def pause(self, name: str) -> None:
@@ -401,7 +406,7 @@ class World:
                 node.unanswered += 1
                 self.send(node.out, name, dict(kind=ev.HEARTBEAT, seq=e.seq, **node.frame_fields()))
         elif isinstance(e, ev.Answer):
-            conn = node.current_conn
+            conn = e.reply if e.reply is not None else node.current_conn
             if conn is not None and conn.alive:
                 self.send(conn, name, dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()))
         elif isinstance(e, ev.StandDown):
@@ -420,6 +425,8 @@ class World:
             else:
                 node.disk_epoch = e.epoch
                 self.feed(node, ev.EpochSaved(e.epoch))
+        elif isinstance(e, ev.AnnounceAgain):
+            pass  # no neighbours' caches in this world
         elif isinstance(e, ev.Note):
             self.log(f"{name}: [{e.level}] {e.text}")
         elif isinstance(e, ev.SwitchoverOutcome):
@@ -506,7 +513,7 @@ class World:
         peer = self.nodes[node.settings.peer]
         interval = node.settings.interval
         retry = lambda: self._dial(node, generation)  # noqa: E731
-        if not self.reachable(node.name, peer.name):
+        if not self.reachable(node.name, peer.name) or peer.host_down:
             # Connect attempts are bounded by the heartbeat interval, then dialled again.
             self.at(interval + self.rng.uniform(0, interval / 10), retry)
             return
@@ -526,6 +533,11 @@ class World:
 
     def send(self, conn: Conn, sender: str, frame: dict) -> None:
         receiver = conn.other(sender)
+        if receiver in conn.dead_for and sender not in conn.dead_for:
+            # The far end is gone (its process or host restarted): a reset comes back, if it can.
+            if not self.nodes[receiver].host_down and self.reachable(sender, receiver) and conn.kind == "link":
+                self.at(2 * self.delay(), self._link_down, conn, sender, ev.RESET)
+            return
         if self.cut[(sender, receiver)] or conn.held[receiver]:
             conn.held[receiver].append(frame)  # TCP retransmits it after the heal, in order
             return
@@ -561,12 +573,13 @@ class World:
         if conn.kind == "probe" and conn.dialer == node.name:
             self._probe_answered(conn, node, frame)
             return
-        self.feed(node, ev.Heard(link=link if link != "probe" else ev.IN, **frame), conn)
+        self.feed(node, ev.Heard(link=link if link != "probe" else ev.IN, reply=conn, **frame), conn)
 
     def close_conn(self, conn: Conn, closer: str, how: str) -> None:
         """C{closer}'s end closes; the other end learns it when the news can reach it."""
-        if not conn.alive:
+        if closer in conn.dead_for:
             return
+        first = conn.alive
         conn.alive = False
         conn.dead_for.add(closer)
         for name in (conn.dialer, conn.acceptor):
@@ -584,7 +597,7 @@ class World:
                 gen = closer_node.dial_generation
                 self.at(self.rng.uniform(closer_node.settings.interval / 10, closer_node.settings.interval / 5),
                         self._dial, closer_node, gen)
-        if self.cut[(closer, other)] or conn.held[other]:
+        if not first or self.cut[(closer, other)] or conn.held[other]:
             return  # the other end never hears of it
         # The close travels behind the data sent before it.
         arrival = max(self.t + self.delay(), conn.last_arrival[other] + 1e-6)
@@ -639,7 +652,7 @@ class World:
         peer = self.nodes[node.settings.peer]
         incarnation = node.incarnation
         reply = lambda outcome, **kw: self._probe_result(node, incarnation, e, outcome, kw)  # noqa: E731
-        if not self.reachable(node.name, peer.name):
+        if not self.reachable(node.name, peer.name) or peer.host_down:
             self.at(e.timeout, reply, ev.NO_ANSWER)
             return
         if self.resets or not peer.up:
@@ -706,6 +719,11 @@ class World:
         if kind == "crash":
             self.crash(name)
             self.at(duration, self.start_node, name, flag)
+        elif kind == "power":
+            self.nodes[name].host_down = True
+            self.log(f"{name}: its host powers off")
+            self._process_gone(self.nodes[name])
+            self.at(duration, self._power_on, name, flag)
         elif kind == "stop":
             node = self.nodes[name]
             if node.running:
@@ -758,6 +776,10 @@ class World:
         else:
             raise AssertionError(kind)
 
+    def _power_on(self, name: str, as_backup: bool) -> None:
+        self.nodes[name].host_down = False
+        self.start_node(name, as_backup)
+
     def _restart_after_stop(self, name: str, as_backup: bool) -> None:
         node = self.nodes[name]
         if node.up:
@@ -794,7 +816,6 @@ class World:
         return (not self.cut[(A, "w")]) != (not self.cut[(B, "w")])
 
     def check(self) -> None:
-        sc = self.scenario
         serving = [n for n in NAMES if self.nodes[n].serving]
         if len(serving) == 2:
             if self.overlap_since is None:

@@ -1,0 +1,337 @@
+"""
+The heartbeat links of a node, as the decision core sees them: the live
+side's link to its backup location (L{HeartbeatSender}, dialled again and
+again by a L{Redialler} while the backup is away), the sessions peers open
+to this node's heartbeat port (L{Session}), and how a link ended
+(L{link_end}).
+
+Links move frames and report what happened; they decide nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer, error
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from zope.interface import implementer
+
+from iwayfailover import tls, wire
+from iwayfailover.core import events as ev
+from iwayfailover.heartbeat import HELLO_TIMEOUT, HeartbeatFactory, IFrameHandler
+
+UNANSWERED_LIMIT = 5
+"""Heartbeats a live node sends without an answer before it drops the
+connection to its backup and dials again (the backup may be hung)."""
+
+CONNECT_TIMEOUT_FLOOR = 0.25
+"""The shortest time one dial of the backup location is given (see
+L{connect_timeout}): a very short heartbeat interval must still leave a
+connection time for a round trip."""
+
+
+def link_end(reason) -> str:
+    """How a connection ended, for the core: closed by the far end, or reset (or aborted) on the way."""
+    return ev.CLOSED if reason.check(error.ConnectionDone) else ev.RESET
+
+
+@dataclass
+class Session:
+    """One connection a peer opened to this node's heartbeat port, and what it has shown."""
+
+    protocol: object
+    peer: Optional[str] = None
+    from_live: bool = False
+    """Its last heartbeat came from a live node."""
+    stood_down: bool = False
+    """The peer said on it that it stopped serving."""
+    replaced: bool = False
+    """This node closed it (a newer connection from the peer, withdrawn keys): no sign of death."""
+
+
+def connect_timeout(interval: float) -> float:
+    """
+    How long one dial of the backup location may take: one heartbeat
+    interval, but never less than L{CONNECT_TIMEOUT_FLOOR}. Dialled with
+    the default timeout (30 s), a host silent during a partition would hold
+    a dial, and so the link, for half a minute after the partition heals.
+    """
+    return max(interval, CONNECT_TIMEOUT_FLOOR)
+
+
+def hello_timeout(interval: float) -> float:
+    """
+    How long a dialled backup location may take to say hello (a TLS
+    handshake included): as long as L{UNANSWERED_LIMIT} heartbeats, after
+    which an answered link is given up too, within L{connect_timeout} and
+    L{HELLO_TIMEOUT}.
+    """
+    return min(HELLO_TIMEOUT, max(UNANSWERED_LIMIT * interval, connect_timeout(interval)))
+
+
+class _Watched(WrappingFactory):
+    """Tells its L{Redialler} when a connection it made ends."""
+
+    noisy = False  # no start and stop lines at each dial
+
+    def __init__(self, factory, lost):
+        super().__init__(factory)
+        self._lost = lost
+
+    def unregisterProtocol(self, protocol):
+        super().unregisterProtocol(protocol)
+        self._lost(protocol)
+
+
+class Redialler:
+    """
+    Keeps one connection to an endpoint: dials it, and dials again after a
+    failed dial or a lost connection, until stopped.
+
+    Every dial is abandoned after C{timeout} seconds, whatever the endpoint
+    string says; the next starts C{delay(failures)} seconds after a failure
+    (C{failures} counting the failed dials in a row, 1 after a lost
+    connection), as with the retry policy of a ClientService.
+
+    Failed dials are logged sparingly: while the backup is away the live
+    node dials it every heartbeat interval, and a line per dial (ten a
+    second at 0.1 s) would drown the log. The first failure of a run is
+    logged, then at most one every C{every} seconds, with the number of
+    failures left unlogged in between.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, endpoint, factory, timeout: float, delay, location: str, every: float = 60.0):
+        """
+        @param clock: an L{IReactorTime} for the timeouts and delays.
+        @param endpoint: the L{IStreamClientEndpoint} to dial.
+        @param factory: the protocol factory of the connections.
+        @param location: the endpoint in words, for the log.
+        """
+        self._clock = clock
+        self._endpoint = endpoint
+        self._factory = _Watched(factory, self._lost)
+        self.timeout = timeout
+        self._delay = delay
+        self._location = location
+        self._every = every
+        self._running = False
+        self._dialling: Optional[defer.Deferred] = None
+        self._next_dial = None
+        self._connection = None
+        self._closed = []  # Deferreds of stop, fired when the connection is gone
+        self.failures = 0
+        self.dials = 0
+        self._logged_at: Optional[float] = None
+        self._unlogged = 0
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        """Dial now (and again until stopped)."""
+        if not self._running:
+            self._running = True
+            self._dial()
+
+    def stop(self) -> defer.Deferred:
+        """Dial no more and close the connection: fires once it is closed."""
+        self._running = False
+        if self._next_dial is not None and self._next_dial.active():
+            self._next_dial.cancel()
+        self._next_dial = None
+        if self._dialling is not None:
+            self._dialling.cancel()
+        if self._connection is None:
+            return defer.succeed(None)
+        closed = defer.Deferred()
+        self._closed.append(closed)
+        self._connection.loseConnection()
+        return closed
+
+    def _dial(self) -> None:
+        self._next_dial = None
+        self.dials += 1
+        try:
+            dialling = self._endpoint.connect(self._factory)
+        except Exception:
+            dialling = defer.fail()
+        self._dialling = dialling
+        dialling.addTimeout(self.timeout, self._clock, onTimeoutCancel=self._timed_out)
+        dialling.addCallbacks(self._connected, self._failed)
+        dialling.addErrback(lambda f: self.log.failure("dialling {location} failed", f, location=self._location))
+
+    @staticmethod
+    def _timed_out(result, timeout):
+        raise defer.TimeoutError(f"no connection within {timeout:g}s")
+
+    def _connected(self, protocol) -> None:
+        self._dialling = None
+        self.failures = 0
+        self._connection = protocol
+        if not self._running:  # connected as it was being stopped
+            protocol.loseConnection()
+
+    def _failed(self, failure) -> None:
+        self._dialling = None
+        if not self._running:
+            return
+        self.failures += 1
+        self._report(failure)
+        self._next_dial = self._clock.callLater(self._delay(self.failures), self._dial)
+
+    def _lost(self, protocol) -> None:
+        if protocol is not self._connection:
+            return
+        self._connection = None
+        closed, self._closed = self._closed, []
+        for d in closed:
+            d.callback(None)
+        if self._running:
+            self._next_dial = self._clock.callLater(self._delay(1), self._dial)
+
+    def _report(self, failure) -> None:
+        now = self._clock.seconds()
+        if self.failures > 1 and self._logged_at is not None and now - self._logged_at < self._every:
+            self._unlogged += 1
+            return
+        self._logged_at = now
+        unlogged, self._unlogged = self._unlogged, 0
+        self.log.info(
+            "cannot connect to {location}: {why}; dialling again{unlogged}",
+            location=self._location, why=failure.getErrorMessage(),
+            unlogged=f" ({unlogged} more failed dials since the last report)" if unlogged else "",
+        )
+
+
+@implementer(IFrameHandler)
+
+
+@implementer(IFrameHandler)
+class HeartbeatSender:
+    """
+    The live side: keeps a connection to the backup location (redialled with
+    a short backoff while the backup is away) and sends on it the heartbeats
+    the core asks for. It tells the node when the link comes up or goes
+    down and passes the backup's answers on.
+    """
+
+    log = Logger()
+
+    def __init__(self, node):
+        self._node = node
+        self._dialler: Optional[Redialler] = None
+        self._protocol = None
+        self._unanswered = 0
+        self.sent = 0
+        self._factory: Optional[HeartbeatFactory] = None
+        self._rejected_before = 0  # by the factories of earlier starts
+
+    @property
+    def rejected(self) -> int:
+        """Connections to the backup refused on this side: its certificate, its hello, its frames."""
+        return self._rejected_before + (self._factory.rejected if self._factory is not None else 0)
+
+    @property
+    def running(self) -> bool:
+        return self._dialler is not None
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
+
+    def start(self) -> None:
+        """Dial the backup location (again, with the settings now in force)."""
+        self.stop()
+        node = self._node
+        interval = node.config.failover.heartbeat_interval
+        # Every dial, and the hello that proves the link, bounded by the
+        # interval: after a silent partition heals, the nodes find each other
+        # within about one interval, not after a connect timeout of 30 s.
+        timeout = connect_timeout(interval)
+        endpoint = tls.connector(node.reactor, node.settings.backup_endpoint, timeout=timeout)
+        factory = HeartbeatFactory(
+            self, node.refusals, lambda: node.keys, node.reactor, initiating=True, own_nonces=node.own_nonces,
+            hello_timeout=hello_timeout(interval),
+        )
+        self._rejected_before = self.rejected
+        self._factory = factory
+        # The backup must hear from us again well within its threshold after
+        # it comes back, so the redial delay never grows past one interval.
+        policy = backoffPolicy(
+            initialDelay=interval / 10, maxDelay=interval, factor=2, jitter=lambda: random.random() * interval / 10
+        )
+        self._dialler = Redialler(
+            node.reactor, endpoint, factory, timeout, policy, f"backup location {node.settings.backup_location}",
+        )
+        self._dialler.start()
+
+    def stop(self) -> defer.Deferred:
+        """Close the link and dial no more; fires once it is closed."""
+        dialler, self._dialler = self._dialler, None
+        if dialler is None:
+            return defer.succeed(None)
+        return dialler.stop()
+
+    def beat(self, seq: int) -> None:
+        """Send heartbeat number C{seq}, if connected. Never raises."""
+        try:
+            protocol = self._protocol
+            if protocol is None:
+                return
+            if self._unanswered >= UNANSWERED_LIMIT:
+                self.log.warn(
+                    "backup {peer} has not answered {count} heartbeats; dialling it again",
+                    peer=self._node.peer.name, count=self._unanswered,
+                )
+                self._unanswered = 0
+                protocol.transport.abortConnection()
+                return
+            self._unanswered += 1
+            protocol.send(self._node.frame(wire.Kind.HEARTBEAT, seq))
+            self.sent += 1
+        except Exception:
+            self.log.failure("sending a heartbeat failed")
+
+    def stand_down(self, switchover: bool) -> bool:
+        """Tell the backup this node has stopped serving; False if it is not connected."""
+        if self._protocol is None:
+            return False
+        flags = wire.FLAG_SWITCHOVER if switchover else 0
+        self._protocol.send(self._node.frame(wire.Kind.STANDING_DOWN, 0, flags))
+        return True
+
+    # IFrameHandler, for the connection to the backup location
+
+    def connection_made(self, protocol):
+        self._protocol = protocol
+        self._unanswered = 0
+        self._node.peer.connections.add(protocol)
+        self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
+        self._node.out_link_up()
+
+    def frame_received(self, protocol, frame):
+        if frame.kind != wire.Kind.ANSWER:
+            protocol.refuse(f"expected an answer, got a {frame.kind.name.lower()} frame")
+            return
+        if not self._node.known_peer(protocol, frame):
+            return
+        self._unanswered = 0
+        self._node.heard(protocol, frame, ev.OUT)
+
+    def connection_lost(self, protocol, reason):
+        self._node.peer.connections.discard(protocol)
+        if self._protocol is protocol:
+            self._protocol = None
+            if self.running:
+                self.log.warn(
+                    "heartbeat link to backup location {location} lost: {why}",
+                    location=self._node.settings.backup_location, why=reason.getErrorMessage(),
+                )
+            self._node.out_link_lost(reason)
