@@ -181,6 +181,32 @@ def warn_about_keys(config: SharedConfig) -> None:
         log.warn("{problem}: whoever reads the key can forge heartbeats", problem=problem)
 
 
+def pair_limits(config: SharedConfig) -> list:
+    """
+    What a pair configured this way cannot decide (see docs/safety.md): the
+    lines warned about at every start, so that nobody learns them in an
+    outage. Empty for a configuration with no such weakness.
+    """
+    failover = config.failover
+    if not failover.witness:
+        return [
+            "no witness is configured: if the link between the two nodes is cut while both run, neither can"
+            " tell a dead peer from a cut link, and both serve until it returns (then the lower rank stops"
+            " within a heartbeat); set witness = HOST:PORT to a third host on each node's network path, or run"
+            " a group on etcd for a real quorum (docs/safety.md)",
+        ]
+    lines = [
+        "a witness arbitrates a cut between a node and the rest of the network, not a cut of the link between"
+        " the two nodes alone: with the witness reachable from both, both serve until the link returns;"
+        " a group on etcd decides that case too (docs/safety.md)",
+        "with the witness down and the backup dead, a live node whose backup stopped answering keeps serving,"
+        " but a node that starts or must take over then waits as backup until a witness answers",
+    ]
+    if not failover.self_fence:
+        lines.append("self_fence = false: a live node cut off from its backup and every witness keeps serving")
+    return lines
+
+
 def steady_timers(reactor, monotonic=time.monotonic, wall=time.time) -> bool:
     """
     Make C{reactor}'s timers immune to steps of the wall clock.
@@ -276,6 +302,8 @@ def _build(options, reactor):
             server=name, location=server.backup_location,
         )
     warn_about_keys(config)
+    for line in pair_limits(config):
+        log.warn("pair limit: {limit}", limit=line)
     role = "backup" if options["backup"] else "live"
     log.info(
         "iway-failover {server} starting as {role} from {path}; epoch {epoch}, state dir {state}; heartbeat keys {keys}",

@@ -327,6 +327,34 @@ class TrustAtStartTests(EnvironmentMixin, unittest.TestCase):
         self.assertNotIn(key[:16], repr(outcome.config))
 
 
+class PairLimitTests(EnvironmentMixin, unittest.TestCase):
+    """At every start the node says what its pair cannot decide, so that nobody learns it in an outage."""
+
+    start = TrustAtStartTests.start
+
+    def test_without_a_witness_the_start_warns_that_a_cut_link_leaves_both_serving(self):
+        """No witness: one warning naming the cut link, the witness key and the group mode."""
+        outcome, lines, _ = self.start(CONFIG)
+        self.assertIsInstance(outcome, FailoverNode)
+        [line] = [line for line in lines if "pair limit" in line]
+        self.assertIn("no witness is configured", line)
+        self.assertIn("witness = HOST:PORT", line)
+        self.assertIn("etcd", line)
+
+    def test_with_a_witness_the_start_warns_what_it_cannot_arbitrate(self):
+        """With a witness: the cut of the link alone, and a witness down with a dead backup, are named."""
+        outcome, lines, _ = self.start(CONFIG.replace("[failover]\n", "[failover]\nwitness = 127.0.0.1:9\n", 1))
+        limits = [line for line in lines if "pair limit" in line]
+        self.assertEqual(len(limits), 2, lines)
+        self.assertIn("not a cut of the link between the two nodes alone", limits[0])
+        self.assertIn("witness down and the backup dead", limits[1])
+
+    def test_self_fence_off_is_named_too(self):
+        """self_fence = false adds its own warning."""
+        _, lines, _ = self.start(CONFIG.replace("[failover]\n", "[failover]\nwitness = 127.0.0.1:9\nself_fence = false\n", 1))
+        self.assertTrue(any("self_fence = false" in line for line in lines if "pair limit" in line), lines)
+
+
 class Clocks:
     """A stand-in wall clock and monotonic clock, moved by hand."""
 
