@@ -140,6 +140,7 @@ class World:
         self.events = 0
         self.trace: List[str] = []
         self.scenario = self._draw(faults)
+        self._settle = None
         sc = self.scenario
         self.nodes: Dict[str, Node] = {}
         for name in NAMES:
@@ -238,6 +239,11 @@ class World:
 
     def settle_time(self) -> float:
         """How long a whole network and steady processes take to come to one serving node, at most."""
+        if self._settle is None:
+            self._settle = self._settle_time()
+        return self._settle
+
+    def _settle_time(self) -> float:
         sc = self.scenario
         window = min(1.0, sc.threshold / 4)
         slow = max(sc.slow_stop.values())
@@ -816,7 +822,8 @@ class World:
         return (not self.cut[(A, "w")]) != (not self.cut[(B, "w")])
 
     def check(self) -> None:
-        serving = [n for n in NAMES if self.nodes[n].serving]
+        serving = [n for n, node in self.nodes.items() if node.channels_up and node.core is not None
+                   and node.paused_at is None]
         if len(serving) == 2:
             if self.overlap_since is None:
                 self.overlap_since = self.t
