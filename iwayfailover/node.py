@@ -435,7 +435,9 @@ class FailoverNode(MultiService):
         d.addErrback(lambda f: self.log.failure("going live: starting the listeners failed", f))
 
     def _failed_channels(self) -> tuple:
-        return tuple(sorted(n for n, item in self.listeners.listeners.items() if item.state == FAILED))
+        """The FAILED channels that a retry may bring up (a process channel keeps to its own restart_tries)."""
+        return tuple(sorted(n for n, item in self.listeners.listeners.items()
+                            if item.state == FAILED and item.retried_when_failed))
 
     def _stop_serving(self, final: str, within: Optional[float]) -> None:
         self._activation = None

@@ -66,6 +66,9 @@ RETRY_FIRST = 0.1
 RETRY_CAP = 2.0
 """FAILED channels of a live node are tried again after 0.1 s, doubling up to 2 s."""
 
+RETRY_NOTE_EVERY = 30
+"""Retries between two log lines about channels still FAILED (about a minute at the cap)."""
+
 SWITCHOVER_CONFIRM = 5.0
 """The least time a switchover waits for the backup's confirmation before asking it how it stands."""
 
@@ -539,8 +542,10 @@ class PairCore:
         if "no-listener-retry" in self.plants:
             return
         delay = min(RETRY_CAP, RETRY_FIRST * 2 ** self._retry_attempt)
+        if self._retry_attempt % RETRY_NOTE_EVERY == 0:  # the first time, then about once a minute
+            self._note("warn", f"serving with FAILED channels {', '.join(obs.failed)}; trying them again in"
+                               f" {delay:g}s, then at most every {RETRY_CAP:g}s while live")
         self._retry_attempt += 1
-        self._note("warn", f"serving with FAILED channels {', '.join(obs.failed)}; trying them again in {delay:g}s")
         self._arm("retry", delay)
 
     # -- planned switchover --
