@@ -25,7 +25,7 @@ from iwayfailover.links import CONNECT_TIMEOUT_FLOOR, UNANSWERED_LIMIT
 from iwayfailover.node import FailoverNode
 from iwayfailover.core.events import BACKUP, LIVE, STOPPED as ROLE_STOPPED
 from iwayfailover.state import EpochStore
-from wirepeer import RING, frame_bytes, frames_in, greet, keyed
+from wirepeer import RING, frame_bytes, frames_in, greet, keyed, peer_frame
 
 CONFIG = """
 [failover]
@@ -691,3 +691,82 @@ class RedialTests(unittest.TestCase):
         self.successResultOf(stopped)
         self.clock.advance(10)
         self.assertEqual(len(endpoint.dials), 1)
+
+
+class HeldPort(FakeListenerService):
+    """A listener whose port is held (by the old live node) until the test lets go of it."""
+
+    held = True
+
+    def startService(self):
+        if HeldPort.held and self.spec.name == "web":
+            raise OSError("Address already in use")
+        super().startService()
+
+
+class RecoveryTests(NodeTestCase):
+    """The decision core retries FAILED channels of a live node; the node carries the retries out."""
+
+    def setUp(self):
+        HeldPort.held = True
+
+    def test_a_failed_listener_comes_up_by_itself_once_its_port_is_free(self):
+        """web FAILED at takeover (port held): retried while live, ACTIVE within the retry cap once the port is free."""
+        node = self.make_node(name="serv_a", backup=False, build=lambda spec: HeldPort(spec, self.started))
+        self.assertEqual(node.listeners.listeners["web"].state, FAILED)
+        self.assertIn("retry_in", node.status()["listeners"]["web"])
+        self.step(3.0)
+        self.assertEqual(node.listeners.listeners["web"].state, FAILED, "still held: still FAILED")
+        HeldPort.held = False
+        self.step(2.05)
+        self.assertEqual(node.listeners.listeners["web"].state, ACTIVE)
+        self.assertNotIn("retry_in", node.status()["listeners"]["web"])
+        self.assertEqual(node.listeners.listeners["broken"].state, FAILED, "a listener that always fails stays FAILED")
+
+    def test_a_backup_does_not_retry(self):
+        """A node that yields stops retrying: nothing starts its FAILED listener while it is backup."""
+        from wirepeer import outranked
+
+        node = self.make_node(name="serv_a", backup=False, build=lambda spec: HeldPort(spec, self.started))
+        outranked(node, "serv_b", host="10.9.9.2")
+        HeldPort.held = False
+        self.step(1.0)  # within its threshold: it stays backup
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertNotIn("web", self.started, "no retry while backup, though the port is free")
+        self.assertNotIn("retry_in", node.status()["listeners"]["web"])
+
+
+class StallTests(NodeTestCase):
+    """The node notices its own stalls and tells the core."""
+
+    def test_a_live_node_frozen_past_its_backups_threshold_stops_serving_on_waking(self):
+        """A 2.5 s freeze (the reactor's clock jumps): the live node's listeners stop before it does anything else."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, _, transport = self.outbound(node)
+        transport.clear()
+        self.crash_probe = probe.Reply(peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.LIVE, epoch=3), probe.ANSWERED, "live")
+        self.reactor.advance(2.5)  # one jump: every timer comes due late, as after SIGCONT
+        self.assertEqual(node.machine.role, BACKUP, "serv_b answered that it took over")
+        self.assertIn("stalled", node.machine.cause)
+        self.assertEqual(node.listeners.listeners["web"].state, WAITING)
+        self.assertGreaterEqual(node.status()["heartbeats"]["largest_stall"], 2.0)
+        self.assertNotIn(wire.Kind.HEARTBEAT, [f.kind for f in frames_in(transport)], "no heartbeat as live after waking")
+
+    def test_a_woken_live_node_whose_backup_stayed_backup_serves_again_with_a_new_epoch(self):
+        """The same freeze, but serv_b answers that it is still backup: serv_a serves again, under a new ballot."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.outbound(node)
+        epoch = node.machine.epoch
+        self.crash_probe = probe.Reply(peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, epoch=1), probe.ANSWERED, "b")
+        self.reactor.advance(2.5)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertGreater(node.machine.epoch, epoch)
+        self.assertEqual(node.listeners.listeners["web"].state, ACTIVE)
+
+    def test_a_short_hiccup_changes_nothing(self):
+        """A reactor turn 0.3 s late (well under the backup's 2 s threshold) leaves a live node live."""
+        node = self.make_node(name="serv_a", backup=False)
+        self.outbound(node)
+        self.reactor.advance(0.3)
+        self.step(1.0)
+        self.assertEqual(node.machine.role, LIVE)
