@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 # console's real-browser test), iputils-arping, ndisc6 and procps (the floating
 # IP's duplicate address check and announcement: IPv4 arping; IPv6 ndisc6, and
 # sysctl for ndisc_notify), libfaketime (steps of a node's wall clock, for the
-# test that its heartbeats do not depend on it).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime
+# test that its heartbeats do not depend on it), nftables (resets and silent
+# drops between namespaces, for the partition regression tests).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables
 
 .PHONY: install system-packages run run-tls test trial bench simulate screenshots docs clean
 

@@ -86,42 +86,64 @@ class Hosts:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
-class PartitionTests(unittest.TestCase):
+class PartitionTestCase(unittest.TestCase):
+    """Namespaces made for each test and removed after it, whatever its outcome, and a pair started in them."""
+
     interval = 0.2
     threshold = 2.0
 
     def setUp(self):
         if os.geteuid() != 0:
             raise unittest.SkipTest("network namespaces need root (CI runs as root)")
-        probe = subprocess.run(["ip", "netns", "add", f"iwtcheck{os.getpid()}"], capture_output=True, timeout=30)
+        check = f"iwtcheck{os.getpid()}"
+        probe = subprocess.run(["ip", "netns", "add", check], capture_output=True, timeout=30)
         if probe.returncode != 0:
             raise unittest.SkipTest(f"cannot make network namespaces here: {probe.stderr.decode().strip()}")
-        subprocess.run(["ip", "netns", "del", f"iwtcheck{os.getpid()}"], capture_output=True, timeout=30)
+        try:
+            self.check_namespace(check)
+        finally:
+            subprocess.run(["ip", "netns", "del", check], capture_output=True, timeout=30)
 
-    def start(self, witness_side):
-        hosts = Hosts(witness_side)
-        self.addCleanup(hosts.remove)
+    def check_namespace(self, ns):
+        """Skip the test if something it needs cannot be done in a new namespace C{ns} (nothing more here)."""
+
+    def start(self, witness_side, hosts=None):
+        """
+        Make C{hosts} (by default L{Hosts} with the witness on
+        C{witness_side}), start the witness if it has a namespace, and serv_a
+        live in a with serv_b backup in b (a witness configured unless
+        C{hosts.witness_side} is None).
+        """
+        hosts = hosts or Hosts(witness_side)
+        self.addCleanup(hosts.remove)  # registered first: runs last, after every process is gone
         hosts.make()
         workdir = temporary_directory(self)
         consoles = (f"unix:{workdir}/a.sock", f"unix:{workdir}/b.sock")
+        witnessed = hosts.witness_side is not None
         pair = Pair(
             workdir, interval=self.interval, threshold=self.threshold, own_listeners=True,
-            failover_extra=f"witness = {hosts.addresses['w']}:{WITNESS_PORT}",
+            failover_extra=f"witness = {hosts.addresses['w']}:{WITNESS_PORT}" if witnessed else "",
             hosts=(hosts.addresses["a"], hosts.addresses["b"]), consoles=consoles,
         )
         pair.a.netns, pair.b.netns = hosts.ns["a"], hosts.ns["b"]
-        witness = subprocess.Popen(
-            ["ip", "netns", "exec", hosts.ns["w"], sys.executable, "-c", WITNESS_SERVER, hosts.addresses["w"], str(WITNESS_PORT)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        if witnessed:
+            witness = subprocess.Popen(
+                ["ip", "netns", "exec", hosts.ns["w"], sys.executable, "-c", WITNESS_SERVER, hosts.addresses["w"],
+                 str(WITNESS_PORT)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
 
-        def stop_witness():
-            witness.kill()
-            witness.wait(timeout=10)
+            def stop_witness():
+                witness.kill()
+                witness.wait(timeout=10)
 
-        self.addCleanup(stop_witness)
+            self.addCleanup(stop_witness)
         self.addCleanup(pair.stop)
         return hosts, pair.start_both()
+
+
+class PartitionTests(PartitionTestCase):
+    """The link between the nodes cut (both ends down) while the witness stays reachable from one side only."""
 
     def sample(self, pair, seconds):
         deadline = time.monotonic() + seconds
