@@ -31,7 +31,8 @@ from iwayfailover.floating import FloatingAddress
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.hooks import Hooks
 from iwayfailover.links import HeartbeatSender, Session, link_end
-from iwayfailover.listeners import FAILED, ListenerSet, plugin_service
+from iwayfailover.channel import FAILED
+from iwayfailover.listeners import ListenerSet, plugin_service
 from iwayfailover.state import EpochStore
 
 TAKEOVER_KINDS = ("silence", "crash", "switchover", "peer_shutdown")
