@@ -25,6 +25,9 @@ FAILED = "FAILED"
 STATES = (WAITING, STARTING, ACTIVE, STOPPING, STOPPED, FAILED)
 """Every state of a channel, in the order of a life: waiting, up, down, or failed."""
 
+ADDRESS_PREFIX = "vip:"
+"""The floating IP is the channel named C{vip:ADDRESS} (C{vip:10.0.0.100/24})."""
+
 log = Logger(namespace="iwayfailover.listeners")  # where listeners logged this before it moved here
 
 
