@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 
 from iwayfailover import commands
-from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed
+from iwayfailover.channel import ADDRESS_PREFIX, ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed
 
 COMMAND_TIMEOUT = 5.0
 """Seconds an C{ip} command may take."""
@@ -147,7 +147,7 @@ class FloatingAddress:
 
     @property
     def name(self) -> str:
-        return f"vip:{self.address}"
+        return f"{ADDRESS_PREFIX}{self.address}"
 
     @property
     def ip(self) -> str:

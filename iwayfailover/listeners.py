@@ -27,14 +27,11 @@ from twisted.python.failure import Failure
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+# The channel states, set_state and notify_failed live in iwayfailover.channel
+# (shared with process channels and the floating IP); still importable from here.
+from iwayfailover.channel import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, notify_failed, set_state  # noqa: F401
 from iwayfailover.config import ConfigError, ListenerSettings, SharedConfig
-
-WAITING = "WAITING"
-STARTING = "STARTING"
-ACTIVE = "ACTIVE"
-STOPPING = "STOPPING"
-STOPPED = "STOPPED"
-FAILED = "FAILED"
+from iwayfailover.process import ProcessChannel
 
 OWN_TAPNAME = "iway-failover"
 
@@ -142,8 +139,6 @@ def check_command(config: SharedConfig, spec: ListenerSettings) -> None:
 def make_channel(spec: ListenerSettings, build, wall, reactor):
     """A L{Listener} for a plugin, a L{iwayfailover.process.ProcessChannel} for a command."""
     if spec.command:
-        from iwayfailover.process import ProcessChannel  # it builds on this module's states
-
         if reactor is None:
             from twisted.internet import reactor
         return ProcessChannel(spec, reactor, wall)
@@ -159,38 +154,6 @@ def _endpoint_services(top: IService):
             yield current
         if IServiceCollection.providedBy(current):
             pending.extend(current)
-
-
-def set_state(item, state, reason, logger) -> None:
-    """
-    Move a listener-like C{item} to C{state} (with C{reason}), log it on
-    C{logger}, and tell C{item.on_failed} when it is FAILED.
-    """
-    previous, item.state, item.reason, item.since = item.state, state, reason, item._wall()
-    if getattr(item, "retrying", False) and state in (STARTING, FAILED):
-        # An automatic retry: its ListenerSet logs the outcome, sparingly.
-        logger.debug("listener {listener} {previous} -> {state} (retry): {reason}", listener=item.name,
-                     previous=previous, state=state, reason=reason or "")
-        if state == FAILED:
-            notify_failed(item)
-    elif state == FAILED:
-        logger.error("listener {listener} {previous} -> FAILED: {reason}", listener=item.name, previous=previous, reason=reason)
-        notify_failed(item)
-    elif reason:
-        logger.info("listener {listener} {previous} -> {state}: {reason}", listener=item.name, previous=previous, state=state,
-                    reason=reason)
-    else:
-        logger.info("listener {listener} {previous} -> {state}", listener=item.name, previous=previous, state=state)
-
-
-def notify_failed(item) -> None:
-    """Tell C{item.on_failed}, if set, that C{item} is FAILED; its errors end here."""
-    if item.on_failed is None:
-        return
-    try:
-        item.on_failed()
-    except Exception:
-        log.failure("reporting the failure of {name} failed", name=getattr(item, "name", "?"))
 
 
 class Listener:

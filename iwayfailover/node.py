@@ -5,16 +5,17 @@ its heartbeat links (L{iwayfailover.links}), timers, serving layer
 
 Every role rule lives in the core. The node turns what happens on sockets
 and timers into observations for it, and carries out the effects it asks
-for; L{FailoverNode.status} is the one snapshot the status API, metrics,
-console and C{iwsrv} read.
+for; L{FailoverNode.status} is the one snapshot (L{iwayfailover.status.NodeStatus})
+the status API, metrics, console and C{iwsrv} read, and the console asks no
+more of a node than L{iwayfailover.status.INodeControl} offers.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime
+import dataclasses
 import time
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Optional
 
 from twisted.application.service import MultiService
@@ -31,30 +32,18 @@ from iwayfailover.floating import FloatingAddress
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
 from iwayfailover.hooks import Hooks
 from iwayfailover.links import HeartbeatSender, Session, link_end
-from iwayfailover.listeners import FAILED, ListenerSet, plugin_service
+from iwayfailover.channel import FAILED
+from iwayfailover.listeners import ListenerSet, plugin_service
 from iwayfailover.state import EpochStore
-
-TAKEOVER_KINDS = ("silence", "crash", "switchover", "peer_shutdown")
-"""Why a backup took over, in one word: its live peer's signal went silent for
-the threshold, its link dropped and a probe found its process gone, or the
-peer stood down for a planned switchover or because it was shutting down."""
+from iwayfailover.status import (  # noqa: F401 (SwitchoverRefused, ListenerRestartRefused: still importable from here)
+    TAKEOVER_KINDS, AuthStatus, ChannelStatus, ConfigStatus, HeartbeatStatus, INodeControl, ListenerRestartRefused,
+    NodeStatus, PeerStatus, SettingsStatus, SwitchoverRefused, Transition,
+)
 
 FRAME_KINDS = {
     wire.Kind.HEARTBEAT: ev.HEARTBEAT, wire.Kind.ANSWER: ev.ANSWER,
     wire.Kind.QUERY: ev.QUERY, wire.Kind.STANDING_DOWN: ev.STANDING_DOWN,
 }
-
-
-class SwitchoverRefused(Exception):
-    """A planned switchover cannot be made now; the message says why."""
-
-
-class ListenerRestartRefused(Exception):
-    """A listener cannot be restarted (unknown, or not FAILED); the message says why."""
-
-
-def iso(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 def describe_keys(ring) -> str:
@@ -92,17 +81,12 @@ class Peer:
         self.last_heard = self._now()
         return gap
 
-    def status(self) -> dict:
-        age = None if self.last_heard is None else round(self._now() - self.last_heard, 3)
-        return {
-            "name": self.name,
-            "connected": bool(self.connections),
-            "last_heartbeat_age": age,
-            "role": self.role,
-            "epoch": self.epoch,
-            "priority": self.priority,
-            "threshold": self.threshold,
-        }
+    def status(self) -> PeerStatus:
+        return PeerStatus(
+            name=self.name, connected=bool(self.connections),
+            last_heartbeat_age=None if self.last_heard is None else self._now() - self.last_heard,
+            role=self.role, epoch=self.epoch, priority=self.priority, threshold=self.threshold,
+        )
 
 
 class RoleRecord:
@@ -132,15 +116,6 @@ class RoleRecord:
     def record(self, t: ev.Transition) -> None:
         self.since = self._wall()
         self.transitions.append(Transition(self.since, t.previous, t.role, t.epoch, t.cause))
-
-
-@dataclass(frozen=True)
-class Transition:
-    at: float
-    previous: str
-    role: str
-    epoch: int
-    cause: str
 
 
 class StallWatch:
@@ -189,7 +164,7 @@ PROBE_OUTCOMES = {probe.REFUSED: ev.REFUSED, probe.CLOSED: ev.GONE}
 LOG_LEVELS = {"info": "info", "warn": "warn", "critical": "critical"}
 
 
-@implementer(IFrameHandler)
+@implementer(IFrameHandler, INodeControl)
 class FailoverNode(MultiService):
     """
     One node: the decision core (L{PairCore}) wired to its heartbeat links,
@@ -785,6 +760,14 @@ class FailoverNode(MultiService):
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"
         )
 
+    def reload_config(self) -> None:
+        """
+        Read the shared configuration again now, as the next poll would (the
+        console has just saved it); see L{INodeControl.reload_config}.
+        """
+        if self.poller is not None and self.poller.running:
+            self.poller.poll()  # (a read under way picks the new file up itself)
+
     # -- listeners, for the console --
 
     def restart_listener(self, name: str) -> defer.Deferred:
@@ -804,47 +787,52 @@ class FailoverNode(MultiService):
 
     # -- status --
 
-    def status(self) -> dict:
+    def status(self) -> NodeStatus:
         """One snapshot of how this node stands: what the API, metrics, console and iwsrv show."""
-        listeners = self.listeners.status()
-        if self._retry_due is not None:
-            retry_in = round(max(0.0, self._retry_due - self.now()), 3)
-            for entry in listeners.values():
-                if entry.get("state") == FAILED:
-                    entry["retry_in"] = retry_in
+        retry_in = None if self._retry_due is None else round(max(0.0, self._retry_due - self.now()), 3)
+        channels = []
+        for name, entry in self.listeners.status().items():
+            channel = ChannelStatus.from_entry(name, entry, float)
+            if retry_in is not None and channel.state == FAILED:
+                channel = dataclasses.replace(channel, retry_in=retry_in)  # the retry the core has armed
+            channels.append(channel)
+        address = None
         if self.floating.configured:
-            listeners[self.floating.name] = self.floating.status()
-        for entry in listeners.values():
-            entry["since"] = iso(entry["since"])
-        return {
-            "server": self.name,
-            "role": self.machine.role,
-            "epoch": self.machine.epoch,
-            "since": iso(self.machine.since),
-            "cause": self.machine.cause,
-            "peer": self.peer.status(),
-            "listeners": listeners,
-            "heartbeats": {
-                "sent": self.sender.sent, "received": self.received, "max_gap": round(self.max_gap, 4),
+            address = ChannelStatus.from_entry(self.floating.name, self.floating.status(), float)
+        poller = self.poller
+        takeovers = dict.fromkeys(TAKEOVER_KINDS, 0)
+        takeovers.update(self.takeovers)
+        return NodeStatus(
+            server=self.name,
+            role=self.machine.role,
+            epoch=self.machine.epoch,
+            since=self.machine.since,
+            cause=self.machine.cause,
+            peer=self.peer.status(),
+            channels=tuple(channels),
+            address=address,
+            heartbeats=HeartbeatStatus(
+                sent=self.sender.sent, received=self.received,
                 # refused on the heartbeat port, and by this node as a sender
-                "rejected": self.heartbeat_factory.rejected + self.sender.rejected,
-                "largest_stall": round(self.stalls.largest, 4),
-            },
-            "settings": {
-                "backup_location": self.settings.backup_location,
-                "heartbeat_port": self.settings.heartbeat_port,
-                "threshold": self.settings.threshold,
-                "heartbeat_interval": self.config.failover.heartbeat_interval,
-                "reload_interval": self.config.failover.reload_interval,
-            },
-            "auth": self.keys.status(),
-            "config": {
-                "path": self.config.path,
-                "digest": self.config.digest,
-                "last_error": None if self.poller is None else self.poller.last_error,
-            },
-            "transitions": [
-                {"at": iso(t.at), "from": t.previous, "to": t.role, "epoch": t.epoch, "cause": t.cause}
-                for t in self.machine.transitions
-            ],
-        }
+                rejected=self.heartbeat_factory.rejected + self.sender.rejected,
+                max_gap=self.max_gap, largest_stall=self.stalls.largest,
+            ),
+            settings=SettingsStatus(
+                backup_location=self.settings.backup_location,
+                heartbeat_port=self.settings.heartbeat_port,
+                threshold=self.settings.threshold,
+                heartbeat_interval=self.config.failover.heartbeat_interval,
+                reload_interval=self.config.failover.reload_interval,
+                console_users=self.settings.console_users or self.config.failover.console_users,
+            ),
+            auth=AuthStatus.from_json(self.keys.status()),
+            config=ConfigStatus(
+                path=self.config.path,
+                digest=self.config.digest,
+                last_error=None if poller is None else poller.last_error,
+                reloads=0 if poller is None else poller.reloads,
+                failures=0 if poller is None else poller.failures,
+            ),
+            transitions=tuple(self.machine.transitions),
+            takeovers=MappingProxyType(takeovers),
+        )

@@ -273,7 +273,8 @@ def _build(options, reactor):
         except OSError as e:
             raise StateError(f"cannot write the console token in {options['state-dir']}: {e.strerror or e}") from None
         node.console_port = ServerPort(
-            reactor, server.console, ConsoleSite(console_root(node, api_token=token)), "console",
+            reactor, server.console, ConsoleSite(console_root(node, events=node.events, api_token=token, reactor=reactor)),
+            "console",
         )
         node.console_port.bind()
         node.console_port.setServiceParent(node)

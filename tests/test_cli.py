@@ -12,9 +12,11 @@ import tempfile
 
 from treq.testing import StubTreq
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from iwayfailover.cli import console_client_string, format_status, main, status_main
 from iwayfailover.console import console_root
+from iwayfailover.status import INodeControl, NodeStatus
 from harness import temporary_directory
 
 
@@ -232,21 +234,52 @@ class StatusMainErrorTests(TestCase):
         self.assertIn(missing, self.stderr.getvalue())
 
 
+FULL_STATUS = {
+    "server": "serv_b",
+    "role": "live",
+    "epoch": 4,
+    "since": "2026-11-25T10:00:00.120Z",
+    "cause": "no heartbeat from serv_a for 3.0s",
+    "peer": {"name": "serv_a", "connected": False, "last_heartbeat_age": 3.42, "role": "backup", "epoch": 3,
+             "priority": 0, "threshold": 3.0},
+    "listeners": {
+        "web": {"state": "ACTIVE", "since": "2026-11-25T10:00:01.000Z"},
+        "ftp": {"state": "FAILED", "since": "2026-11-25T10:00:01.000Z", "reason": "CannotListenError: port 21 in use",
+                "retries": 2, "retry_in": 1.5},
+        "worker": {"state": "ACTIVE", "since": "2026-11-25T10:00:01.250Z", "pid": 4242, "restarts": 1},
+        "vip:10.0.0.100/24": {"state": "ACTIVE", "since": "2026-11-25T10:00:00.500Z",
+                              "warning": "no arping: install iputils-arping"},
+    },
+    "heartbeats": {"sent": 5, "received": 120, "max_gap": 0.31, "rejected": 2, "largest_stall": 0.012},
+    "settings": {"backup_location": "iam1:1200", "heartbeat_port": "1200", "threshold": 3.0,
+                 "heartbeat_interval": 1.0, "reload_interval": 5.0},
+    "auth": {"mode": "hmac-sha256", "key_file": "/share/failover.key", "key_ids": ["5f12d3346e55"]},
+    "config": {"path": "/share/iway.ini", "digest": "ab" * 32, "last_error": None},
+    "transitions": [
+        {"at": "2026-11-25T09:59:00.000Z", "from": "starting", "to": "backup", "epoch": 3, "cause": "started as backup"},
+        {"at": "2026-11-25T10:00:00.120Z", "from": "backup", "to": "live", "epoch": 4,
+         "cause": "no heartbeat from serv_a for 3.0s"},
+    ],
+}
+"""A whole /api/status object, every section and every kind of channel entry, as a node writes it."""
+
+
+@implementer(INodeControl)
 class FakeNode:
-    """A node as the console sees it: something with a status()."""
+    """A node as the console sees it (an INodeControl): its status() is the snapshot read from C{status}, a JSON object."""
 
     def __init__(self, status):
         self._status = status
 
     def status(self):
-        return self._status
+        return NodeStatus.from_json(self._status)
 
 
 class StatusResourceTests(TestCase):
     """GET /api/status on the console."""
 
     def setUp(self):
-        self.client = StubTreq(console_root(FakeNode(STATUS)))
+        self.client = StubTreq(console_root(FakeNode(FULL_STATUS)))
 
     def test_status_is_ok(self):
         """GET /api/status answers 200."""
@@ -266,7 +299,7 @@ class StatusResourceTests(TestCase):
 
         body = self.successResultOf(self.client.content(response))
 
-        self.assertEqual(json.loads(body), STATUS)
+        self.assertEqual(json.loads(body), FULL_STATUS)
 
     def test_unknown_api_path_needs_a_login(self):
         """Only /api/status is open without a login: another API path answers 401 (a 404 only after a login)."""
@@ -366,7 +399,7 @@ class SwitchingNode(FakeNode):
         self.outcome = outcome
         self.asked = 0
 
-    def switchover(self):
+    def switchover(self, cause=None):
         from twisted.internet import defer
 
         self.asked += 1
@@ -599,7 +632,7 @@ class RestartListenerCommandTests(TestCase):
         self.config = parse_config(PAIR_CONFIG, "/share/iway.ini")
         status = node_status("serv_a", "live", "serv_b")
         status["listeners"] = {"ftp": {"state": "FAILED", "since": "2026-11-25T10:00:01Z", "reason": "port 21 in use"}}
-        self.node = RestartingNode(status, after={"state": "ACTIVE", "since": "2026-11-25T10:00:09Z"})
+        self.node = RestartingNode(status, after={"state": "ACTIVE", "since": "2026-11-25T10:00:09.000Z"})
         self.token = TOKEN
         self.paths = []
 
@@ -624,7 +657,7 @@ class RestartListenerCommandTests(TestCase):
         """The command posts to /api/restart-listener with the token and returns the listener's new entry."""
         body = self.successResultOf(self.restart())
 
-        self.assertEqual(body, {"listener": "ftp", "state": "ACTIVE", "since": "2026-11-25T10:00:09Z"})
+        self.assertEqual(body, {"listener": "ftp", "state": "ACTIVE", "since": "2026-11-25T10:00:09.000Z"})
         self.assertEqual(self.node.asked, ["ftp"])
         self.assertEqual(self.paths, [(b"POST", b"/api/restart-listener?listener=ftp")])
 
@@ -661,7 +694,7 @@ class RestartListenerCommandTests(TestCase):
         """Restarted but FAILED again: the command fails with the listener's reason."""
         from iwayfailover.cli import CommandError
 
-        self.node.after = {"state": "FAILED", "since": "2026-11-25T10:00:09Z", "reason": "port 21 in use"}
+        self.node.after = {"state": "FAILED", "since": "2026-11-25T10:00:09.000Z", "reason": "port 21 in use"}
 
         failure = self.failureResultOf(self.restart(), CommandError)
 

@@ -21,6 +21,7 @@ from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from treq.testing import StubTreq
+from zope.interface import implementer
 
 from harness import temporary_directory
 from iwayfailover import configfile, probe
@@ -34,6 +35,7 @@ from iwayfailover.events import RecentEvents
 from iwayfailover.listeners import ACTIVE, FAILED, WAITING
 from iwayfailover.node import FailoverNode
 from iwayfailover.state import EpochStore
+from iwayfailover.status import INodeControl
 from wirepeer import keyed, outranked
 
 PASSWORD = "correct horse"
@@ -86,6 +88,24 @@ class FakeService:
         self.running = False
 
 
+@implementer(INodeControl)
+class ThroughInterface:
+    """
+    A node seen through L{INodeControl} alone: a console built on it that
+    reached for anything else of the node (its config, poller, peer,
+    listeners, reactor, ...) would fail with an AttributeError naming it.
+    Each call goes to the node as it is then (a test may replace a method).
+    """
+
+    def __init__(self, node):
+        self._node = node
+
+    def __getattr__(self, name):
+        if name not in INodeControl.names():
+            raise AttributeError(f"the console reached for node.{name}, which INodeControl does not offer")
+        return getattr(self._node, name)
+
+
 def sync(f, *args):
     return defer.maybeDeferred(f, *args)
 
@@ -107,7 +127,11 @@ class FromAddress(Resource):
 
 
 class ConsoleTestCase(TestCase):
-    """A node (serv_b by default) with its console, a users file with user ops, and a logged-out client."""
+    """
+    A node (serv_b by default) with its console, a users file with user ops,
+    and a logged-out client. The console sees the node through
+    L{INodeControl} only (L{ThroughInterface}).
+    """
 
     text = CONFIG
     name = "serv_b"
@@ -133,7 +157,7 @@ class ConsoleTestCase(TestCase):
         self.node.startService()
         self.addCleanup(lambda: self.node.running and self.node.stopService() and None)
         self.events = RecentEvents()
-        self.root = console_root(self.node, clock=self.reactor, run=sync, events=self.events, api_token=API_TOKEN)
+        self.root = console_root(ThroughInterface(self.node), clock=self.reactor, run=sync, events=self.events, api_token=API_TOKEN)
         self.client = StubTreq(self.root)
         self.cookie = None
 
@@ -639,7 +663,7 @@ class LoginTests(ConsoleTestCase):
                 d.errback()
             self.client.flush()
 
-        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.root = console_root(ThroughInterface(self.node), clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
         self.client = StubTreq(self.root)
         return held, release
 
@@ -746,6 +770,27 @@ class LoginTests(ConsoleTestCase):
         self.assertIn("iwsrv adduser FILE USER", body)
         response, _ = self.login()
         self.assertEqual(response.code, 403)
+
+
+class InterfaceTests(ConsoleTestCase):
+    """The console is built on an INodeControl, and asks nothing else of a node."""
+
+    def test_a_node_without_the_interface_is_refused(self):
+        """console_root of an object that does not provide INodeControl raises TypeError at once."""
+
+        class NotANode:
+            """Has a status(), but does not say it provides INodeControl."""
+
+            def status(self):
+                return None
+
+        self.assertRaises(TypeError, console_root, NotANode(), clock=self.reactor, run=sync)
+
+    def test_the_status_api_is_the_snapshots_json(self):
+        """GET /api/status answers the node's status snapshot as its JSON, unchanged."""
+        response, body = self.get("/api/status")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(body), self.node.status().to_json())
 
 
 class StatusPageTests(ConsoleTestCase):
@@ -1054,7 +1099,7 @@ class SettingsPageTests(ConsoleTestCase):
         values["server:serv_b/threshold"] = "7"
         self.post("/settings", values)
         self.reactor.advance(self.node.poller.settle)  # read again once settled, then applied
-        self.assertEqual(self.node.status()["settings"]["threshold"], 7.0)
+        self.assertEqual(self.node.status().to_json()["settings"]["threshold"], 7.0)
 
     def test_invalid_value_is_shown_beside_its_field_and_nothing_is_saved(self):
         """threshold = soon: 400, the loader's message beside the threshold field, the file untouched, the typed value kept."""
@@ -1125,7 +1170,7 @@ class SettingsPageTests(ConsoleTestCase):
             ran.append(f)
             return defer.maybeDeferred(f, *args)
 
-        self.root = console_root(self.node, clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
+        self.root = console_root(ThroughInterface(self.node), clock=self.reactor, run=run, events=self.events, api_token=API_TOKEN)
         self.client = StubTreq(self.root)
         values = self.open_settings()
         values["server:serv_b/threshold"] = "4.5"

@@ -372,7 +372,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         """Started as backup: ip addr del of the address (present or not), and the vip item WAITING."""
         node = self.make_node()
         self.assertEqual(self.run.argvs("ip addr del"), [("ip", "-4", "addr", "del", "10.0.0.100/24", "dev", "eth1")])
-        self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
+        self.assertEqual(node.status().to_json()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
 
     def test_takeover_adds_the_address_before_the_listeners_start(self):
         """Taking over: the address is added, then the listeners start (a listener may bind it)."""
@@ -382,7 +382,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         self.assertEqual(node.machine.role, LIVE)
         self.assertEqual(self.events[:2], ["arping -D", "ip addr add"])
         self.assertLess(self.events.index("ip addr add"), self.events.index("start web"))
-        listeners = node.status()["listeners"]
+        listeners = node.status().to_json()["listeners"]
         self.assertEqual(listeners["vip:10.0.0.100/24"]["state"], ACTIVE)
         self.assertEqual(listeners["web"]["state"], ACTIVE)
 
@@ -401,7 +401,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         node = self.make_node()
         self.run.answers["ip addr add"] = failed("RTNETLINK answers: Operation not permitted")
         self.step(2.1)
-        listeners = node.status()["listeners"]
+        listeners = node.status().to_json()["listeners"]
         self.assertEqual(listeners["vip:10.0.0.100/24"]["state"], FAILED)
         self.assertIn("CAP_NET_ADMIN", listeners["vip:10.0.0.100/24"]["reason"])
         self.assertEqual(listeners["web"]["state"], ACTIVE)
@@ -413,7 +413,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         self.events.clear()
         node.stopService()
         self.assertEqual(self.events[:2], ["stop web", "ip addr del"])
-        self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], STOPPED)
+        self.assertEqual(node.status().to_json()["listeners"]["vip:10.0.0.100/24"]["state"], STOPPED)
 
     def test_yielding_stops_the_listeners_then_removes_the_address(self):
         """A live node that yields: listeners stop, then the address goes; WAITING again."""
@@ -422,7 +422,7 @@ class NodeFloatingTests(RecordingNodeTestCase):
         self.events.clear()
         outranked(node, "serv_a")
         self.assertEqual(self.events[:2], ["stop web", "ip addr del"])
-        self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
+        self.assertEqual(node.status().to_json()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
 
     def test_a_switchover_removes_the_address_before_telling_the_backup(self):
         """Planned switchover: listeners stop, the address goes, and only then the backup is told to take over."""
@@ -498,7 +498,7 @@ class ReviewFixTests(RecordingNodeTestCase):
         before = len(self.hooks("backup"))
         outranked(node, "serv_a")
         self.assertEqual(self.events, ["stop web", "ip addr del"])
-        self.assertEqual(node.status()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
+        self.assertEqual(node.status().to_json()["listeners"]["vip:10.0.0.100/24"]["state"], WAITING)
         self.assertEqual(len(self.hooks("backup")), before, "on_backup only once everything has let go")
         slow.callback(None)
         self.assertEqual(len(self.hooks("backup")), before + 1)

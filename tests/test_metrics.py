@@ -13,12 +13,15 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from iwayfailover import probe, wire
 from iwayfailover.config import ConfigError
 from iwayfailover.console import console_root
 from iwayfailover.console.metrics import MetricsResource, node_registry
 from iwayfailover.reload import ConfigPoller
+from iwayfailover.status import INodeControl
+from test_console import ThroughInterface
 from test_node import CONFIG, NodeTestCase
 from wirepeer import frame_bytes, keyed
 
@@ -26,9 +29,10 @@ from wirepeer import frame_bytes, keyed
 def scrape(node):
     """
     The node's metrics as Prometheus parses them: C{(sample name, labels)}
-    to value, labels as a sorted tuple of pairs.
+    to value, labels as a sorted tuple of pairs. The collector sees the node
+    through L{INodeControl} alone.
     """
-    text = generate_latest(node_registry(node)).decode("utf-8")
+    text = generate_latest(node_registry(ThroughInterface(node))).decode("utf-8")
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -290,7 +294,7 @@ class MetricsResourceTests(NodeTestCase):
         from treq.testing import StubTreq
 
         node = self.make_node()
-        client = StubTreq(console_root(node))
+        client = StubTreq(console_root(ThroughInterface(node)))
 
         response = self.successResultOf(client.get("http://console/metrics"))
         text = self.successResultOf(client.text_content(response))
@@ -302,7 +306,7 @@ class MetricsResourceTests(NodeTestCase):
         """POST /metrics without a login: refused by the console's guard; the metrics are read-only."""
         from treq.testing import StubTreq
 
-        client = StubTreq(console_root(self.make_node()))
+        client = StubTreq(console_root(ThroughInterface(self.make_node())))
 
         response = self.successResultOf(client.post("http://console/metrics", data=b""))
 
@@ -326,7 +330,7 @@ class MetricsResourceTests(NodeTestCase):
         from treq.testing import StubTreq
         from twisted.web.resource import Resource
 
-        root = console_root(node)
+        root = console_root(ThroughInterface(node))
 
         class From(Resource):
             def getChildWithDefault(self, path, request):
@@ -359,12 +363,10 @@ class MetricsResourceTests(NodeTestCase):
     def test_a_failing_collector_answers_500_and_is_logged(self):
         """A node whose state cannot be read: 500 with a short message, the failure logged, nothing escapes."""
 
+        @implementer(INodeControl)
         class Broken:
-            name = "serv_b"
-
-            @property
-            def machine(self):
-                raise RuntimeError("no machine")
+            def status(self):
+                raise RuntimeError("no status")
 
         request = get(MetricsResource(Broken()), IPv4Address("TCP", "127.0.0.1", 50000))
 

@@ -191,7 +191,7 @@ class BackupNodeTests(NodeTestCase):
         for seq, pause in enumerate((0.5, 0.5, 1.25, 0.5), start=1):
             self.reactor.advance(pause)
             protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
-        self.assertEqual(node.status()["heartbeats"]["max_gap"], 1.25)
+        self.assertEqual(node.status().to_json()["heartbeats"]["max_gap"], 1.25)
 
     def test_backup_answers_every_heartbeat_with_its_role_and_epoch(self):
         """Each heartbeat gets an answer echoing its sequence number, so the live node knows the backup is there."""
@@ -272,9 +272,9 @@ class BackupNodeTests(NodeTestCase):
         node = self.make_node()
         protocol, transport = self.inbound(node)
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
-        self.assertTrue(node.status()["peer"]["connected"])
+        self.assertTrue(node.status().to_json()["peer"]["connected"])
         protocol.connectionLost(Failure(ConnectionDone("gone")))
-        self.assertFalse(node.status()["peer"]["connected"])
+        self.assertFalse(node.status().to_json()["peer"]["connected"])
         self.assertTrue(node.peer.lost)
 
     def full_state_dir(self):
@@ -325,7 +325,7 @@ class LiveNodeTests(NodeTestCase):
         self.reactor.advance(0.2)
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=1))
         self.reactor.advance(0.3)
-        peer = node.status()["peer"]
+        peer = node.status().to_json()["peer"]
         self.assertEqual((peer["name"], peer["connected"], peer["role"]), ("serv_b", True, "backup"))
         self.assertAlmostEqual(peer["last_heartbeat_age"], 0.3, places=3)
 
@@ -432,10 +432,10 @@ class AnnouncedSettingsTests(NodeTestCase):
     def test_status_shows_the_priority_and_threshold_the_peer_announced(self):
         """peer.priority and peer.threshold are what the peer said (null before it is heard), not this node's copy."""
         node = self.make_node()
-        self.assertEqual((node.status()["peer"]["priority"], node.status()["peer"]["threshold"]), (None, None))
+        self.assertEqual((node.status().to_json()["peer"]["priority"], node.status().to_json()["peer"]["threshold"]), (None, None))
         protocol, _ = self.inbound(node)
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, priority=4, threshold=1500))
-        peer = json.loads(json.dumps(node.status()))["peer"]
+        peer = json.loads(json.dumps(node.status().to_json()))["peer"]
         self.assertEqual((peer["priority"], peer["threshold"]), (4, 1.5))
 
     def test_a_peer_announcing_settings_its_copy_does_not_hold_is_reported_once(self):
@@ -480,7 +480,7 @@ class StatusTests(NodeTestCase):
     def test_status_has_the_contract_fields(self):
         """GET /api/status carries server, role, epoch, since, peer and listeners (CONTRACT section 4), as JSON."""
         node = self.make_node()
-        status = json.loads(json.dumps(node.status()))
+        status = json.loads(json.dumps(node.status().to_json()))
         self.assertEqual(status["server"], "serv_b")
         self.assertEqual(status["role"], "backup")
         self.assertEqual(status["epoch"], 0)
@@ -489,6 +489,69 @@ class StatusTests(NodeTestCase):
         self.assertEqual(status["peer"]["name"], "serv_a")
         self.assertEqual(status["listeners"]["web"]["state"], "WAITING")
         self.assertEqual(status["settings"]["threshold"], 2.0)
+
+    def test_the_node_offers_the_console_interface(self):
+        """A node provides INodeControl, every method of it: all the console may ask of a node."""
+        from zope.interface.verify import verifyObject
+
+        from iwayfailover.status import INodeControl
+
+        self.assertTrue(verifyObject(INodeControl, self.make_node()))
+
+    def test_a_status_is_an_immutable_snapshot(self):
+        """A status cannot be changed, nor its listeners or counts, and stays as it was when the node moves on."""
+        import dataclasses
+        import operator
+
+        node = self.make_node()
+        status = node.status()
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, status, "role", LIVE)
+        self.assertRaises(TypeError, operator.setitem, status.listeners, "web", None)
+        self.assertRaises(TypeError, operator.setitem, status.takeovers, "crash", 1)
+
+        self.step(2.05)
+
+        self.assertEqual((status.role, status.listeners["web"].state), (BACKUP, WAITING))
+        self.assertEqual((node.status().role, node.status().listeners["web"].state), (LIVE, ACTIVE))
+
+    def test_status_keeps_what_the_json_leaves_out(self):
+        """Takeovers by kind are in the snapshot (for the metrics) but not in the /api/status object."""
+        node = self.make_node()
+        self.step(2.05)
+        status = node.status()
+        self.assertEqual(dict(status.takeovers), {"silence": 1, "crash": 0, "switchover": 0, "peer_shutdown": 0})
+        self.assertEqual(set(status.to_json()), {
+            "server", "role", "epoch", "since", "cause", "peer", "listeners", "heartbeats", "settings", "auth",
+            "config", "transitions",
+        })
+
+    def test_the_json_reads_back_as_the_same_status(self):
+        """NodeStatus.from_json of a live node's /api/status object gives that object again, FAILED listener included."""
+        from iwayfailover.status import NodeStatus
+
+        node = self.make_node()
+        self.step(2.05)
+        shown = json.loads(json.dumps(node.status().to_json()))
+        self.assertEqual(shown["listeners"]["broken"]["state"], FAILED)
+        self.assertEqual(NodeStatus.from_json(shown).to_json(), shown)
+
+    def test_reload_config_reads_the_file_at_once(self):
+        """reload_config polls the configuration now, not at the next interval; without a running poller it does nothing."""
+        from iwayfailover.reload import ConfigPoller
+
+        node = self.make_node()
+        node.reload_config()  # no poller yet: nothing to do, nothing raised
+        reads = []
+        node.poller = ConfigPoller(self.reactor, node.config, 60.0, lambda path: reads.append(path) or node.config,
+                                   lambda f, *a: defer.maybeDeferred(f, *a), node.apply_config)
+        node.reload_config()
+        self.assertEqual(reads, [], "a poller that is not running is not asked")
+        node.poller.startService()
+        self.addCleanup(node.poller.stopService)
+
+        node.reload_config()
+
+        self.assertEqual(reads, ["/share/iway.ini"])
 
 
 class PortChangeTests(NodeTestCase):

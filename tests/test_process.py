@@ -673,3 +673,48 @@ class GroupTests(TestCase):
     def test_without_the_leader_only_a_group_is_signalled(self):
         """leader=False: a pid with no group of its own is not signalled (it may be someone else's by now)."""
         self.assertFalse(process_module.signal_group(5_000_001, signal.SIGTERM, leader=False))
+
+
+def imported_modules(module) -> set:
+    """Every C{iwayfailover} module that C{module}'s source imports, at module level or inside a function."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("iwayfailover.")}
+
+
+class ImportTests(TestCase):
+    """Process channels and plugin listeners share L{iwayfailover.channel}, not each other: no import cycle."""
+
+    def test_process_imports_without_loading_listeners(self):
+        """A fresh interpreter imports iwayfailover.process without iwayfailover.listeners being loaded at all."""
+        import subprocess
+
+        code = "import sys, iwayfailover.process; print('iwayfailover.listeners' in sys.modules)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "False"), result.stderr)
+
+    def test_neither_module_imports_the_other_back(self):
+        """process imports nothing of listeners, and channel (what both share) imports neither."""
+        from iwayfailover import channel, listeners
+
+        self.assertNotIn("iwayfailover.listeners", imported_modules(process_module))
+        self.assertFalse({"iwayfailover.listeners", "iwayfailover.process"} & imported_modules(channel))
+        self.assertIn("iwayfailover.process", imported_modules(listeners))
+
+    def test_the_states_are_the_same_objects_everywhere(self):
+        """The states and set_state imported from listeners are channel's own (old imports keep working)."""
+        from iwayfailover import channel, listeners
+
+        for name in ("WAITING", "STARTING", "ACTIVE", "STOPPING", "STOPPED", "FAILED", "set_state", "notify_failed"):
+            self.assertIs(getattr(listeners, name), getattr(channel, name), name)
+        self.assertEqual(channel.STATES, (WAITING, STARTING, ACTIVE, STOPPING, STOPPED, FAILED))

@@ -193,7 +193,7 @@ class DivergentCopiesTests(PairTestCase):
         a, b, links = self.live_pair(priorities(5, 1), priorities(2, 7))
         self.exchange(links, 4)
         self.assertEqual((a.machine.role, b.machine.role), (LIVE, BACKUP), "serv_a took the higher epoch")
-        self.assertEqual(b.status()["peer"]["priority"], 5, "the priority serv_a announced, not serv_b's copy")
+        self.assertEqual(b.status().to_json()["peer"]["priority"], 5, "the priority serv_a announced, not serv_b's copy")
         for _ in range(10):  # heartbeats go on: nobody flaps
             for reactor in self.reactors:
                 reactor.advance(0.5)
@@ -791,7 +791,7 @@ class TrustTests(NodeTestCase):
         node = self.make_node()
         new = auth.KeyRing(keys=(b"n" * 40,), source="/share/failover.key")
         node.apply_config(keyed(CONFIG, ring=new))
-        self.assertEqual(node.status()["auth"]["key_ids"], list(new.key_ids))
+        self.assertEqual(node.status().to_json()["auth"]["key_ids"], list(new.key_ids))
         old_key = self.forge(node, ring=RING)
         new_key = self.forge(node, ring=new)
         self.assertTrue(old_key.disconnected)

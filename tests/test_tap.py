@@ -318,9 +318,9 @@ class TrustAtStartTests(EnvironmentMixin, unittest.TestCase):
         outcome, lines, folder = self.start(CONFIG, mode=0o644)
         with open(os.path.join(folder, "failover.key")) as f:
             key = f.read().strip()
-        status = json.dumps(outcome.status())
-        self.assertEqual(outcome.status()["auth"]["mode"], "hmac-sha256")
-        self.assertEqual(outcome.status()["auth"]["key_ids"], list(outcome.keys.key_ids))
+        status = json.dumps(outcome.status().to_json()) + repr(outcome.status())
+        self.assertEqual(outcome.status().to_json()["auth"]["mode"], "hmac-sha256")
+        self.assertEqual(outcome.status().to_json()["auth"]["key_ids"], list(outcome.keys.key_ids))
         self.assertNotIn(key, status)
         self.assertNotIn(key[:16], status)
         self.assertFalse([line for line in lines if key[:16] in line])

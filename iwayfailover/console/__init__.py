@@ -1,6 +1,7 @@
 """
 The node's console: the administration pages, the JSON API, and the guard
-in front of both (see L{iwayfailover.console.access}).
+in front of both (see L{iwayfailover.console.access}). It sees a node only
+through L{iwayfailover.status.INodeControl}.
 """
 
 import time
@@ -12,6 +13,7 @@ from iwayfailover.console.access import GuardedRoot
 from iwayfailover.console.api import RestartListenerResource, StatusResource, SwitchoverResource
 from iwayfailover.console.metrics import MetricsResource
 from iwayfailover.console.pages import Console, add_pages
+from iwayfailover.status import INodeControl
 
 
 class _MonotonicClock:
@@ -38,21 +40,25 @@ def _login_thread(reactor):
     return run
 
 
-def console_root(node, clock=None, run=None, events=None, api_token=None) -> Resource:
+def console_root(node, clock=None, run=None, events=None, api_token=None, reactor=None) -> Resource:
     """
     The resource tree served on a node's C{console} endpoint.
 
-    @param clock: for session idle times and login limits; default: the
-        node's reactor.
+    @param node: the node, as an L{INodeControl}: all the console asks of it.
+    @param clock: for session idle times and login limits; default:
+        C{reactor}, or the monotonic clock without one.
     @param run: runs blocking work (file I/O, password hashes) off the
-        reactor thread; default: the node's reactor's thread pool for file
-        I/O, and a thread of the console's own for password hashes.
+        reactor thread; default: C{reactor}'s thread pool for file I/O, and
+        a thread of the console's own for password hashes (without a
+        reactor that has a thread pool: at once, in the caller's thread).
     @param events: the node's L{iwayfailover.events.RecentEvents}, for the Log page.
     @param api_token: the console token that logs C{iwsrv switchover} and
         C{iwsrv restart-listener} in
         (see L{iwayfailover.console.access.write_token}); None: no token.
+    @param reactor: the node's reactor.
+    @raise TypeError: C{node} does not provide L{INodeControl}.
     """
-    reactor = getattr(node, "reactor", None)
+    node = INodeControl(node)
     if clock is None:
         clock = reactor if reactor is not None else _MonotonicClock()
     hash_run = None
@@ -70,8 +76,6 @@ def console_root(node, clock=None, run=None, events=None, api_token=None) -> Res
             def run(f, *args):
                 return defer.maybeDeferred(f, *args)
 
-    if events is None:
-        events = getattr(node, "events", None)
     console = Console(node, clock, run, events, hash_run=hash_run)
     if hasattr(clock, "callLater"):
         console.watch_users(clock)

@@ -1,7 +1,8 @@
 """
 The node's JSON API: C{GET /api/status} (CONTRACT section 4),
 C{POST /api/switchover} (a planned switchover) and
-C{POST /api/restart-listener} (try a FAILED listener again).
+C{POST /api/restart-listener} (try a FAILED listener again). Each asks the
+node only what L{iwayfailover.status.INodeControl} offers.
 """
 
 import ipaddress
@@ -11,6 +12,8 @@ from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+
+from iwayfailover.status import ListenerRestartRefused, SwitchoverRefused
 
 log = Logger()
 
@@ -61,7 +64,7 @@ class StatusResource(Resource):
         self._node = node
 
     def render_GET(self, request):
-        return _json(request, 200, self._node.status())
+        return _json(request, 200, self._node.status().to_json())
 
 
 class SwitchoverResource(Resource):
@@ -82,8 +85,6 @@ class SwitchoverResource(Resource):
         self._node = node
 
     def render_POST(self, request):
-        from iwayfailover.node import SwitchoverRefused
-
         if not from_this_host(request):
             return _json(request, 403, {"error": "a switchover may only be asked for from this host"})
         finished = []
@@ -133,8 +134,6 @@ class RestartListenerResource(Resource):
         self._node = node
 
     def render_POST(self, request):
-        from iwayfailover.node import ListenerRestartRefused
-
         if not from_this_host(request):
             return _json(request, 403, {"error": "a listener may only be restarted through the API from this host"})
         name = (request.args.get(b"listener") or [b""])[0].decode("utf-8", "replace").strip()
@@ -150,7 +149,8 @@ class RestartListenerResource(Resource):
         request.notifyFinish().addBoth(finished.append)
 
         def done(_):
-            entry = dict(self._node.status().get("listeners", {}).get(name) or {"state": "gone"})
+            channel = self._node.status().listeners.get(name)
+            entry = {"state": "gone"} if channel is None else channel.to_json()
             entry["listener"] = name
             return 200, entry
 

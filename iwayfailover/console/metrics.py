@@ -3,8 +3,8 @@ C{GET /metrics}: the node's state in the Prometheus text format.
 
 Every node has its own L{CollectorRegistry} (never the process-wide one: a
 test process builds many nodes), holding one L{NodeCollector} that reads the
-node when Prometheus scrapes, so the numbers are never stale and nothing is
-counted twice.
+node's status snapshot (L{iwayfailover.status.NodeStatus}) when Prometheus
+scrapes, so the numbers are never stale and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 import iwayfailover
-from iwayfailover.listeners import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING
-from iwayfailover.node import TAKEOVER_KINDS
+from iwayfailover.channel import STATES as LISTENER_STATES
 from iwayfailover.core.events import BACKUP, HANDING_OVER, LIVE
 from iwayfailover.core.events import STARTING as ROLE_STARTING
 from iwayfailover.core.events import STOPPED as ROLE_STOPPED
+from iwayfailover.status import TAKEOVER_KINDS
 
 log = Logger()
 
 ROLES = (ROLE_STARTING, BACKUP, LIVE, HANDING_OVER, ROLE_STOPPED)
-LISTENER_STATES = (WAITING, STARTING, ACTIVE, STOPPING, STOPPED, FAILED)
 
 # The classic text format (what generate_latest writes); newer clients call
 # it by this name, older ones CONTENT_TYPE_LATEST.
@@ -36,14 +35,14 @@ CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTEN
 
 
 class NodeCollector(Collector):
-    """The metrics of one L{FailoverNode}, read from it at each scrape."""
+    """The metrics of one node, read from its status snapshot (L{INodeControl.status}) at each scrape."""
 
     def __init__(self, node):
         self._node = node
 
     def collect(self):
-        node = self._node
-        server = node.name
+        status = self._node.status()
+        server = status.server
 
         info = InfoMetricFamily("iwayfailover_build", "The iwayfailover version this node runs.")
         info.add_metric([], {"version": iwayfailover.__version__, "server": server})
@@ -52,86 +51,87 @@ class NodeCollector(Collector):
         role = GaugeMetricFamily(
             "iwayfailover_role", "1 for the role this node is in now, 0 for the others.", labels=["server", "role"]
         )
-        current = node.machine.role
-        for name in ROLES + (() if current in ROLES else (current,)):
-            role.add_metric([server, name], 1.0 if name == current else 0.0)
+        for name in ROLES + (() if status.role in ROLES else (status.role,)):
+            role.add_metric([server, name], 1.0 if name == status.role else 0.0)
         yield role
 
         yield GaugeMetricFamily(
             "iwayfailover_role_since_timestamp_seconds", "When the node took its current role (Unix time).",
-            value=node.machine.since,
+            value=status.since,
         )
         yield GaugeMetricFamily(
-            "iwayfailover_epoch", "The node's epoch, raised by every takeover.", value=node.machine.epoch
+            "iwayfailover_epoch", "The node's epoch, raised by every takeover.", value=status.epoch
         )
 
         yield GaugeMetricFamily(
             "iwayfailover_threshold_seconds", "Silence after which this node, as a backup, takes over.",
-            value=node.settings.threshold,
+            value=status.settings.threshold,
         )
         yield GaugeMetricFamily(
             "iwayfailover_heartbeat_interval_seconds", "Seconds between heartbeats sent by a live node.",
-            value=node.config.failover.heartbeat_interval,
+            value=status.settings.heartbeat_interval,
         )
 
         takeovers = CounterMetricFamily(
             "iwayfailover_takeovers", "Takeovers by this node since it started, by kind of cause.", labels=["cause"]
         )
-        for kind in sorted(set(TAKEOVER_KINDS) | set(node.takeovers)):
-            takeovers.add_metric([kind], node.takeovers.get(kind, 0))
+        for kind in sorted(set(TAKEOVER_KINDS) | set(status.takeovers)):
+            takeovers.add_metric([kind], status.takeovers.get(kind, 0))
         yield takeovers
 
+        heartbeats = status.heartbeats
         yield CounterMetricFamily(
-            "iwayfailover_heartbeats_sent", "Heartbeats sent to the backup location while live.", value=node.sender.sent
+            "iwayfailover_heartbeats_sent", "Heartbeats sent to the backup location while live.", value=heartbeats.sent
         )
         yield CounterMetricFamily(
-            "iwayfailover_heartbeats_received", "Heartbeats received on this node's heartbeat port.", value=node.received
+            "iwayfailover_heartbeats_received", "Heartbeats received on this node's heartbeat port.",
+            value=heartbeats.received,
         )
         yield CounterMetricFamily(
             "iwayfailover_heartbeats_rejected",
             "Heartbeat connections refused, on this node's port and on its link to the backup"
             " (bad hello, MAC, number or frame, foreign name, deadline, certificate).",
-            value=node.heartbeat_factory.rejected + node.sender.rejected,
+            value=heartbeats.rejected,
         )
 
-        last_heard = node.peer.last_heard
+        age = status.peer.last_heartbeat_age
         yield GaugeMetricFamily(
             "iwayfailover_last_heartbeat_age_seconds",
             "Seconds since the peer was last heard from (NaN: never heard since this node started).",
-            value=math.nan if last_heard is None else max(0.0, node.now() - last_heard),
+            value=math.nan if age is None else max(0.0, age),
         )
         yield GaugeMetricFamily(
             "iwayfailover_max_heartbeat_gap_seconds",
             "The longest pause between two live heartbeats this node heard as a backup: how close it came to a takeover.",
-            value=node.max_gap,
+            value=heartbeats.max_gap,
         )
         yield GaugeMetricFamily(
             "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
-            value=1.0 if node.peer.connections else 0.0,
+            value=1.0 if status.peer.connected else 0.0,
         )
 
         states = GaugeMetricFamily(
             "iwayfailover_listener_state", "1 for the state each listener is in now, 0 for the others.",
             labels=["listener", "state"],
         )
-        for name, listener in sorted(node.listeners.listeners.items()):
-            for state in LISTENER_STATES + (() if listener.state in LISTENER_STATES else (listener.state,)):
-                states.add_metric([name, state], 1.0 if listener.state == state else 0.0)
+        for channel in sorted(status.channels, key=lambda c: c.name):  # the listeners (the floating IP is not one)
+            for state in LISTENER_STATES + (() if channel.state in LISTENER_STATES else (channel.state,)):
+                states.add_metric([channel.name, state], 1.0 if channel.state == state else 0.0)
         yield states
 
-        poller = node.poller
+        config = status.config
         yield CounterMetricFamily(
             "iwayfailover_config_reloads", "Changed configurations applied since this node started.",
-            value=0 if poller is None else poller.reloads,
+            value=config.reloads,
         )
         yield CounterMetricFamily(
             "iwayfailover_config_reload_failures",
             "Reads of the configuration refused (bad edit, unreadable share); the last good one kept running.",
-            value=0 if poller is None else poller.failures,
+            value=config.failures,
         )
         yield GaugeMetricFamily(
             "iwayfailover_config_reload_failing", "1 while the latest read of the configuration was refused.",
-            value=0.0 if poller is None or poller.last_error is None else 1.0,
+            value=0.0 if config.last_error is None else 1.0,
         )
 
 

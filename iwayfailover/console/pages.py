@@ -3,6 +3,10 @@ The administration console's pages, rendered on the server with
 twisted.web.template in one shared layout (a left pane of links, the page
 on the right): Status, Listeners, Backup Settings, Log, and the login.
 
+The pages ask the node only what L{iwayfailover.status.INodeControl}
+offers: they read its status snapshot, and ask for a switchover, a
+listener's restart, its checks of a configuration or a reload.
+
 Actions are plain HTML forms (each with the session's CSRF token, checked
 by L{iwayfailover.console.access.GuardedRoot}); the only script, served
 from C{/static/console.js}, polls C{/api/status} to keep states current.
@@ -25,9 +29,12 @@ from twisted.web.template import Element, XMLFile, renderElement, renderer, tags
 from zope.interface import Interface, implementer
 
 from iwayfailover import configfile
+from iwayfailover.channel import FAILED
 from iwayfailover.console import settings as form
 from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
 from iwayfailover.console.users import ConsoleUser, UsersFileChecker, users_now
+from iwayfailover.core.events import LIVE
+from iwayfailover.status import ListenerRestartRefused, SwitchoverRefused, iso
 
 log = Logger(namespace="iwayfailover.console")
 
@@ -84,14 +91,14 @@ class Layout(Element):
 
     @renderer
     def page(self, request, tag):
-        return tag.fillSlots(title=self.title, server=self.console.node.name)
+        return tag.fillSlots(title=self.title, server=self.console.server)
 
     @renderer
     def role(self, request, tag):
         session = getattr(request, "console_session", None)
         if session is None or session.user is None:
             return ""
-        return role_badge(self.console.node.status()["role"])
+        return role_badge(self.console.node.status().role)
 
     @renderer
     def links(self, request, tag):
@@ -167,13 +174,6 @@ class Page(Resource):
 # -- Status --
 
 
-def failed_listeners(status) -> dict:
-    """The FAILED listeners (the floating IP included) of a live node's status, by name; none for a backup."""
-    if status.get("role") != "live":
-        return {}
-    return {name: entry for name, entry in (status.get("listeners") or {}).items() if entry.get("state") == "FAILED"}
-
-
 def failed_banner(status):
     """
     A warning across the top of the Status page while a live node serves
@@ -181,13 +181,13 @@ def failed_banner(status):
     automatic retry; hidden otherwise (the page's script shows and fills it
     as the status changes).
     """
-    failed = failed_listeners(status)
+    failed = status.failed()
     items = []
-    for name, entry in failed.items():
+    for name, channel in failed.items():
         retry = ""
-        if entry.get("retry_in") is not None:
-            retry = f" (automatic retry {entry.get('retries', 0) + 1} in {entry['retry_in']:.1f} s)"
-        items.append(tags.li(tags.strong(name), f": {entry.get('reason') or 'no reason given'}{retry}"))
+        if channel.retry_in is not None:
+            retry = f" (automatic retry {(channel.retries or 0) + 1} in {channel.retry_in:.1f} s)"
+        items.append(tags.li(tags.strong(name), f": {channel.reason or 'no reason given'}{retry}"))
     attributes = {"class": "banner", "role": "alert", "data-live": "failed-listeners"}
     if not failed:
         attributes["hidden"] = "hidden"
@@ -208,36 +208,36 @@ class StatusPage(Page):
 
     def content(self, request):
         status = self.console.node.status()
-        peer = status.get("peer") or {}
-        age = peer.get("last_heartbeat_age")
-        settings = status.get("settings") or {}
+        peer = status.peer
+        age = peer.last_heartbeat_age
+        settings = status.settings
         facts = tags.dl(
-            tags.dt("Server"), tags.dd(status["server"]),
-            tags.dt("Role"), tags.dd(role_badge(status["role"])),
-            tags.dt("Epoch"), tags.dd(str(status["epoch"]), **{"data-field": "epoch"}),
-            tags.dt("Since"), tags.dd(tags.span(status["since"], **{"data-field": "since"})),
-            tags.dt("Why"), tags.dd(tags.span(status.get("cause") or "", **{"data-field": "cause"})),
+            tags.dt("Server"), tags.dd(status.server),
+            tags.dt("Role"), tags.dd(role_badge(status.role)),
+            tags.dt("Epoch"), tags.dd(str(status.epoch), **{"data-field": "epoch"}),
+            tags.dt("Since"), tags.dd(tags.span(iso(status.since), **{"data-field": "since"})),
+            tags.dt("Why"), tags.dd(tags.span(status.cause or "", **{"data-field": "cause"})),
             tags.dt("Peer"), tags.dd(
-                tags.span(peer.get("name") or "?", **{"data-field": "peer-name"}), ", ",
-                tags.span("connected" if peer.get("connected") else "not connected", **{"data-field": "peer-connected"}),
-                ", ", tags.span(peer.get("role") or "role unknown", **{"data-field": "peer-role"}),
+                tags.span(peer.name or "?", **{"data-field": "peer-name"}), ", ",
+                tags.span("connected" if peer.connected else "not connected", **{"data-field": "peer-connected"}),
+                ", ", tags.span(peer.role or "role unknown", **{"data-field": "peer-role"}),
             ),
             tags.dt("Last heartbeat"), tags.dd(
                 tags.span("never heard" if age is None else f"{age:.1f} s ago", **{"data-field": "peer-age"})
             ),
             tags.dt("Threshold"), tags.dd(
-                tags.span(f"{settings.get('threshold', 0):g} s", **{"data-field": "threshold"}),
-                f", heartbeat every {settings.get('heartbeat_interval', 0):g} s",
+                tags.span(f"{settings.threshold:g} s", **{"data-field": "threshold"}),
+                f", heartbeat every {settings.heartbeat_interval:g} s",
             ),
             class_="facts", **{"data-live": "status"},
         )
         return tags.div(failed_banner(status), facts, self.switchover_form(request, status), self.transitions(status))
 
     def switchover_form(self, request, status):
-        peer = (status.get("peer") or {}).get("name") or "the backup"
-        if status["role"] != "live":
+        peer = status.peer.name or "the backup"
+        if status.role != LIVE:
             return tags.p(
-                f"A planned switchover is started on the live node; this node is {status['role']}.", class_="muted"
+                f"A planned switchover is started on the live node; this node is {status.role}.", class_="muted"
             )
         return tags.div(
             tags.h2("Planned switchover"),
@@ -248,8 +248,8 @@ class StatusPage(Page):
 
     def transitions(self, status):
         rows = [
-            tags.tr(tags.td(t["at"]), tags.td(t["from"] or ""), tags.td(t["to"]), tags.td(str(t["epoch"])), tags.td(t["cause"] or ""))
-            for t in reversed(status.get("transitions") or [])
+            tags.tr(tags.td(iso(t.at)), tags.td(t.previous or ""), tags.td(t.role), tags.td(str(t.epoch)), tags.td(t.cause or ""))
+            for t in reversed(status.transitions)
         ]
         return tags.div(
             tags.h2("Recent transitions"),
@@ -272,15 +272,13 @@ class SwitchoverPage(Page):
         return b""
 
     def render_POST(self, request):
-        from iwayfailover.node import SwitchoverRefused
-
         node = self.console.node
         status = node.status()
-        peer = (status.get("peer") or {}).get("name") or "the backup"
+        peer = status.peer.name or "the backup"
         if _arg(request, "confirm") != "yes":
             return self.show(request, tags.div(
                 tags.p(
-                    f"Hand the live role from {node.name} to {peer}? Every listener stops here first, then starts on {peer};"
+                    f"Hand the live role from {status.server} to {peer}? Every listener stops here first, then starts on {peer};"
                     " for that moment no listener serves."
                 ),
                 tags.form(
@@ -330,26 +328,25 @@ class ListenersPage(Page):
 
     def content(self, request):
         status = self.console.node.status()
-        listeners = status.get("listeners") or {}
         rows = []
-        for name, entry in listeners.items():
+        for name, channel in status.listeners.items():
             action = ""
-            if entry["state"] == "FAILED":
+            if channel.state == FAILED:
                 action = tags.form(
                     csrf_field(request), tags.input(type="hidden", name="listener", value=name),
                     tags.button("Restart", type="submit", id=f"restart-{name}"),
                     method="post", action="/listeners/restart", class_="inline",
                 )
             rows.append(tags.tr(
-                tags.td(name), tags.td(state_badge(name, entry["state"])),
-                tags.td(entry.get("since") or "", **{"data-listener-since": name}),
-                tags.td(entry.get("reason") or "", **{"data-listener-reason": name}),
+                tags.td(name), tags.td(state_badge(name, channel.state)),
+                tags.td(iso(channel.since), **{"data-listener-since": name}),
+                tags.td(channel.reason or "", **{"data-listener-reason": name}),
                 tags.td(action),
             ))
         if not rows:
             rows = [tags.tr(tags.td("no listener runs on this server", colspan="5"))]
         return tags.div(
-            tags.p(f"{status['server']} is ", role_badge(status["role"]),
+            tags.p(f"{status.server} is ", role_badge(status.role),
                    ": a backup's listeners are WAITING (built, not listening); a live node's are ACTIVE."),
             tags.table(
                 tags.thead(tags.tr(tags.th("Listener"), tags.th("State"), tags.th("Since"), tags.th("Reason"), tags.th(""))),
@@ -375,8 +372,6 @@ class RestartPage(Page):
         return b""
 
     def render_POST(self, request):
-        from iwayfailover.node import ListenerRestartRefused
-
         name = _arg(request, "listener")
         user = request.console_session.user
         try:
@@ -387,9 +382,9 @@ class RestartPage(Page):
                  user=user, client=client_address(request), listener=name)
 
         def done(_):
-            state = self.console.node.status()["listeners"].get(name, {})
-            failed = state.get("state") == "FAILED"
-            notice = f"Listener {name} is {state.get('state', 'gone')}" + (f": {state['reason']}" if failed else ".")
+            channel = self.console.node.status().listeners.get(name)
+            failed = channel is not None and channel.state == FAILED
+            notice = f"Listener {name} is {'gone' if channel is None else channel.state}" + (f": {channel.reason}" if failed else ".")
             return self.show(request, self.listeners.content(request), notice=notice, error=failed)
 
         def broken(failure):
@@ -411,14 +406,14 @@ class SettingsPage(Page):
     def render_GET(self, request):
         d = self.console.read_config_text()
         d.addCallback(lambda text: self.show(request, self.form(request, text, {}, {})))
-        d.addErrback(lambda f: self.show(request, "", notice=f"Cannot read {self.console.node.config.path}: "
+        d.addErrback(lambda f: self.show(request, "", notice=f"Cannot read {self.console.config_path()}: "
                                          f"{f.getErrorMessage()}", error=True, code=500))
         return NOT_DONE_YET
 
     def form(self, request, text, typed, errors):
         """The form for the file's C{text}; C{typed} values (what was submitted) win over the file's."""
         values = form.raw_values(text)
-        path = self.console.node.config.path
+        path = self.console.config_path()
         sections = ["failover"] + form.server_sections(text)
         fieldsets = []
         for section in sections:
@@ -464,7 +459,7 @@ class SettingsPage(Page):
             if slash and (section == "failover" or section.startswith("server:")):
                 typed[(section, name)] = values[0].decode("utf-8", "replace").strip()
         read_digest = _arg(request, "digest")
-        path = console.node.config.path
+        path = console.config_path()
         user = request.console_session.user
 
         @defer.inlineCallbacks
@@ -493,8 +488,8 @@ class SettingsPage(Page):
                 return self.show(request, self.form(request, text, typed, {}), code=500, error=True,
                                  notice=f"Not saved: cannot write {path}: {e.strerror or e}")
             log.info("console: {user} from {client} saved {path}", user=user, client=client_address(request), path=path)
-            console.reload_now()
-            interval = console.node.config.failover.reload_interval
+            console.node.reload_config()
+            interval = console.node.status().settings.reload_interval
             return self.show(request, self.form(request, new_text, {}, {}), notice=(
                 f"Saved. This node applies it now; the other within {interval:g} s (its reload interval)."
             ))
@@ -679,8 +674,8 @@ class StaticFile(Resource):
 
 class Console:
     """
-    What the pages share: the node, sessions, the login limiter and the
-    twisted.cred portal over the users file.
+    What the pages share: the node (an L{INodeControl}), sessions, the login
+    limiter and the twisted.cred portal over the users file.
 
     @param run: runs a blocking function (file reads and writes, password
         hashing) away from the reactor thread; returns a Deferred.
@@ -690,18 +685,21 @@ class Console:
 
     def __init__(self, node, clock, run, events=None, hash_run=None):
         self.node = node
+        self.server = node.status().server
         self.run = run
         self.events = events
-        self.sessions = Sessions(clock, cookie=SESSION_COOKIE + b"_" + str(getattr(node, "name", "")).encode("ascii", "replace"))
+        self.sessions = Sessions(clock, cookie=SESSION_COOKIE + b"_" + self.server.encode("ascii", "replace"))
         self.limiter = LoginLimiter(clock)
         self.hashing = defer.DeferredSemaphore(1)
         self.checker = UsersFileChecker(self.users_file, run=hash_run or run)
         self.portal = Portal(ConsoleRealm(), [self.checker])
 
     def users_file(self) -> Optional[str]:
-        config = self.node.config
-        server = config.servers.get(self.node.name)
-        return (server.console_users if server is not None else None) or config.failover.console_users
+        return self.node.status().settings.console_users
+
+    def config_path(self) -> str:
+        """The shared configuration file the node runs on."""
+        return self.node.status().config.path
 
     def watch_users(self, clock, interval: float = USERS_CHECK_INTERVAL):
         """Every C{interval} seconds, end the sessions of users gone from the users file or with a new password."""
@@ -737,19 +735,14 @@ class Console:
             with open(path, "rb") as f:
                 return f.read().decode("utf-8")
 
-        return self.run(read, self.node.config.path)
+        return self.run(read, self.config_path())
 
     def check_whole(self, config):
-        """Checks of a new configuration beyond its syntax, as a reload makes them."""
+        """Checks of a new configuration beyond its syntax, as a reload makes them: the listeners', then the node's."""
         from iwayfailover.listeners import check_listener_specs
 
         check_listener_specs(config)
-        config.server(self.node.name)
-
-    def reload_now(self):
-        poller = getattr(self.node, "poller", None)
-        if poller is not None and poller.running and not getattr(poller, "_reading", False):
-            poller.poll()  # (a read under way picks the new file up itself)
+        self.node.check_config(config)
 
 
 def add_pages(root: GuardedRoot, console: Console) -> None:

@@ -1,0 +1,405 @@
+"""
+How a node stands, as one immutable snapshot, and the few things the
+console may ask of a node.
+
+L{NodeStatus} is what L{iwayfailover.node.FailoverNode.status} returns: the
+role, the peer, every channel, the heartbeat counters, the settings in
+force, the configuration's state and the recent transitions, all taken at
+one moment. C{GET /api/status} (and so C{iwsrv status}) shows its
+L{NodeStatus.to_json}; the console's pages and C{/metrics} read the same
+object, which also keeps what the JSON leaves out (takeovers by kind,
+configuration reloads, unrounded ages and Unix times).
+
+L{INodeControl} is all of a node that the console (pages, C{/api/*} and
+C{/metrics}) uses: it never reaches into the node's parts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Tuple
+
+from zope.interface import Interface
+
+from iwayfailover.channel import ADDRESS_PREFIX, FAILED
+from iwayfailover.core.events import LIVE
+
+TAKEOVER_KINDS = ("silence", "crash", "switchover", "peer_shutdown")
+"""Why a backup took over, in one word: its live peer's signal went silent for
+the threshold, its link dropped and a probe found its process gone, or the
+peer stood down for a planned switchover or because it was shutting down."""
+
+
+class SwitchoverRefused(Exception):
+    """A planned switchover cannot be made now; the message says why."""
+
+
+class ListenerRestartRefused(Exception):
+    """A listener cannot be restarted (unknown, or not FAILED); the message says why."""
+
+
+class INodeControl(Interface):
+    """
+    What the console may ask of a node, and all it may: a snapshot of how it
+    stands, a planned switchover, a FAILED listener tried again, and, for
+    the Backup Settings page, the node's checks of a configuration and a
+    read of the saved file now.
+    """
+
+    def status():
+        """
+        How the node stands now.
+
+        @rtype: L{NodeStatus}
+        """
+
+    def switchover(cause=None):
+        """
+        Hand the live role to the backup.
+
+        @param cause: why, as the transitions and the log will say it
+            (None: a planned switchover).
+        @return: a Deferred firing with C{{"from", "to", "epoch", "gap"}}
+            (C{gap}: seconds during which no listener served), or failing
+            with L{SwitchoverRefused}.
+        """
+
+    def restart_listener(name):
+        """
+        Try one FAILED listener again.
+
+        @return: a Deferred that fires once it is done (the listener's state
+            is then in L{status}).
+        @raise ListenerRestartRefused: no such listener, or it is not FAILED.
+        """
+
+    def check_config(config):
+        """
+        The node's own checks of a parsed configuration, as a reload makes
+        them (its server section, values that must fit a heartbeat frame).
+        Reads nothing but C{config}: it may run in any thread.
+
+        @return: C{config}.
+        @raise iwayfailover.config.ConfigError: naming what is wrong.
+        """
+
+    def reload_config():
+        """
+        Read the shared configuration file again now, as the next poll would
+        (the console has just saved it): a good change is applied as any
+        reload is; a read already under way picks the new file up itself.
+        """
+
+
+def iso(wall: float) -> str:
+    """A Unix time as the status shows it: UTC, to the millisecond (C{2026-11-25T10:00:00.000Z})."""
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def unix_time(text: str) -> float:
+    """
+    The Unix time of a time written as L{iso} writes it (the fraction may
+    be left out).
+
+    @raise ValueError: not such a time.
+    """
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            moment = datetime.datetime.strptime(text, layout)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    raise ValueError(f"not a UTC time like 2026-11-25T10:00:00.000Z: {text!r}")
+
+
+def _rounded(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+def _frozen(mapping) -> Mapping:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """
+    The other node of the pair as this node knows it. C{role}, C{epoch},
+    C{priority} and C{threshold} (seconds) are what it last announced (None
+    before it is heard).
+    """
+
+    name: Optional[str] = None
+    connected: bool = False
+    """A heartbeat connection from it is up."""
+    last_heartbeat_age: Optional[float] = None
+    """Seconds since it was last heard (None: never); the JSON rounds it to the millisecond."""
+    role: Optional[str] = None
+    epoch: Optional[int] = None
+    priority: Optional[int] = None
+    threshold: Optional[float] = None
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "connected": self.connected,
+            "last_heartbeat_age": _rounded(self.last_heartbeat_age, 3),
+            "role": self.role, "epoch": self.epoch, "priority": self.priority, "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "PeerStatus":
+        return cls(
+            name=data.get("name"), connected=bool(data.get("connected")), last_heartbeat_age=data.get("last_heartbeat_age"),
+            role=data.get("role"), epoch=data.get("epoch"), priority=data.get("priority"), threshold=data.get("threshold"),
+        )
+
+
+@dataclass(frozen=True)
+class ChannelStatus:
+    """
+    One channel (a listener, or the floating IP) and its state (see
+    L{iwayfailover.channel}).
+    """
+
+    name: str
+    state: str
+    since: float
+    """The Unix time it took its state."""
+    reason: Optional[str] = None
+    """Why it is FAILED (or was stopped)."""
+    retries: Optional[int] = None
+    """Automatic retries made since it was last up, when there were any."""
+    retry_in: Optional[float] = None
+    """Seconds until the next automatic retry of a FAILED channel, when one is pending."""
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """What its kind adds, in its order: a process channel's C{pid} and C{restarts}, the floating IP's C{warning}."""
+
+    COMMON = ("state", "since", "reason", "retries", "retry_in")
+
+    def to_json(self) -> dict:
+        entry = {"state": self.state, "since": iso(self.since)}
+        if self.reason:
+            entry["reason"] = self.reason
+        entry.update(self.extra)
+        if self.retries is not None:
+            entry["retries"] = self.retries
+        if self.retry_in is not None:
+            entry["retry_in"] = self.retry_in
+        return entry
+
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping, since) -> "ChannelStatus":
+        """From a channel's own status entry (as L{iwayfailover.listeners.Listener.status} gives it), its C{since} read by C{since}."""
+        return cls(
+            name=name, state=entry["state"], since=since(entry["since"]), reason=entry.get("reason") or None,
+            retries=entry.get("retries"), retry_in=entry.get("retry_in"),
+            extra=_frozen((k, v) for k, v in entry.items() if k not in cls.COMMON),
+        )
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping) -> "ChannelStatus":
+        return cls.from_entry(name, data, unix_time)
+
+
+@dataclass(frozen=True)
+class HeartbeatStatus:
+    """Heartbeat counters since the node started."""
+
+    sent: int = 0
+    """Heartbeats sent to the backup location while live."""
+    received: int = 0
+    """Heartbeats received on the heartbeat port."""
+    rejected: int = 0
+    """Connections refused, on the heartbeat port and by this node as a sender."""
+    max_gap: float = 0.0
+    """The longest pause, in seconds, between two live heartbeats heard as a backup."""
+    largest_stall: float = 0.0
+    """The longest time, in seconds, this process itself did not run."""
+
+    def to_json(self) -> dict:
+        return {
+            "sent": self.sent, "received": self.received, "max_gap": round(self.max_gap, 4),
+            "rejected": self.rejected, "largest_stall": round(self.largest_stall, 4),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "HeartbeatStatus":
+        return cls(
+            sent=data.get("sent", 0), received=data.get("received", 0), rejected=data.get("rejected", 0),
+            max_gap=data.get("max_gap", 0.0), largest_stall=data.get("largest_stall", 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class SettingsStatus:
+    """The settings of this node in force (after the last reload)."""
+
+    backup_location: Optional[str] = None
+    heartbeat_port: Optional[str] = None
+    threshold: float = 0.0
+    heartbeat_interval: float = 0.0
+    reload_interval: float = 0.0
+    console_users: Optional[str] = None
+    """The file of the console's users (None: nobody can log in); not in the JSON."""
+
+    def to_json(self) -> dict:
+        return {
+            "backup_location": self.backup_location, "heartbeat_port": self.heartbeat_port,
+            "threshold": self.threshold, "heartbeat_interval": self.heartbeat_interval,
+            "reload_interval": self.reload_interval,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "SettingsStatus":
+        return cls(
+            backup_location=data.get("backup_location"), heartbeat_port=data.get("heartbeat_port"),
+            threshold=data.get("threshold", 0.0), heartbeat_interval=data.get("heartbeat_interval", 0.0),
+            reload_interval=data.get("reload_interval", 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class AuthStatus:
+    """How heartbeats are checked: never a key, only key ids."""
+
+    mode: str = "insecure"
+    key_file: Optional[str] = None
+    key_ids: Tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "key_file": self.key_file, "key_ids": list(self.key_ids)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "AuthStatus":
+        return cls(mode=data.get("mode", "insecure"), key_file=data.get("key_file"), key_ids=tuple(data.get("key_ids") or ()))
+
+
+@dataclass(frozen=True)
+class ConfigStatus:
+    """The shared configuration in force, and how its reloads went."""
+
+    path: Optional[str] = None
+    digest: Optional[str] = None
+    last_error: Optional[str] = None
+    """Why the file as it is now is not applied, or None."""
+    reloads: int = 0
+    """Changed configurations applied since the node started; not in the JSON."""
+    failures: int = 0
+    """Reads of the file refused since the node started; not in the JSON."""
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "digest": self.digest, "last_error": self.last_error}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "ConfigStatus":
+        return cls(path=data.get("path"), digest=data.get("digest"), last_error=data.get("last_error"))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of role: when (Unix time), from and to what, under which epoch, and why."""
+
+    at: float
+    previous: Optional[str]
+    role: str
+    epoch: int
+    cause: Optional[str]
+
+    def to_json(self) -> dict:
+        return {"at": iso(self.at), "from": self.previous, "to": self.role, "epoch": self.epoch, "cause": self.cause}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Transition":
+        return cls(unix_time(data["at"]), data.get("from"), data["to"], data["epoch"], data.get("cause"))
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """
+    How one node stands at one moment; see the module. L{to_json} is the
+    C{/api/status} object (README, I{Status API}).
+    """
+
+    server: str
+    role: str
+    epoch: int
+    since: float
+    """The Unix time the node took its role."""
+    cause: Optional[str] = None
+    """Why the node has its role."""
+    peer: PeerStatus = PeerStatus()
+    channels: Tuple[ChannelStatus, ...] = ()
+    """The node's listeners, by name."""
+    address: Optional[ChannelStatus] = None
+    """The floating IP, when one is configured."""
+    heartbeats: HeartbeatStatus = HeartbeatStatus()
+    settings: SettingsStatus = SettingsStatus()
+    auth: AuthStatus = AuthStatus()
+    config: ConfigStatus = ConfigStatus()
+    transitions: Tuple[Transition, ...] = ()
+    """The recent changes of role, oldest first."""
+    takeovers: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict.fromkeys(TAKEOVER_KINDS, 0)))
+    """Takeovers since the node started, by kind (every one of L{TAKEOVER_KINDS}); not in the JSON."""
+
+    @property
+    def listeners(self) -> Mapping[str, ChannelStatus]:
+        """Every channel by name, as the status shows them: the listeners, then the floating IP."""
+        items = {channel.name: channel for channel in self.channels}
+        if self.address is not None:
+            items[self.address.name] = self.address
+        return MappingProxyType(items)
+
+    def failed(self) -> Mapping[str, ChannelStatus]:
+        """The FAILED channels (the floating IP included) of a live node, by name; none for any other role."""
+        if self.role != LIVE:
+            return MappingProxyType({})
+        return MappingProxyType({name: c for name, c in self.listeners.items() if c.state == FAILED})
+
+    def to_json(self) -> dict:
+        """The C{/api/status} object: plain JSON types, times as L{iso} text."""
+        return {
+            "server": self.server,
+            "role": self.role,
+            "epoch": self.epoch,
+            "since": iso(self.since),
+            "cause": self.cause,
+            "peer": self.peer.to_json(),
+            "listeners": {name: channel.to_json() for name, channel in self.listeners.items()},
+            "heartbeats": self.heartbeats.to_json(),
+            "settings": self.settings.to_json(),
+            "auth": self.auth.to_json(),
+            "config": self.config.to_json(),
+            "transitions": [t.to_json() for t in self.transitions],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "NodeStatus":
+        """
+        A status read back from its JSON (the floating IP, named
+        C{vip:ADDRESS}, apart from the listeners). C{server}, C{role}, C{epoch} and C{since}
+        are needed; a section left out (as older nodes do) reads as empty.
+        Nothing that the JSON leaves out is known: no takeovers, no reloads.
+
+        @raise KeyError: one of the needed keys is missing.
+        @raise ValueError: a time is not written as L{iso} writes it.
+        """
+        channels, address = [], None
+        for name, entry in (data.get("listeners") or {}).items():
+            channel = ChannelStatus.from_json(name, entry)
+            if name.startswith(ADDRESS_PREFIX):
+                address = channel
+            else:
+                channels.append(channel)
+        return cls(
+            server=data["server"], role=data["role"], epoch=data["epoch"], since=unix_time(data["since"]),
+            cause=data.get("cause"),
+            peer=PeerStatus.from_json(data.get("peer") or {}),
+            channels=tuple(channels), address=address,
+            heartbeats=HeartbeatStatus.from_json(data.get("heartbeats") or {}),
+            settings=SettingsStatus.from_json(data.get("settings") or {}),
+            auth=AuthStatus.from_json(data.get("auth") or {}),
+            config=ConfigStatus.from_json(data.get("config") or {}),
+            transitions=tuple(Transition.from_json(t) for t in data.get("transitions") or ()),
+            takeovers=MappingProxyType({}),
+        )
