@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from iwayfailover.config import ListenerSettings
-from iwayfailover.channel import ACTIVE, FAILED, STARTING, STOPPED, STOPPING, WAITING, set_state
+from iwayfailover.channel import ACTIVE, FAILED, STARTING, STOPPING, WAITING, set_state
 
 # A run that lasted this long was a good start: the next death counts from 1.
 HEALTHY_AFTER = 10.0

@@ -777,13 +777,13 @@ class RecoveryTests(NodeTestCase):
         """web FAILED at takeover (port held): retried while live, ACTIVE within the retry cap once the port is free."""
         node = self.make_node(name="serv_a", backup=False, build=lambda spec: HeldPort(spec, self.started))
         self.assertEqual(node.listeners.listeners["web"].state, FAILED)
-        self.assertIn("retry_in", node.status()["listeners"]["web"])
+        self.assertIn("retry_in", node.status().to_json()["listeners"]["web"])
         self.step(3.0)
         self.assertEqual(node.listeners.listeners["web"].state, FAILED, "still held: still FAILED")
         HeldPort.held = False
         self.step(2.05)
         self.assertEqual(node.listeners.listeners["web"].state, ACTIVE)
-        self.assertNotIn("retry_in", node.status()["listeners"]["web"])
+        self.assertNotIn("retry_in", node.status().to_json()["listeners"]["web"])
         self.assertEqual(node.listeners.listeners["broken"].state, FAILED, "a listener that always fails stays FAILED")
 
     def test_a_backup_does_not_retry(self):
@@ -796,7 +796,7 @@ class RecoveryTests(NodeTestCase):
         self.step(1.0)  # within its threshold: it stays backup
         self.assertEqual(node.machine.role, BACKUP)
         self.assertNotIn("web", self.started, "no retry while backup, though the port is free")
-        self.assertNotIn("retry_in", node.status()["listeners"]["web"])
+        self.assertNotIn("retry_in", node.status().to_json()["listeners"]["web"])
 
 
 class StallTests(NodeTestCase):
@@ -812,7 +812,7 @@ class StallTests(NodeTestCase):
         self.assertEqual(node.machine.role, BACKUP, "serv_b answered that it took over")
         self.assertIn("stalled", node.machine.cause)
         self.assertEqual(node.listeners.listeners["web"].state, WAITING)
-        self.assertGreaterEqual(node.status()["heartbeats"]["largest_stall"], 2.0)
+        self.assertGreaterEqual(node.status().to_json()["heartbeats"]["largest_stall"], 2.0)
         self.assertNotIn(wire.Kind.HEARTBEAT, [f.kind for f in frames_in(transport)], "no heartbeat as live after waking")
 
     def test_a_woken_live_node_whose_backup_stayed_backup_serves_again_with_a_new_epoch(self):
