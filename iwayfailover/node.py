@@ -34,6 +34,7 @@ from iwayfailover.hooks import Hooks
 from iwayfailover.links import HeartbeatSender, Session, link_end
 from iwayfailover.channel import FAILED
 from iwayfailover.listeners import ListenerSet, plugin_service
+from iwayfailover.serving import Serving
 from iwayfailover.state import EpochStore
 from iwayfailover.status import (  # noqa: F401 (SwitchoverRefused, ListenerRestartRefused: still importable from here)
     TAKEOVER_KINDS, AuthStatus, ChannelStatus, ConfigStatus, HeartbeatStatus, INodeControl, ListenerRestartRefused,
@@ -219,10 +220,9 @@ class FailoverNode(MultiService):
         client = config.client_settings(name)
         run_command = run_command or commands.run
         self.floating = FloatingAddress(reactor, client.virtual_ip, client.interface, run=run_command, wall=wall)
-        # on_fault for a failure at any time (a channel out of restarts, an address lost), not only on going live.
-        self.floating.on_failed = self.listeners.on_failed = self._failed_later
         self.hooks = Hooks(reactor, name, lambda: self.config.client_settings(self.name), run=run_command)
-        self._faults = set()
+        self.serving = Serving(reactor, self.listeners, self.floating, self.hooks,
+                               role=lambda: (self.core.role, self.core.epoch))
         self.peer = Peer(self.core.peer_name, now)
         self.refusals = RefusalLog(reactor)
         self.gate = Gate(reactor, peers=self._peer_addresses)
@@ -240,11 +240,7 @@ class FailoverNode(MultiService):
         self.takeovers = collections.Counter()
         self._timers = {}
         self._switchover: Optional[defer.Deferred] = None
-        self._stopping = defer.succeed(None)
         self._stopped: Optional[defer.Deferred] = None
-        self._serving = False  # the serving layer was started (and not yet stopped)
-        self._activation = None  # the going-live under way; None once stopped
-        self._stop_generation = 0
         self._retry_due: Optional[float] = None
         self._two_lives_logged = None
         self._differs_logged = None
@@ -276,14 +272,14 @@ class FailoverNode(MultiService):
         self._feed(ev.Shutdown())
         self.stalls.stop()
         if self.core.role == STOPPED and not stopped.called:
-            self._stopping.addBoth(lambda result: (stopped.called or stopped.callback(None), result)[1])
+            self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
 
         def rest(_):
             for call in self._timers.values():
                 if call.active():
                     call.cancel()
             self._timers.clear()
-            return defer.gatherResults([self._stopping, self.sender.stop()], consumeErrors=True)
+            return defer.gatherResults([self.serving.stopping, self.sender.stop()], consumeErrors=True)
 
         stopped.addCallback(rest)
         # Hooks still running end within their time limits before the node does.
@@ -323,19 +319,18 @@ class FailoverNode(MultiService):
         elif kind is ev.Transition:
             self._transition(effect)
         elif kind is ev.Serve:
-            self._serve()
+            self.serving.serve(self.core.epoch, self.core.cause).addCallback(self._served)
         elif kind is ev.StopServing:
-            self._stop_serving(effect.final, effect.within)
+            self.serving.stop(effect.final, effect.within).addCallback(self._stopped_serving)
         elif kind is ev.AnnounceAgain:
             self.floating.announce_again()
         elif kind is ev.RetryChannels:
             self._retry_due = None
-            d = self.listeners.retry_failed()
-            d.addCallback(lambda _: self._feed(ev.Served(self._failed_channels())))
+            self.serving.retry().addCallback(self._served)
         elif kind is ev.Dial:
             self.sender.start()
         elif kind is ev.Hangup:
-            self._track_stopping(self.sender.stop())
+            self.serving.track(self.sender.stop())
         elif kind is ev.StandDown:
             if self.sender.stand_down(effect.switchover) and not effect.switchover:
                 self.log.info("listeners stopped; told backup {peer} that this node is standing down", peer=self.peer.name)
@@ -350,7 +345,7 @@ class FailoverNode(MultiService):
         elif kind is ev.Note:
             getattr(self.log, LOG_LEVELS[effect.level])("{text}", text=effect.text)
             if effect.fault:
-                self.hooks.fire("on_fault", self.core.role, self.core.epoch, effect.text)
+                self.serving.fault(effect.text)
         else:
             raise AssertionError(f"unknown effect {effect!r}")
 
@@ -377,99 +372,19 @@ class FailoverNode(MultiService):
                 self.log.warn("took over from {peer}: {cause}; now live with epoch {epoch}",
                               peer=self.peer.name, cause=t.cause, epoch=t.epoch)
         elif t.role == BACKUP:
-            # on_backup once the listeners and the floating IP have let go.
-            epoch, cause = t.epoch, t.cause
-            waiter = defer.Deferred()
-            self._stopping.addBoth(lambda result: (waiter.callback(None), result)[1])
-            waiter.addCallback(lambda _: self.hooks.fire("on_backup", BACKUP, epoch, cause))
+            self.serving.on_backup(t.epoch, t.cause)
             self._last_live_heartbeat = None
         elif t.role == STOPPED and self._stopped is not None:
             stopped = self._stopped
-            self._stopping.addBoth(lambda result: (stopped.called or stopped.callback(None), result)[1])
+            self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
 
-    # -- serving: the floating IP, then the channels, then the hooks --
+    def _served(self, failed) -> None:
+        if failed is not None:
+            self._feed(ev.Served(failed))
 
-    def _serve(self) -> None:
-        self._serving = True
-        epoch, cause = self.core.epoch, self.core.cause
-        self._faults = set()  # a failure met again on this going live is reported again
-        token = self._activation = object()
-
-        def channels(_):
-            if self._activation is token:
-                return self.listeners.start()
-
-        def served(_):
-            if self._activation is not token:
-                return
-            self.hooks.fire("on_live", LIVE, epoch, cause)
-            self.check_faults()
-            self._feed(ev.Served(self._failed_channels()))
-
-        d = self.floating.up().addCallback(channels).addCallback(served)
-        d.addErrback(lambda f: self.log.failure("going live: starting the listeners failed", f))
-
-    def _failed_channels(self) -> tuple:
-        """The FAILED channels that a retry may bring up (a process channel keeps to its own restart_tries)."""
-        return tuple(sorted(n for n, item in self.listeners.listeners.items()
-                            if item.state == FAILED and item.retried_when_failed))
-
-    def _stop_serving(self, final: str, within: Optional[float]) -> None:
-        self._activation = None
-        pending = not self._stopping.called
-        if not self._serving and pending:
-            # Still stopping from before (a shutdown during a switchover):
-            # done when that is done, with the address let go.
-            d = self.floating.down(final)
-        elif not self._serving:
-            # Nothing was started: hold the listeners WAITING, and let go of a
-            # floating IP left behind by a crash of this node.
-            self.listeners.hold()
-            d = self.floating.down(final)
-        elif within is not None:
-            # Yielding or fencing: the address goes at once, beside the
-            # listeners' stops, and a process channel that does not exit in
-            # the time left gets SIGKILL.
-            d = defer.gatherResults(
-                [self.listeners.stop(final, kill_after=within), self.floating.down(final)], consumeErrors=True)
-        else:
-            d = self.listeners.stop(final).addCallback(lambda _: self.floating.down(final))
-        self._serving = False
-        d.addErrback(lambda f: self.log.failure("stopping the listeners or letting go of the floating IP failed", f))
-        self._track_stopping(d)
-        # Stopped once every stop under way is done, not only this one.
-        generation = self._stop_generation = self._stop_generation + 1
-        self._stopping.addBoth(lambda result: (
-            generation == self._stop_generation and self._feed(ev.StoppedServing(self._address_left())), result)[1])
-
-    def _address_left(self) -> tuple:
-        """The floating IP, if stopping could not remove it (FAILED): the backup could not take it."""
-        if self.floating.configured and self.floating.state == FAILED:
-            self.check_faults()
-            return (self.floating.name,)
-        return ()
-
-    def _track_stopping(self, d: defer.Deferred) -> None:
-        """Remember stop work under way, so that stopService waits for all of it."""
-        if self._stopping.called:
-            self._stopping = d
-        else:
-            self._stopping = defer.gatherResults([self._stopping, d], consumeErrors=True)
-
-    def _failed_later(self) -> None:
-        # On the next turn of the reactor: a failure met inside a state change
-        # is reported once that change has settled.
-        self.reactor.callLater(0, self.check_faults)
-
-    def check_faults(self) -> None:
-        """Run on_fault for each listener (or the floating IP) newly FAILED."""
-        items = dict(self.listeners.listeners)
-        if self.floating.configured:
-            items[self.floating.name] = self.floating
-        failed = {(n, item.reason) for n, item in items.items() if item.state == FAILED}
-        for name, reason in sorted(failed - self._faults):
-            self.hooks.fire("on_fault", self.core.role, self.core.epoch, f"{name} FAILED: {reason}")
-        self._faults = failed
+    def _stopped_serving(self, left) -> None:
+        if left is not None:
+            self._feed(ev.StoppedServing(left))
 
     def _save_epoch(self, epoch: int) -> None:
         try:
@@ -754,7 +669,7 @@ class FailoverNode(MultiService):
             address_settled = self.floating.configure(client.virtual_ip, client.interface)
         # Listeners follow once the new address is in place: one may bind it.
         specs = config.listeners_for(self.name)
-        address_settled.addBoth(lambda _: self.listeners.configure(specs)).addCallback(lambda _: self.check_faults())
+        address_settled.addBoth(lambda _: self.listeners.configure(specs)).addCallback(lambda _: self.serving.check_faults())
         address_settled.addErrback(lambda f: self.log.failure("applying the listeners of the new configuration failed", f))
         self.log.info(
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"

@@ -593,7 +593,7 @@ class NodeHookTests(RecordingNodeTestCase):
         self.step(2.1)
         [env] = self.hooks("fault")
         self.assertIn("broken FAILED: OSError: port 8443 is in use", env["IWAY_CAUSE"])
-        node.check_faults()
+        node.serving.check_faults()
         self.assertEqual(len(self.hooks("fault")), 1)
 
     def test_on_fault_when_the_epoch_cannot_be_kept(self):
