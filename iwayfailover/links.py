@@ -334,4 +334,85 @@ class HeartbeatSender:
                     "heartbeat link to backup location {location} lost: {why}",
                     location=self._node.settings.backup_location, why=reason.getErrorMessage(),
                 )
-            self._node.out_link_lost(reason)
+            self._node.out_link_lost(link_end(reason))
+
+
+@implementer(IFrameHandler)
+class InboundSessions:
+    """
+    The connections peers open to this node's heartbeat port: one session
+    per peer (a newer connection replaces the old one), what each has shown
+    (from a live node, stood down), and how each ended, told to the node.
+
+    @ivar received: heartbeats heard.
+    @ivar max_gap: the largest gap between two live heartbeats heard as a backup.
+    """
+
+    log = Logger()
+
+    def __init__(self, node):
+        self._node = node
+        self.factory = None  # the heartbeat port's factory, set by the node
+        self._sessions = {}  # protocol -> Session, for every connection
+        self._current = {}  # peer name -> its newest Session
+        self.received = 0
+        self.max_gap = 0.0
+        self._last_live: Optional[float] = None
+
+    def connection_made(self, protocol):
+        self._sessions[protocol] = Session(protocol)
+
+    def frame_received(self, protocol, frame):
+        node = self._node
+        if not node.known_peer(protocol, frame):
+            return
+        session = self._sessions.setdefault(protocol, Session(protocol))
+        if frame.kind == wire.Kind.HEARTBEAT:
+            self.received += 1
+            old = self._current.get(frame.name)
+            if old is not None and old is not session:
+                old.replaced = True
+                old.protocol.transport.abortConnection()
+                self.log.info("a newer heartbeat connection from {peer} replaces the old one", peer=frame.name)
+            self._current[frame.name] = session
+            node.peer.connections.add(protocol)
+            session.peer = frame.name
+            session.from_live = frame.role == wire.Role.LIVE
+            if session.from_live and node.core.role == ev.BACKUP:
+                self._note_gap(node.now())
+        elif frame.kind == wire.Kind.STANDING_DOWN:
+            session.stood_down = True
+        elif frame.kind != wire.Kind.QUERY:
+            protocol.refuse(f"unexpected {frame.kind.name.lower()} frame on the heartbeat port")
+            return
+        node.heard(protocol, frame, ev.IN)
+
+    def connection_lost(self, protocol, reason):
+        session = self._sessions.pop(protocol, None)
+        node = self._node
+        node.peer.connections.discard(protocol)
+        if session is None or session.peer is None:
+            return
+        if self._current.get(session.peer) is session:
+            del self._current[session.peer]
+        how = ev.LOCAL if session.replaced else link_end(reason)
+        if session.from_live and not session.stood_down and how != ev.LOCAL:
+            node.peer.lost = True
+        node.in_link_lost(how, session.from_live, session.stood_down)
+
+    def _note_gap(self, now: float) -> None:
+        if self._last_live is not None:
+            self.max_gap = max(self.max_gap, now - self._last_live)
+        self._last_live = now
+
+    def gaps_from_now(self) -> None:
+        """The node became a backup: measure gaps between live heartbeats from the next one on."""
+        self._last_live = None
+
+    def end_all(self) -> None:
+        """Close every connection to the heartbeat port, proven or not, as no sign of death."""
+        for protocol in list(self.factory.open if self.factory is not None else ()):
+            session = self._sessions.get(protocol)
+            if session is not None:
+                session.replaced = True  # not a sign of death: no crash probe
+            protocol.transport.abortConnection()

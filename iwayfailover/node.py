@@ -29,12 +29,13 @@ from iwayfailover.core import events as ev
 from iwayfailover.core.events import BACKUP, LIVE, STARTING, STOPPED
 from iwayfailover.core.pair import PairCore, settings_for
 from iwayfailover.floating import FloatingAddress
-from iwayfailover.heartbeat import Gate, HeartbeatFactory, IFrameHandler, RefusalLog
+from iwayfailover.heartbeat import Gate, HeartbeatFactory, RefusalLog
 from iwayfailover.hooks import Hooks
-from iwayfailover.links import HeartbeatSender, Session, link_end
+from iwayfailover.links import HeartbeatSender, InboundSessions
 from iwayfailover.channel import FAILED
 from iwayfailover.listeners import ListenerSet, plugin_service
 from iwayfailover.serving import Serving
+from iwayfailover.stall import StallWatch
 from iwayfailover.state import EpochStore
 from iwayfailover.status import (  # noqa: F401 (SwitchoverRefused, ListenerRestartRefused: still importable from here)
     TAKEOVER_KINDS, AuthStatus, ChannelStatus, ConfigStatus, HeartbeatStatus, INodeControl, ListenerRestartRefused,
@@ -119,53 +120,13 @@ class RoleRecord:
         self.transitions.append(Transition(self.since, t.previous, t.role, t.epoch, t.cause))
 
 
-class StallWatch:
-    """
-    Notices that this process itself did not run: a timer every C{tick}
-    seconds that measures how late it comes. The decision core hears of
-    every stall (L{ev.Stalled}) and knows which ones matter.
-    """
-
-    log = Logger()
-
-    def __init__(self, reactor, now, tick: float, on_stall):
-        self._reactor = reactor
-        self._now = now
-        self.tick = tick
-        self._on_stall = on_stall
-        self._call = None
-        self._due = None
-        self.largest = 0.0
-
-    def start(self) -> None:
-        self.stop()
-        self._due = self._now() + self.tick
-        self._call = self._reactor.callLater(self.tick, self._check)
-
-    def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _check(self) -> None:
-        try:
-            late = self._now() - self._due
-            self._due = self._now() + self.tick
-            self._call = self._reactor.callLater(self.tick, self._check)
-            self.largest = max(self.largest, late)
-            if late > self.tick:
-                self._on_stall(late)
-        except Exception:
-            self.log.failure("stall check failed; it keeps running")
-
-
 PROBE_OUTCOMES = {probe.REFUSED: ev.REFUSED, probe.CLOSED: ev.GONE}
 """How a probe's reply reads to the core; anything else proves nothing (no answer)."""
 
 LOG_LEVELS = {"info": "info", "warn": "warn", "critical": "critical"}
 
 
-@implementer(IFrameHandler, INodeControl)
+@implementer(INodeControl)
 class FailoverNode(MultiService):
     """
     One node: the decision core (L{PairCore}) wired to its heartbeat links,
@@ -227,16 +188,13 @@ class FailoverNode(MultiService):
         self.refusals = RefusalLog(reactor)
         self.gate = Gate(reactor, peers=self._peer_addresses)
         self.own_nonces = set()  # of every heartbeat connection, both ways: see the reflection check
+        self.sessions = InboundSessions(self)
         self.heartbeat_factory = HeartbeatFactory(
-            self, self.refusals, lambda: self.keys, reactor, initiating=False, gate=self.gate, hello_timeout=None,
-            own_nonces=self.own_nonces,
+            self.sessions, self.refusals, lambda: self.keys, reactor, initiating=False, gate=self.gate,
+            hello_timeout=None, own_nonces=self.own_nonces,
         )
-        self._sessions = {}  # protocol -> Session, for every connection to the heartbeat port
-        self._current = {}  # peer name -> its newest Session
+        self.sessions.factory = self.heartbeat_factory
         self.sender = HeartbeatSender(self)
-        self.received = 0
-        self.max_gap = 0.0
-        self._last_live_heartbeat: Optional[float] = None
         self.takeovers = collections.Counter()
         self._timers = {}
         self._switchover: Optional[defer.Deferred] = None
@@ -373,7 +331,7 @@ class FailoverNode(MultiService):
                               peer=self.peer.name, cause=t.cause, epoch=t.epoch)
         elif t.role == BACKUP:
             self.serving.on_backup(t.epoch, t.cause)
-            self._last_live_heartbeat = None
+            self.sessions.gaps_from_now()
         elif t.role == STOPPED and self._stopped is not None:
             stopped = self._stopped
             self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
@@ -492,65 +450,15 @@ class FailoverNode(MultiService):
     def out_link_up(self) -> None:
         self._feed(ev.LinkUp(ev.OUT))
 
-    def out_link_lost(self, reason) -> None:
-        self._feed(ev.LinkDown(ev.OUT, link_end(reason)))
+    def out_link_lost(self, how: str) -> None:
+        self._feed(ev.LinkDown(ev.OUT, how))
 
-    # IFrameHandler, for the heartbeat port
-
-    def connection_made(self, protocol):
-        self._sessions[protocol] = Session(protocol)
-
-    def frame_received(self, protocol, frame):
-        if not self.known_peer(protocol, frame):
-            return
-        session = self._sessions.setdefault(protocol, Session(protocol))
-        if frame.kind == wire.Kind.HEARTBEAT:
-            self.received += 1
-            old = self._current.get(frame.name)
-            if old is not None and old is not session:
-                # One session per peer: a newer connection from it replaces the old one.
-                old.replaced = True
-                old.protocol.transport.abortConnection()
-                self.log.info("a newer heartbeat connection from {peer} replaces the old one", peer=frame.name)
-            self._current[frame.name] = session
-            self.peer.connections.add(protocol)
-            session.peer = frame.name
-            session.from_live = frame.role == wire.Role.LIVE
-            if session.from_live and self.core.role == BACKUP:
-                self._note_gap()
-        elif frame.kind == wire.Kind.STANDING_DOWN:
-            session.stood_down = True
-        elif frame.kind != wire.Kind.QUERY:
-            protocol.refuse(f"unexpected {frame.kind.name.lower()} frame on the heartbeat port")
-            return
-        self.heard(protocol, frame, ev.IN)
-
-    def connection_lost(self, protocol, reason):
-        session = self._sessions.pop(protocol, None)
-        self.peer.connections.discard(protocol)
-        if session is None or session.peer is None:
-            return
-        if self._current.get(session.peer) is session:
-            del self._current[session.peer]
-        how = ev.LOCAL if session.replaced else link_end(reason)
-        if session.from_live and not session.stood_down and how != ev.LOCAL:
-            self.peer.lost = True
-        self._feed(ev.LinkDown(ev.IN, how, from_live=session.from_live, stood_down=session.stood_down))
-
-    def _note_gap(self):
-        """Keep the largest gap between two live heartbeats heard as a backup."""
-        now = self.now()
-        if self._last_live_heartbeat is not None:
-            self.max_gap = max(self.max_gap, now - self._last_live_heartbeat)
-        self._last_live_heartbeat = now
+    def in_link_lost(self, how: str, from_live: bool, stood_down: bool) -> None:
+        self._feed(ev.LinkDown(ev.IN, how, from_live=from_live, stood_down=stood_down))
 
     def _end_sessions(self, why: str) -> None:
         """Close every heartbeat connection, both ways, proven or not; the sender redials."""
-        for protocol in list(self.heartbeat_factory.open):
-            session = self._sessions.get(protocol)
-            if session is not None:
-                session.replaced = True  # not a sign of death: no crash probe
-            protocol.transport.abortConnection()
+        self.sessions.end_all()
         self.log.info("closing every heartbeat connection: {why}", why=why)
         if self.sender.running:
             self.sender.start()
@@ -727,10 +635,10 @@ class FailoverNode(MultiService):
             channels=tuple(channels),
             address=address,
             heartbeats=HeartbeatStatus(
-                sent=self.sender.sent, received=self.received,
+                sent=self.sender.sent, received=self.sessions.received,
                 # refused on the heartbeat port, and by this node as a sender
                 rejected=self.heartbeat_factory.rejected + self.sender.rejected,
-                max_gap=self.max_gap, largest_stall=self.stalls.largest,
+                max_gap=self.sessions.max_gap, largest_stall=self.stalls.largest,
             ),
             settings=SettingsStatus(
                 backup_location=self.settings.backup_location,

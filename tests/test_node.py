@@ -182,7 +182,7 @@ class BackupNodeTests(NodeTestCase):
         protocol, transport = self.inbound(node)
         self.every_half_second(protocol, 20, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE)
         self.assertEqual(node.machine.role, BACKUP)
-        self.assertEqual(node.received, 20)
+        self.assertEqual(node.sessions.received, 20)
 
     def test_backup_reports_the_largest_gap_between_live_heartbeats(self):
         """Status shows the longest pause between two heartbeats a backup heard (how close it came to a takeover)."""
@@ -248,7 +248,7 @@ class BackupNodeTests(NodeTestCase):
         protocol, transport = self.inbound(node)
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_b", wire.Role.LIVE))
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(node.received, 0)
+        self.assertEqual(node.sessions.received, 0)
 
     def test_garbage_on_the_heartbeat_port_drops_the_connection_and_feeds_nothing(self):
         """Bytes that are not a frame drop the connection; the watchdog keeps counting."""

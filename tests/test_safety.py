@@ -711,7 +711,7 @@ class StarvationTests(NodeTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(sum(t.disconnecting for t in flood), node.gate.cap + 1)
         protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
-        self.assertEqual(node.received, 1)
+        self.assertEqual(node.sessions.received, 1)
 
     def test_a_newer_connection_from_the_live_peer_replaces_the_old_one_quietly(self):
         """One session per peer: the old connection is dropped and its loss is not taken for a crash."""
@@ -752,7 +752,7 @@ class TrustTests(NodeTestCase):
         self.assertEqual(role_before_threshold, BACKUP)
         self.assertEqual(node.machine.role, LIVE)
         self.assertTrue(all(t.disconnected for t in forged))
-        self.assertEqual(node.received, 1)
+        self.assertEqual(node.sessions.received, 1)
         self.assertEqual(node.heartbeat_factory.rejected, 9)
 
     def test_a_forged_higher_epoch_changes_nothing(self):
@@ -783,7 +783,7 @@ class TrustTests(NodeTestCase):
         node = self.make_node()
         transport = self.forge(node, ring=RING, name="serv_x")
         self.assertTrue(transport.disconnected)
-        self.assertEqual(node.received, 0)
+        self.assertEqual(node.sessions.received, 0)
         self.assertIsNone(node.peer.last_heard)
 
     def test_a_new_key_file_applies_to_new_connections(self):
@@ -796,7 +796,7 @@ class TrustTests(NodeTestCase):
         new_key = self.forge(node, ring=new)
         self.assertTrue(old_key.disconnected)
         self.assertFalse(new_key.disconnected)
-        self.assertEqual(node.received, 1)
+        self.assertEqual(node.sessions.received, 1)
 
     def test_a_withdrawn_key_opens_nothing_on_a_connection_that_sent_no_heartbeat(self):
         """A connection made with a key later withdrawn, whatever it sent before (a query, nothing), is closed and feeds nothing."""
@@ -811,7 +811,7 @@ class TrustTests(NodeTestCase):
         self.assertTrue(queried_transport.disconnected and silent_transport.disconnected)
         for protocol in (queried, silent):
             protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=1, seq=2))
-        self.assertEqual(node.received, 0)
+        self.assertEqual(node.sessions.received, 0)
         self.assertEqual(node.machine.role, BACKUP)
 
     def test_a_reflected_hello_is_refused(self):
