@@ -192,12 +192,10 @@ def ask(port: int, key_path: str, epoch: int, name="serv_b") -> wire.Frame:
 
 class RegressionTestCase(unittest.TestCase):
     own_listeners = True
-    failover_extra = ""
 
     def setUp(self):
         self.workdir = temporary_directory(self)
-        self.pair = Pair(self.workdir, interval=INTERVAL, threshold=THRESHOLD, own_listeners=self.own_listeners,
-                         failover_extra=self.failover_extra)
+        self.pair = Pair(self.workdir, interval=INTERVAL, threshold=THRESHOLD, own_listeners=self.own_listeners)
         self.addCleanup(self.pair.stop)
 
     def logs(self):
@@ -222,7 +220,40 @@ class RegressionTestCase(unittest.TestCase):
                 and all(e["state"] == "WAITING" for e in down["listeners"].values())
             )
 
-        wait_for(check, 5, f"{live.name} live and {backup.name} backup\n" + self.logs())
+        self.wait(check, 5, f"{live.name} live and {backup.name} backup")
+
+    def hold_roles(self, live: Optional[Sampler], backup: Sampler, epoch: Optional[int]):
+        """
+        From now on L{wait} fails at once on a sample of C{live} (if any)
+        other than live with C{epoch}, or on a sample of C{backup} live.
+        """
+        self._held = (live, backup, epoch)
+
+    def roles_held(self) -> bool:
+        """Fail if a sample broke the roles held (see L{hold_roles}); False otherwise."""
+        if getattr(self, "_held", None) is None:
+            return False
+        live, backup, epoch = self._held
+        for s in list(live.samples) if live is not None else ():
+            if s.answered and (s.role, s.epoch) != ("live", epoch):
+                self.fail(f"the live node {live.node.name} became {s.role} with epoch {s.epoch} (was live with"
+                          f" epoch {epoch})\n" + self.logs())
+        for s in list(backup.samples):
+            if s.role == "live":
+                self.fail(f"the backup {backup.node.name} went live with epoch {s.epoch}\n" + self.logs())
+        return False
+
+    def wait(self, condition, timeout, what):
+        """
+        L{wait_for} C{condition}, failing at once if the roles held change
+        meanwhile; a time-out shows both nodes' logs as they are then.
+        """
+        try:
+            return wait_for(lambda: self.roles_held() or condition(), timeout, what)
+        except AssertionError as e:
+            if str(e).startswith("timed out"):
+                raise AssertionError(f"{e}\n{self.logs()}") from None
+            raise
 
 
 class PausedBackupTests(RegressionTestCase):
@@ -239,13 +270,14 @@ class PausedBackupTests(RegressionTestCase):
         a, b = self.pair.a.status(), self.pair.b.status()
         epoch, transitions = a["epoch"], (len(a["transitions"]), len(b["transitions"]))
         sample_a, sample_b = self.sample()
+        self.hold_roles(sample_a, sample_b, epoch)
         for run in range(3):
             sample_b.sigstop()
             sample_b.hold_stopped(1.5 * THRESHOLD, self.pair.a)
             sample_b.sigcont()
             woken = sample_b.pauses[-1][1]
-            sample_a.wait_past(woken + 2.0, "2 s of serv_a's samples after SIGCONT")
-            sample_b.wait_past(woken + 2.0, "2 s of serv_b's samples after SIGCONT")
+            self.wait(lambda: sample_a.after(woken + 2.0) and sample_b.after(woken + 2.0), 12,
+                      f"both nodes sampled for 2 s after SIGCONT (run {run + 1})")
             self.settled(self.pair.a, self.pair.b)
         sample_a.stop()
         sample_b.stop()
@@ -316,13 +348,16 @@ class PortMoveTests(RegressionTestCase):
         keeps its role and epoch, the backup never goes live, and each time
         the live node's link comes up on the backup's new port, the backup
         hears it there, and the live node answers on its own new port. The
-        old backup sometimes (4 of 20) probed the old port the live node had
-        just released and took over as from a crash.
+        old backup, when the live node read the edit first, probed the old
+        port the live node had just released and took over as from a crash:
+        4 of 20 moves in the issue, so five moves catch it most of the time,
+        not every time.
         """
         self.pair.start_both()
         a, b = self.pair.a.status(), self.pair.b.status()
         epoch, transitions = a["epoch"], (len(a["transitions"]), len(b["transitions"]))
         sample_a, sample_b = self.sample()
+        self.hold_roles(sample_a, sample_b, epoch)
         old_ports = []
         for move in range(self.MOVES):
             port_a, port_b = allocate_port(), allocate_port()
@@ -334,25 +369,25 @@ class PortMoveTests(RegressionTestCase):
                 heartbeat_a=heartbeat_a, heartbeat_b=heartbeat_b,
                 location_a=f"127.0.0.1:{port_b}", location_b=f"127.0.0.1:{port_a}",
             )
-            wait_for(
+            self.wait(
                 lambda: [(self.pair.a.status() or {}).get("settings", {}).get("heartbeat_port"),
                          (self.pair.b.status() or {}).get("settings", {}).get("heartbeat_port")] == [heartbeat_a, heartbeat_b],
-                5, f"both nodes to read move {move + 1}\n" + self.logs(),
+                5, f"both nodes to read move {move + 1}",
             )
-            wait_for(
+            self.wait(
                 lambda: self.pair.a.log_text().count(f"heartbeat link to backup location 127.0.0.1:{port_b} is up") > links_before,
-                5, f"serv_a's link to serv_b's new port {port_b}\n" + self.logs(),
+                5, f"serv_a's link to serv_b's new port {port_b}",
             )
             received = self.pair.b.status()["heartbeats"]["received"]
-            wait_for(lambda: self.pair.b.status()["heartbeats"]["received"] >= received + 2, 5,
-                     f"serv_b to hear serv_a on its new port {port_b}\n" + self.logs())
+            self.wait(lambda: self.pair.b.status()["heartbeats"]["received"] >= received + 2, 5,
+                      f"serv_b to hear serv_a on its new port {port_b}")
             answer = ask(port_a, self.pair.key_path, epoch=self.pair.b.status()["epoch"])
             self.assertEqual((answer.kind, answer.name, answer.role, answer.epoch),
                              (wire.Kind.ANSWER, "serv_a", wire.Role.LIVE, epoch), f"serv_a's answer on its new port {port_a}")
         # The old ports are kept open for a while (make before break), then let go of.
         keep = 2 * THRESHOLD + INTERVAL
-        wait_for(lambda: not any(accepts(port) for port in old_ports), keep + 5, "the old heartbeat ports to close\n" + self.logs())
-        wait_for(
+        self.wait(lambda: not any(accepts(port) for port in old_ports), keep + 5, "the old heartbeat ports to close")
+        self.wait(
             lambda: (s := self.pair.b.status()) and s["peer"]["connected"] and s["peer"]["last_heartbeat_age"] < 2 * INTERVAL,
             5, "serv_b to hear serv_a once the old ports are closed",
         )
@@ -368,7 +403,7 @@ class PortMoveTests(RegressionTestCase):
         self.assertNotIn("took over", self.pair.b.log_text())
 
 
-class FullStateDirTestCase(RegressionTestCase):
+class FullStateDirTests(RegressionTestCase):
     """A pair whose backup, serv_b, keeps its state on a small tmpfs."""
 
     own_listeners = False
@@ -377,10 +412,13 @@ class FullStateDirTestCase(RegressionTestCase):
         """A 64 KiB tmpfs for the backup's state dir, unmounted and removed (after the nodes stop) when the test ends."""
         path = os.path.join(self.workdir, "small-state")
         os.mkdir(path)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", path],
-                                 capture_output=True, text=True, timeout=30)
+        try:
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", path],
+                                     capture_output=True, text=True, timeout=30)
+        except OSError as e:
+            raise unittest.SkipTest(f"cannot run mount for a 64 KiB tmpfs (a full state dir): {e}")
         if mounted.returncode != 0:
-            raise unittest.SkipTest(f"cannot mount a 64 KiB tmpfs for a full state dir: {mounted.stderr.strip()}")
+            raise unittest.SkipTest(f"cannot mount a 64 KiB tmpfs for a full state dir (needs root): {mounted.stderr.strip()}")
 
         def unmount():
             self.pair.stop()
@@ -423,8 +461,6 @@ class FullStateDirTestCase(RegressionTestCase):
         self.pair.start_both()
         return self.fill(self.pair.b.state_dir)
 
-
-class FullStateDirTests(FullStateDirTestCase):
     def test_a_backup_that_cannot_save_its_new_epoch_does_not_take_over(self):
         """
         Failure 6: the live node killed while its backup's state dir is
@@ -438,43 +474,24 @@ class FullStateDirTests(FullStateDirTestCase):
         (sample_b,) = self.sample()[1:]
         killed = time.monotonic()
         self.pair.a.kill()
-        critical = wait_for(
+        self.hold_roles(None, sample_b, None)
+        critical = self.wait(
             lambda: re.search(r"could not keep epoch (\d+): cannot write (\S+): No space left on device; not taking"
                               r" the role", self.pair.b.log_text()),
-            THRESHOLD + 2, "serv_b's critical line about the epoch it cannot save\n" + self.pair.b.log_tail(),
+            THRESHOLD + 2, "serv_b's critical line about the epoch it cannot save",
         )
         self.assertEqual(critical.group(2), epoch_file)
-        sample_b.wait_past(killed + 2 * THRESHOLD, "serv_b's samples up to 2 thresholds after the kill")
-        self.assertEqual({s.role for s in sample_b.samples if s.answered}, {"backup"}, "it went live\n" + self.pair.b.log_tail())
+        self.wait(lambda: sample_b.after(killed + 2 * THRESHOLD), 10, "serv_b's samples up to 2 thresholds after the kill")
+        self.assertEqual({s.role for s in sample_b.samples if s.answered}, {"backup"})
         self.assertFalse(accepts(self.pair.web_port), "something serves")
         self.assertFalse(os.path.exists(epoch_file))
 
+        self._held = None  # room again: now it may take over
         os.unlink(filler)
         status = self.pair.b.wait_role("live", timeout=THRESHOLD + 2)
         wait_for(lambda: accepts(self.pair.web_port), 5, "serv_b's listener")
         with open(epoch_file) as f:
             self.assertEqual(int(f.read()), status["epoch"], "it serves under the epoch on disk")
-
-
-class UnsavedEpochTests(FullStateDirTestCase):
-    failover_extra = "unsaved_epoch = true"
-
-    def test_with_unsaved_epoch_a_backup_that_cannot_save_its_epoch_takes_over_all_the_same(self):
-        """
-        Failure 6, the operator's opt-in: with unsaved_epoch = true, a backup
-        whose state dir is full takes over from a killed live node all the
-        same, and says in a critical line that its epoch is in memory only.
-        """
-        self.start_with_a_full_backup_state_dir()
-        self.pair.a.kill()
-        status = self.pair.b.wait_role("live", timeout=THRESHOLD + 2)
-        wait_for(lambda: accepts(self.pair.web_port), 5, "serv_b's listener")
-        self.assertRegex(
-            self.pair.b.log_text(),
-            rf"could not keep epoch {status['epoch']}: cannot write {re.escape(self.pair.b.state_dir)}/epoch: No space left"
-            r" on device; going on with it in memory only \(unsaved_epoch = true\)",
-        )
-        self.assertFalse(os.path.exists(os.path.join(self.pair.b.state_dir, "epoch")))
 
 
 class SwitchoverDeathTests(RegressionTestCase):
