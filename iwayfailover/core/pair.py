@@ -66,11 +66,11 @@ RETRY_FIRST = 0.1
 RETRY_CAP = 2.0
 """FAILED channels of a live node are tried again after 0.1 s, doubling up to 2 s."""
 
-SAVE_NOTE_EVERY = 60.0
-"""Seconds between two critical lines (and on_fault hooks) about an epoch that still cannot be saved."""
-
 SWITCHOVER_CONFIRM = 5.0
 """The least time a switchover waits for the backup's confirmation before asking it how it stands."""
+
+SAVE_NOTE_EVERY = 60.0
+"""Seconds between two critical lines (and on_fault hooks) about an epoch that still cannot be saved."""
 
 
 @dataclass(frozen=True)
