@@ -228,10 +228,10 @@ class Node:
         )
         return self
 
-    def status(self):
-        """The node's /api/status object, or None if it does not answer."""
+    def status(self, timeout=1.0):
+        """The node's /api/status object, or None if it does not answer within C{timeout} seconds."""
         try:
-            connection = _console_connection(self.console)
+            connection = _console_connection(self.console, timeout)
             connection.request("GET", "/api/status")
             response = connection.getresponse()
             body = response.read()

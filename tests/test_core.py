@@ -9,7 +9,7 @@ import unittest
 
 from iwayfailover.core import events as ev
 from iwayfailover.core.ballot import Rank, next_epoch, outranks, slot_of
-from iwayfailover.core.pair import RETRY_CAP, RETRY_FIRST, CoreSettings, PairCore
+from iwayfailover.core.pair import RETRY_CAP, RETRY_FIRST, SAVE_NOTE_EVERY, CoreSettings, PairCore
 
 SETTINGS = CoreSettings(name="serv_b", peer="serv_a", priority=0, threshold=1.0, interval=0.2,
                         peer_threshold=1.0, slot=1, modulus=2)
@@ -237,6 +237,27 @@ class EpochTests(unittest.TestCase):
         r.advance(1.0)  # it asks again by the threshold rule, with a new epoch: the failed one is never offered again
         r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
         self.assertEqual(r.last(ev.SaveEpoch), ev.SaveEpoch(5))
+
+    def test_a_save_that_keeps_failing_is_reported_once_then_about_once_a_minute(self):
+        """While the disk stays full the backup asks again at every window; the critical fault is said once a minute, with a count."""
+        r = backup()
+        r.feed(ev.LinkDown(ev.IN, ev.CLOSED, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        for _ in range(int(SAVE_NOTE_EVERY / 0.5) + 2):  # a little over a minute
+            r.save_epochs(error="cannot write /state/epoch: No space left on device")
+            r.advance(0.5)
+        saves = r.of(ev.SaveEpoch)
+        critical = [n for n in r.of(ev.Note) if n.level == "critical"]
+        self.assertGreater(len(saves), SAVE_NOTE_EVERY / 0.5, "it went on asking, with a new epoch each time")
+        self.assertEqual(len({s.epoch for s in saves}), len(saves))
+        self.assertEqual(len(critical), 2, [n.text for n in critical[:3]])
+        self.assertTrue(all(n.fault for n in critical))
+        self.assertNotIn("more failed saves", critical[0].text)
+        self.assertRegex(critical[1].text, r"No space left on device; .* \(\d+ more failed saves since the last report\)$")
+        self.assertEqual(r.of(ev.Serve), [])
+        r.save_epochs()  # room again
+        self.assertEqual(r.last(ev.Serve), ev.Serve(saves[-1].epoch))
+        self.assertEqual(r.core.role, ev.LIVE)
 
     def test_the_operator_may_allow_an_unsaved_epoch(self):
         """unsaved_epoch = true serves under an epoch kept in memory only, and says so."""

@@ -72,6 +72,9 @@ RETRY_NOTE_EVERY = 30
 SWITCHOVER_CONFIRM = 5.0
 """The least time a switchover waits for the backup's confirmation before asking it how it stands."""
 
+SAVE_NOTE_EVERY = 60.0
+"""Seconds between two critical lines (and on_fault hooks) about an epoch that still cannot be saved."""
+
 
 @dataclass(frozen=True)
 class CoreSettings:
@@ -185,6 +188,8 @@ class PairCore:
         self._two_lives_noted = None
         self._shutting_down = False
         self._pending_answer: Optional[Answer] = None
+        self._save_noted_at: Optional[float] = None
+        self._save_unnoted = 0
         self._out: List[object] = []
 
     # -- the one entry point --
@@ -423,11 +428,22 @@ class PairCore:
             return
         self._claim = None
         self.highest = max(self.highest, claim.epoch)  # never offered again, saved or not
-        if obs.error is not None:
+        if obs.error is None:
+            self._save_noted_at, self._save_unnoted = None, 0
+        else:
             unsaved_ok = self.settings.unsaved_epoch or "no-epoch-fencing" in self.plants
             if not unsaved_ok:
-                self._note("critical", f"could not keep epoch {claim.epoch}: {obs.error}; not taking the role under"
-                                       " an epoch that is not on disk (unsaved_epoch = true allows it)", fault=True)
+                # Asked again at every window while the disk stays full: said
+                # the first time, then about once a minute, so that the log
+                # and the on_fault hooks (run one after another) keep up.
+                now = self.now()
+                if self._save_noted_at is None or now - self._save_noted_at >= SAVE_NOTE_EVERY:
+                    more = f" ({self._save_unnoted} more failed saves since the last report)" if self._save_unnoted else ""
+                    self._note("critical", f"could not keep epoch {claim.epoch}: {obs.error}; not taking the role under"
+                                           f" an epoch that is not on disk (unsaved_epoch = true allows it){more}", fault=True)
+                    self._save_noted_at, self._save_unnoted = now, 0
+                else:
+                    self._save_unnoted += 1
                 if self.role == STARTING:
                     self._become_backup(f"{claim.cause}; but epoch {claim.epoch} could not be saved", final=True)
                 else:
