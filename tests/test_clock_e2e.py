@@ -75,7 +75,8 @@ class WallClockStepTests(unittest.TestCase):
 
     def received(self):
         """Heartbeats serv_b has heard so far; fails the test at once if either node has left its role."""
-        a, b = self.pair.a.status(), self.pair.b.status()
+        # A generous timeout: under libfaketime a loaded machine can hold an answer for a second or so.
+        a, b = self.pair.a.status(timeout=5), self.pair.b.status(timeout=5)
         self.assertIsNotNone(a, "serv_a stopped answering\n" + self.pair.a.log_tail())
         self.assertIsNotNone(b, "serv_b stopped answering\n" + self.pair.b.log_tail())
         self.assertEqual(b["role"], "backup", "serv_b took over\n" + self.pair.a.log_tail() + self.pair.b.log_tail())
