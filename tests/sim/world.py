@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from iwayfailover.core import events as ev
@@ -190,7 +190,7 @@ class World:
             start=r.choice(["a-live", "a-live", "both-live", "both-backup", "b-live"]),
         )
         kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
-                 "both-restart", "power"]
+                 "both-restart", "power", "edit"]
         if witness:
             kinds += ["witness-down", "witness-cut", "witness-cut"]
         for _ in range(count):
@@ -775,12 +775,33 @@ class World:
                 if flag:  # and the backup dies in the middle of it
                     self.at(pick * self.scenario.interval, self.crash, backup)
                     self.at(duration, self.start_node, backup, True)
+        elif kind == "edit":
+            # An edit of the shared file, read by each node at its own time
+            # (within a reload interval): priorities and failback change, and
+            # for a while the two copies differ.
+            r = self.rng
+            edited = {n: r.choice([0, 5, 10]) for n in NAMES}
+            failback = r.random() < 0.5
+            first, second = (A, B) if flag else (B, A)
+            self.at(pick * self.scenario.interval, self._apply_edit, first, edited, failback)
+            self.at(duration, self._apply_edit, second, edited, failback)
         elif kind == "both-restart":
             for n in NAMES:
                 self.crash(n)
             self.at(duration, self.start_nodes, {A: flag, B: not flag if pick < 0.5 else flag})
         else:
             raise AssertionError(kind)
+
+    def _apply_edit(self, name: str, priorities: Dict[str, int], failback: bool) -> None:
+        node = self.nodes[name]
+        peer = node.settings.peer
+        node.settings = replace(node.settings, priority=priorities[name], peer_priority=priorities[peer],
+                                failback=failback, preferred=A if failback else None)
+        self.log(f"{name}: reads the edited file (priorities {priorities}, failback {'on' if failback else 'off'})")
+        if node.running:
+            self.feed(node, ev.NewSettings(node.settings))
+        elif node.up:
+            node.inbox.append(("io", lambda: self.feed(node, ev.NewSettings(node.settings))))
 
     def _power_on(self, name: str, as_backup: bool) -> None:
         self.nodes[name].host_down = False
