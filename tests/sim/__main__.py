@@ -16,7 +16,7 @@ import time
 
 from iwayfailover.core.pair import PLANTS
 
-from sim.world import World
+from sim.world import WORLD_PLANTS, World
 
 TRACE_LINES = 60
 
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2000, help="how many seeds to run (default 2000)")
     parser.add_argument("--first", type=int, default=1, help="the first seed (default 1)")
     parser.add_argument("--seed", type=int, help="run this one seed and print its whole trace")
-    parser.add_argument("--plant", choices=sorted(PLANTS), help="switch one rule of the core off")
+    parser.add_argument("--plant", choices=sorted(PLANTS | WORLD_PLANTS), help="switch one rule of the core off")
     parser.add_argument("--faults", type=int, default=5, help="faults per schedule (default 5)")
     parser.add_argument("--all", action="store_true", help="go on after a violation and count them all")
     options = parser.parse_args(argv)

@@ -23,7 +23,10 @@ from typing import Dict, List, Optional
 
 from iwayfailover.core import events as ev
 from iwayfailover.core.ballot import slot_of
-from iwayfailover.core.pair import RETRY_CAP, STARTUP_CHECK_TIMEOUT, CoreSettings, PairCore
+from iwayfailover.core.pair import PLANTS, RETRY_CAP, STARTUP_CHECK_TIMEOUT, CoreSettings, PairCore
+
+WORLD_PLANTS = frozenset({"no-port-grace"})
+"""Rules of the node around the core that the world models, and can switch off: a moved port closed at once."""
 
 A, B = "serv_a", "serv_b"
 NAMES = (A, B)
@@ -105,6 +108,10 @@ class Node:
         self.current_conn: Optional[Conn] = None
         self.shutting_down = False
         self.host_down = False  # powered off: nothing answers, nothing is closed
+        self.ports = {A: 1200, B: 1200}
+        """This node's copy of where each server's heartbeat port is."""
+        self.listening = {1200}
+        """The heartbeat ports this node's process has open (an old one kept a while after a move)."""
 
     @property
     def up(self) -> bool:
@@ -190,7 +197,7 @@ class World:
             start=r.choice(["a-live", "a-live", "both-live", "both-backup", "b-live"]),
         )
         kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
-                 "both-restart", "power", "edit"]
+                 "both-restart", "power", "edit", "ports"]
         if witness:
             kinds += ["witness-down", "witness-cut", "witness-cut"]
         for _ in range(count):
@@ -274,7 +281,9 @@ class World:
             node.dialling = False
             node.unanswered = 0
             plants = frozenset([self.plant]) if self.plant else frozenset()
-            node.core = PairCore(node.settings, node.disk_epoch, now=lambda: self.t, plants=plants)
+            node.core = PairCore(node.settings, node.disk_epoch, now=lambda: self.t,
+                                 plants=plants & PLANTS)
+            node.listening = {node.ports[name]}
             self.unpaused_since[name] = self.t
             self.stable_since = self.t
             self.log(f"{name}: process starts{' as backup (-b)' if as_backup else ' (live unless its peer is)'},"
@@ -523,7 +532,7 @@ class World:
             # Connect attempts are bounded by the heartbeat interval, then dialled again.
             self.at(interval + self.rng.uniform(0, interval / 10), retry)
             return
-        if self.resets or not peer.up:
+        if self.resets or not peer.up or node.ports[peer.name] not in peer.listening:
             self.at(self.rng.uniform(interval / 10, interval), retry)
             return
         if peer.paused:
@@ -661,7 +670,7 @@ class World:
         if not self.reachable(node.name, peer.name) or peer.host_down:
             self.at(e.timeout, reply, ev.NO_ANSWER)
             return
-        if self.resets or not peer.up:
+        if self.resets or not peer.up or node.ports[peer.name] not in peer.listening:
             self.at(2 * self.delay(), reply, ev.REFUSED)
             return
         conn = Conn(next(self.counter), node.name, peer.name, "probe")
@@ -785,6 +794,13 @@ class World:
             first, second = (A, B) if flag else (B, A)
             self.at(pick * self.scenario.interval, self._apply_edit, first, edited, failback)
             self.at(duration, self._apply_edit, second, edited, failback)
+        elif kind == "ports":
+            # Both heartbeat ports moved in one edit; each node reads it at its own time.
+            moved = {A: self.nodes[A].ports[A] + 1, B: self.nodes[B].ports[B] + 1}
+            first, second = (A, B) if flag else (B, A)
+            reload = min(1.0, 2 * self.scenario.threshold)
+            self.at(pick * reload, self._move_ports, first, moved)
+            self.at(self.rng.uniform(0, reload), self._move_ports, second, moved)
         elif kind == "both-restart":
             for n in NAMES:
                 self.crash(n)
@@ -802,6 +818,25 @@ class World:
             self.feed(node, ev.NewSettings(node.settings))
         elif node.up:
             node.inbox.append(("io", lambda: self.feed(node, ev.NewSettings(node.settings))))
+
+    def _move_ports(self, name: str, ports: Dict[str, int]) -> None:
+        """A node applies the moved ports: listens on its new one (keeping the old one a while) and redials."""
+        node = self.nodes[name]
+        old_own, old_peer = node.ports[name], node.ports[node.settings.peer]
+        node.ports = dict(ports)
+        self.log(f"{name}: reads the edit moving both heartbeat ports to {ports}")
+        if not node.up:
+            return
+        node.listening.add(ports[name])
+        if "no-port-grace" in (self.plant or ""):
+            node.listening.discard(old_own)
+        else:
+            # Make before break, as ServerPort.rebind(keep_old=...): the old port stays a while.
+            keep = 2 * self.scenario.threshold + min(1.0, 2 * self.scenario.threshold)
+            incarnation = node.incarnation
+            self.at(keep, lambda: node.incarnation == incarnation and node.listening.discard(old_own))
+        if old_peer != ports[node.settings.peer] and node.dialling and node.out is not None:
+            self.close_conn(node.out, name, ev.CLOSED)  # the sender starts again, at the new location
 
     def _power_on(self, name: str, as_backup: bool) -> None:
         self.nodes[name].host_down = False
