@@ -211,9 +211,6 @@ class Redialler:
 
 
 @implementer(IFrameHandler)
-
-
-@implementer(IFrameHandler)
 class HeartbeatSender:
     """
     The live side: keeps a connection to the backup location (redialled with

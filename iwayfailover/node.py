@@ -200,7 +200,6 @@ class FailoverNode(MultiService):
         self._switchover: Optional[defer.Deferred] = None
         self._stopped: Optional[defer.Deferred] = None
         self._retry_due: Optional[float] = None
-        self._two_lives_logged = None
         self._differs_logged = None
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))
 

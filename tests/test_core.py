@@ -330,16 +330,21 @@ class LiveTests(unittest.TestCase):
         self.assertEqual(r.core.role, ev.BACKUP)
 
     def test_a_woken_live_node_whose_peer_stayed_backup_serves_again_under_a_new_epoch(self):
-        """The peer answers that it is backup: the woken node takes the role again, with a new ballot."""
+        """The peer answers that it is backup: the woken node lets a takeover under way finish, asks again, then serves."""
         r = live()
         epoch = r.core.epoch
         r.t += 1.2
         r.feed(ev.Stalled(1.2))
         probe = r.last(ev.Probe)
         r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=2, sender="serv_a"))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "the peer may be deciding to take over right now")
+        r.advance(0.3)
+        probe = r.last(ev.Probe)
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=2, sender="serv_a"))
         r.save_epochs()
         self.assertEqual(r.core.role, ev.LIVE)
         self.assertGreater(r.core.epoch, epoch)
+
 
     def test_failed_channels_are_retried_with_a_capped_backoff(self):
         """Served with FAILED channels: retried after 0.1 s, doubling to the cap, while live."""
@@ -356,6 +361,71 @@ class LiveTests(unittest.TestCase):
         r.feed(ev.Served(()))
         r.feed(ev.Served(("web",)))
         self.assertEqual(r.last(ev.StartTimer).delay, RETRY_FIRST, "the backoff starts again once they came up")
+
+
+class ReviewFindingsTests(unittest.TestCase):
+    """Holes a review found in the rules, each closed."""
+
+    def test_a_peer_that_outranks_but_never_takes_the_role_is_passed_over_the_second_time(self):
+        """A higher-ranked backup that stays backup (its disk is full) does not keep this node from serving for good."""
+        r = backup(epoch=1)
+        for asked in range(2):
+            r.advance(1.0)
+            probe = r.last(ev.Probe)
+            r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.ANSWERED, role=ev.BACKUP, epoch=4, sender="serv_a"))
+        self.assertEqual(len(r.of(ev.SaveEpoch)), 1, "stood aside once, then took the role")
+
+    def test_a_probe_that_timed_out_while_this_node_was_stalled_proves_nothing(self):
+        """NO_ANSWER arriving long after the probe's timeout: this node stalled; it asks again instead of taking over."""
+        r = backup()
+        r.advance(0.76)
+        probe = r.last(ev.Probe)
+        r.t += 0.9  # paused: the timeout fires on waking, before anything else
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.NO_ANSWER))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        self.assertEqual(len(r.of(ev.Probe)), 2, "asked again")
+
+    def test_a_slow_epoch_save_is_no_stall_of_the_new_live_node(self):
+        """The reactor blocked by the save before going live: the stall after it counts only from going live."""
+        r = live()
+        r.t += 0.05
+        r.feed(ev.Stalled(1.5))  # measured across the save, most of it before the node went live
+        self.assertEqual(r.core.role, ev.LIVE)
+
+    def test_a_node_shutting_down_never_takes_the_role_again(self):
+        """After Shutdown a stall or a peer's answer cannot make a stopping node claim: the stop always finishes."""
+        r = live()
+        r.feed(ev.Shutdown())
+        r.t += 2.0
+        r.feed(ev.Stalled(2.0))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        r.feed(ev.StoppedServing())
+        self.assertEqual(r.core.role, ev.STOPPED)
+
+    def test_a_short_stall_during_the_crash_path_does_not_bring_the_takeover_forward(self):
+        """A link reset, then a 0.13 s stall: no answer still waits for the threshold."""
+        r = backup()
+        r.feed(ev.LinkDown(ev.IN, ev.RESET, from_live=True))
+        r.t += 0.13
+        r.feed(ev.Stalled(0.13))
+        probe = r.last(ev.Probe)
+        r.t += 0.25
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.NO_ANSWER))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "0.38 s of silence is not the 1 s threshold")
+
+    def test_a_failed_save_after_a_failed_switchover_leaves_a_backup_not_a_node_stuck_handing_over(self):
+        """The check finds the backup still backup, the new epoch cannot be saved: the node is a backup, not stuck."""
+        r = live()
+        r.advance(0.2)
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=r.last(ev.SendHeartbeat).seq)
+        r.feed(ev.SwitchoverAsked())
+        r.feed(ev.StoppedServing())
+        r.advance(5.0)
+        r.feed(ev.ProbeResult(ev.HANDOVER, r.last(ev.Probe).token, ev.ANSWERED, role=ev.BACKUP, epoch=2, sender="serv_a"))
+        r.save_epochs(error="No space left on device")
+        self.assertEqual(r.core.role, ev.BACKUP)
+        r.heartbeat(epoch=9)  # the peer goes live later: met, no exception
+        self.assertEqual(r.core.role, ev.BACKUP)
 
 
 class SwitchoverTests(unittest.TestCase):

@@ -816,12 +816,14 @@ class StallTests(NodeTestCase):
         self.assertNotIn(wire.Kind.HEARTBEAT, [f.kind for f in frames_in(transport)], "no heartbeat as live after waking")
 
     def test_a_woken_live_node_whose_backup_stayed_backup_serves_again_with_a_new_epoch(self):
-        """The same freeze, but serv_b answers that it is still backup: serv_a serves again, under a new ballot."""
+        """The same freeze, but serv_b answers twice that it is still backup: serv_a serves again, under a new ballot."""
         node = self.make_node(name="serv_a", backup=False)
         self.outbound(node)
         epoch = node.machine.epoch
         self.crash_probe = probe.Reply(peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, epoch=1), probe.ANSWERED, "b")
         self.reactor.advance(2.5)
+        self.assertEqual(node.machine.role, BACKUP, "first it lets a takeover under way finish")
+        self.step(0.6)
         self.assertEqual(node.machine.role, LIVE)
         self.assertGreater(node.machine.epoch, epoch)
         self.assertEqual(node.listeners.listeners["web"].state, ACTIVE)

@@ -116,6 +116,8 @@ class _Prevote:
     probe: Optional[ProbeResult] = None
     witness: Optional[WitnessResult] = None
     witness_needed: bool = False
+    rejoin: bool = False
+    """Asked by a live node woken from a stall: its peer may be deciding to take over right now."""
 
 
 @dataclass
@@ -188,6 +190,8 @@ class PairCore:
         self._two_lives_noted = None
         self._shutting_down = False
         self._pending_answer: Optional[Answer] = None
+        self._asked = {}  # token -> (when asked, timeout), for every question out
+        self._stood_aside_for = None  # (peer, epoch) this backup last let take the role
         self._save_noted_at: Optional[float] = None
         self._save_unnoted = 0
         self._out: List[object] = []
@@ -205,7 +209,13 @@ class PairCore:
 
     @property
     def wire_role(self) -> str:
-        """The role announced in frames: a node handing over or stopped is no longer live."""
+        """
+        The role announced in frames. A node handing over is live while its
+        channels are still stopping (the backup must not take over yet), and
+        no longer live once they have stopped; a stopped node is no longer live.
+        """
+        if self.role == HANDING_OVER and self._handover is not None and self._handover.stage == "stopping":
+            return LIVE
         return self.role if self.role in (LIVE, STARTING) else BACKUP
 
     @property
@@ -245,7 +255,24 @@ class PairCore:
     def _probe(self, purpose: str, timeout: float) -> None:
         token = next(self._tokens)
         self._probes[purpose] = token
+        self._asked["probe", token] = (self.now(), timeout)
         self._emit(Probe(purpose, token, timeout))
+
+    def _ask_witnesses(self, token: int) -> None:
+        self._asked["witness", token] = (self.now(), self.settings.window)
+        self._emit(AskWitnesses(token, self.settings.window))
+
+    def _late(self, key: tuple) -> Optional[float]:
+        """
+        How much later than its timeout an unanswered question's result
+        came (None: in time). Far too late means this process stalled
+        meanwhile: the silence it reports proves nothing.
+        """
+        asked = self._asked.pop(key, None)
+        if asked is None:
+            return None
+        late = self.now() - (asked[0] + asked[1])
+        return late if late > self._stall_bound() else None
 
     def _set_role(self, role: str, cause: str, kind: str = "") -> None:
         previous = self.role
@@ -311,6 +338,7 @@ class PairCore:
         self._arm("suspect", self.last_live + s.threshold - s.window - self.now())
 
     def _heard_live_signal(self) -> None:
+        self._stood_aside_for = None
         self.last_live = self.now()
         self._isolated_noted = False
         self._prevote = None
@@ -339,9 +367,10 @@ class PairCore:
         pv = self._prevote = _Prevote(next(self._tokens), not_before, kind, cause, witness_needed=s.witnesses)
         self._disarm("suspect")
         self._probes[PREVOTE] = pv.token
+        self._asked["probe", pv.token] = (self.now(), s.window)
         self._emit(Probe(PREVOTE, pv.token, s.window))
         if s.witnesses:
-            self._emit(AskWitnesses(pv.token, s.window))
+            self._ask_witnesses(pv.token)
         self._arm("deadline", max(not_before - self.now(), s.window))
 
     def _prevote_decide(self, forced: bool = False) -> None:
@@ -355,8 +384,20 @@ class PairCore:
         outcome = r.outcome if r is not None else NO_ANSWER
         if outcome == ANSWERED:
             # The peer answered and is not live (a live answer ended the question already).
-            if self._outranked_by(r.epoch, r.priority, r.sender or self.peer_name or "?"):
-                self._stand_aside(f"{r.sender} is {r.role} too and outranks this node: it takes the role")
+            peer = (r.sender, r.epoch)
+            outranked = self._outranked_by(r.epoch, r.priority, r.sender or self.peer_name or "?")
+            if (outranked or pv.rejoin) and self._stood_aside_for != peer:
+                # Once: a peer that outranks this node but is still not live when
+                # asked again (it cannot take the role: its disk is full, say)
+                # does not keep this node from taking it. A node woken from a
+                # stall lets a peer that may be taking over right now finish
+                # first, and asks again a window later.
+                self._stood_aside_for = peer
+                if pv.rejoin and not outranked:
+                    self._stand_aside(f"{r.sender} may be taking over after this node's stall; asking again shortly",
+                                      soon=True)
+                else:
+                    self._stand_aside(f"{r.sender} is {r.role} too and outranks this node: it takes the role")
                 return
             self._finish_prevote()
             self._claim_role(pv.kind, f"{pv.cause}; {r.sender} answered that it is {r.role}")
@@ -385,10 +426,12 @@ class PairCore:
         self._prevote = None
         self._disarm("deadline")
 
-    def _stand_aside(self, why: str) -> None:
+    def _stand_aside(self, why: str, soon: bool = False) -> None:
         self._finish_prevote()
         self._note("info", f"not taking over: {why}")
-        self.last_live = self.now()
+        s = self.settings
+        # soon: the next question in one window, else a whole threshold of silence from now.
+        self.last_live = self.now() - (s.threshold - 2 * s.window if soon else 0.0)
         self._arm_suspect()
 
     def _isolated(self, cause: str) -> None:
@@ -408,9 +451,11 @@ class PairCore:
             return
         token = next(self._tokens)
         self._gate = (token, kind, cause)
-        self._emit(AskWitnesses(token, self.settings.window))
+        self._ask_witnesses(token)
 
     def _claim_role(self, kind: str, cause: str, answer: Optional[Answer] = None) -> None:
+        if self._shutting_down:
+            return
         s = self.settings
         highest = max(self.epoch, self.highest)
         if "no-epoch-fencing" in self.plants:
@@ -444,10 +489,11 @@ class PairCore:
                     self._save_noted_at, self._save_unnoted = now, 0
                 else:
                     self._save_unnoted += 1
-                if self.role == STARTING:
-                    self._become_backup(f"{claim.cause}; but epoch {claim.epoch} could not be saved", final=True)
-                else:
+                if self.role == BACKUP:
                     self._arm("suspect", self.settings.window)
+                else:
+                    self._become_backup(f"{claim.cause}; but epoch {claim.epoch} could not be saved",
+                                        final=self.role == STARTING)
                 return
             self._note("critical", f"could not keep epoch {claim.epoch}: {obs.error}; going on with it in memory"
                                    " only (unsaved_epoch = true)", fault=True)
@@ -494,7 +540,7 @@ class PairCore:
             self._fence_warned = False
             return
         self._fence_token = next(self._tokens)
-        self._emit(AskWitnesses(self._fence_token, s.window))
+        self._ask_witnesses(self._fence_token)
 
     def _fence_checked(self, obs: WitnessResult) -> None:
         self._fence_token = None
@@ -530,6 +576,8 @@ class PairCore:
             self._begin_switchover(f"failback to the preferred server {s.preferred}")
 
     def _meet_live(self, h: Heard) -> None:
+        if self._shutting_down:
+            return
         if self._outranked_by(h.epoch, h.priority, h.sender):
             self._become_backup(
                 f"{h.sender} is live too with epoch {h.epoch}, which outranks this node (epoch {self.epoch}):"
@@ -625,6 +673,10 @@ class PairCore:
 
     def _handed_over(self, peer: str, epoch: int) -> None:
         ho = self._handover
+        if ho is None:
+            # Ended already (a shutdown, a failed check): a live peer is simply met.
+            self._become_backup(f"{peer} is live (epoch {epoch})")
+            return
         stopped_at = ho.stopped_at if ho.stopped_at is not None else ho.started
         gap = self.now() - stopped_at
         self._handover = None
@@ -704,6 +756,13 @@ class PairCore:
         if self._probes.get(r.purpose) != r.token:
             return
         del self._probes[r.purpose]
+        late = self._late(("probe", r.token))
+        if r.outcome == NO_ANSWER and late is not None and "no-stall-check" not in self.plants:
+            # Timed out while this process itself did not run: ask again.
+            self._stalled(late)
+            if self._probes.get(r.purpose) is None and r.purpose != PREVOTE:
+                self._probe(r.purpose, self.settings.window if r.purpose != STARTUP else STARTUP_CHECK_TIMEOUT)
+            return
         if r.outcome == ANSWERED and r.sender is not None:
             self.peer_name, self.peer_role, self.peer_epoch = r.sender, r.role, r.epoch
             self.peer_priority, self.last_heard = r.priority, self.now()
@@ -730,6 +789,20 @@ class PairCore:
             self._handover_checked(r)
 
     def _on_WitnessResult(self, obs: WitnessResult) -> None:
+        late = self._late(("witness", obs.token))
+        if obs.reachable is None and late is not None and "no-stall-check" not in self.plants:
+            # No witness answered, but this process itself did not run meanwhile: ask again.
+            if self._prevote is not None and self._prevote.token == obs.token:
+                self._stalled(late)
+                return
+            if self._gate is not None and self._gate[0] == obs.token:
+                _, kind, cause = self._gate
+                self._gate = None
+                self._through_gate(kind, cause)
+                return
+            if self._fence_token == obs.token:
+                self._fence_token = None  # the next lease tick asks again
+                return
         pv = self._prevote
         if pv is not None and pv.token == obs.token:
             pv.witness = obs
@@ -803,6 +876,8 @@ class PairCore:
 
     def _stalled(self, seconds: float) -> None:
         s = self.settings
+        if self._shutting_down:
+            return
         if self.role == BACKUP:
             if self._claim is not None:
                 return
@@ -810,14 +885,24 @@ class PairCore:
                 return
             if "no-prevote" in self.plants:
                 return
+            kind = self._prevote.kind if self._prevote is not None else "silence"
+            rejoin = self._prevote is not None and self._prevote.rejoin
             self._prevote = None
-            self._start_prevote(self.now(), "silence",
+            # Asked again from scratch; no answer decides no sooner than the threshold would.
+            self._start_prevote(max(self.now(), self.last_live + s.threshold), kind,
                                 f"no live signal from {self.peer_name or 'any live server'} while this node was"
                                 f" itself stalled for {seconds:.3f}s")
-        elif self.role == LIVE and seconds + s.interval >= self.peer_threshold - FENCE_MARGIN:
+            self._prevote.rejoin = rejoin
+            return
+        if self.role == LIVE:
+            # Only the part of the stall since this node went live counts (a
+            # slow epoch save before it is no gap in its heartbeats).
+            seconds = min(seconds, self.now() - self.since)
+        if self.role == LIVE and seconds + s.interval >= self.peer_threshold - FENCE_MARGIN:
             self._become_backup(f"this node was stalled for {seconds:.3f}s, long enough for its backup to take over:"
                                 " not serving until it has heard its peer", within=0.0)
             self._start_prevote(self.now(), "silence", f"rejoining after a stall of {seconds:.3f}s")
+            self._prevote.rejoin = True
 
     def _on_StoppedServing(self, obs: StoppedServing) -> None:
         if self.serving:
@@ -870,7 +955,9 @@ def settings_for(config, name: str) -> CoreSettings:
     peer = others[0] if len(others) == 1 else None
     peer_server = config.servers.get(peer) if peer else None
     failover = config.failover
-    slot, modulus = ballot.slot_of(name, config.servers)
+    # A pair's ballot slots come from the two names alone, so two copies of the
+    # file that list other servers besides still give the two different slots.
+    slot, modulus = ballot.slot_of(name, [name, peer] if peer else config.servers)
     return CoreSettings(
         name=name, peer=peer, priority=server.priority, threshold=server.threshold,
         interval=failover.heartbeat_interval,

@@ -323,6 +323,19 @@ class World:
         if node.running:
             node.paused_at = self.t
             self.log(f"{name}: SIGSTOP")
+            tick = max(0.02, min(0.1, min(1.0, node.settings.threshold / 4) / 2))
+            due = self.t + self.rng.uniform(0, tick)
+            inc = node.incarnation
+
+            def watch():
+                late = self.t - due
+                if late > tick:
+                    self.feed(node, ev.Stalled(late))
+
+            def queue_watch():
+                if node.incarnation == inc and node.paused:
+                    node.inbox.append(("timer", watch))
+            self.at(due - self.t, queue_watch)
 
     def resume(self, name: str) -> None:
         node = self.nodes[name]
@@ -334,7 +347,6 @@ class World:
         self.stable_since = self.t
         self.log(f"{name}: SIGCONT after {stalled:.3f}s")
         incarnation = node.incarnation
-        self.feed(node, ev.Stalled(stalled))
         # Twisted runs the timers that came due before it reads sockets; what
         # waits in them is read a moment later, in order.
         inbox, node.inbox = node.inbox, []
@@ -668,7 +680,7 @@ class World:
         incarnation = node.incarnation
         reply = lambda outcome, **kw: self._probe_result(node, incarnation, e, outcome, kw)  # noqa: E731
         if not self.reachable(node.name, peer.name) or peer.host_down:
-            self.at(e.timeout, reply, ev.NO_ANSWER)
+            self.at(e.timeout, lambda: self._probe_result(node, incarnation, e, ev.NO_ANSWER, {}, kind="timer"))
             return
         if self.resets or not peer.up or node.ports[peer.name] not in peer.listening:
             self.at(2 * self.delay(), reply, ev.REFUSED)
@@ -698,13 +710,13 @@ class World:
         conn.answered = True
         conn.alive = False
         conn.dead_for.update((conn.dialer, conn.acceptor))
-        self._probe_result(node, incarnation, e, ev.NO_ANSWER, {})
+        self._probe_result(node, incarnation, e, ev.NO_ANSWER, {}, kind="timer")
 
-    def _probe_result(self, node: Node, incarnation: int, e: ev.Probe, outcome: str, kw: dict) -> None:
+    def _probe_result(self, node: Node, incarnation: int, e: ev.Probe, outcome: str, kw: dict, kind="io") -> None:
         if node.incarnation != incarnation:
             return
         fire = lambda: self.feed(node, ev.ProbeResult(e.purpose, e.token, outcome, **kw))  # noqa: E731
-        if self.when_running(node, "io", fire):
+        if self.when_running(node, kind, fire):
             fire()
 
     def _ask_witness(self, node: Node, e: ev.AskWitnesses) -> None:
@@ -715,7 +727,7 @@ class World:
             if node.incarnation != incarnation:
                 return
             fire = lambda: self.feed(node, ev.WitnessResult(e.token, "witness:7" if ok else None))  # noqa: E731
-            if self.when_running(node, "io", fire):
+            if self.when_running(node, "io" if ok else "timer", fire):
                 fire()
 
         self.at(2 * self.delay() if ok else e.timeout, answer)
