@@ -92,9 +92,14 @@ class Serving:
         """
         self._activation = None
         if not self.started and not self.stopping.called:
-            # Still stopping from before (a shutdown during a switchover):
-            # done when that is done, with the address let go.
-            d = self.floating.down(final)
+            # Still stopping from before (a shutdown, or a fence, during a
+            # switchover): done when that is done, with the address let go; a
+            # bound given now shortens the stops under way.
+            if within is not None:
+                d = defer.gatherResults(
+                    [self.listeners.stop(final, kill_after=within), self.floating.down(final)], consumeErrors=True)
+            else:
+                d = self.floating.down(final)
         elif not self.started:
             # Nothing was started: hold the channels WAITING, and let go of a
             # floating IP left behind by a crash of this node.

@@ -84,6 +84,7 @@ def live(settings=SETTINGS, **kw):
     ask = r.last(ev.AskWitnesses)
     if ask is not None:
         r.feed(ev.WitnessResult(ask.token, "witness:22"))
+        r.advance(1.0)  # with witnesses, even a refusal waits for the threshold
     r.save_epochs()
     r.feed(ev.LinkUp(ev.OUT))
     r.feed(ev.Served())
@@ -209,9 +210,23 @@ class FastPathTests(unittest.TestCase):
         r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.REFUSED))
         self.assertEqual(r.of(ev.SaveEpoch), [], "waits for the witnesses")
         r.feed(ev.WitnessResult(ask.token, None))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "and, with witnesses, for the threshold: a reset is no proof")
+        r.advance(1.0)
         self.assertEqual(r.of(ev.SaveEpoch), [])
         self.assertEqual(r.core.role, ev.BACKUP)
-        self.assertIn("isolated", r.last(ev.Note).text)
+        self.assertIn("isolated", " ".join(n.text for n in r.of(ev.Note)))
+
+    def test_with_witnesses_a_refusal_takes_over_at_the_threshold_not_at_once(self):
+        """A refused probe and a reachable witness: the takeover waits for the threshold (the live node's fence time)."""
+        r = backup(CoreSettings(**{**SETTINGS.__dict__, "witnesses": True}))
+        r.feed(ev.LinkDown(ev.IN, ev.RESET, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        r.feed(ev.WitnessResult(r.last(ev.AskWitnesses).token, "witness:22"))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        r.advance(0.99)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        r.advance(0.02)
+        self.assertEqual(len(r.of(ev.SaveEpoch)), 1)
 
     def test_a_link_that_the_live_node_only_redialled_changes_nothing(self):
         """The probe after a lost link is answered by a live node: no takeover."""

@@ -192,6 +192,8 @@ class PairCore:
         self._pending_answer: Optional[Answer] = None
         self._asked = {}  # token -> (when asked, timeout), for every question out
         self._stood_aside_for = None  # (peer, epoch) this backup last let take the role
+        self._stop_pending = False  # channels asked to stop, not yet stopped
+        self._stop_bounded = False  # a shutdown's stop already given a bound
         self._save_noted_at: Optional[float] = None
         self._save_unnoted = 0
         self._out: List[object] = []
@@ -214,7 +216,7 @@ class PairCore:
         channels are still stopping (the backup must not take over yet), and
         no longer live once they have stopped; a stopped node is no longer live.
         """
-        if self.role == HANDING_OVER and self._handover is not None and self._handover.stage == "stopping":
+        if self.role == HANDING_OVER and self._stop_pending:
             return LIVE
         return self.role if self.role in (LIVE, STARTING) else BACKUP
 
@@ -285,6 +287,7 @@ class PairCore:
 
     def _stop_serving(self, final: str, within: Optional[float] = None) -> None:
         self.serving = False
+        self._stop_pending = True
         self._disarm("retry")
         self._emit(StopServing(final, within))
 
@@ -319,8 +322,10 @@ class PairCore:
 
     def _become_backup(self, cause: str, final: bool = False, within: Optional[float] = None, kind: str = "") -> None:
         """Leave whatever role this is for backup: stop serving first, then watch."""
-        if self.serving or final:
-            self._stop_serving(CHANNELS_WAITING, within)
+        if self.serving or final or (self._stop_pending and within is not None):
+            self._stop_serving(CHANNELS_WAITING, within)  # a stop under way gets the shorter bound
+        if self._handover is not None:
+            self._emit(SwitchoverOutcome(False, f"the switchover was given up: {cause}"))
         if self.role in (LIVE, HANDING_OVER):
             self._emit(Hangup())
         self._disarm("beat", "lease", "handover", "deadline")
@@ -404,6 +409,11 @@ class PairCore:
             return
         if outcome == NO_ANSWER and self.now() < pv.not_before - 1e-9:
             return  # the threshold has not passed: wait for the deadline
+        if pv.witness_needed and self.now() < pv.not_before - 1e-9:
+            # With witnesses, even a refusal waits for the threshold: a reset
+            # cannot be told from a crash, and a live node cut off from its
+            # witnesses fences itself in time for the threshold, not sooner.
+            return
         evidence = {REFUSED: "its heartbeat port refused the connection", GONE: "its heartbeat port closed without an answer",
                     NO_ANSWER: "its heartbeat port did not answer"}[outcome]
         kind = "crash" if outcome in (REFUSED, GONE) and pv.kind == "crash" else pv.kind
@@ -527,9 +537,13 @@ class PairCore:
         else:
             self._disarm("lease")
 
+    def _still_serving(self) -> bool:
+        """Live, or handing over with channels that have not stopped yet."""
+        return self.role == LIVE or (self.role == HANDING_OVER and self._stop_pending)
+
     def _lease(self) -> None:
         s = self.settings
-        if self.role != LIVE:
+        if not self._still_serving():
             return
         self._arm_lease()
         self._check_failback()
@@ -544,7 +558,7 @@ class PairCore:
 
     def _fence_checked(self, obs: WitnessResult) -> None:
         self._fence_token = None
-        if self.role != LIVE or self.last_answer is None:
+        if not self._still_serving() or self.last_answer is None:
             return
         silence = self.now() - self.last_answer
         if silence < self.peer_threshold / 2:
@@ -577,6 +591,11 @@ class PairCore:
 
     def _meet_live(self, h: Heard) -> None:
         if self._shutting_down:
+            # Finishing a stop: a higher-ranked live node serves already, so the
+            # channels still stopping get one heartbeat interval, no more.
+            if self._stop_pending and not self._stop_bounded and self._outranked_by(h.epoch, h.priority, h.sender):
+                self._stop_bounded = True
+                self._emit(StopServing(CHANNELS_STOPPED, self.settings.interval))
             return
         if self._outranked_by(h.epoch, h.priority, h.sender):
             self._become_backup(
@@ -627,13 +646,15 @@ class PairCore:
 
     def _begin_switchover(self, cause: str) -> None:
         self._handover = _Handover(self.now(), cause)
-        self._disarm("beat", "lease")
+        # Heartbeats and the fence go on while the channels stop: until then
+        # this node still serves, and must stop in time if it is cut off.
         self._set_role(HANDING_OVER, cause)
         self._stop_serving(CHANNELS_WAITING)
 
     def _handover_stopped(self) -> None:
         ho = self._handover
         ho.stage, ho.stopped_at = "told", self.now()
+        self._disarm("beat", "lease")
         if not self.out_up:
             self._handover_check("the link to the backup was down when the listeners had stopped")
             return
@@ -667,14 +688,17 @@ class PairCore:
             self._emit(SwitchoverOutcome(False, f"{why}; {peer}'s process is gone"))
             self._through_gate("crash", f"switchover failed: {why}; {peer}'s process is gone: serving again")
         else:
+            self._handover = None
             self._emit(SwitchoverOutcome(False, f"{why}; {peer} did not answer: this node waits as backup"))
             self._become_backup(f"switchover not confirmed: {why}; {peer} did not answer, so it may be live:"
                                 " this node takes over by the threshold rule if it is not")
 
     def _handed_over(self, peer: str, epoch: int) -> None:
         ho = self._handover
+        if ho is None and self._shutting_down:
+            return  # finishing its stop: the peer is live, nothing to hand over
         if ho is None:
-            # Ended already (a shutdown, a failed check): a live peer is simply met.
+            # Ended already (a failed check): a live peer is simply met.
             self._become_backup(f"{peer} is live (epoch {epoch})")
             return
         stopped_at = ho.stopped_at if ho.stopped_at is not None else ho.started
@@ -855,7 +879,7 @@ class PairCore:
         self._prevote_decide(forced=True)
 
     def _beat(self) -> None:
-        if self.role == LIVE:
+        if self._still_serving():
             self._beat_seq += 1
             self._beats_sent[self._beat_seq] = self.now()
             self._beats_sent.pop(self._beat_seq - 64, None)
@@ -905,6 +929,7 @@ class PairCore:
             self._prevote.rejoin = True
 
     def _on_StoppedServing(self, obs: StoppedServing) -> None:
+        self._stop_pending = False
         if self.serving:
             return  # a stop overtaken by a new start
         if self._handover is not None and self._handover.stage == "stopping":

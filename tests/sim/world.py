@@ -23,7 +23,9 @@ from typing import Dict, List, Optional
 
 from iwayfailover.core import events as ev
 from iwayfailover.core.ballot import slot_of
-from iwayfailover.core.pair import PLANTS, RETRY_CAP, STARTUP_CHECK_TIMEOUT, CoreSettings, PairCore
+from iwayfailover.core.pair import (
+    PLANTS, RETRY_CAP, STARTUP_CHECK_TIMEOUT, SWITCHOVER_CONFIRM, CoreSettings, PairCore,
+)
 
 WORLD_PLANTS = frozenset({"no-port-grace"})
 """Rules of the node around the core that the world models, and can switch off: a moved port closed at once."""
@@ -52,6 +54,8 @@ class Scenario:
     priorities: Dict[str, Dict[str, int]]
     """Each node's own copy of the configuration's priorities: copies may differ."""
     start: str
+    overlap: bool = False
+    """Faults may come while the one before still lasts."""
     faults: List[tuple] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -59,7 +63,7 @@ class Scenario:
             f"threshold {self.threshold:g}s, interval {self.interval:g}s, witness {'yes' if self.witness else 'no'}"
             f"{' (self_fence)' if self.witness and self.self_fence else ''}, failback {'yes' if self.failback else 'no'},"
             f" {'one host and one port' if self.same_port else 'two hosts'}, channel stop times {self.slow_stop},"
-            f" priority copies {self.priorities}, start {self.start}"
+            f" priority copies {self.priorities}, start {self.start}{', overlapping faults' if self.overlap else ''}"
         )
 
 
@@ -95,6 +99,8 @@ class Node:
         self.disk_epoch = 0
         self.disk_full = False
         # serving layer
+        self.stop_due: Optional[float] = None  # when the stop under way ends (its generation: stopping_generation)
+        self.stopping_generation = -1
         self.channels_up = False
         self.holding_port = False
         self.serve_generation = 0
@@ -111,6 +117,8 @@ class Node:
         self.ports = {A: 1200, B: 1200}
         """This node's copy of where each server's heartbeat port is."""
         self.listening = {1200}
+        self.opened = {1200}
+        """Every port this process has listened on."""
         """The heartbeat ports this node's process has open (an old one kept a while after a move)."""
 
     @property
@@ -174,6 +182,8 @@ class World:
         self.live_since = {A: None, B: None}
         self.overlap_since: Optional[float] = None
         self.heal_at = -1e9
+        self.arbiter_since = -1e9  # when a witness last became reachable from one node only
+        self._arbiter_before = False
         self.transitions_since_fault = 0
         self.violation: Optional[str] = None
 
@@ -195,6 +205,7 @@ class World:
             failback=r.random() < 0.2, same_port=r.random() < 0.35,
             slow_stop={n: r.choice([0.0, 0.0, 0.02, 2.0]) for n in NAMES}, priorities=priorities,
             start=r.choice(["a-live", "a-live", "both-live", "both-backup", "b-live"]),
+            overlap=r.random() < 0.3,
         )
         kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
                  "both-restart", "power", "edit", "ports"]
@@ -221,11 +232,15 @@ class World:
         sc = self.scenario
         self.log(f"scenario: {sc.describe()}")
         self._start_pair()
-        t = self.settle_time()
+        t = self.settle_time() + STARTUP_CHECK_TIMEOUT
         for fault in sc.faults:
             t += self.rng.uniform(0.2, 1.0) * sc.threshold
             self.at(t - self.t, self._fault, fault)
-            t += fault[2] + self.settle_time()
+            if sc.overlap and self.rng.random() < 0.5:
+                t += self.rng.uniform(0.0, fault[2])  # the next fault comes while this one lasts
+            else:
+                t += fault[2] + self.settle_time()
+        t += self.settle_time()
         self.at(t - self.t, lambda: None)
         end = t
         try:
@@ -254,7 +269,8 @@ class World:
         sc = self.scenario
         window = min(1.0, sc.threshold / 4)
         slow = max(sc.slow_stop.values())
-        return sc.threshold + 2 * sc.interval + 2 * window + STARTUP_CHECK_TIMEOUT + RETRY_CAP + slow + 0.5
+        retry = RETRY_CAP if sc.same_port else 0.0  # a port held by the other node is retried at most this late
+        return sc.threshold + 2 * sc.interval + 2 * window + retry + slow + 0.5
 
     # -- processes --
 
@@ -284,8 +300,10 @@ class World:
             node.core = PairCore(node.settings, node.disk_epoch, now=lambda: self.t,
                                  plants=plants & PLANTS)
             node.listening = {node.ports[name]}
+            node.opened = set(node.listening)
+            self._views_changed()
             self.unpaused_since[name] = self.t
-            self.stable_since = self.t
+            self.stable_since = self.t + STARTUP_CHECK_TIMEOUT  # its startup check may take that long
             self.log(f"{name}: process starts{' as backup (-b)' if as_backup else ' (live unless its peer is)'},"
                      f" epoch {node.disk_epoch} on disk")
             started.append((node, as_backup))
@@ -405,12 +423,16 @@ class World:
         elif isinstance(e, ev.RetryChannels):
             self.at(self.rng.uniform(0.0005, 0.003), self._bind, node, node.incarnation, node.serve_generation)
         elif isinstance(e, ev.StopServing):
-            node.serve_generation += 1
             stop = self.scenario.slow_stop[name]
             if e.within is not None:
                 stop = min(stop, e.within)
             if not node.channels_up and not node.holding_port:
                 stop = 0.0
+            if node.stop_due is not None and node.stopping_generation == node.serve_generation:
+                stop = min(stop, node.stop_due - self.t)  # a stop under way is never put off
+            node.serve_generation += 1
+            node.stopping_generation = node.serve_generation
+            node.stop_due = self.t + stop
             if stop <= 0.0:
                 node.channels_up = node.holding_port = False  # killed on the spot
             self.at(stop, self._stopped, node, node.incarnation, node.serve_generation)
@@ -477,7 +499,10 @@ class World:
         self.log(f"{node.name}: {e.previous} -> {e.role} (epoch {e.epoch}) [{e.kind}] {e.cause}")
         self.transitions_since_fault += 1
         if e.role == ev.HANDING_OVER:
-            self.stable_since = self.t  # a planned switchover (or failback) stops serving for a moment
+            # A planned switchover (or failback) stops serving for a moment, and
+            # waits up to max(5 s, threshold) for a confirmation, then asks.
+            sc = self.scenario
+            self.stable_since = self.t + max(SWITCHOVER_CONFIRM, sc.threshold) + min(1.0, sc.threshold / 4)
         if e.role == ev.LIVE:
             self.live_since[node.name] = self.t
             self._check_takeover(node, e)
@@ -837,18 +862,31 @@ class World:
         old_own, old_peer = node.ports[name], node.ports[node.settings.peer]
         node.ports = dict(ports)
         self.log(f"{name}: reads the edit moving both heartbeat ports to {ports}")
+        self._views_changed()
         if not node.up:
             return
         node.listening.add(ports[name])
+        node.opened.add(ports[name])
         if "no-port-grace" in (self.plant or ""):
             node.listening.discard(old_own)
         else:
             # Make before break, as ServerPort.rebind(keep_old=...): the old port stays a while.
             keep = 2 * self.scenario.threshold + min(1.0, 2 * self.scenario.threshold)
             incarnation = node.incarnation
-            self.at(keep, lambda: node.incarnation == incarnation and node.listening.discard(old_own))
+            self.at(keep, lambda: node.incarnation == incarnation and (node.listening.discard(old_own),
+                                                                       self._views_changed()))
+        self._views_changed()
         if old_peer != ports[node.settings.peer] and node.dialling and node.out is not None:
             self.close_conn(node.out, name, ev.CLOSED)  # the sender starts again, at the new location
+
+    def _views_changed(self) -> None:
+        """The nodes' views of each other's ports came apart, or back together (a heal, for the invariants)."""
+        whole = self._link_whole()
+        if whole and self.link_whole_since is None:
+            self.link_whole_since = self.heal_at = self.t
+            self.heal_held()
+        elif not whole:
+            self.link_whole_since = None
 
     def _power_on(self, name: str, as_backup: bool) -> None:
         self.nodes[name].host_down = False
@@ -861,11 +899,22 @@ class World:
         self.start_node(name, as_backup)
 
     def _network_changed(self) -> None:
+        if self.arbiter() and not self._arbiter_before:
+            self.arbiter_since = self.t
+        self._arbiter_before = self.arbiter()
         self.whole_since = None
         self.link_whole_since = None if not self._link_whole() else self.link_whole_since
 
     def _link_whole(self) -> bool:
-        return not self.resets and self.reachable(A, B)
+        return not self.resets and self.reachable(A, B) and self._views_agree()
+
+    def _views_agree(self) -> bool:
+        """One node at least dials the other where it listens (an edit read by one node only may split them)."""
+        a, b = self.nodes[A], self.nodes[B]
+        # A port the peer's process has listened on counts, even once closed:
+        # closing it early is the node's fault (no-port-grace), not a cut.
+        # One way is enough: then the backup can still ask the live node.
+        return (not b.up or a.ports[B] in b.opened) or (not a.up or b.ports[A] in a.opened)
 
     def _heal(self) -> None:
         for key in self.cut:
@@ -874,6 +923,7 @@ class World:
         self.witness_up = True
         for node in self.nodes.values():
             node.disk_full = False
+        self._arbiter_before = False
         self.log("network healed (links, witness, disks)")
         self.heal_at = self.t
         self.whole_since = self.t
@@ -898,6 +948,8 @@ class World:
             partitioned = not self._link_whole()
             if partitioned and not self.arbiter():
                 pass  # no arbiter can decide while the link is cut: allowed
+            elif partitioned and self.t - self.arbiter_since <= self.scenario.threshold:
+                pass  # an arbiter has just become able to decide: the cut-off node fences within a threshold
             elif not partitioned and self.t - self.heal_at <= self.overlap_grace():
                 pass  # the lower rank stops within a heartbeat or so of the link returning
             else:
@@ -908,7 +960,9 @@ class World:
             self.overlap_since = None
         # liveness
         whole = self.whole_since is not None
-        if whole and any(self.nodes[n].running for n in NAMES):
+        # One host, one port: a paused process still holds it, and nobody can serve until it runs.
+        held = self.scenario.same_port and any(n.paused and n.holding_port for n in self.nodes.values())
+        if whole and not held and any(self.nodes[n].running for n in NAMES):
             settled = max(self.whole_since, self.stable_since) + self.settle_time()
             if self.t > settled and len(serving) != 1:
                 raise Violation(
