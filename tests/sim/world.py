@@ -867,14 +867,20 @@ class World:
             return
         node.listening.add(ports[name])
         node.opened.add(ports[name])
-        if "no-port-grace" in (self.plant or ""):
+        if old_own == ports[name]:
+            pass  # read again: nothing moves
+        elif "no-port-grace" in (self.plant or ""):
             node.listening.discard(old_own)
         else:
             # Make before break, as ServerPort.rebind(keep_old=...): the old port stays a while.
             keep = 2 * self.scenario.threshold + min(1.0, 2 * self.scenario.threshold)
             incarnation = node.incarnation
-            self.at(keep, lambda: node.incarnation == incarnation and (node.listening.discard(old_own),
-                                                                       self._views_changed()))
+            def retire():
+                if node.incarnation == incarnation and old_own != node.ports[name]:
+                    node.listening.discard(old_own)
+                    self._views_changed()
+
+            self.at(keep, retire)
         self._views_changed()
         if old_peer != ports[node.settings.peer] and node.dialling and node.out is not None:
             self.close_conn(node.out, name, ev.CLOSED)  # the sender starts again, at the new location
