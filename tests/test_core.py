@@ -417,6 +417,20 @@ class ReviewFindingsTests(unittest.TestCase):
         r.feed(ev.StoppedServing())
         self.assertEqual(r.core.role, ev.STOPPED)
 
+    def test_a_shutting_down_live_node_heartbeats_until_its_channels_have_stopped(self):
+        """A slow stop on SIGTERM must not let the backup's threshold pass: heartbeats go on until the channels stop."""
+        r = live()
+        r.feed(ev.Shutdown())
+        r.clear()
+        r.advance(1.0)
+        self.assertGreaterEqual(len(r.of(ev.SendHeartbeat)), 4, "still heartbeating while the channels stop")
+        self.assertEqual(r.core.wire_role, ev.LIVE)
+        r.feed(ev.StoppedServing())
+        self.assertEqual(r.core.role, ev.STOPPED)
+        r.clear()
+        r.advance(1.0)
+        self.assertEqual(r.of(ev.SendHeartbeat), [], "none once stopped")
+
     def test_a_short_stall_during_the_crash_path_does_not_bring_the_takeover_forward(self):
         """A link reset, then a 0.13 s stall: no answer still waits for the threshold."""
         r = backup()

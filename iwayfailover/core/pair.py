@@ -961,8 +961,12 @@ class PairCore:
             return
         self._shutting_down = True
         was_serving = self.role in (LIVE, HANDING_OVER)
+        # Heartbeats and the fence go on until the channels have stopped (a
+        # slow stop must not let the backup's threshold pass); nothing else does.
+        keep = ("beat", "lease") if was_serving else ()
         for name in list(self._timers):
-            self._disarm(name)
+            if name not in keep:
+                self._disarm(name)
         self._prevote = self._claim = self._gate = None
         if self._handover is not None:
             self._emit(SwitchoverOutcome(False, "the node is shutting down"))
