@@ -120,6 +120,15 @@ class RoleRecord:
         self.transitions.append(Transition(self.since, t.previous, t.role, t.epoch, t.cause))
 
 
+def best_reply(replies):
+    """Of the replies of one peer asked at two places: an answer, else a sign of life, else a refusal."""
+    for outcome in (probe.ANSWERED, probe.UNREACHABLE):
+        for reply in replies:
+            if reply.outcome == outcome:
+                return reply
+    return replies[0]
+
+
 PROBE_OUTCOMES = {probe.REFUSED: ev.REFUSED, probe.CLOSED: ev.GONE}
 """How a probe's reply reads to the core; anything else proves nothing (no answer)."""
 
@@ -198,6 +207,7 @@ class FailoverNode(MultiService):
         self.takeovers = collections.Counter()
         self._timers = {}
         self._switchover: Optional[defer.Deferred] = None
+        self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._stopped: Optional[defer.Deferred] = None
         self._retry_due: Optional[float] = None
         self._differs_logged = None
@@ -354,8 +364,17 @@ class FailoverNode(MultiService):
     # -- questions to the network --
 
     def _probe(self, effect: ev.Probe) -> None:
-        target = tls.connector(self.reactor, self.settings.backup_endpoint, timeout=effect.timeout)
-        d = self._query(self.reactor, target, self.frame(wire.Kind.QUERY, 0), effect.timeout, self.refusals, self.keys)
+        locations = [self.settings.backup_endpoint]
+        if self._old_location is not None and self.now() < self._old_location[1]:
+            # Moved by the last edit: the peer may not have read it yet, so it is
+            # asked at both places, and an answer at either counts.
+            locations.append(self._old_location[0])
+        asked = [
+            self._query(self.reactor, tls.connector(self.reactor, location, timeout=effect.timeout),
+                        self.frame(wire.Kind.QUERY, 0), effect.timeout, self.refusals, self.keys)
+            for location in locations
+        ]
+        d = asked[0] if len(asked) == 1 else defer.gatherResults(asked).addCallback(best_reply)
 
         def replied(reply):
             frame = reply.frame
@@ -563,8 +582,12 @@ class FailoverNode(MultiService):
             # never looks like a dead process to it.
             keep = 2 * max(self.peer_threshold, new.threshold) + failover.reload_interval
             self.heartbeat_port.rebind(new.heartbeat_endpoint, keep_old=keep)
-        if new.backup_endpoint != old.backup_endpoint and self.sender.running:
-            self.sender.start()
+        if new.backup_endpoint != old.backup_endpoint:
+            # The peer may read the edit later: for a while, probes ask the old place too.
+            keep = 2 * max(self.peer_threshold, new.threshold) + failover.reload_interval
+            self._old_location = (old.backup_endpoint, self.now() + keep)
+            if self.sender.running:
+                self.sender.start()
         if new.console != old.console:
             if self.console_port is not None and new.console is not None:
                 self.console_port.rebind(new.console)

@@ -835,3 +835,32 @@ class StallTests(NodeTestCase):
         self.reactor.advance(0.3)
         self.step(1.0)
         self.assertEqual(node.machine.role, LIVE)
+
+
+class MovedLocationTests(NodeTestCase):
+    """After an edit moves the peer's heartbeat port, probes ask the old place too, for a while."""
+
+    def test_a_probe_after_a_move_asks_both_places_and_an_answer_at_the_old_one_counts(self):
+        """The backup read the edit first: the live node still answers at its old port, so no takeover."""
+        node = self.make_node()
+        protocol, _ = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=2))
+        moved = CONFIG.replace("backup_location = 10.9.9.1:1200", "backup_location = 10.9.9.1:1300")
+        node.apply_config(keyed(moved, "/share/iway.ini"))
+        replies = {1300: probe.Reply(None, probe.REFUSED, "refused"),
+                   1200: probe.Reply(peer_frame(wire.Kind.ANSWER, "serv_a", wire.Role.LIVE, epoch=2), probe.ANSWERED, "live")}
+        asked = []
+
+        def query(reactor, target, frame, timeout, refusals, keys):
+            host, port = dialled(self.reactor, target)
+            asked.append(port)
+            return defer.succeed(replies[port])
+
+        node._query = query
+        protocol.connectionLost(Failure(ConnectionDone()))  # the fast path asks at once
+        self.assertEqual(sorted(asked), [1200, 1300])
+        self.assertEqual(node.machine.role, BACKUP)
+        self.step(5 + 2 * 2 + 1)
+        asked.clear()
+        self.step(2.0)
+        self.assertNotIn(1200, asked, "the old place is asked only for a while")

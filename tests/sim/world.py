@@ -116,6 +116,7 @@ class Node:
         self.host_down = False  # powered off: nothing answers, nothing is closed
         self.ports = {A: 1200, B: 1200}
         """This node's copy of where each server's heartbeat port is."""
+        self.old_peer_port = (None, 0.0)
         self.listening = {1200}
         self.opened = {1200}
         """Every port this process has listened on."""
@@ -707,7 +708,9 @@ class World:
         if not self.reachable(node.name, peer.name) or peer.host_down:
             self.at(e.timeout, lambda: self._probe_result(node, incarnation, e, ev.NO_ANSWER, {}, kind="timer"))
             return
-        if self.resets or not peer.up or node.ports[peer.name] not in peer.listening:
+        old_port, until = node.old_peer_port
+        open_port = node.ports[peer.name] in peer.listening or (self.t < until and old_port in peer.listening)
+        if self.resets or not peer.up or not open_port:
             self.at(2 * self.delay(), reply, ev.REFUSED)
             return
         conn = Conn(next(self.counter), node.name, peer.name, "probe")
@@ -859,7 +862,13 @@ class World:
     def _move_ports(self, name: str, ports: Dict[str, int]) -> None:
         """A node applies the moved ports: listens on its new one (keeping the old one a while) and redials."""
         node = self.nodes[name]
+        if node.up and node.paused:  # a paused process reads nothing: it reads the file once it runs
+            node.inbox.append(("io", lambda: self._move_ports(name, ports)))
+            return
         old_own, old_peer = node.ports[name], node.ports[node.settings.peer]
+        if old_peer != ports[node.settings.peer]:
+            # As the node does: probes ask the old place too, for a while.
+            node.old_peer_port = (old_peer, self.t + 2 * self.scenario.threshold + min(1.0, 2 * self.scenario.threshold))
         node.ports = dict(ports)
         self.log(f"{name}: reads the edit moving both heartbeat ports to {ports}")
         self._views_changed()
