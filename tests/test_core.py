@@ -431,6 +431,18 @@ class ReviewFindingsTests(unittest.TestCase):
         r.advance(1.0)
         self.assertEqual(r.of(ev.SendHeartbeat), [], "none once stopped")
 
+    def test_a_node_handing_over_that_stalls_past_the_threshold_stops_its_channels_at_once(self):
+        """A stall in the middle of a switchover's slow stop: the channels are killed at once and the switchover given up."""
+        r = live()
+        r.advance(0.2)
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=r.last(ev.SendHeartbeat).seq)
+        r.feed(ev.SwitchoverAsked())
+        r.t += 1.2
+        r.feed(ev.Stalled(1.2))
+        self.assertEqual(r.last(ev.StopServing), ev.StopServing("WAITING", 0.0))
+        self.assertFalse(r.last(ev.SwitchoverOutcome).ok)
+        self.assertEqual(r.core.role, ev.BACKUP)
+
     def test_a_short_stall_during_the_crash_path_does_not_bring_the_takeover_forward(self):
         """A link reset, then a 0.13 s stall: no answer still waits for the threshold."""
         r = backup()

@@ -736,7 +736,7 @@ class PairCore:
             elif role == STARTING:
                 self._become_backup(f"started as live, but {h.sender} is live (epoch {h.epoch}):"
                                     " started as backup instead", final=True)
-        elif role == LIVE and h.kind == ANSWER and h.link == OUT:
+        elif self._still_serving() and h.kind == ANSWER and h.link == OUT:
             sent = self._beats_sent.get(h.seq)
             if sent is not None and (self.last_answer is None or sent > self.last_answer):
                 self.last_answer = sent
@@ -922,7 +922,7 @@ class PairCore:
             # Only the part of the stall since this node went live counts (a
             # slow epoch save before it is no gap in its heartbeats).
             seconds = min(seconds, self.now() - self.since)
-        if self.role == LIVE and seconds + s.interval >= self.peer_threshold - FENCE_MARGIN:
+        if self._still_serving() and seconds + s.interval >= self.peer_threshold - FENCE_MARGIN:
             self._become_backup(f"this node was stalled for {seconds:.3f}s, long enough for its backup to take over:"
                                 " not serving until it has heard its peer", within=0.0)
             self._start_prevote(self.now(), "silence", f"rejoining after a stall of {seconds:.3f}s")
