@@ -704,7 +704,10 @@ class PairCore:
         stopped_at = ho.stopped_at if ho.stopped_at is not None else ho.started
         gap = self.now() - stopped_at
         self._handover = None
-        self._become_backup(f"handed over to {peer} (epoch {epoch}); no listener served for {gap * 1000:.1f} ms")
+        # Channels still stopping (the peer took over on its own meanwhile): one heartbeat, no more.
+        within = self.settings.interval if self._stop_pending else None
+        self._become_backup(f"handed over to {peer} (epoch {epoch}); no listener served for {gap * 1000:.1f} ms",
+                            within=within)
         self._emit(SwitchoverOutcome(True, f"handed over to {peer}", to=peer, epoch=epoch, gap=gap))
 
     # -- observations --
