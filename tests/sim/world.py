@@ -173,6 +173,8 @@ class World:
         # the network: cut[(x, y)] is True while x's packets do not reach y
         self.cut = {(A, B): False, (B, A): False, (A, "w"): False, (B, "w"): False}
         self.resets = False  # a firewall resetting every connection between the two
+        self.file_ports = {A: 1200, B: 1200}  # the shared file as it is now: what a starting process reads
+        self.file_edit = None  # the last edit of priorities and failback, likewise
         self.witness_up = True
         # invariant bookkeeping
         self.epochs_used: Dict[int, str] = {}
@@ -297,6 +299,14 @@ class World:
             node.out = None
             node.dialling = False
             node.unanswered = 0
+            # A starting process reads the file as it is now.
+            node.ports = dict(self.file_ports)
+            node.old_peer_port = (None, 0.0)
+            if self.file_edit is not None:
+                priorities, failback = self.file_edit
+                peer = node.settings.peer
+                node.settings = replace(node.settings, priority=priorities[name], peer_priority=priorities[peer],
+                                        failback=failback, preferred=A if failback else None)
             plants = frozenset([self.plant]) if self.plant else frozenset()
             node.core = PairCore(node.settings, node.disk_epoch, now=lambda: self.t,
                                  plants=plants & PLANTS)
@@ -831,12 +841,14 @@ class World:
             r = self.rng
             edited = {n: r.choice([0, 5, 10]) for n in NAMES}
             failback = r.random() < 0.5
+            self.file_edit = (edited, failback)
             first, second = (A, B) if flag else (B, A)
             self.at(pick * self.scenario.interval, self._apply_edit, first, edited, failback)
             self.at(duration, self._apply_edit, second, edited, failback)
         elif kind == "ports":
             # Both heartbeat ports moved in one edit; each node reads it at its own time.
-            moved = {A: self.nodes[A].ports[A] + 1, B: self.nodes[B].ports[B] + 1}
+            moved = {A: self.file_ports[A] + 1, B: self.file_ports[B] + 1}
+            self.file_ports = moved
             first, second = (A, B) if flag else (B, A)
             reload = min(1.0, 2 * self.scenario.threshold)
             self.at(pick * reload, self._move_ports, first, moved)
@@ -850,6 +862,7 @@ class World:
 
     def _apply_edit(self, name: str, priorities: Dict[str, int], failback: bool) -> None:
         node = self.nodes[name]
+        priorities, failback = self.file_edit  # a read gets the file as it is now, the newest edit
         peer = node.settings.peer
         node.settings = replace(node.settings, priority=priorities[name], peer_priority=priorities[peer],
                                 failback=failback, preferred=A if failback else None)
@@ -865,6 +878,7 @@ class World:
         if node.up and node.paused:  # a paused process reads nothing: it reads the file once it runs
             node.inbox.append(("io", lambda: self._move_ports(name, ports)))
             return
+        ports = dict(self.file_ports)  # a read gets the file as it is now, the newest edit
         old_own, old_peer = node.ports[name], node.ports[node.settings.peer]
         if old_peer != ports[node.settings.peer]:
             # As the node does: probes ask the old place too, for a while.
