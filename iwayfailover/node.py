@@ -132,8 +132,6 @@ def best_reply(replies):
 PROBE_OUTCOMES = {probe.REFUSED: ev.REFUSED, probe.CLOSED: ev.GONE}
 """How a probe's reply reads to the core; anything else proves nothing (no answer)."""
 
-LOG_LEVELS = {"info": "info", "warn": "warn", "critical": "critical"}
-
 
 @implementer(INodeControl)
 class FailoverNode(MultiService):
@@ -310,7 +308,7 @@ class FailoverNode(MultiService):
         elif kind is ev.SwitchoverOutcome:
             self._switchover_done(effect)
         elif kind is ev.Note:
-            getattr(self.log, LOG_LEVELS[effect.level])("{text}", text=effect.text)
+            getattr(self.log, effect.level)("{text}", text=effect.text)  # info, warn or critical
             if effect.fault:
                 self.serving.fault(effect.text)
         else:
