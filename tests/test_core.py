@@ -543,6 +543,16 @@ class StartupTests(unittest.TestCase):
                               sender="serv_a"))
         self.assertEqual(r.core.role, ev.BACKUP, "serv_a sorts first")
 
+    def test_a_backup_peer_is_asked_twice_before_the_node_starts_live(self):
+        """The peer says backup: it may be deciding to take over right now, so the node asks again a window later."""
+        r = Recorder()
+        r.feed(ev.Start(as_backup=False))
+        r.feed(ev.ProbeResult(ev.STARTUP, r.last(ev.Probe).token, ev.ANSWERED, role=ev.BACKUP, sender="serv_a"))
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        r.advance(0.25)
+        r.feed(ev.ProbeResult(ev.STARTUP, r.last(ev.Probe).token, ev.ANSWERED, role=ev.LIVE, epoch=3, sender="serv_a"))
+        self.assertEqual(r.core.role, ev.BACKUP, "it had taken over meanwhile")
+
     def test_no_answer_and_no_witness_reachable_starts_as_backup(self):
         """Started live, no answer, witnesses configured but none reachable: it waits as backup."""
         r = Recorder(CoreSettings(**{**SETTINGS.__dict__, "witnesses": True}))

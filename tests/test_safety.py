@@ -254,9 +254,12 @@ class StartupCheckTests(NodeTestCase):
         node = self.make_node(name="serv_a", backup=False, answer=answer(wire.Role.STARTING, name="serv_b"))
         self.assertEqual(node.machine.role, LIVE)
 
-    def test_peer_backup_lets_the_node_start_live(self):
-        """A peer that answers as backup leaves the node live."""
+    def test_peer_backup_lets_the_node_start_live_once_asked_twice(self):
+        """A peer that answers as backup twice, a window apart (it may have been deciding to take over), leaves the node live."""
         node = self.make_node(name="serv_a", backup=False, answer=answer(wire.Role.BACKUP, name="serv_b"))
+        self.assertEqual(node.machine.role, "starting", "asks again first")
+        self.step(0.55)
+        self.assertEqual(len(self.queries), 2)
         self.assertEqual(node.machine.role, LIVE)
 
     def test_no_answer_starts_live(self):

@@ -193,6 +193,7 @@ class PairCore:
         self._asked = {}  # token -> (when asked, timeout), for every question out
         self._stood_aside_for = None  # (peer, epoch) this backup last let take the role
         self._stop_pending = False  # channels asked to stop, not yet stopped
+        self._asked_again = False  # a node started live asks a backup peer twice
         self._stop_bounded = False  # a shutdown's stop already given a bound
         self._save_noted_at: Optional[float] = None
         self._save_unnoted = 0
@@ -313,6 +314,11 @@ class PairCore:
         elif r.outcome == ANSWERED and r.role == STARTING and self._outranked_by(r.epoch, r.priority, peer):
             self._become_backup(f"started as live together with {peer}, which outranks this node:"
                                 " started as backup instead", final=True)
+        elif r.outcome == ANSWERED and r.role == BACKUP and not self._asked_again:
+            # A backup may be deciding to take over right now (it heard nothing
+            # from this node while it was down): let that finish, then ask again.
+            self._asked_again = True
+            self._arm("startup", self.settings.window)
         elif r.outcome == ANSWERED:
             self._claim_role("start", f"started as live; {peer} is {r.role}")
         else:
@@ -865,6 +871,8 @@ class PairCore:
             "beat": self._beat,
             "lease": self._lease,
             "retry": self._retry,
+            "startup": lambda: self.role == STARTING and self._probe(
+                STARTUP, min(STARTUP_CHECK_TIMEOUT, max(0.5, 2 * self.settings.interval))),
             "handover": lambda: self._handover_check(
                 f"{self.peer_name} did not confirm it is live within"
                 f" {max(SWITCHOVER_CONFIRM, self.peer_threshold):g}s"),
