@@ -314,7 +314,7 @@ class World:
             node.opened = set(node.listening)
             self._views_changed()
             self.unpaused_since[name] = self.t
-            self.stable_since = self.t + STARTUP_CHECK_TIMEOUT  # its startup check may take that long
+            self.disturbed(self.t + STARTUP_CHECK_TIMEOUT)  # its startup check may take that long
             self.log(f"{name}: process starts{' as backup (-b)' if as_backup else ' (live unless its peer is)'},"
                      f" epoch {node.disk_epoch} on disk")
             started.append((node, as_backup))
@@ -345,7 +345,7 @@ class World:
                 conn.dead_for.add(node.name)
             else:
                 self.close_conn(conn, node.name, ev.CLOSED)
-        self.stable_since = self.t
+        self.disturbed(self.t)
 
     def pause(self, name: str) -> None:
         node = self.nodes[name]
@@ -373,7 +373,7 @@ class World:
         stalled = self.t - node.paused_at
         node.paused_at = None
         self.unpaused_since[name] = self.t
-        self.stable_since = self.t
+        self.disturbed(self.t)
         self.log(f"{name}: SIGCONT after {stalled:.3f}s")
         incarnation = node.incarnation
         # Twisted runs the timers that came due before it reads sockets; what
@@ -513,7 +513,8 @@ class World:
             # A planned switchover (or failback) stops serving for a moment, and
             # waits up to max(5 s, threshold) for a confirmation, then asks.
             sc = self.scenario
-            self.stable_since = self.t + max(SWITCHOVER_CONFIRM, sc.threshold) + min(1.0, sc.threshold / 4)
+            self.disturbed(self.t + max(sc.slow_stop.values()) + max(SWITCHOVER_CONFIRM, sc.threshold)
+                           + min(1.0, sc.threshold / 4))
         if e.role == ev.LIVE:
             self.live_since[node.name] = self.t
             self._check_takeover(node, e)
@@ -780,7 +781,7 @@ class World:
         name = {"live": live, "backup": B if live == A else A}.get(who, who)
         other = B if name == A else A
         self.log(f"FAULT {kind} on {name} for {duration:g}s")
-        self.stable_since = self.t
+        self.disturbed(self.t)
         if kind == "crash":
             self.crash(name)
             self.at(duration, self.start_node, name, flag)
@@ -916,6 +917,10 @@ class World:
             self.heal_held()
         elif not whole:
             self.link_whole_since = None
+
+    def disturbed(self, until: float) -> None:
+        """Processes are not steady until C{until}: liveness is judged from then on (never from earlier)."""
+        self.stable_since = max(self.stable_since, until)
 
     def _power_on(self, name: str, as_backup: bool) -> None:
         self.nodes[name].host_down = False
