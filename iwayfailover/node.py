@@ -221,10 +221,6 @@ class FailoverNode(MultiService):
         """The threshold this node's backup announced (its own copy until it is heard)."""
         return self.core.peer_threshold
 
-    @property
-    def probe_timeout(self) -> float:
-        return self.core.settings.window
-
     # -- service --
 
     def startService(self):
@@ -574,15 +570,15 @@ class FailoverNode(MultiService):
             self.sender.start()  # the redial backoff is bounded by the interval too
         if failover.reload_interval != old_failover.reload_interval and self.poller is not None:
             self.poller.set_interval(failover.reload_interval)
+        # How long the peer may take to read an edit that moves a port.
+        keep = 2 * max(self.peer_threshold, new.threshold) + failover.reload_interval
         if new.heartbeat_endpoint != old.heartbeat_endpoint and self.heartbeat_port is not None:
             # Make before break: the old port stays open while the peer may
             # not have read the new configuration yet, so that a port move
             # never looks like a dead process to it.
-            keep = 2 * max(self.peer_threshold, new.threshold) + failover.reload_interval
             self.heartbeat_port.rebind(new.heartbeat_endpoint, keep_old=keep)
         if new.backup_endpoint != old.backup_endpoint:
             # The peer may read the edit later: for a while, probes ask the old place too.
-            keep = 2 * max(self.peer_threshold, new.threshold) + failover.reload_interval
             self._old_location = (old.backup_endpoint, self.now() + keep)
             if self.sender.running:
                 self.sender.start()

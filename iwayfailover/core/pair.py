@@ -255,8 +255,8 @@ class PairCore:
             if self._timers.pop(name, None) is not None:
                 self._emit(CancelTimer(name))
 
-    def _probe(self, purpose: str, timeout: float) -> None:
-        token = next(self._tokens)
+    def _probe(self, purpose: str, timeout: float, token: Optional[int] = None) -> None:
+        token = next(self._tokens) if token is None else token
         self._probes[purpose] = token
         self._asked["probe", token] = (self.now(), timeout)
         self._emit(Probe(purpose, token, timeout))
@@ -301,10 +301,14 @@ class PairCore:
             self._become_backup("started as backup", final=True)
             return
         s = self.settings
-        timeout = min(STARTUP_CHECK_TIMEOUT, max(0.5, 2 * s.interval))
+        timeout = self._startup_timeout()
         self._note("info", f"started as live: first asking {s.peer or 'the backup location'} how it stands"
                    f" (at most {timeout:g}s)")
         self._probe(STARTUP, timeout)
+
+    def _startup_timeout(self) -> float:
+        """How long a node started live waits for its peer's answer: two intervals, 0.5 s to 2 s."""
+        return min(STARTUP_CHECK_TIMEOUT, max(0.5, 2 * self.settings.interval))
 
     def _startup_checked(self, r: ProbeResult) -> None:
         peer = r.sender or self.peer_name or "the backup location"
@@ -377,9 +381,7 @@ class PairCore:
         s = self.settings
         pv = self._prevote = _Prevote(next(self._tokens), not_before, kind, cause, witness_needed=s.witnesses)
         self._disarm("suspect")
-        self._probes[PREVOTE] = pv.token
-        self._asked["probe", pv.token] = (self.now(), s.window)
-        self._emit(Probe(PREVOTE, pv.token, s.window))
+        self._probe(PREVOTE, s.window, token=pv.token)
         if s.witnesses:
             self._ask_witnesses(pv.token)
         self._arm("deadline", max(not_before - self.now(), s.window))
@@ -794,7 +796,7 @@ class PairCore:
             # Timed out while this process itself did not run: ask again.
             self._stalled(late)
             if self._probes.get(r.purpose) is None and r.purpose != PREVOTE:
-                self._probe(r.purpose, self.settings.window if r.purpose != STARTUP else STARTUP_CHECK_TIMEOUT)
+                self._probe(r.purpose, self.settings.window if r.purpose != STARTUP else self._startup_timeout())
             return
         if r.outcome == ANSWERED and r.sender is not None:
             self.peer_name, self.peer_role, self.peer_epoch = r.sender, r.role, r.epoch
@@ -872,7 +874,7 @@ class PairCore:
             "lease": self._lease,
             "retry": self._retry,
             "startup": lambda: self.role == STARTING and self._probe(
-                STARTUP, min(STARTUP_CHECK_TIMEOUT, max(0.5, 2 * self.settings.interval))),
+                STARTUP, self._startup_timeout()),
             "handover": lambda: self._handover_check(
                 f"{self.peer_name} did not confirm it is live within"
                 f" {max(SWITCHOVER_CONFIRM, self.peer_threshold):g}s"),
