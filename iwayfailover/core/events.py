@@ -282,3 +282,120 @@ class Note:
     level: str
     text: str
     fault: bool = False
+
+
+# -- groups on etcd (coordinator = etcd): see iwayfailover.core.group --
+#
+# The live role is the key PREFIX/live, created only if absent under a lease
+# of TTL threshold. Its create revision is the group's epoch (a fencing token
+# that rises across the whole group and is never used twice).
+
+@dataclass(frozen=True)
+class StoreState:
+    """
+    How the store stands, read or watched: who holds the live key (None: no
+    one), under which epoch (its create revision), and the member a planned
+    switchover named (C{handover_to}), if the key was given up for it.
+    """
+
+    holder: Optional[str]
+    epoch: int = 0
+    handover_to: Optional[str] = None
+    revision: int = 0
+    """The store's revision this state was read at: an older one than already seen is ignored."""
+
+
+@dataclass(frozen=True)
+class StoreLost:
+    """The store could not be read or watched (out of reach, paused, refused): what it holds is unknown."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The members registered now (their member keys alive): C{(name, priority, may_campaign)} each."""
+
+    members: Tuple[Tuple[str, int, bool], ...]
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """
+    What a campaign (L{Campaign}) found: C{won}, with the new C{epoch} and
+    the C{lease} the key is bound to, valid until at least C{sent_at + ttl}
+    (C{sent_at}: on this node's monotonic clock, when the lease was asked
+    for); or lost to C{holder} (its C{epoch}); or C{error}: the store did
+    not answer, and whether the key was made is unknown.
+    """
+
+    token: int
+    won: bool
+    epoch: int = 0
+    lease: int = 0
+    sent_at: float = 0.0
+    ttl: float = 0.0
+    holder: Optional[str] = None
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class KeepAliveResult:
+    """
+    The store's answer to a keepalive of C{lease} sent at C{sent_at}: the
+    lease now lives C{ttl} more seconds (0: it has expired or been revoked);
+    or C{error}: no answer, which proves nothing.
+    """
+
+    lease: int
+    sent_at: float
+    ttl: float = 0.0
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Resigned:
+    """The live key and its lease were given up (L{Resign}); C{error}: the store did not confirm it."""
+
+    lease: int
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class GroupSwitchoverAsked:
+    """Move the live role to C{to} (None: the best registered candidate)."""
+
+    to: Optional[str] = None
+    cause: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """
+    Ask the store for a lease of C{ttl} seconds, then create the live key
+    under it only if no one holds it; report with L{CampaignResult}. A lost
+    campaign's lease is revoked by the coordinator.
+    """
+
+    token: int
+    ttl: float
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Keep lease C{lease} alive once; report with L{KeepAliveResult}."""
+
+    lease: int
+
+
+@dataclass(frozen=True)
+class Resign:
+    """
+    Give up the live key (only if it is still bound to C{lease}) and revoke
+    the lease; with C{to}, name the member the role is handed to. Report with
+    L{Resigned}.
+    """
+
+    lease: int
+    to: Optional[str] = None
+
