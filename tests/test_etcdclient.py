@@ -417,6 +417,20 @@ class FailoverTests(ClientTestCase):
         self.assertEqual(client.current, moved)
 
     @defer.inlineCallbacks
+    def test_killing_the_leader_a_request_is_answered_once_another_is_elected(self):
+        """kill -9 of the leader the client uses: refused there, a follower waits for the election (or times out), one answers."""
+        index = self.etcd.leader()
+        endpoints = self.endpoints_from(index)
+        client, prefix = self.client(endpoints, timeout=1.5), self.prefix
+        yield client.put(prefix + "k", b"1")
+        self.etcd.kill(index)
+        self.addCleanup(self.etcd.restart, index)
+        yield client.put(prefix + "k", b"2")
+        self.assertNotEqual(client.current, endpoints[0])
+        _, (kv,) = yield client.get(prefix + "k")
+        self.assertEqual(kv.value, b"2")
+
+    @defer.inlineCallbacks
     def test_a_paused_member_times_out_and_another_answers(self):
         """SIGSTOP of the member the client uses: that try times out after the timeout and another member answers."""
         index = follower(self.etcd)

@@ -570,11 +570,13 @@ class EtcdClient:
     def close(self):
         """Cancel every watch and request in flight and close the connections: a Deferred that fires when they are closed."""
         self._closed = True
-        for watch in list(self._watches):
+        watches = list(self._watches)
+        for watch in watches:
             watch.cancel()
         for d in list(self._pending):
             d.cancel()
-        return self._pool.closeCachedConnections()
+        closing = [watch.closed() for watch in watches] + [self._pool.closeCachedConnections()]
+        return defer.gatherResults(closing).addCallback(lambda _: None)
 
     # -- requests
 
@@ -853,11 +855,17 @@ class _Stream(Protocol):
 
     def __init__(self, watch):
         self.watch = watch
+        self.lost = False
+        self.waiting = []
 
     def dataReceived(self, data):
         self.watch.feed(data)
 
     def connectionLost(self, reason=ConnectionDone):
+        self.lost = True
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(None)
         self.watch.ended(reason)
 
     def abort(self):
@@ -905,6 +913,14 @@ class Watch:
             timeout, lambda: self.fail(EtcdError(f"the watch was not created within {timeout:g}s", endpoint)),
         )
         response.deliverBody(self._stream)
+
+    def closed(self):
+        """A Deferred that fires once the stream's connection is gone (at once if it has none)."""
+        if self._stream is None or self._stream.lost or self._stream.transport is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._stream.waiting.append(d)
+        return d
 
     def feed(self, data: bytes) -> None:
         """Bytes of the stream as they come, cut anywhere."""
