@@ -12,6 +12,7 @@ use it drive real processes; the client under test runs on the reactor.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import shutil
@@ -41,6 +42,13 @@ HEARTBEAT_MS = 50
 ELECTION_MS = 500
 
 _running = set()
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """In the child before exec: the kernel kills it when the test process dies, however it dies (atexit does not run on kill -9)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @atexit.register
@@ -140,7 +148,7 @@ class EtcdCluster:
         with open(member.log_path, "ab") as log:
             member.process = subprocess.Popen(
                 self._argv(member, state), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def restart(self, index, timeout=30.0):

@@ -12,7 +12,11 @@ pytest fixtures shared by the module, handed to each class.
 """
 
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -22,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from etcdharness import EtcdCluster, cluster_fixture, requires_etcd
-from harness import allocate_port, temporary_directory
+from harness import allocate_port, temporary_directory, wait_for
 from iwayfailover.coordinators.etcdclient import (
     EtcdClient, EtcdCompacted, EtcdError, EtcdUnavailable, KeyValue, Watch, WatchEvent,
 )
@@ -589,3 +593,48 @@ class CloseTests(ClientTestCase):
         d = client.get(self.prefix + "k")
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
+
+
+# A test process that leaves without stopping its cluster: normally (atexit
+# stops it) or killed (the kernel kills etcd with it).
+LEAVER = """
+import os, sys
+from etcdharness import EtcdCluster
+cluster = EtcdCluster(1)
+cluster.pause(0)
+print(cluster.members[0].process.pid, cluster.folder, flush=True)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+"""
+
+
+def gone(pid):
+    """Has process C{pid} ended (reaped, or a zombie left for init to reap)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@requires_etcd
+class HarnessTests(unittest.TestCase):
+    def leave(self, how):
+        child = subprocess.run(
+            [sys.executable, "-c", LEAVER, how], cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True, text=True, timeout=60,
+        )
+        pid, folder = child.stdout.split()
+        self.addCleanup(shutil.rmtree, folder, True)
+        return int(pid), folder
+
+    def test_a_test_process_that_exits_leaves_no_etcd_behind(self):
+        """A cluster never stopped by its test process (a member even paused) is killed and its folder removed at exit."""
+        pid, folder = self.leave("exit")
+        wait_for(lambda: gone(pid), 10, f"etcd {pid} to be gone")
+        self.assertFalse(os.path.exists(folder))
+
+    def test_a_killed_test_process_leaves_no_etcd_behind(self):
+        """kill -9 of the test process: the kernel kills its etcd (a paused one too)."""
+        pid, _ = self.leave("kill")
+        wait_for(lambda: gone(pid), 10, f"etcd {pid} to be gone")
