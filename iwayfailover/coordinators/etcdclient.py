@@ -251,10 +251,6 @@ class JsonLines:
                     raise _BadAnswer(f"bad JSON ({e}): {line[:120]!r}") from None
         return messages
 
-    def rest(self) -> bytes:
-        """What is buffered: the start of a message not yet ended by a newline."""
-        return self._buffer
-
 
 def _describe(failure: Failure) -> str:
     """Words for why a request to an endpoint got no answer."""
@@ -532,9 +528,8 @@ class EtcdClient:
         return result
 
     def _cancel_watch(self, watch):
-        opening = getattr(watch, "opening", None)
-        if opening is not None:
-            opening.cancel()
+        if watch.opening is not None:
+            watch.opening.cancel()
 
     def _open_watch(self, watch, body, may_reauthenticate):
         d = self._headers(authenticate=True)
