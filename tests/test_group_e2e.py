@@ -236,3 +236,16 @@ def test_a_restart_storm_of_five_members(etcd, tmp_path):
         assert group.live() == [live]
     finally:
         group.stop()
+
+
+def test_a_live_key_no_member_wrote_holds_the_role_and_is_reported(etcd, group):
+    """A key under the prefix that no member wrote (no lease, a value that names no server): nobody campaigns, the log says what to remove."""
+    etcd.etcdctl("put", group.prefix + "/live", "not json")
+    group.start("alpha", backup=False)
+    group["alpha"].wait_role("backup")
+    wait_for(lambda: "was not written by a member of this group" in group["alpha"].log_text(), 10,
+             "alpha to report the key\n" + group.log_tails())
+    assert "etcdctl del " + group.prefix + "/live" in group["alpha"].log_text()
+    assert group.live() == []
+    etcd.etcdctl("del", group.prefix + "/live")
+    assert group.wait_live() == "alpha"

@@ -140,6 +140,7 @@ class GroupNode(CoreNode):
         self._registering = False
         self._since_registered = None
         self._renewals = 0
+        self._odd_key = None  # the last unusable live key reported: (mod revision, problem)
         self._member_writing = None  # a Deferred while a write of the member key is under way
         self._member_dirty = False
         self._requests = set()  # store requests under way: a shutdown waits for them
@@ -340,8 +341,26 @@ class GroupNode(CoreNode):
         holder, epoch, lease, renewed, ttl = None, 0, 0, 0, 0.0
         if live is not None:
             data = _json(live.value) or {}
-            holder = data.get("name") if isinstance(data.get("name"), str) else "(unreadable value)"
+            holder = data.get("name") if isinstance(data.get("name"), str) else None
             epoch, lease, renewed = live.create_revision, live.lease, live.mod_revision
+            problem = None
+            if holder is None:
+                problem = f"its value is not a member's ({live.value[:80]!r})"
+            elif holder not in self.config.servers:
+                problem = f"it names {holder!r}, which is not a server of {self.config.path}"
+            elif not lease:
+                problem = "it is bound to no lease, so it would never expire"
+            if problem is not None:
+                # Not written by a member of this group: nobody takes the role
+                # while it is there (it may be another group's under the same
+                # prefix), and the operator is told what to remove.
+                if self._odd_key != (live.mod_revision, problem):
+                    self._odd_key = (live.mod_revision, problem)
+                    self.log.critical(
+                        "the live key {key} was not written by a member of this group: {problem}; no member takes"
+                        " the live role while it is there (is etcd_prefix shared with another group?); remove it"
+                        " with `etcdctl del {key}` if it is stale", key=self.live_key, problem=problem)
+                holder = holder or "(unreadable value)"
             if isinstance(data.get("ttl"), (int, float)) and data["ttl"] > 0:
                 ttl = float(data["ttl"])
         handover = self._kv.get(self.handover_key)
