@@ -294,12 +294,16 @@ class Note:
 class StoreState:
     """
     How the store stands, read or watched: who holds the live key (None: no
-    one), under which epoch (its create revision), and the member a planned
-    switchover named (C{handover_to}), if the key was given up for it.
+    one), under which epoch (its create revision) and lease, who gave it up
+    last (C{released_by}) and to whom, for a planned switchover (C{handover_to}).
     """
 
     holder: Optional[str]
     epoch: int = 0
+    lease: int = 0
+    """The lease the live key is bound to (0: no key)."""
+    released_by: Optional[str] = None
+    """The member that last gave the key up on purpose (a clean stop or a switchover); None: it expired or was never held."""
     handover_to: Optional[str] = None
     revision: int = 0
     """The store's revision this state was read at: an older one than already seen is ignored."""
