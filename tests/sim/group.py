@@ -38,6 +38,8 @@ STALL_TICK = 0.05
 """The node's stall watch notices a stall longer than this."""
 MAX_LATENCY = 0.04
 """The slowest one-way trip between a member and the store (the usual one is a millisecond or two)."""
+SLOW_LATENCY = 0.6
+"""The slowest one-way trip on a path that loses packets (a retransmission or two)."""
 
 
 class Violation(Exception):
@@ -141,12 +143,18 @@ class GroupWorld:
             self.nodes[name] = Member(name, self._settings(name))
         # cut[name] = (requests lost, answers and events lost)
         self.cut: Dict[str, tuple] = {n: (False, False) for n in self.names}
+        self.slow: Dict[str, bool] = {n: False for n in self.names}
+        """A path to the store that loses packets: each trip waits for TCP's retransmissions."""
+        self.trouble_until: Dict[str, float] = {n: 0.0 for n in self.names}
+        """Until when a member's path to the store (or its process) was not steady, for the priority check."""
+        self.store_steady_since = 0.0
         # invariant bookkeeping
         self.stable_since = 0.0
         self.last_epoch = 0
         self.last_epoch_by: Optional[str] = None
         self.lives_since_fault = 0
         self.freed_at: Optional[float] = None
+        self.freed_for: Optional[str] = None
         self.violation: Optional[str] = None
 
     def _settings(self, name: str) -> GroupSettings:
@@ -191,7 +199,7 @@ class GroupWorld:
             slow_stop={n: r.choice([0.0, 0.0, 0.02, 0.5, 2.0]) for n in names}, backups=backups,
             overlap=r.random() < 0.3,
         )
-        kinds = ["crash", "crash", "stop", "pause", "pause", "store-pause", "leader", "cut", "cut",
+        kinds = ["crash", "crash", "stop", "pause", "pause", "store-pause", "leader", "cut", "cut", "slow", "slow",
                  "switchover", "switchover", "storm"]
         for _ in range(count):
             kind = r.choice(kinds)
@@ -306,6 +314,7 @@ class GroupWorld:
             node.core = GroupCore(node.settings, now=lambda n=node: self.clock(n), plants=plants)
             self.disturbed(self.t)
             self.log(f"{name}: process starts{' as backup (-b)' if as_backup else ''}")
+            self.troubled(name)
             started.append(node)
         for node in started:
             self.feed(node, ev.Start(node.as_backup))
@@ -337,6 +346,7 @@ class GroupWorld:
         node = self.nodes[name]
         if node.running:
             node.paused_at = self.t
+            self.troubled(name)
             self.log(f"{name}: SIGSTOP")
             self.disturbed(self.t)
 
@@ -346,6 +356,7 @@ class GroupWorld:
             return
         stalled = self.t - node.paused_at
         node.paused_at = None
+        self.troubled(name)
         self.disturbed(self.t)
         self.log(f"{name}: SIGCONT after {stalled:.3f}s{' (its lease has expired: frozen)' if node.frozen else ''}")
         incarnation = node.incarnation
@@ -461,6 +472,8 @@ class GroupWorld:
         self.log(f"{node.name}: {e.previous} -> {e.role} (epoch {e.epoch}) [{e.kind}] {e.cause}")
         if e.role == ev.LIVE:
             self.lives_since_fault += 1
+            if e.kind in ("crash", "peer_shutdown"):
+                self._check_rank(node)
         if e.role == ev.HANDING_OVER:
             # A planned switchover (or failback): nothing serves for a moment.
             self.disturbed(self.t + max(self.scenario.slow_stop.values()))
@@ -533,8 +546,10 @@ class GroupWorld:
 
     # -- the path to the store --
 
-    def latency(self) -> float:
+    def latency(self, name: Optional[str] = None) -> float:
         r = self.rng
+        if name is not None and self.slow[name]:
+            return r.uniform(0.05, SLOW_LATENCY)
         return r.uniform(0.0003, 0.002) if r.random() < 0.97 else r.uniform(0.002, MAX_LATENCY)
 
     def request(self, node: Member, what: str, apply, answer, timeout: Optional[float] = None) -> None:
@@ -559,7 +574,7 @@ class GroupWorld:
         def reply(result):
             if self.cut[node.name][1]:
                 return  # the answer is lost on the way back
-            self.at(self.latency(), lambda: self.when_running(node, incarnation, "io", lambda: deliver(result)))
+            self.at(self.latency(node.name), lambda: self.when_running(node, incarnation, "io", lambda: deliver(result)))
 
         def deliver(result):
             if state["done"]:
@@ -580,7 +595,7 @@ class GroupWorld:
         if answer is not None:
             self.at(timeout, lambda: self.when_running(node, incarnation, "timer", expire))
         if not self.cut[node.name][0]:
-            self.at(self.latency(), arrive)
+            self.at(self.latency(node.name), arrive)
 
     # -- the coordinator: registration, the watch, the member keepalive --
 
@@ -663,14 +678,14 @@ class GroupWorld:
 
         self.at(timeout, lambda: self.when_running(node, incarnation, "timer", expire))
         if not self.cut[node.name][0]:
-            self.at(self.latency(), arrive)
+            self.at(self.latency(node.name), arrive)
 
     def _on_stream(self, node: Member, incarnation: int, fn) -> None:
         """Carry something down the member's watch stream, in order; a cut breaks the stream."""
         if self.cut[node.name][1] or not node.up or node.incarnation != incarnation:
             node.watch_active = False
             return
-        arrival = max(self.t + self.latency(), node.last_arrival + 1e-6)
+        arrival = max(self.t + self.latency(node.name), node.last_arrival + 1e-6)
         node.last_arrival = arrival
         self.at(arrival - self.t, lambda: self.when_running(node, incarnation, "io", fn))
 
@@ -829,6 +844,8 @@ class GroupWorld:
             if e.kind != "DELETE" or e.kv.key != LIVE_KEY:
                 continue
             self.freed_at = self.t
+            handover = self.store.kv.get(HANDOVER_KEY)
+            self.freed_for = handover.value["to"] if handover else None
             for node in self.nodes.values():
                 if node.up and node.channels_up and node.serving_lease == e.kv.lease:
                     if node.paused:
@@ -848,6 +865,8 @@ class GroupWorld:
         others = [n for n in self.names if n != live]
         name = {"live": live, "backup": others[int(pick * len(others))]}.get(who, who)
         self.log(f"FAULT {kind} on {name} for {duration:g}s")
+        if kind in ("cut", "slow"):
+            self.troubled(name)
         self.disturbed(self.t)
         if kind == "crash":
             self.crash(name)
@@ -862,17 +881,27 @@ class GroupWorld:
         elif kind == "store-pause":
             self.log("store: paused")
             self.store.pause()
+            self.store_steady_since = float("inf")
             self.at(duration, self._store_resume)
         elif kind == "leader":
             election = round(0.05 + pick * 1.0, 4)
             self.log(f"store: the leader is lost; electing a new one takes {election:g}s")
             self.store.leader_change(election)
-            self.at(election, lambda: self.disturbed(self.t))
+            self.store_steady_since = float("inf")
+            self.at(election, self._elected)
         elif kind == "cut":
             mode = (True, True) if pick < 0.5 else (True, False) if pick < 0.75 else (False, True)
             self.cut[name] = mode
             self.log(f"{name}: cut off from the store ({'both ways' if all(mode) else 'requests lost' if mode[0] else 'answers lost'})")
             self.at(duration, self._heal, name)
+        elif kind == "slow":
+            # A path that loses packets, then, most often, cut off altogether for as long again.
+            self.slow[name] = True
+            self.log(f"{name}: its path to the store loses packets (trips of up to {SLOW_LATENCY:g}s)")
+            if flag or pick < 0.5:
+                self.at(duration, self._cut_after_slow, name, duration)
+            else:
+                self.at(duration, self._heal, name)
         elif kind == "switchover":
             if holder is None or not self.nodes[live].running:
                 return
@@ -900,17 +929,63 @@ class GroupWorld:
             self.crash(name)  # did not stop in time: the operator kills it
         self._start_one(name, as_backup)
 
+    def _elected(self) -> None:
+        self.disturbed(self.t)
+        self.store_steady_since = self.t
+
     def _store_resume(self) -> None:
         self.log("store: resumes")
         self.store.resume()
+        self.store_steady_since = self.t
         self.disturbed(self.t)
+
+    def _cut_after_slow(self, name: str, duration: float) -> None:
+        self.slow[name] = False
+        self.cut[name] = (True, True)
+        self.log(f"{name}: cut off from the store (both ways)")
+        self.at(duration, self._heal, name)
 
     def _heal(self, name: str) -> None:
         self.cut[name] = (False, False)
+        self.slow[name] = False
+        self.troubled(name)
         self.log(f"{name}: reaches the store again")
         self.disturbed(self.t)
 
     # -- invariants --
+
+    def troubled(self, name: str) -> None:
+        """A member's process or path was disturbed: the priority check leaves it out for a while."""
+        sc = self.scenario
+        from iwayfailover.core.group import STORE_RETRY
+        self.trouble_until[name] = max(self.trouble_until[name],
+                                       self.t + sc.interval + 2 * sc.timeout + STORE_RETRY + 0.2)
+
+    def _check_rank(self, winner: Member) -> None:
+        """
+        (5) A key that expired or was let go of without naming a successor goes
+        to the best member (priority, then name) that could take it: one whose
+        process and path to the store were steady, that had seen a holder (a
+        -b member that has not waits the threshold), registered in the
+        winner's view, not serving nor stopping.
+        """
+        tf = self.freed_at
+        if tf is None or self.freed_for is not None or self.store_steady_since >= tf:
+            return
+        steady = lambda n: (self.trouble_until[n] < tf and not self.slow[n]  # noqa: E731
+                            and not any(self.cut[n]))
+        if not steady(winner.name):
+            return
+        key = lambda n: (-self.scenario.priorities[n], n)  # noqa: E731
+        for name in self.names:
+            other = self.nodes[name]
+            if key(name) >= key(winner.name):
+                continue
+            if (other.running and not other.shutting_down and other.seen_holder and not other.channels_up
+                    and other.stop_due is None and steady(name) and other.connected
+                    and MEMBERS + name in winner.view and MEMBERS + name in self.store.kv):
+                raise Violation(f"priority: {winner.name} took the free live key ahead of {name}, which ranks"
+                                f" above it and could campaign ({self.t - tf:.3f}s after the key was freed)")
 
     def check(self) -> None:
         # (1) Never two members serving at once. A paused process still holds
@@ -920,7 +995,7 @@ class GroupWorld:
         if len(serving) > 1:
             raise Violation(f"safety: {' and '.join(serving)} serve at once")
         # (4) Liveness.
-        healed = (self.store.available and not any(a or b for a, b in self.cut.values())
+        healed = (self.store.available and not any(a or b for a, b in self.cut.values()) and not any(self.slow.values())
                   and any(node.running and not node.shutting_down for node in self.nodes.values()))
         if healed and self.t > self.stable_since + self.settle_time():
             running = [n for n, node in self.nodes.items() if node.running and node.channels_up]
