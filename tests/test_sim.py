@@ -78,8 +78,8 @@ class GroupSimulationTests(unittest.TestCase):
         status, out = run("--group", "--seeds", str(GROUP_SEEDS))
         last = out.strip().splitlines()[-1]
         self.assertEqual(status, 0, out[-3000:])
-        self.assertRegex(last, rf"^simulated {GROUP_SEEDS} schedules \(\d+ events, [\d.]+ simulated hours\) in [\d.]+ s:"
-                               r" 0 violations \[group\]$")
+        self.assertRegex(last, rf"^simulated {GROUP_SEEDS} schedules \(\d+ events, [\d.]+ simulated hours\)"
+                               r" in [\d.]+ s: 0 violations \[group\]$")
 
     def test_a_group_seed_replays_the_same_trace(self):
         """The same seed gives the same group trace, to the line; --members fixes the group's size."""

@@ -155,6 +155,9 @@ class GroupWorld:
         self.lives_since_fault = 0
         self.freed_at: Optional[float] = None
         self.freed_for: Optional[str] = None
+        """The member the last release of the live key named (None: it expired or was let go of for anyone)."""
+        self.named_free = False
+        """The live key is free for a member a switchover named: the others give it the threshold."""
         self.violation: Optional[str] = None
 
     def _settings(self, name: str) -> GroupSettings:
@@ -221,15 +224,16 @@ class GroupWorld:
         sc = self.scenario
         self.log(f"scenario: {sc.describe()}")
         self.start_nodes({n: sc.backups[n] for n in self.names})
-        t = self.settle_time()
+        pace = self.settle_time(waits=True)  # the schedule's spacing, drawn before anything runs
+        t = pace
         for fault in sc.faults:
             t += self.rng.uniform(0.2, 1.0) * sc.threshold
             self.at(t - self.t, self._fault, fault)
             if sc.overlap and self.rng.random() < 0.5:
                 t += self.rng.uniform(0.0, fault[2])
             else:
-                t += fault[2] + self.settle_time()
-        t += self.settle_time()
+                t += fault[2] + pace
+        t += pace
         self.at(t - self.t, lambda: None)
         end = t
         try:
@@ -251,29 +255,34 @@ class GroupWorld:
     def ttl(self) -> int:
         return max(self.scenario.threshold, self.scenario.min_ttl)
 
-    def settle_time(self) -> float:
+    def settle_time(self, waits: Optional[bool] = None) -> float:
         """
         From the moment every fault has healed and the processes are steady,
         how long until exactly one member serves, at most:
 
          - the TTL: a holder that died (or was paused, or fenced itself) keeps
            the key until its lease ends on the store;
-         - the TTL again when every member that runs was started with -b (each
-           waits the threshold after seeing no holder) or a switchover named a
-           member that is gone (the others give it the threshold);
+         - the TTL again while a member started with -b has seen no holder yet
+           (it waits the threshold after seeing none) or a switchover named a
+           member (the others give it the threshold: it may be gone);
          - stagger x members: the best member that can campaign may rank last;
          - the coordinator finding the store again: a member keepalive every
            interval, the one in flight timing out, then a read;
          - a campaign's two round trips and the watch's event, each way at most
            MAX_LATENCY; a campaign that failed is tried again after STORE_RETRY
            (one such retry);
-         - the slowest channel stop (a switchover or a fence under way) and 0.5 s.
+         - 0.3 s. A stop under way needs no time of its own: a fence ends it
+           before the lease can end (invariant 3), and a switchover's stop
+           counts as a disturbance until it is over.
         """
         sc = self.scenario
         from iwayfailover.core.group import STORE_RETRY
         stagger = self.nodes[self.names[0]].settings.stagger if hasattr(self, "nodes") else 0.25
-        return (2 * self.ttl() + stagger * sc.members + sc.interval + sc.timeout + 6 * MAX_LATENCY
-                + STORE_RETRY + max(sc.slow_stop.values()) + 0.5)
+        if waits is None:
+            waits = self.named_free or any(
+                n.up and n.as_backup and not n.seen_holder for n in self.nodes.values())
+        return ((2 if waits else 1) * self.ttl() + stagger * sc.members + sc.interval + sc.timeout
+                + 6 * MAX_LATENCY + STORE_RETRY + 0.3)
 
     def disturbed(self, until: float) -> None:
         self.stable_since = max(self.stable_since, until)
@@ -574,7 +583,8 @@ class GroupWorld:
         def reply(result):
             if self.cut[node.name][1]:
                 return  # the answer is lost on the way back
-            self.at(self.latency(node.name), lambda: self.when_running(node, incarnation, "io", lambda: deliver(result)))
+            self.at(self.latency(node.name),
+                    lambda: self.when_running(node, incarnation, "io", lambda: deliver(result)))
 
         def deliver(result):
             if state["done"]:
@@ -841,11 +851,14 @@ class GroupWorld:
 
     def _check_key_gone(self, events: List[WatchEvent]) -> None:
         for e in events:
+            if e.kind == "PUT" and e.kv.key == LIVE_KEY:
+                self.named_free = False
             if e.kind != "DELETE" or e.kv.key != LIVE_KEY:
                 continue
             self.freed_at = self.t
             handover = self.store.kv.get(HANDOVER_KEY)
             self.freed_for = handover.value["to"] if handover else None
+            self.named_free = self.freed_for is not None
             for node in self.nodes.values():
                 if node.up and node.channels_up and node.serving_lease == e.kv.lease:
                     if node.paused:
@@ -892,7 +905,8 @@ class GroupWorld:
         elif kind == "cut":
             mode = (True, True) if pick < 0.5 else (True, False) if pick < 0.75 else (False, True)
             self.cut[name] = mode
-            self.log(f"{name}: cut off from the store ({'both ways' if all(mode) else 'requests lost' if mode[0] else 'answers lost'})")
+            how = "both ways" if all(mode) else "requests lost" if mode[0] else "answers lost"
+            self.log(f"{name}: cut off from the store ({how})")
             self.at(duration, self._heal, name)
         elif kind == "slow":
             # A path that loses packets, then, most often, cut off altogether for as long again.
