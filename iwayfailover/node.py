@@ -133,8 +133,196 @@ PROBE_OUTCOMES = {probe.REFUSED: ev.REFUSED, probe.CLOSED: ev.GONE}
 """How a probe's reply reads to the core; anything else proves nothing (no answer)."""
 
 
+class CoreNode(MultiService):
+    """
+    What every node does with its decision core, whatever its coordinator:
+    feed it observations, carry out the effects common to all cores
+    (timers, serving, transitions, the epoch store, switchover outcomes,
+    log lines), restart a listener, reload the configuration, and show its
+    channels. L{FailoverNode} (a pair) and
+    L{iwayfailover.coordinators.etcd.GroupNode} (a group on etcd) add their
+    coordinator's own effects in C{_carry_out_own}.
+    """
+
+    log = Logger()
+    poller = None
+    core = None
+    serving = None
+
+    def _init_common(self, reactor, now, wall, epochs) -> None:
+        self.reactor = reactor
+        self.now = now
+        self._wall = wall
+        self._epochs = epochs
+        self.takeovers = collections.Counter()
+        self._timers = {}
+        self._switchover: Optional[defer.Deferred] = None
+        self._stopped: Optional[defer.Deferred] = None
+        self._retry_due: Optional[float] = None
+
+    def _feed(self, observation, protocol=None) -> None:
+        """Give the core an observation and carry out what it asks for. Never raises."""
+        try:
+            effects = self.core.handle(observation)
+        except Exception:
+            self.log.failure("the decision core failed on {observation!r}", observation=observation)
+            return
+        for effect in effects:
+            try:
+                if not self._carry_out_common(effect):
+                    self._carry_out_own(effect, protocol)
+            except Exception:
+                self.log.failure("carrying out {effect!r} failed", effect=effect)
+
+    def _carry_out_own(self, effect, protocol) -> None:
+        raise AssertionError(f"unknown effect {effect!r}")
+
+    def _carry_out_common(self, effect) -> bool:
+        kind = type(effect)
+        if kind is ev.StartTimer:
+            self._cancel_timer(effect.name)
+            self._timers[effect.name] = self.reactor.callLater(
+                effect.delay, self._timer_due, effect.name, effect.token)
+            if effect.name == "retry":
+                self._retry_due = self.now() + effect.delay
+        elif kind is ev.CancelTimer:
+            self._cancel_timer(effect.name)
+        elif kind is ev.Transition:
+            self._transition(effect)
+        elif kind is ev.Serve:
+            self.serving.serve(self.core.epoch, self.core.cause).addCallback(self._served)
+        elif kind is ev.StopServing:
+            self.serving.stop(effect.final, effect.within).addCallback(self._stopped_serving)
+        elif kind is ev.RetryChannels:
+            self._retry_due = None
+            self.serving.retry().addCallback(self._served)
+        elif kind is ev.SaveEpoch:
+            self._save_epoch(effect.epoch)
+        elif kind is ev.SwitchoverOutcome:
+            self._switchover_done(effect)
+        elif kind is ev.Note:
+            getattr(self.log, effect.level)("{text}", text=effect.text)  # info, warn or critical
+            if effect.fault:
+                self.serving.fault(effect.text)
+        else:
+            return False
+        return True
+
+    def _timer_due(self, name: str, token: int) -> None:
+        self._timers.pop(name, None)
+        self._feed(ev.Deadline(name, token))
+
+    def _cancel_timer(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+        if name == "retry":
+            self._retry_due = None
+
+    def _cancel_timers(self) -> None:
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+
+    def _transition(self, t: ev.Transition) -> None:
+        raise NotImplementedError
+
+    def _served(self, failed) -> None:
+        if failed is not None:
+            self._feed(ev.Served(failed))
+
+    def _stopped_serving(self, left) -> None:
+        if left is not None:
+            self._feed(ev.StoppedServing(left))
+
+    def _save_epoch(self, epoch: int) -> None:
+        try:
+            self._epochs.save(epoch)
+        except OSError as e:
+            self._feed(ev.EpochSaved(epoch, f"cannot write {self._epochs.path}: {e.strerror or e}"))
+            return
+        self._feed(ev.EpochSaved(epoch))
+
+    def _switchover_done(self, outcome: ev.SwitchoverOutcome) -> None:
+        d, self._switchover = self._switchover, None
+        if outcome.ok:
+            self.log.info("switchover: {detail}", detail=outcome.detail)
+        else:
+            self.log.warn("switchover failed: {detail}", detail=outcome.detail)
+        if d is None:
+            return
+        if outcome.ok:
+            d.callback({"from": self.name, "to": outcome.to, "epoch": outcome.epoch, "gap": outcome.gap})
+        else:
+            d.errback(SwitchoverRefused(outcome.detail))
+
+    def reload_config(self) -> None:
+        """
+        Read the shared configuration again now, as the next poll would (the
+        console has just saved it); see L{INodeControl.reload_config}.
+        """
+        if self.poller is not None and self.poller.running:
+            self.poller.poll()  # (a read under way picks the new file up itself)
+
+    def restart_listener(self, name: str) -> defer.Deferred:
+        """
+        Try one FAILED listener again (see L{ListenerSet.restart}).
+
+        @raise ListenerRestartRefused: no such listener, or it is not FAILED.
+        """
+        try:
+            d = self.listeners.restart(name)
+        except KeyError:
+            raise ListenerRestartRefused(f"{self.name} has no listener {name!r}") from None
+        except ValueError as e:
+            raise ListenerRestartRefused(str(e)) from None
+        self.log.info("listener {listener} restarted on request", listener=name)
+        return d
+
+    def _apply_serving_config(self, config: SharedConfig) -> None:
+        """The floating IP, then the listeners, of a new configuration."""
+        client = config.client_settings(self.name)
+        address_settled = defer.succeed(None)
+        if (client.virtual_ip, client.interface) != (self.floating.address, self.floating.interface):
+            address_settled = self.floating.configure(client.virtual_ip, client.interface)
+        # Listeners follow once the new address is in place: one may bind it.
+        specs = config.listeners_for(self.name)
+        address_settled.addBoth(lambda _: self.listeners.configure(specs)).addCallback(lambda _: self.serving.check_faults())
+        address_settled.addErrback(lambda f: self.log.failure("applying the listeners of the new configuration failed", f))
+
+    def _channels_status(self):
+        """The channels and the floating address, as the snapshot shows them."""
+        retry_in = None if self._retry_due is None else round(max(0.0, self._retry_due - self.now()), 3)
+        channels = []
+        for name, entry in self.listeners.status().items():
+            channel = ChannelStatus.from_entry(name, entry, float)
+            if retry_in is not None and channel.state == FAILED:
+                channel = dataclasses.replace(channel, retry_in=retry_in)  # the retry the core has armed
+            channels.append(channel)
+        address = None
+        if self.floating.configured:
+            address = ChannelStatus.from_entry(self.floating.name, self.floating.status(), float)
+        return tuple(channels), address
+
+    def _config_status(self) -> ConfigStatus:
+        poller = self.poller
+        return ConfigStatus(
+            path=self.config.path,
+            digest=self.config.digest,
+            last_error=None if poller is None else poller.last_error,
+            reloads=0 if poller is None else poller.reloads,
+            failures=0 if poller is None else poller.failures,
+        )
+
+    def _takeover_counts(self):
+        takeovers = dict.fromkeys(TAKEOVER_KINDS, 0)
+        takeovers.update(self.takeovers)
+        return MappingProxyType(takeovers)
+
+
 @implementer(INodeControl)
-class FailoverNode(MultiService):
+class FailoverNode(CoreNode):
     """
     One node: the decision core (L{PairCore}) wired to its heartbeat links,
     timers, serving layer (floating IP, channels, hooks) and epoch store.
@@ -156,12 +344,9 @@ class FailoverNode(MultiService):
         L{commands.run} by default, or a stand-in.
     """
 
-    log = Logger()
-
     # Wired in by makeService (iwayfailover.tap): ServerPort and ConfigPoller children.
     heartbeat_port = None
     console_port = None
-    poller = None
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
@@ -175,10 +360,7 @@ class FailoverNode(MultiService):
         self.check_config(config)
         self.settings = config.server(name)
         self.start_as_backup = start_as_backup
-        self.reactor = reactor
-        self.now = now
-        self._epochs = epochs
-        self._wall = wall
+        self._init_common(reactor, now, wall, epochs)
         self._reach_any = reach_any
         self._query = query
         self.core = PairCore(settings_for(config, name), epoch=epochs.load(), now=now)
@@ -202,12 +384,7 @@ class FailoverNode(MultiService):
         )
         self.sessions.factory = self.heartbeat_factory
         self.sender = HeartbeatSender(self)
-        self.takeovers = collections.Counter()
-        self._timers = {}
-        self._switchover: Optional[defer.Deferred] = None
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
-        self._stopped: Optional[defer.Deferred] = None
-        self._retry_due: Optional[float] = None
         self._differs_logged = None
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))
 
@@ -236,10 +413,7 @@ class FailoverNode(MultiService):
             self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
 
         def rest(_):
-            for call in self._timers.values():
-                if call.active():
-                    call.cancel()
-            self._timers.clear()
+            self._cancel_timers()
             return defer.gatherResults([self.serving.stopping, self.sender.stop()], consumeErrors=True)
 
         stopped.addCallback(rest)
@@ -248,46 +422,16 @@ class FailoverNode(MultiService):
 
     # -- the core: observations in, effects out --
 
-    def _feed(self, observation, protocol=None) -> None:
-        """Give the core an observation and carry out what it asks for. Never raises."""
-        try:
-            effects = self.core.handle(observation)
-        except Exception:
-            self.log.failure("the decision core failed on {observation!r}", observation=observation)
-            return
-        for effect in effects:
-            try:
-                self._carry_out(effect, protocol)
-            except Exception:
-                self.log.failure("carrying out {effect!r} failed", effect=effect)
-
-    def _carry_out(self, effect, protocol) -> None:
+    def _carry_out_own(self, effect, protocol) -> None:
         kind = type(effect)
-        if kind is ev.StartTimer:
-            self._cancel_timer(effect.name)
-            self._timers[effect.name] = self.reactor.callLater(
-                effect.delay, self._timer_due, effect.name, effect.token)
-            if effect.name == "retry":
-                self._retry_due = self.now() + effect.delay
-        elif kind is ev.CancelTimer:
-            self._cancel_timer(effect.name)
-        elif kind is ev.SendHeartbeat:
+        if kind is ev.SendHeartbeat:
             self.sender.beat(effect.seq)
         elif kind is ev.Answer:
             target = effect.reply if effect.reply is not None else protocol
             if target is not None and target.transport is not None and target.connected:
                 target.send(self.frame(wire.Kind.ANSWER, effect.seq))
-        elif kind is ev.Transition:
-            self._transition(effect)
-        elif kind is ev.Serve:
-            self.serving.serve(self.core.epoch, self.core.cause).addCallback(self._served)
-        elif kind is ev.StopServing:
-            self.serving.stop(effect.final, effect.within).addCallback(self._stopped_serving)
         elif kind is ev.AnnounceAgain:
             self.floating.announce_again()
-        elif kind is ev.RetryChannels:
-            self._retry_due = None
-            self.serving.retry().addCallback(self._served)
         elif kind is ev.Dial:
             self.sender.start()
         elif kind is ev.Hangup:
@@ -299,27 +443,8 @@ class FailoverNode(MultiService):
             self._probe(effect)
         elif kind is ev.AskWitnesses:
             self._ask_witnesses(effect)
-        elif kind is ev.SaveEpoch:
-            self._save_epoch(effect.epoch)
-        elif kind is ev.SwitchoverOutcome:
-            self._switchover_done(effect)
-        elif kind is ev.Note:
-            getattr(self.log, effect.level)("{text}", text=effect.text)  # info, warn or critical
-            if effect.fault:
-                self.serving.fault(effect.text)
         else:
             raise AssertionError(f"unknown effect {effect!r}")
-
-    def _timer_due(self, name: str, token: int) -> None:
-        self._timers.pop(name, None)
-        self._feed(ev.Deadline(name, token))
-
-    def _cancel_timer(self, name: str) -> None:
-        call = self._timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
-        if name == "retry":
-            self._retry_due = None
 
     def _transition(self, t: ev.Transition) -> None:
         self.machine.record(t)
@@ -338,22 +463,6 @@ class FailoverNode(MultiService):
         elif t.role == STOPPED and self._stopped is not None:
             stopped = self._stopped
             self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
-
-    def _served(self, failed) -> None:
-        if failed is not None:
-            self._feed(ev.Served(failed))
-
-    def _stopped_serving(self, left) -> None:
-        if left is not None:
-            self._feed(ev.StoppedServing(left))
-
-    def _save_epoch(self, epoch: int) -> None:
-        try:
-            self._epochs.save(epoch)
-        except OSError as e:
-            self._feed(ev.EpochSaved(epoch, f"cannot write {self._epochs.path}: {e.strerror or e}"))
-            return
-        self._feed(ev.EpochSaved(epoch))
 
     # -- questions to the network --
 
@@ -493,34 +602,25 @@ class FailoverNode(MultiService):
 
     # -- planned switchover --
 
-    def switchover(self, cause: Optional[str] = None) -> defer.Deferred:
+    def switchover(self, cause: Optional[str] = None, to: Optional[str] = None) -> defer.Deferred:
         """
         Move the live role to the backup: stop every listener, then tell the
         backup to take over, so that the two never serve at once.
 
+        @param to: the node to hand the role to: a pair's only choice is its
+            peer (None: the peer).
         @return: a Deferred firing with C{{"from", "to", "epoch", "gap"}} once
             the backup confirms it is live (C{gap}: seconds during which
             neither node's listeners served, as seen from this node), or
             failing with L{SwitchoverRefused}.
         """
+        if to is not None and to != self.peer.name:
+            return defer.fail(SwitchoverRefused(f"a pair hands the live role to its peer {self.peer.name} only, not {to}"))
         if self._switchover is not None:
             return defer.fail(SwitchoverRefused("a switchover is already under way"))
         d = self._switchover = defer.Deferred()
         self._feed(ev.SwitchoverAsked(cause))
         return d
-
-    def _switchover_done(self, outcome: ev.SwitchoverOutcome) -> None:
-        d, self._switchover = self._switchover, None
-        if outcome.ok:
-            self.log.info("switchover: {detail}", detail=outcome.detail)
-        else:
-            self.log.warn("switchover failed: {detail}", detail=outcome.detail)
-        if d is None:
-            return
-        if outcome.ok:
-            d.callback({"from": self.name, "to": outcome.to, "epoch": outcome.epoch, "gap": outcome.gap})
-        else:
-            d.errback(SwitchoverRefused(outcome.detail))
 
     # -- configuration --
 
@@ -587,60 +687,16 @@ class FailoverNode(MultiService):
                 self.console_port.rebind(new.console)
             elif new.console is not None or old.console is not None:
                 changes.append("the console change takes effect at the next start")
-        client = config.client_settings(self.name)
-        address_settled = defer.succeed(None)
-        if (client.virtual_ip, client.interface) != (self.floating.address, self.floating.interface):
-            address_settled = self.floating.configure(client.virtual_ip, client.interface)
-        # Listeners follow once the new address is in place: one may bind it.
-        specs = config.listeners_for(self.name)
-        address_settled.addBoth(lambda _: self.listeners.configure(specs)).addCallback(lambda _: self.serving.check_faults())
-        address_settled.addErrback(lambda f: self.log.failure("applying the listeners of the new configuration failed", f))
+        self._apply_serving_config(config)
         self.log.info(
             "configuration reloaded: {changes}", changes="; ".join(changes) or "no change for this server"
         )
-
-    def reload_config(self) -> None:
-        """
-        Read the shared configuration again now, as the next poll would (the
-        console has just saved it); see L{INodeControl.reload_config}.
-        """
-        if self.poller is not None and self.poller.running:
-            self.poller.poll()  # (a read under way picks the new file up itself)
-
-    # -- listeners, for the console --
-
-    def restart_listener(self, name: str) -> defer.Deferred:
-        """
-        Try one FAILED listener again (see L{ListenerSet.restart}).
-
-        @raise ListenerRestartRefused: no such listener, or it is not FAILED.
-        """
-        try:
-            d = self.listeners.restart(name)
-        except KeyError:
-            raise ListenerRestartRefused(f"{self.name} has no listener {name!r}") from None
-        except ValueError as e:
-            raise ListenerRestartRefused(str(e)) from None
-        self.log.info("listener {listener} restarted on request", listener=name)
-        return d
 
     # -- status --
 
     def status(self) -> NodeStatus:
         """One snapshot of how this node stands: what the API, metrics, console and iwsrv show."""
-        retry_in = None if self._retry_due is None else round(max(0.0, self._retry_due - self.now()), 3)
-        channels = []
-        for name, entry in self.listeners.status().items():
-            channel = ChannelStatus.from_entry(name, entry, float)
-            if retry_in is not None and channel.state == FAILED:
-                channel = dataclasses.replace(channel, retry_in=retry_in)  # the retry the core has armed
-            channels.append(channel)
-        address = None
-        if self.floating.configured:
-            address = ChannelStatus.from_entry(self.floating.name, self.floating.status(), float)
-        poller = self.poller
-        takeovers = dict.fromkeys(TAKEOVER_KINDS, 0)
-        takeovers.update(self.takeovers)
+        channels, address = self._channels_status()
         return NodeStatus(
             server=self.name,
             role=self.machine.role,
@@ -648,7 +704,7 @@ class FailoverNode(MultiService):
             since=self.machine.since,
             cause=self.machine.cause,
             peer=self.peer.status(),
-            channels=tuple(channels),
+            channels=channels,
             address=address,
             heartbeats=HeartbeatStatus(
                 sent=self.sender.sent, received=self.sessions.received,
@@ -665,13 +721,7 @@ class FailoverNode(MultiService):
                 console_users=self.settings.console_users or self.config.failover.console_users,
             ),
             auth=AuthStatus.from_json(self.keys.status()),
-            config=ConfigStatus(
-                path=self.config.path,
-                digest=self.config.digest,
-                last_error=None if poller is None else poller.last_error,
-                reloads=0 if poller is None else poller.reloads,
-                failures=0 if poller is None else poller.failures,
-            ),
+            config=self._config_status(),
             transitions=tuple(self.machine.transitions),
-            takeovers=MappingProxyType(takeovers),
+            takeovers=self._takeover_counts(),
         )
