@@ -8,7 +8,9 @@ Each member runs the real L{iwayfailover.core.group.GroupCore}. The world
 plays the rest of the node, as the etcd coordinator does: it carries the
 core's requests to the store (grant then create-if-absent for a campaign,
 keepalives, delete-if-lease then revoke for a resignation) with latencies
-and the coordinator's timeout, keeps the member's own key under a lease of
+and the coordinator's timeout (a keepalive writes the live key again if it
+is still bound to the lease, then keeps the lease alive; a stale key is
+cleared only at the revision seen), keeps the member's own key under a lease of
 its own alive every interval, watches the prefix (a read, then the events
 in revision order) and tells the core what changed, and says so when the
 store is out of reach. Each member's monotonic clock has its own offset.
@@ -155,6 +157,7 @@ class GroupWorld:
         self.lives_since_fault = 0
         self.freed_at: Optional[float] = None
         self.freed_for: Optional[str] = None
+        self.freed_from: Optional[str] = None
         """The member the last release of the live key named (None: it expired or was let go of for anyone)."""
         self.named_free = False
         """The live key is free for a member a switchover named: the others give it the threshold."""
@@ -468,6 +471,8 @@ class GroupWorld:
             self._keepalive(node, e)
         elif isinstance(e, ev.Resign):
             self._resign(node, e)
+        elif isinstance(e, ev.ClearStale):
+            self._clear_stale(node, e)
         elif isinstance(e, ev.SaveEpoch):
             pass
         elif isinstance(e, ev.Note):
@@ -731,18 +736,19 @@ class GroupWorld:
         handover = node.view.get(HANDOVER_KEY)
         return (live.value["name"] if live else None, live.create_revision if live else 0,
                 live.lease if live else 0, handover.value["from"] if handover else None,
-                handover.value["to"] if handover else None)
+                handover.value["to"] if handover else None, live.mod_revision if live else 0,
+                float(live.value.get("ttl", 0)) if live else 0.0)
 
     def _members_of(self, node: Member) -> tuple:
         return tuple(sorted((kv.value["name"], kv.value["priority"], kv.value["may_campaign"])
                             for key, kv in node.view.items() if key.startswith(MEMBERS)))
 
     def _tell_state(self, node: Member) -> None:
-        holder, epoch, lease, released_by, to = self._state_of(node)
+        holder, epoch, lease, released_by, to, renewed, ttl = self._state_of(node)
         if holder is not None:
             node.seen_holder = True
         self.feed(node, ev.StoreState(holder, epoch, lease=lease, released_by=released_by, handover_to=to,
-                                      revision=node.view_revision))
+                                      revision=node.view_revision, renewed=renewed, ttl=ttl))
 
     def _tell_members(self, node: Member) -> None:
         self.feed(node, ev.Candidates(self._members_of(node)))
@@ -785,12 +791,12 @@ class GroupWorld:
 
     def _campaign(self, node: Member, e: ev.Campaign) -> None:
         sent_at = self.clock(node)
-        value = {"name": node.name, "epoch": 0}
 
         def granted(result):
             if isinstance(result, Failure):
                 return self.feed(node, ev.CampaignResult(e.token, False, error=result.detail))
             lease, ttl = result
+            value = {"name": node.name, "epoch": 0, "ttl": ttl}
 
             def created(result):
                 if isinstance(result, Failure):
@@ -817,14 +823,36 @@ class GroupWorld:
         return result
 
     def _keepalive(self, node: Member, e: ev.KeepAlive) -> None:
+        """Write the live key again if it is still bound to the lease, then keep the lease alive."""
         sent_at = self.clock(node)
 
-        def answer(result):
+        def written(result):
+            if isinstance(result, Failure):
+                return self.feed(node, ev.KeepAliveResult(e.lease, sent_at, error=result.detail))
+            if not result:
+                return self.feed(node, ev.KeepAliveResult(e.lease, sent_at, ttl=0.0))
+            self.request(node, "keepalive", lambda: self.store.keepalive(e.lease), kept)
+
+        def kept(result):
             if isinstance(result, Failure):
                 return self.feed(node, ev.KeepAliveResult(e.lease, sent_at, error=result.detail))
             self.feed(node, ev.KeepAliveResult(e.lease, sent_at, ttl=float(result)))
 
-        self.request(node, "keepalive", lambda: self.store.keepalive(e.lease), answer)
+        def renew():
+            held = self.store.kv.get(LIVE_KEY)
+            value = dict(held.value) if held is not None else {}
+            return self.store.put_if_lease(LIVE_KEY, value, e.lease)
+
+        self.request(node, "renewal txn", renew, written)
+
+    def _clear_stale(self, node: Member, e: ev.ClearStale) -> None:
+        def clear():
+            done = self.store.delete_if_revision(LIVE_KEY, e.renewed)
+            if done:
+                self.log(f"store: {node.name} clears {e.holder}'s stale live key (revision {e.renewed})")
+            return done
+
+        self.request(node, "clear stale", clear, lambda result: None)
 
     def _resign(self, node: Member, e: ev.Resign) -> None:
         node.resigns += 1
@@ -858,6 +886,7 @@ class GroupWorld:
             self.freed_at = self.t
             handover = self.store.kv.get(HANDOVER_KEY)
             self.freed_for = handover.value["to"] if handover else None
+            self.freed_from = e.kv.value["name"]
             self.named_free = self.freed_for is not None
             for node in self.nodes.values():
                 if node.up and node.channels_up and node.serving_lease == e.kv.lease:
@@ -981,7 +1010,8 @@ class GroupWorld:
         to the best member (priority, then name) that could take it: one whose
         process and path to the store were steady, that had seen a holder (a
         -b member that has not waits the threshold), registered in the
-        winner's view, not serving nor stopping.
+        winner's view, not serving nor stopping. The last holder is not
+        waited for (the core does not count it in the ranks).
         """
         tf = self.freed_at
         if tf is None or self.freed_for is not None or self.store_steady_since >= tf:
@@ -993,8 +1023,8 @@ class GroupWorld:
         key = lambda n: (-self.scenario.priorities[n], n)  # noqa: E731
         for name in self.names:
             other = self.nodes[name]
-            if key(name) >= key(winner.name):
-                continue
+            if key(name) >= key(winner.name) or name == self.freed_from:
+                continue  # the last holder is not waited for: its key went stale, expired or was let go of
             if (other.running and not other.shutting_down and other.seen_holder and not other.channels_up
                     and other.stop_due is None and steady(name) and other.connected
                     and MEMBERS + name in winner.view and MEMBERS + name in self.store.kv):

@@ -10,8 +10,9 @@ Leases expire on the store's own clock, counted from the grant or the last
 keepalive the store I{received} (never from when the client sent it); an
 expiry deletes every key bound to the lease in one revision and tells the
 watchers, in revision order. The transactions are the two the coordinator
-uses: create-if-absent (with keys to delete in the same revision) and
-delete-if-lease (with a key to put in the same revision).
+uses: create-if-absent (with keys to delete in the same revision),
+delete-if-lease (with a key to put in the same revision), put-if-lease (the
+live member's renewal of its key) and delete-if-revision (a stale key cleared).
 
 The store can pause (a SIGSTOP of the leader, a full disk's fsync): requests
 wait, nothing expires; on resume, the leases that ran out meanwhile go first,
@@ -281,6 +282,26 @@ class Store:
         if also_put is not None:
             events.append(self._put(also_put[0], also_put[1], 0))
         self._notify(events)
+        return True
+
+    def put_if_lease(self, key: str, value: object, lease: int) -> bool:
+        """One txn: if C{lease(key) == lease}, put it again (same lease): a new mod revision."""
+        self._need()
+        existing = self.kv.get(key)
+        if existing is None or existing.lease != lease or lease not in self.leases:
+            return False
+        self.revision += 1
+        self._notify([self._put(key, value, lease)])
+        return True
+
+    def delete_if_revision(self, key: str, mod_revision: int) -> bool:
+        """One txn: if C{mod_revision(key) == mod_revision}, delete it."""
+        self._need()
+        existing = self.kv.get(key)
+        if existing is None or existing.mod_revision != mod_revision:
+            return False
+        self.revision += 1
+        self._notify([self._delete(key)])
         return True
 
     # -- helpers --
