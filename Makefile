@@ -113,10 +113,11 @@ bench: install system-packages
 	$(BIN)/python bench/keepalived.py --quick
 
 # The decision core of two nodes in simulated time, invariants checked after
-# every event: make simulate [SEEDS=N] [SEED=S] [PLANT=NAME] (see docs/safety.md).
+# every event: make simulate [SEEDS=N] [SEED=S] [PLANT=NAME]; GROUP=1 [MEMBERS=3..5]
+# for a group on a simulated etcd (see docs/safety.md).
 SEEDS ?= 2000
 simulate: install
-	cd tests && ../$(BIN)/python -m sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED)) $(if $(PLANT),--plant $(PLANT))
+	cd tests && ../$(BIN)/python -m sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED)) $(if $(PLANT),--plant $(PLANT)) $(if $(GROUP),--group) $(if $(MEMBERS),--members $(MEMBERS))
 
 # The console's screenshots in docs/, taken by the real-browser test.
 screenshots: install system-packages
