@@ -204,7 +204,7 @@ def format_status(status: dict) -> str:
             "threshold",
             f"{_seconds(settings.get('threshold'))}, heartbeat every {_seconds(settings.get('heartbeat_interval'))}",
         ))
-    if status.get("auth"):
+    if status.get("auth") and not coordinator:  # a group's members send no heartbeats to sign
         lines.append(("auth", _auth_line(status["auth"])))
     config = status.get("config") or {}
     if config.get("last_error"):

@@ -143,6 +143,7 @@ class GroupNode(CoreNode):
         self._odd_key = None  # the last unusable live key reported: (mod revision, problem)
         self._member_writing = None  # a Deferred while a write of the member key is under way
         self._member_dirty = False
+        self._member_epoch = None  # the epoch the member key was last written with
         self._requests = set()  # store requests under way: a shutdown waits for them
         self._running = False
         self._tick = LoopingCall(self._check_store)
@@ -266,6 +267,7 @@ class GroupNode(CoreNode):
                 self._member_dirty = False
                 if not self._member_lease:
                     return
+                self._member_epoch = self.core.epoch
                 yield self.client.put(self.members_prefix + self.name, self._member_value(), lease=self._member_lease)
                 if not self._member_dirty:
                     return
@@ -385,6 +387,8 @@ class GroupNode(CoreNode):
             self._published = state
             self._feed(ev.StoreState(holder, epoch=epoch, lease=lease, released_by=released_by, handover_to=to,
                                      revision=revision, renewed=renewed, ttl=ttl))
+            if self.core.epoch != self._member_epoch:
+                self._update_member()  # the group's epoch, as every member shows it
 
     # -- effects of the group core --
 

@@ -303,8 +303,9 @@ class GroupCore:
                 # an earlier run of this process. Nothing serves under it.
                 if obs.lease != self._lost_lease:
                     self._lost_lease = obs.lease
-                    self._note("info", f"the live key still names this member under lease {obs.lease:x}"
-                                       " (an earlier run): letting it go")
+                    self._note("info", f"the live key still names this member under lease {obs.lease:x}, which"
+                                       " it does not hold (an earlier run, or a resignation the store did not"
+                                       " confirm): letting it go")
                     self._emit(Resign(obs.lease))
                 return
             self.epoch = max(self.epoch, obs.epoch)
