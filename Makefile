@@ -82,7 +82,8 @@ run: install conf/failover.key conf/console-users
 # The example group of three on a one-member etcd on loopback (conf/group.ini):
 # etcd's data in .run/etcd, each member's state in .run/NAME.
 ETCD_PORT ?= 23790
-run-group: install system-packages conf/console-users
+run-group: install conf/console-users
+	@command -v etcd >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=etcd-server
 	@command -v etcd >/dev/null || { echo "run-group needs etcd (Debian: apt-get install etcd-server)"; exit 1; }
 	@mkdir -p .run
 	@if (exec 3<>/dev/tcp/127.0.0.1/$(ETCD_PORT)) 2>/dev/null; then echo "something already listens on 127.0.0.1:$(ETCD_PORT): is a group running? (ETCD_PORT=... to pick another port)"; exit 1; fi
