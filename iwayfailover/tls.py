@@ -121,7 +121,7 @@ def load_certificates(path: str, what: str) -> List[ssl.Certificate]:
     return certificates
 
 
-def _private_certificate(cert_path: str, key_path: str, what: str) -> ssl.PrivateCertificate:
+def private_certificate(cert_path: str, key_path: str, what: str) -> ssl.PrivateCertificate:
     certificate = load_certificates(cert_path, f"{what} certificate")[0]
     try:
         key = ssl.KeyPair.load(_read(key_path, f"{what} private key"), crypto.FILETYPE_PEM)
@@ -158,7 +158,7 @@ def server_endpoint(reactor, description: str):
     if port is None or not port.isdigit():
         raise TLSConfigError("no port number")
     private_key = kwargs.get("privateKey", "server.pem")
-    mine = _private_certificate(kwargs.get("certKey") or private_key, private_key, "heartbeat port's")
+    mine = private_certificate(kwargs.get("certKey") or private_key, private_key, "heartbeat port's")
     chain = [c.original for c in load_certificates(kwargs["extraCertChain"], "extraCertChain")] if "extraCertChain" in kwargs else []
     verify = {}
     if "caCerts" in kwargs:
@@ -206,7 +206,7 @@ def client_endpoint(reactor, description: str, timeout: float = 30.0):
         trust = ssl.trustRootFromCertificates(load_certificates(kwargs["trustRoots"], "trustRoots"))
     client_certificate = None
     if kwargs.get("certificate"):
-        client_certificate = _private_certificate(
+        client_certificate = private_certificate(
             kwargs["certificate"], kwargs.get("privateKey") or kwargs["certificate"], "client"
         )
     elif kwargs.get("privateKey"):

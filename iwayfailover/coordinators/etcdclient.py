@@ -289,7 +289,7 @@ def _tls_policy(cacert, cert, key) -> _TLSPolicy:
     if (cert is None) != (key is None):
         raise ValueError("etcd TLS: a client certificate needs both etcd_cert and etcd_key")
     if cert is not None:
-        client = tls._private_certificate(cert, key, "etcd client")
+        client = tls.private_certificate(cert, key, "etcd client")
     return _TLSPolicy(trust, client)
 
 
