@@ -3,7 +3,7 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
-    iwsrv switchover [--config PATH] [--name NAME] [--yes] [--json]   hand the live role to the backup
+    iwsrv switchover [--config PATH] [--name NAME] [--to NAME] [--yes] [--json]   hand the live role to the backup
     iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--json]   try a FAILED listener again
     iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
     iwsrv adduser FILE USER [--password-stdin]                   add a console user (asks the password twice)
@@ -37,6 +37,7 @@ class StatusOptions(usage.Options):
 
     def postOptions(self):
         self["config"] = self["config"] or default_config()
+        self["named"] = self["name"] is not None
         self["name"] = self["name"] or default_name()
 
 
@@ -60,8 +61,11 @@ def console_client_string(console: str) -> str:
 
 
 def call_console(reactor, client_string: str, method: bytes, path: bytes, timeout: float = STATUS_TIMEOUT,
-                 headers: dict = None):
-    """A Deferred of C{(http_code, json_body)} from a node's console; C{headers}: extra request headers."""
+                 headers: dict = None, body: dict = None):
+    """
+    A Deferred of C{(http_code, json_body)} from a node's console;
+    C{headers}: extra request headers; C{body}: an object sent as JSON.
+    """
     from twisted.internet.endpoints import clientFromString
     from twisted.web.client import Agent, readBody
     from twisted.web.iweb import IAgentEndpointFactory
@@ -75,9 +79,18 @@ def call_console(reactor, client_string: str, method: bytes, path: bytes, timeou
     agent = Agent.usingEndpointFactory(reactor, Console())
     from twisted.web.http_headers import Headers
 
-    d = agent.request(method, b"http://console" + path, Headers({k: [v] for k, v in (headers or {}).items()}))
+    headers = dict(headers or {})
+    producer = None
+    if body is not None:
+        import io
 
-    def body(response):
+        from twisted.web.client import FileBodyProducer
+
+        headers[b"Content-Type"] = b"application/json"
+        producer = FileBodyProducer(io.BytesIO(json.dumps(body).encode("utf-8")))
+    d = agent.request(method, b"http://console" + path, Headers({k: [v] for k, v in headers.items()}), producer)
+
+    def answer(response):
         def parse(data):
             try:
                 return response.code, json.loads(data)
@@ -86,7 +99,7 @@ def call_console(reactor, client_string: str, method: bytes, path: bytes, timeou
 
         return readBody(response).addCallback(parse)
 
-    d.addCallback(body)
+    d.addCallback(answer)
     d.addTimeout(timeout, reactor)
     return d
 
@@ -124,23 +137,69 @@ def _auth_line(auth: dict) -> str:
     return f"{auth.get('mode', '?')}, key ids {ids}{source}"
 
 
+def _coordinator_line(coordinator: dict) -> str:
+    endpoints = ", ".join(coordinator.get("endpoints") or []) or "?"
+    line = f"{coordinator.get('kind', '?')} at {endpoints}, {'connected' if coordinator.get('connected') else 'NOT connected'}"
+    if not coordinator.get("connected") and coordinator.get("last_error"):
+        line += f" ({coordinator['last_error']})"
+    live = coordinator.get("live")
+    if live is None:
+        return line + "; nobody holds the live role"
+    epoch = coordinator.get("live_epoch")
+    return line + f"; live: {live}" + ("" if epoch is None else f" (epoch {epoch})")
+
+
+def _lease_line(coordinator: dict, settings: dict) -> str:
+    ttl, left = coordinator.get("lease_ttl"), coordinator.get("lease_left")
+    line = "TTL not granted yet" if ttl is None else f"TTL {ttl}s"
+    line += ", none held by this node" if left is None else f", {left:.1f}s left"
+    if settings.get("heartbeat_interval") is not None:
+        line += f"; keepalive every {_seconds(settings['heartbeat_interval'])}"
+    return line + f"; renewals {coordinator.get('renewals', 0)}, failed {coordinator.get('renewal_failures', 0)}"
+
+
+def _members_table(status: dict) -> list:
+    """A group's members, one line each: name, role, epoch, priority, since, console."""
+    members = status.get("members") or {}
+    if not members:
+        return ["no member has registered yet"]
+    header = ("MEMBER", "ROLE", "EPOCH", "PRIORITY", "SINCE", "CONSOLE")
+    rows = []
+    for name, entry in members.items():
+        role = entry.get("role") or "?"
+        if entry.get("may_campaign") is False:
+            role += " (no campaign)"
+        rows.append((
+            name + (" *" if name == status.get("server") else ""), role,
+            "" if entry.get("epoch") is None else str(entry["epoch"]), str(entry.get("priority", "")),
+            entry.get("since") or "", entry.get("console") or "",
+        ))
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header] + rows]
+
+
 def format_status(status: dict) -> str:
     """A readable table of a status object (the API's extra fields are shown where present)."""
+    coordinator = status.get("coordinator")
     lines = [
         ("server", status["server"]),
         ("role", f"{status['role']} since {status['since']}" + (f" ({status['cause']})" if status.get("cause") else "")),
         ("epoch", str(status["epoch"])),
-        ("peer", _peer_line(status.get("peer") or {})),
     ]
+    if coordinator:
+        lines.append(("coordinator", _coordinator_line(coordinator)))
+        lines.append(("lease", _lease_line(coordinator, status.get("settings") or {})))
+    else:
+        lines.append(("peer", _peer_line(status.get("peer") or {})))
     heartbeats = status.get("heartbeats")
-    if heartbeats:
+    if heartbeats and not coordinator:
         lines.append((
             "heartbeats",
             f"sent {heartbeats.get('sent', 0)}, received {heartbeats.get('received', 0)},"
             f" rejected {heartbeats.get('rejected', 0)}; longest gap heard {_seconds(heartbeats.get('max_gap'))}",
         ))
     settings = status.get("settings") or {}
-    if settings:
+    if settings and not coordinator:
         lines.append((
             "threshold",
             f"{_seconds(settings.get('threshold'))}, heartbeat every {_seconds(settings.get('heartbeat_interval'))}",
@@ -152,6 +211,9 @@ def format_status(status: dict) -> str:
         lines.append(("config", f"NOT RELOADED, running the last good one: {config['last_error']}"))
     width = max(len(k) for k, _ in lines)
     out = [f"{k.ljust(width)}  {v}" for k, v in lines]
+    if coordinator:
+        out.append("")
+        out += _members_table(status)
     listeners = status.get("listeners") or {}
     if listeners:
         out.append("")
@@ -172,7 +234,7 @@ def format_status(status: dict) -> str:
 
 
 class SwitchoverOptions(StatusOptions):
-    synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--state-dir DIR] [--yes] [--json]"
+    synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--to NAME] [--state-dir DIR] [--yes] [--json]"
     optFlags = [
         ["json", "j", "Print the result as JSON."],
         ["yes", "y", "Do not ask for confirmation."],
@@ -180,11 +242,15 @@ class SwitchoverOptions(StatusOptions):
     optParameters = [
         ["state-dir", None, None,
          "The live node's state dir, where it keeps its console token. [default: the per-user one of its name]"],
+        ["to", None, None,
+         "The server to hand the live role to (a group on etcd: any member; a pair: its backup)."
+         " [default: the backup; in a group, the next member by priority]"],
     ]
 
     longdesc = (
         "Hand the live role to the backup: the live node stops its listeners, then the backup"
-        " starts its own. --name may name either node of the pair."
+        " starts its own. --name may name either node of the pair. In a group on etcd, --name"
+        " may name any member, or be left out: the command finds the live member itself."
     )
 
 
@@ -306,13 +372,18 @@ def ask_on_terminal(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def switchover(config, name, call, confirm, token=lambda server: None):
+def switchover(config, name, call, confirm, token=lambda server: None, to=None):
     """
-    Find the live node of the pair C{name} belongs to, confirm, and ask it
-    to hand over.
+    Find the live node of the pair C{name} belongs to (of the group, in a
+    group on etcd), confirm, and ask it to hand over.
 
-    @param call: C{call(client_string, method, path, timeout)}: a Deferred
-        of C{(http_code, json_body)} from a console (L{call_console}).
+    @param name: the server asked first; in a group, None: every member's
+        console in turn until one tells which member is live.
+    @param to: the server to hand the role to (None: the backup, or the
+        member the group picks).
+    @param call: C{call(client_string, method, path, timeout, headers=None,
+        body=None)}: a Deferred of C{(http_code, json_body)} from a console
+        (L{call_console}); C{body} is given only with C{to}.
     @param confirm: C{confirm(question)}: True to go on.
     @param token: C{token(server)}: the live server's console token, which
         logs this command in (raising L{CommandError} when it cannot be read).
@@ -331,7 +402,70 @@ def switchover(config, name, call, confirm, token=lambda server: None):
         return _reach(server, call(client, b"GET", b"/api/status", STATUS_TIMEOUT).addCallback(ok))
 
     @defer.inlineCallbacks
+    def find_live_member():
+        """The live member of a group and its status: asked of C{name} first, then of the member it says is live, then of each."""
+        order = [name] if name is not None else []
+        order += [n for n in sorted(config.servers) if n != name and config.servers[n].console is not None]
+        tried, reasons = set(), []
+        while order:
+            candidate = order.pop(0)
+            if candidate in tried:
+                continue
+            tried.add(candidate)
+            try:
+                server, client = _console_of(config, candidate)
+                status = yield status_of(server, client)
+            except CommandError as e:
+                if candidate == name:
+                    raise
+                reasons.append(str(e))
+                continue
+            if status["role"] == "live":
+                return server, client, status
+            live = (status.get("coordinator") or {}).get("live")
+            if live and live not in tried and live in config.servers:
+                order.insert(0, live)
+        why = "; ".join(reasons)
+        raise CommandError("no member of the group is live: nothing to hand over" + (f" ({why})" if why else ""))
+
+    @defer.inlineCallbacks
+    def run_group():
+        if to is not None and to not in config.servers:
+            raise CommandError(
+                f"--to {to}: no [server:{to}] section in {config.path}; the members are: " + ", ".join(sorted(config.servers)), 2,
+            )
+        server, client, status = yield find_live_member()
+        if to == server.name:
+            raise CommandError(f"{to} is the live member already: nothing to hand over")
+        members = status.get("members") or {}
+        others = [f"{n} ({entry.get('role', '?')})" for n, entry in members.items() if n != server.name]
+        target = to or "the next member by priority"
+        question = (
+            f"{server.name} is live (epoch {status['epoch']}) in a group on etcd; the other members: {', '.join(others) or 'none'}.\n"
+            f"Stop {server.name}'s listeners and hand the live role to {target}?"
+        )
+        answer = yield ask(server, client, question)
+        return answer
+
+    @defer.inlineCallbacks
+    def ask(server, client, question):
+        secret = token(server)
+        if not confirm(question):
+            raise CommandError("switchover not confirmed; nothing changed")
+        headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
+        request = (call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers) if to is None else
+                   call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers, body={"to": to}))
+        code, body = yield _reach(server, request)
+        if code != 200:
+            why = body.get("error") if isinstance(body, dict) else None
+            raise CommandError(f"{server.name} refused the switchover: {why or f'HTTP {code}'}")
+        return body
+
+    @defer.inlineCallbacks
     def run():
+        if config.failover.group:
+            answer = yield run_group()
+            return answer
         server, client = _console_of(config, name)
         status = yield status_of(server, client)
         peer = status.get("peer") or {}
@@ -354,15 +488,8 @@ def switchover(config, name, call, confirm, token=lambda server: None):
             f" {'connected' if peer.get('connected') else 'NOT connected'}, {heard}.\n"
             f"Stop {server.name}'s listeners and hand the live role to {backup}?"
         )
-        secret = token(server)
-        if not confirm(question):
-            raise CommandError("switchover not confirmed; nothing changed")
-        headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
-        code, body = yield _reach(server, call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers))
-        if code != 200:
-            why = body.get("error") if isinstance(body, dict) else None
-            raise CommandError(f"{server.name} refused the switchover: {why or f'HTTP {code}'}")
-        return body
+        answer = yield ask(server, client, question)
+        return answer
 
     return run()
 
@@ -404,15 +531,21 @@ def switchover_main(argv, confirm=ask_on_terminal) -> int:
     """
 
     def prepare(options, config):
-        _console_of(config, options["name"])  # a bad name or no console: say so before any network
+        # In a group without --name, the live member is looked for on every member's console.
+        name = options["name"]
+        if config.failover.group and not options["named"]:
+            own = config.servers.get(name)
+            name = name if own is not None and own.console is not None else None
+        if name is not None:
+            _console_of(config, name)  # a bad name or no console: say so before any network
 
         def work(reactor):
-            def call(client, method, path, timeout, headers=None):
-                return call_console(reactor, client, method, path, timeout, headers)
+            def call(client, method, path, timeout, headers=None, body=None):
+                return call_console(reactor, client, method, path, timeout, headers, body)
 
             d = switchover(
-                config, options["name"], call, (lambda question: True) if options["yes"] else confirm,
-                lambda server: console_token(server.name, options["state-dir"]),
+                config, name, call, (lambda question: True) if options["yes"] else confirm,
+                lambda server: console_token(server.name, options["state-dir"]), to=options["to"],
             )
             return d.addCallback(lambda body: json.dumps(body, indent=2) if options["json"] else format_switchover(body))
 

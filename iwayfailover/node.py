@@ -602,16 +602,20 @@ class FailoverNode(CoreNode):
 
     # -- planned switchover --
 
-    def switchover(self, cause: Optional[str] = None) -> defer.Deferred:
+    def switchover(self, cause: Optional[str] = None, to: Optional[str] = None) -> defer.Deferred:
         """
         Move the live role to the backup: stop every listener, then tell the
         backup to take over, so that the two never serve at once.
 
+        @param to: the node to hand the role to: a pair's only choice is its
+            peer (None: the peer).
         @return: a Deferred firing with C{{"from", "to", "epoch", "gap"}} once
             the backup confirms it is live (C{gap}: seconds during which
             neither node's listeners served, as seen from this node), or
             failing with L{SwitchoverRefused}.
         """
+        if to is not None and to != self.peer.name:
+            return defer.fail(SwitchoverRefused(f"a pair hands the live role to its peer {self.peer.name} only, not {to}"))
         if self._switchover is not None:
             return defer.fail(SwitchoverRefused("a switchover is already under way"))
         d = self._switchover = defer.Deferred()

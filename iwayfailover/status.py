@@ -10,6 +10,10 @@ L{NodeStatus.to_json}; the console's pages and C{/metrics} read the same
 object, which also keeps what the JSON leaves out (takeovers by kind,
 configuration reloads, unrounded ages and Unix times).
 
+In a group (coordinator = etcd) it adds the store's facts
+(L{CoordinatorStatus}, its lease counts kept by L{LeaseStats}) and every
+member (L{MemberStatus}).
+
 L{INodeControl} is all of a node that the console (pages, C{/api/*} and
 C{/metrics}) uses: it never reaches into the node's parts.
 """
@@ -55,12 +59,15 @@ class INodeControl(Interface):
         @rtype: L{NodeStatus}
         """
 
-    def switchover(cause=None):
+    def switchover(cause=None, to=None):
         """
         Hand the live role to the backup.
 
         @param cause: why, as the transitions and the log will say it
             (None: a planned switchover).
+        @param to: in a group (coordinator = etcd), the member to hand the
+            role to (None: the one the group's rules pick). A pair's node
+            takes no C{to}: the console passes it only when one was asked for.
         @return: a Deferred firing with C{{"from", "to", "epoch", "gap"}}
             (C{gap}: seconds during which no listener served), or failing
             with L{SwitchoverRefused}.
@@ -314,6 +321,141 @@ class Transition:
         return cls(unix_time(data["at"]), data.get("from"), data["to"], data["epoch"], data.get("cause"))
 
 
+RENEWAL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
+"""The upper bounds, in seconds, of the lease renewals' latency histogram (Prometheus's defaults up to 2.5 s)."""
+
+
+@dataclass(frozen=True)
+class CoordinatorStatus:
+    """
+    The store a group's live role is held on (coordinator = etcd) as this
+    node sees it: C{/api/status}'s C{coordinator} block.
+    """
+
+    kind: str = "etcd"
+    endpoints: Tuple[str, ...] = ()
+    connected: bool = False
+    """The store answered the node's last request."""
+    live: Optional[str] = None
+    """The member that holds the live role (None: nobody, or not known)."""
+    live_epoch: Optional[int] = None
+    """The group's epoch of that hold: its fencing token."""
+    lease_ttl: Optional[int] = None
+    """Seconds: the TTL etcd granted this node's lease (None: no lease)."""
+    lease_left: Optional[float] = None
+    """Seconds this node may still count its lease as its own, on its own clock (None: it holds no live lease)."""
+    renewals: int = 0
+    """Lease keepalives answered since the node started."""
+    renewal_failures: int = 0
+    """Lease keepalives that failed (no answer in time, an error, the lease gone)."""
+    renewal_seconds_sum: float = 0.0
+    """The answered keepalives' round trips, in seconds, added up."""
+    renewal_buckets: Tuple[Tuple[float, int], ...] = tuple((bound, 0) for bound in RENEWAL_BUCKETS)
+    """C{(upper bound, cumulative count)} of the answered keepalives' round trips, bounds L{RENEWAL_BUCKETS}; not in the JSON."""
+    last_error: Optional[str] = None
+    """Why the last request to the store failed, while it has not succeeded since."""
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind, "endpoints": list(self.endpoints), "connected": self.connected, "live": self.live,
+            "live_epoch": self.live_epoch, "lease_ttl": self.lease_ttl, "lease_left": _rounded(self.lease_left, 3),
+            "renewals": self.renewals, "renewal_failures": self.renewal_failures,
+            "renewal_seconds_sum": round(self.renewal_seconds_sum, 6), "last_error": self.last_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "CoordinatorStatus":
+        return cls(
+            kind=data.get("kind", "etcd"), endpoints=tuple(data.get("endpoints") or ()), connected=bool(data.get("connected")),
+            live=data.get("live"), live_epoch=data.get("live_epoch"), lease_ttl=data.get("lease_ttl"),
+            lease_left=data.get("lease_left"), renewals=data.get("renewals", 0),
+            renewal_failures=data.get("renewal_failures", 0), renewal_seconds_sum=data.get("renewal_seconds_sum", 0.0),
+            renewal_buckets=(), last_error=data.get("last_error"),
+        )
+
+
+class LeaseStats:
+    """
+    The counts of a node's lease keepalives, kept as they happen: the node
+    calls L{renewed} or L{failed} for each, and L{status} makes the
+    L{CoordinatorStatus} of a snapshot from them and the facts it adds.
+    """
+
+    def __init__(self):
+        self.renewals = 0
+        self.failures = 0
+        self.seconds_sum = 0.0
+        self.last_error: Optional[str] = None
+        self._counts = [0] * len(RENEWAL_BUCKETS)
+
+    def renewed(self, latency: float) -> None:
+        """A keepalive was answered C{latency} seconds after it was sent; the last error is over."""
+        latency = max(0.0, latency)
+        self.renewals += 1
+        self.seconds_sum += latency
+        self._counts[next(i for i, bound in enumerate(RENEWAL_BUCKETS) if latency <= bound)] += 1
+        self.last_error = None
+
+    def failed(self, why: str) -> None:
+        """A keepalive (or another request to the store) failed, for the reason C{why}."""
+        self.failures += 1
+        self.last_error = why
+
+    @property
+    def buckets(self) -> Tuple[Tuple[float, int], ...]:
+        """C{(upper bound, cumulative count)} for each of L{RENEWAL_BUCKETS}."""
+        total, cumulative = 0, []
+        for bound, count in zip(RENEWAL_BUCKETS, self._counts):
+            total += count
+            cumulative.append((bound, total))
+        return tuple(cumulative)
+
+    def status(self, **facts) -> CoordinatorStatus:
+        """
+        A L{CoordinatorStatus} of these counts, with C{facts} (C{endpoints},
+        C{connected}, C{live}, C{live_epoch}, C{lease_ttl}, C{lease_left}, ...)
+        as its other fields.
+        """
+        counts = dict(
+            renewals=self.renewals, renewal_failures=self.failures, renewal_seconds_sum=self.seconds_sum,
+            renewal_buckets=self.buckets, last_error=self.last_error,
+        )
+        counts.update(facts)
+        return CoordinatorStatus(**counts)
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """One member of a group as its entry under PREFIX/members/ (or the live key) shows it."""
+
+    name: str
+    role: str
+    epoch: Optional[int] = None
+    """The group's epoch the member last reported."""
+    priority: int = 0
+    may_campaign: bool = True
+    """It would take the live role when free (False: started with -b and waiting, or not serving-ready)."""
+    since: Optional[float] = None
+    """The Unix time it took its role, as it reported it (None: not known)."""
+    console: Optional[str] = None
+    """Its console's URL (http://host:port), where it has one."""
+
+    def to_json(self) -> dict:
+        return {
+            "role": self.role, "epoch": self.epoch, "priority": self.priority, "may_campaign": self.may_campaign,
+            "since": None if self.since is None else iso(self.since), "console": self.console,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: Mapping) -> "MemberStatus":
+        since = data.get("since")
+        return cls(
+            name=name, role=data.get("role", "unknown"), epoch=data.get("epoch"), priority=data.get("priority", 0),
+            may_campaign=bool(data.get("may_campaign", True)), since=None if since is None else unix_time(since),
+            console=data.get("console"),
+        )
+
+
 @dataclass(frozen=True)
 class NodeStatus:
     """
@@ -341,6 +483,10 @@ class NodeStatus:
     """The recent changes of role, oldest first."""
     takeovers: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict.fromkeys(TAKEOVER_KINDS, 0)))
     """Takeovers since the node started, by kind (every one of L{TAKEOVER_KINDS}); not in the JSON."""
+    coordinator: Optional[CoordinatorStatus] = None
+    """In a group (coordinator = etcd): the store as this node sees it; None for a pair."""
+    members: Tuple[MemberStatus, ...] = ()
+    """In a group: every member this node knows of (itself included), in the order the node gives."""
 
     @property
     def listeners(self) -> Mapping[str, ChannelStatus]:
@@ -371,7 +517,22 @@ class NodeStatus:
             "auth": self.auth.to_json(),
             "config": self.config.to_json(),
             "transitions": [t.to_json() for t in self.transitions],
+            **self._group_json(),
         }
+
+    def _group_json(self) -> dict:
+        """A group's C{coordinator} and C{members}; nothing for a pair, whose object stays as it was."""
+        if self.coordinator is None:
+            return {}
+        return {
+            "coordinator": self.coordinator.to_json(),
+            "members": {member.name: member.to_json() for member in self.members},
+        }
+
+    @property
+    def group(self) -> bool:
+        """Is this node a member of a group (coordinator = etcd)?"""
+        return self.coordinator is not None
 
     @classmethod
     def from_json(cls, data: Mapping) -> "NodeStatus":
@@ -402,4 +563,6 @@ class NodeStatus:
             config=ConfigStatus.from_json(data.get("config") or {}),
             transitions=tuple(Transition.from_json(t) for t in data.get("transitions") or ()),
             takeovers=MappingProxyType({}),
+            coordinator=CoordinatorStatus.from_json(data["coordinator"]) if data.get("coordinator") else None,
+            members=tuple(MemberStatus.from_json(name, entry) for name, entry in (data.get("members") or {}).items()),
         )

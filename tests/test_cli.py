@@ -768,3 +768,250 @@ class RestartListenerMainTests(TestCase):
             options = RestartListenerOptions()
             options.parseOptions(argv)
             self.assertEqual((options["listener"], options["name"], options["config"]), ("web", "serv_a", self.config))
+
+
+GROUP_STATUS = {
+    "server": "beta", "role": "backup", "epoch": 7, "since": "2026-11-25T10:00:00.000Z", "cause": "started as backup",
+    "peer": {"name": None, "connected": False, "last_heartbeat_age": None},
+    "listeners": {"web": {"state": "WAITING", "since": "2026-11-25T10:00:00.000Z"}},
+    "settings": {"threshold": 3.0, "heartbeat_interval": 0.5, "reload_interval": 5.0},
+    "coordinator": {
+        "kind": "etcd", "endpoints": ["http://127.0.0.1:2379"], "connected": True, "live": "alpha", "live_epoch": 7,
+        "lease_ttl": None, "lease_left": None, "renewals": 0, "renewal_failures": 0, "last_error": None,
+    },
+    "members": {
+        "alpha": {"role": "live", "epoch": 7, "priority": 10, "may_campaign": True, "since": "2026-11-25T09:00:00.000Z",
+                  "console": "http://127.0.0.1:8081"},
+        "beta": {"role": "backup", "epoch": 7, "priority": 5, "may_campaign": True, "since": None, "console": None},
+        "gamma": {"role": "backup", "epoch": 6, "priority": 0, "may_campaign": False, "since": None, "console": None},
+    },
+}
+"""/api/status of a backup member of a group of three on etcd."""
+
+
+class FormatGroupStatusTests(TestCase):
+    """iwsrv status of a group member: the coordinator, the lease, and every member with its role."""
+
+    def test_the_coordinator_line_names_the_store_and_the_live_member(self):
+        """coordinator: etcd at its endpoints, connected, live: alpha (epoch 7)."""
+        line = line_starting(format_status(GROUP_STATUS), "coordinator")
+
+        self.assertIn("etcd at http://127.0.0.1:2379, connected; live: alpha (epoch 7)", line)
+
+    def test_a_store_out_of_reach_says_why(self):
+        """Not connected: the last error is shown; nobody known live."""
+        status = dict(GROUP_STATUS, coordinator=dict(GROUP_STATUS["coordinator"], connected=False, live=None,
+                                                     last_error="connection refused"))
+
+        line = line_starting(format_status(status), "coordinator")
+
+        self.assertIn("NOT connected (connection refused); nobody holds the live role", line)
+
+    def test_the_lease_line_has_ttl_time_left_and_renewals(self):
+        """A live member's lease: TTL, seconds left, keepalive period, renewals and failures."""
+        status = dict(GROUP_STATUS, coordinator=dict(GROUP_STATUS["coordinator"], lease_ttl=3, lease_left=2.38,
+                                                     renewals=40, renewal_failures=1))
+
+        line = line_starting(format_status(status), "lease")
+
+        self.assertIn("TTL 3s, 2.4s left; keepalive every 0.5s; renewals 40, failed 1", line)
+
+    def test_every_member_is_a_row_with_its_role(self):
+        """A MEMBER table: each member's role, epoch and priority; this node starred; one not campaigning said so."""
+        text = format_status(GROUP_STATUS)
+
+        self.assertEqual(line_starting(text, "MEMBER").split(), ["MEMBER", "ROLE", "EPOCH", "PRIORITY", "SINCE", "CONSOLE"])
+        self.assertEqual(line_starting(text, "alpha").split(),
+                         ["alpha", "live", "7", "10", "2026-11-25T09:00:00.000Z", "http://127.0.0.1:8081"])
+        self.assertEqual(line_starting(text, "beta").split(), ["beta", "*", "backup", "7", "5"])
+        self.assertEqual(line_starting(text, "gamma").split(), ["gamma", "backup", "(no", "campaign)", "6", "0"])
+
+    def test_a_group_status_has_no_pair_lines(self):
+        """No peer, heartbeats or threshold lines in a group: the coordinator and the lease stand for them."""
+        words = [line.split()[0] for line in format_status(GROUP_STATUS).splitlines() if line.split()]
+
+        self.assertNotIn("peer", words)
+        self.assertNotIn("threshold", words)
+        self.assertIn("web", words)
+
+    def test_a_pair_status_has_no_member_table(self):
+        """The pair's table is as it was: a peer line, no MEMBER header."""
+        words = [line.split()[0] for line in format_status(FULL_STATUS).splitlines() if line.split()]
+
+        self.assertIn("peer", words)
+        self.assertNotIn("MEMBER", words)
+        self.assertNotIn("coordinator", words)
+
+
+GROUP_CONFIG = """\
+[failover]
+coordinator = etcd
+etcd_endpoints = http://127.0.0.1:2379
+
+[server:alpha]
+threshold = 3
+console = tcp:8081:interface=127.0.0.1
+
+[server:beta]
+threshold = 3
+console = tcp:8082:interface=127.0.0.1
+
+[server:gamma]
+threshold = 3
+console = tcp:8083:interface=127.0.0.1
+"""
+
+
+def member_status(server, role, live="alpha"):
+    """/api/status of C{server} in the group of GROUP_CONFIG, where C{live} holds the role."""
+    members = {name: dict(GROUP_STATUS["members"][name], role="live" if name == live else "backup")
+               for name in ("alpha", "beta", "gamma")}
+    return dict(GROUP_STATUS, server=server, role=role, members=members,
+                coordinator=dict(GROUP_STATUS["coordinator"], live=live))
+
+
+@implementer(INodeControl)
+class GroupSwitchingNode(FakeNode):
+    """A group member as its console sees it: its switchover() records C{to} and answers C{outcome}."""
+
+    def __init__(self, status, outcome=None):
+        super().__init__(status)
+        self.outcome = outcome
+        self.asked = []
+
+    def switchover(self, cause=None, to=None):
+        from twisted.internet import defer
+
+        self.asked.append(to)
+        return defer.succeed(self.outcome)
+
+
+class GroupSwitchoverCommandTests(TestCase):
+    """iwsrv switchover in a group: the live member is found, and --to is sent to it."""
+
+    def setUp(self):
+        from iwayfailover.config import parse_config
+
+        self.config = parse_config(GROUP_CONFIG, "/share/iway.ini")
+        self.questions = []
+        self.asked_consoles = []
+        self.nodes = {
+            8081: GroupSwitchingNode(member_status("alpha", "live"), {"from": "alpha", "to": "gamma", "epoch": 9, "gap": 0.002}),
+            8082: GroupSwitchingNode(member_status("beta", "backup")),
+            8083: GroupSwitchingNode(member_status("gamma", "backup")),
+        }
+        self.down = set()
+
+    def call(self, client, method, path, timeout, headers=None, body=None):
+        """The members' consoles on 8081-8083, in memory; a port in C{down} refuses."""
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        port = int(client.rsplit("=", 1)[1])
+        self.asked_consoles.append((port, method, path))
+        if port in self.down or port not in self.nodes:
+            return defer.fail(ConnectionRefusedError("Connection refused"))
+        treq = StubTreq(console_root(self.nodes[port], api_token=TOKEN))
+        headers = dict(headers or {})
+        data = None
+        if body is not None:
+            headers[b"Content-Type"] = b"application/json"
+            data = json.dumps(body).encode()
+        d = treq.request(method.decode(), "http://console" + path.decode(), headers=headers, data=data)
+        return d.addCallback(lambda response: treq.json_content(response).addCallback(lambda body: (response.code, body)))
+
+    def confirm(self, question):
+        self.questions.append(question)
+        return True
+
+    def switch(self, name, to=None):
+        from iwayfailover.cli import switchover
+
+        return switchover(self.config, name, self.call, self.confirm, lambda server: TOKEN, to=to)
+
+    def test_without_a_name_the_live_member_is_found_and_asked(self):
+        """No --name: the members' consoles are asked until the live one is found, and it hands over."""
+        body = self.successResultOf(self.switch(None))
+
+        self.assertEqual(body["from"], "alpha")
+        self.assertEqual(self.nodes[8081].asked, [None])
+        [question] = self.questions
+        self.assertIn("alpha is live (epoch 7) in a group", question)
+        self.assertIn("beta (backup), gamma (backup)", question)
+        self.assertIn("hand the live role to the next member by priority?", question)
+
+    def test_asked_of_a_backup_it_follows_the_live_member_it_names(self):
+        """--name gamma (a backup): its coordinator.live names alpha, which is asked next; beta never."""
+        self.successResultOf(self.switch("gamma"))
+
+        self.assertEqual([port for port, _, _ in self.asked_consoles], [8083, 8081, 8081])
+        self.assertEqual(self.nodes[8081].asked, [None])
+
+    def test_to_is_sent_to_the_live_member(self):
+        """--to gamma: the live member's console gets {"to": "gamma"}; the question names gamma."""
+        body = self.successResultOf(self.switch(None, to="gamma"))
+
+        self.assertEqual(self.nodes[8081].asked, ["gamma"])
+        self.assertEqual(body["to"], "gamma")
+        self.assertIn("hand the live role to gamma?", self.questions[0])
+
+    def test_a_member_down_is_passed_over(self):
+        """alpha's console does not answer: the search goes on to beta, which names gamma live, and gamma is asked."""
+        self.down.add(8081)
+        self.nodes[8082] = GroupSwitchingNode(member_status("beta", "backup", live="gamma"))
+        self.nodes[8083] = GroupSwitchingNode(member_status("gamma", "live", live="gamma"),
+                                              {"from": "gamma", "to": "beta", "epoch": 9, "gap": 0.001})
+
+        self.successResultOf(self.switch(None))
+
+        self.assertEqual([port for port, _, _ in self.asked_consoles], [8081, 8082, 8083, 8083])
+        self.assertEqual(self.nodes[8083].asked, [None])
+
+    def test_no_live_member_is_an_error_naming_why(self):
+        """Nobody live and every console asked: the command says so, with the consoles it could not reach."""
+        from iwayfailover.cli import CommandError
+
+        self.down.add(8083)
+        for port in (8081, 8082):
+            self.nodes[port] = GroupSwitchingNode(member_status(("alpha", "beta")[port - 8081], "backup", live=None))
+
+        failure = self.failureResultOf(self.switch(None), CommandError)
+
+        self.assertIn("no member of the group is live", str(failure.value))
+        self.assertIn("cannot ask gamma", str(failure.value))
+        self.assertEqual(self.questions, [])
+
+    def test_to_a_server_not_in_the_file_is_refused_before_any_network(self):
+        """--to delta: no such section; the members are named, and no console is asked."""
+        from iwayfailover.cli import CommandError
+
+        failure = self.failureResultOf(self.switch(None, to="delta"), CommandError)
+
+        self.assertIn("--to delta: no [server:delta] section", str(failure.value))
+        self.assertIn("alpha, beta, gamma", str(failure.value))
+        self.assertEqual(self.asked_consoles, [])
+
+    def test_to_the_live_member_itself_is_refused(self):
+        """--to alpha while alpha is live: nothing to hand over, nothing asked of alpha."""
+        from iwayfailover.cli import CommandError
+
+        failure = self.failureResultOf(self.switch(None, to="alpha"), CommandError)
+
+        self.assertIn("alpha is the live member already", str(failure.value))
+        self.assertEqual(self.nodes[8081].asked, [])
+
+
+class SwitchoverToOptionTests(TestCase):
+    """iwsrv switchover --to parses; a pair passes it to the live node, which refuses any node but its peer."""
+
+    def test_to_is_an_option(self):
+        """--to NAME is kept; without it, None."""
+        from iwayfailover.cli import SwitchoverOptions
+
+        config = os.path.join(fresh_dir(self), "iway.ini")
+        options = SwitchoverOptions()
+        options.parseOptions(["--to", "gamma", "--config", config])
+        self.assertEqual(options["to"], "gamma")
+        options = SwitchoverOptions()
+        options.parseOptions(["--config", config])
+        self.assertIsNone(options["to"])

@@ -138,8 +138,9 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
         error = self.assertRefused("[failover]\nheartbeat = 1\n" + SERVER_A, "failover", "heartbeat")
 
         self.assertIn(
-            "console_users, failback, failback_delay, heartbeat_interval, insecure, preferred, reload_interval, secret_file,"
-            " self_fence, unsaved_epoch, witness",
+            "console_users, coordinator, etcd_cacert, etcd_cert, etcd_endpoints, etcd_key, etcd_password_file,"
+            " etcd_prefix, etcd_user, failback, failback_delay, heartbeat_interval, insecure, preferred,"
+            " reload_interval, secret_file, self_fence, unsaved_epoch, witness",
             str(error),
         )
 
@@ -860,3 +861,393 @@ class RegressionTests(ConfigErrorAssertions, unittest.TestCase):
         self.assertRefused(server_section(heartbeat_port="tcp:99999"), "server:serv_a", "heartbeat_port")
         self.assertRefused(server_section(console="tcp:99999"), "server:serv_a", "console")
         self.assertRefused(server_section(backup_location="tcp:host=x:port=70000"), "server:serv_a", "backup_location")
+
+
+ETCD_FAILOVER = """\
+[failover]
+coordinator = etcd
+etcd_endpoints = http://10.0.0.5:2379, http://10.0.0.6:2379
+"""
+
+
+def group(failover=ETCD_FAILOVER, *servers):
+    """A group's configuration: C{failover}, then each server's section (threshold 3 only, by default)."""
+    return failover + "".join(servers or [f"[server:{name}]\nthreshold = 3\n" for name in ("alpha", "beta", "gamma")])
+
+
+class CoordinatorTests(ConfigErrorAssertions, unittest.TestCase):
+    """[failover] coordinator: pair (the default) or etcd, and what each needs or refuses."""
+
+    def test_the_coordinator_is_pair_by_default(self):
+        """A file without coordinator is a pair, as every file before groups was."""
+        config = parse_config(SERVER_A + SERVER_B, PATH)
+
+        self.assertEqual(config.failover.coordinator, "pair")
+        self.assertFalse(config.failover.group)
+
+    def test_an_unknown_coordinator_is_refused(self):
+        """coordinator = zookeeper names the two there are."""
+        error = self.assertRefused("[failover]\ncoordinator = zookeeper\n" + SERVER_A, "failover", "coordinator")
+
+        self.assertIn("pair", error.allowed)
+        self.assertIn("etcd", error.allowed)
+
+    def test_a_group_of_three_servers_needs_only_their_thresholds(self):
+        """With etcd, backup_location and heartbeat_port are not needed, and any number of servers is kept."""
+        config = parse_config(group(), PATH)
+
+        self.assertTrue(config.failover.group)
+        self.assertEqual(sorted(config.servers), ["alpha", "beta", "gamma"])
+        self.assertIsNone(config.servers["alpha"].backup_location)
+        self.assertIsNone(config.servers["alpha"].heartbeat_port)
+        self.assertEqual(config.servers["alpha"].threshold, 3)
+
+    def test_a_group_of_one_server_is_kept(self):
+        """One server on etcd is a group too (the others may join later)."""
+        config = parse_config(group(ETCD_FAILOVER, "[server:alpha]\nthreshold = 2\n"), PATH)
+
+        self.assertEqual(list(config.servers), ["alpha"])
+
+    def test_backup_location_and_heartbeat_port_are_allowed_in_a_group(self):
+        """A pair's file turned into a group keeps its heartbeat keys: allowed, and still checked."""
+        config = parse_config(group(ETCD_FAILOVER, SERVER_A, SERVER_B), PATH)
+
+        self.assertEqual(config.servers["serv_a"].backup_location, "iam2:1200")
+
+    def test_a_bad_backup_location_is_refused_in_a_group_too(self):
+        """Not used is not unchecked: a bad value is an error whatever the coordinator."""
+        self.assertRefused(
+            group(ETCD_FAILOVER, server_section("alpha", backup_location="iam2:99999")), "server:alpha", "backup_location",
+        )
+
+    def test_a_pair_still_needs_backup_location(self):
+        """Without coordinator = etcd every server keeps all three keys, with the same words as before."""
+        error = self.assertRefused(server_section(backup_location=None), "server:serv_a", "backup_location")
+
+        self.assertIn("every server keeps all of backup_location, heartbeat_port and threshold", str(error))
+
+    def test_a_group_server_without_threshold_is_refused(self):
+        """threshold is the lease TTL: every server of a group sets it."""
+        error = self.assertRefused(group(ETCD_FAILOVER, "[server:alpha]\npriority = 3\n"), "server:alpha", "threshold")
+
+        self.assertIn("coordinator = etcd", str(error))
+
+    def test_witness_is_refused_in_a_group(self):
+        """witness is a pair's arbiter; etcd is the group's: the error says which coordinator takes it."""
+        error = self.assertRefused(group(ETCD_FAILOVER + "witness = 10.0.0.9:22\n"), "failover", "witness")
+
+        self.assertIn("only with coordinator = pair", str(error))
+
+    def test_self_fence_is_refused_in_a_group(self):
+        """self_fence, even set to its default, is refused with etcd: a group's live node fences by its lease."""
+        self.assertRefused(group(ETCD_FAILOVER + "self_fence = true\n"), "failover", "self_fence")
+
+    def test_an_etcd_key_is_refused_in_a_pair(self):
+        """etcd_endpoints without coordinator = etcd is a mistake the error names, with the fix."""
+        error = self.assertRefused(
+            "[failover]\netcd_endpoints = http://10.0.0.5:2379\n" + SERVER_A, "failover", "etcd_endpoints",
+        )
+
+        self.assertIn("coordinator = etcd", error.allowed)
+
+    def test_the_coordinator_may_come_after_the_servers(self):
+        """The coordinator is read first, wherever [failover] stands in the file."""
+        config = parse_config("[server:alpha]\nthreshold = 3\n" + ETCD_FAILOVER, PATH)
+
+        self.assertTrue(config.failover.group)
+
+    def test_a_coordinator_change_takes_effect_at_the_next_start(self):
+        """A reload that changes the coordinator says it applies at the next start."""
+        from iwayfailover.config import changed_keys
+
+        lines = changed_keys(parse_config(SERVER_A + SERVER_B, PATH), parse_config(group(ETCD_FAILOVER, SERVER_A, SERVER_B), PATH))
+
+        self.assertIn("[failover] coordinator pair -> etcd (takes effect at the next start)", lines)
+
+
+class LeaseTTLTests(ConfigErrorAssertions, unittest.TestCase):
+    """With etcd a server's threshold is its leases' TTL: whole seconds, 2 or more."""
+
+    def test_a_whole_threshold_of_2_is_accepted(self):
+        """threshold = 2 with heartbeat_interval 0.5: the smallest TTL etcd grants by default."""
+        config = parse_config(group(ETCD_FAILOVER + "heartbeat_interval = 0.5\n", "[server:alpha]\nthreshold = 2\n"), PATH)
+
+        self.assertEqual(config.servers["alpha"].threshold, 2)
+
+    def test_a_fractional_threshold_is_refused(self):
+        """threshold = 2.5: etcd grants whole seconds; the error says so."""
+        error = self.assertRefused(group(ETCD_FAILOVER, "[server:alpha]\nthreshold = 2.5\n"), "server:alpha", "threshold")
+
+        self.assertIn("whole seconds", str(error))
+        self.assertIn("'2.5'", str(error))
+
+    def test_a_threshold_of_1_is_refused(self):
+        """threshold = 1 is below the 2 s etcd grants at least."""
+        error = self.assertRefused(
+            group(ETCD_FAILOVER + "heartbeat_interval = 0.25\n", "[server:alpha]\nthreshold = 1\n"), "server:alpha", "threshold",
+        )
+
+        self.assertIn("2 or more", error.allowed)
+
+    def test_a_fractional_threshold_is_still_fine_in_a_pair(self):
+        """The whole-second rule is etcd's: a pair keeps fractional thresholds."""
+        config = parse_config(server_section(threshold="2.5"), PATH)
+
+        self.assertEqual(config.servers["serv_a"].threshold, 2.5)
+
+    def test_the_threshold_must_still_exceed_the_heartbeat_interval(self):
+        """threshold 2 with keepalives every 2 s is refused, as in a pair."""
+        self.assertRefused(
+            group(ETCD_FAILOVER + "heartbeat_interval = 2\n", "[server:alpha]\nthreshold = 2\n"), "server:alpha", "threshold",
+        )
+
+
+class EtcdEndpointsTests(ConfigErrorAssertions, unittest.TestCase):
+    """[failover] etcd_endpoints: http(s) URLs with a host and a port, at least one."""
+
+    def endpoints(self, text):
+        return parse_config(group(f"[failover]\ncoordinator = etcd\netcd_endpoints = {text}\n"), PATH).failover.etcd_endpoints
+
+    def refused(self, text):
+        return self.assertRefused(group(f"[failover]\ncoordinator = etcd\netcd_endpoints = {text}\n"), "failover", "etcd_endpoints")
+
+    def test_the_endpoints_are_a_tuple_of_urls_in_order(self):
+        """Three URLs, spaces after the commas, in the order written."""
+        self.assertEqual(
+            self.endpoints("http://10.0.0.7:2379, http://10.0.0.5:2379,http://etcd-3.example:2379"),
+            ("http://10.0.0.7:2379", "http://10.0.0.5:2379", "http://etcd-3.example:2379"),
+        )
+
+    def test_an_ipv6_endpoint_keeps_its_brackets(self):
+        """http://[::1]:2379 is kept as a URL the client can use."""
+        self.assertEqual(self.endpoints("https://[::1]:2379"), ("https://[::1]:2379",))
+
+    def test_a_trailing_slash_is_dropped(self):
+        """http://h:2379/ is the same endpoint as http://h:2379."""
+        self.assertEqual(self.endpoints("http://h:2379/"), ("http://h:2379",))
+
+    def test_endpoints_are_required_with_etcd(self):
+        """coordinator = etcd without etcd_endpoints: the error names the key."""
+        error = self.assertRefused(group("[failover]\ncoordinator = etcd\n"), "failover", "etcd_endpoints")
+
+        self.assertIn("missing", str(error))
+
+    def test_empty_endpoints_are_refused(self):
+        """etcd_endpoints = (nothing) is as missing."""
+        self.refused("")
+
+    def test_a_scheme_other_than_http_is_refused(self):
+        """unix:// or grpc:// is not a gateway URL."""
+        self.assertIn("http://", str(self.refused("grpc://10.0.0.5:2379")))
+
+    def test_host_port_without_a_scheme_is_refused(self):
+        """10.0.0.5:2379 needs http:// or https://."""
+        self.refused("10.0.0.5:2379")
+
+    def test_an_endpoint_without_a_port_is_refused(self):
+        """http://10.0.0.5: the error suggests etcd's usual port."""
+        self.assertIn("2379", str(self.refused("http://10.0.0.5")))
+
+    def test_a_port_out_of_range_is_refused(self):
+        """http://h:70000 is no port."""
+        self.refused("http://h:70000")
+
+    def test_a_port_that_is_not_a_number_is_refused(self):
+        """http://h:port is no port."""
+        self.refused("http://h:port")
+
+    def test_an_endpoint_without_a_host_is_refused(self):
+        """http://:2379 names no host."""
+        self.refused("http://:2379")
+
+    def test_an_endpoint_with_a_path_is_refused(self):
+        """http://h:2379/v3 is not an endpoint: the client adds the path."""
+        self.refused("http://h:2379/v3")
+
+    def test_a_password_in_the_url_is_refused_without_being_suggested_back(self):
+        """http://root:secret@h:2379 points to etcd_user and etcd_password_file."""
+        self.assertIn("etcd_password_file", str(self.refused("http://root:secret@h:2379")))
+
+    def test_an_empty_item_is_refused(self):
+        """A doubled comma is a mistake, not an endpoint."""
+        self.refused("http://a:2379,,http://b:2379")
+
+    def test_an_endpoint_named_twice_is_refused(self):
+        """The same endpoint twice is a typo for another one."""
+        self.refused("http://a:2379, http://a:2379")
+
+    def test_mixed_schemes_are_refused(self):
+        """Some endpoints TLS and some not: refused, the connection is one or the other."""
+        self.assertIn("mixes", str(self.refused("http://a:2379, https://b:2379")))
+
+
+class EtcdPrefixTests(ConfigErrorAssertions, unittest.TestCase):
+    """[failover] etcd_prefix: /iwayfailover by default; starts with /, no trailing /, no spaces."""
+
+    def prefix(self, line=""):
+        return parse_config(group(ETCD_FAILOVER + line), PATH).failover.etcd_prefix
+
+    def refused(self, text):
+        return self.assertRefused(group(ETCD_FAILOVER + f"etcd_prefix = {text}\n"), "failover", "etcd_prefix")
+
+    def test_the_default_prefix(self):
+        """Without etcd_prefix the keys live under /iwayfailover."""
+        self.assertEqual(self.prefix(), "/iwayfailover")
+
+    def test_a_prefix_is_kept(self):
+        """etcd_prefix = /iwayfailover/orders is kept as written."""
+        self.assertEqual(self.prefix("etcd_prefix = /iwayfailover/orders\n"), "/iwayfailover/orders")
+
+    def test_a_prefix_without_a_leading_slash_is_refused(self):
+        """iwayfailover/orders: refused, the error says a prefix starts with /."""
+        self.assertIn("start with /", str(self.refused("iwayfailover/orders")))
+
+    def test_a_prefix_with_a_trailing_slash_is_refused(self):
+        """/iwayfailover/ would make keys with //: refused."""
+        self.assertIn("ends with /", str(self.refused("/iwayfailover/")))
+
+    def test_the_root_alone_is_refused(self):
+        """/ alone ends with /."""
+        self.refused("/")
+
+    def test_a_prefix_with_a_space_is_refused(self):
+        """/iway failover: refused."""
+        self.refused("/iway failover")
+
+
+class EtcdSecurityTests(ConfigErrorAssertions, unittest.TestCase):
+    """TLS to etcd (etcd_cacert, etcd_cert, etcd_key) and etcd's auth (etcd_user, etcd_password_file)."""
+
+    HTTPS = "[failover]\ncoordinator = etcd\netcd_endpoints = https://etcd-1.example:2379\n"
+
+    def setUp(self):
+        self.folder = self.temporary_path()
+        os.makedirs(self.folder)
+        self.config_path = os.path.join(self.folder, "failover.ini")
+
+    def write(self, name, data=b"-----BEGIN CERTIFICATE-----\n", mode=0o600):
+        path = os.path.join(self.folder, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        return path
+
+    def parse(self, lines, failover=HTTPS):
+        return parse_config(group(failover + lines), self.config_path)
+
+    def refused(self, lines, key, failover=HTTPS):
+        return self.assertRefused(group(failover + lines), "failover", key, path=self.config_path)
+
+    def test_tls_files_are_relative_to_the_configuration_file(self):
+        """etcd_cacert, etcd_cert and etcd_key name files beside the configuration, made absolute."""
+        ca, cert, key = self.write("ca.crt"), self.write("node.crt"), self.write("node.key")
+
+        failover = self.parse("etcd_cacert = ca.crt\netcd_cert = node.crt\netcd_key = node.key\n").failover
+
+        self.assertEqual((failover.etcd_cacert, failover.etcd_cert, failover.etcd_key), (ca, cert, key))
+        self.assertTrue(failover.etcd_tls)
+
+    def test_https_without_cacert_uses_the_system_trust_store(self):
+        """No etcd_cacert with https: accepted, etcd_cacert is None (the client trusts the system's CAs)."""
+        failover = self.parse("").failover
+
+        self.assertIsNone(failover.etcd_cacert)
+        self.assertTrue(failover.etcd_tls)
+
+    def test_a_missing_cacert_is_refused_with_where_it_was_looked_for(self):
+        """etcd_cacert = nope.crt: the error shows the absolute path tried."""
+        error = self.refused("etcd_cacert = nope.crt\n", "etcd_cacert")
+
+        self.assertIn(os.path.join(self.folder, "nope.crt"), str(error))
+
+    def test_a_cacert_with_http_endpoints_is_refused(self):
+        """etcd_cacert with http:// endpoints would not be used: the error says the endpoints are not TLS."""
+        self.write("ca.crt")
+
+        error = self.refused("etcd_cacert = ca.crt\n", "etcd_cacert", failover=ETCD_FAILOVER)
+
+        self.assertIn("http://", str(error))
+        self.assertIn("https://", error.allowed)
+
+    def test_a_cert_without_its_key_is_refused(self):
+        """etcd_cert alone: the error names etcd_key, the one missing."""
+        self.write("node.crt")
+
+        error = self.refused("etcd_cert = node.crt\n", "etcd_key")
+
+        self.assertIn("etcd_cert", str(error))
+
+    def test_a_key_without_its_cert_is_refused(self):
+        """etcd_key alone: the error names etcd_cert."""
+        self.write("node.key")
+
+        self.refused("etcd_key = node.key\n", "etcd_cert")
+
+    def test_the_password_is_the_first_line_of_its_file_stripped(self):
+        """etcd_password_file's first line, without its spaces and line end, is the password."""
+        self.write("etcd.password", b"  s3cret \nsecond line\n")
+
+        failover = self.parse("etcd_user = iway\netcd_password_file = etcd.password\n").failover
+
+        self.assertEqual(failover.etcd_user, "iway")
+        self.assertEqual(failover.etcd_password, "s3cret")
+        self.assertEqual(failover.etcd_password_file, os.path.join(self.folder, "etcd.password"))
+
+    def test_the_password_is_never_in_the_settings_repr(self):
+        """The settings as logged or shown do not carry the password."""
+        self.write("etcd.password", b"s3cret-value\n")
+
+        failover = self.parse("etcd_user = iway\netcd_password_file = etcd.password\n").failover
+
+        self.assertNotIn("s3cret-value", repr(failover))
+
+    def test_no_user_means_no_password(self):
+        """Without etcd_user, etcd's auth is off: no password."""
+        self.assertIsNone(self.parse("").failover.etcd_password)
+
+    def test_a_user_without_a_password_file_is_refused(self):
+        """etcd_user alone: the error names etcd_password_file."""
+        self.refused("etcd_user = iway\n", "etcd_password_file")
+
+    def test_a_password_file_without_a_user_is_refused(self):
+        """etcd_password_file alone: the error names etcd_user."""
+        self.write("etcd.password", b"s3cret\n")
+
+        self.refused("etcd_password_file = etcd.password\n", "etcd_user")
+
+    def test_a_password_file_others_can_read_is_refused_with_the_fix(self):
+        """Mode 0644: refused, with the chmod that fixes it."""
+        path = self.write("etcd.password", b"s3cret\n", mode=0o644)
+
+        error = self.refused("etcd_user = iway\netcd_password_file = etcd.password\n", "etcd_password_file")
+
+        self.assertIn("every user can read it", str(error))
+        self.assertIn(f"chmod 600 {path}", str(error))
+
+    def test_a_password_file_its_group_can_read_is_refused(self):
+        """Mode 0640: refused too."""
+        self.write("etcd.password", b"s3cret\n", mode=0o640)
+
+        error = self.refused("etcd_user = iway\netcd_password_file = etcd.password\n", "etcd_password_file")
+
+        self.assertIn("its group can read it", str(error))
+
+    def test_an_empty_password_is_refused_without_showing_the_file(self):
+        """A file whose first line is blank holds no password."""
+        self.write("etcd.password", b"\n  \n")
+
+        error = self.refused("etcd_user = iway\netcd_password_file = etcd.password\n", "etcd_password_file")
+
+        self.assertIn("no password", str(error))
+
+    def test_a_missing_password_file_is_refused(self):
+        """etcd_password_file naming no file: refused with the path tried."""
+        error = self.refused("etcd_user = iway\netcd_password_file = nope\n", "etcd_password_file")
+
+        self.assertIn(os.path.join(self.folder, "nope"), str(error))
+
+    def test_a_user_with_a_space_is_refused(self):
+        """etcd_user = a b is no user name."""
+        self.write("etcd.password", b"s3cret\n")
+
+        self.refused("etcd_user = a b\netcd_password_file = etcd.password\n", "etcd_user")

@@ -1545,3 +1545,181 @@ class AdduserCommandTests(TestCase):
         code = adduser_main([self.path, "ops", "--password-stdin"], stdin=io.StringIO("short\n"))
         self.assertEqual(code, 1)
         self.assertIn("too short", self.stderr.getvalue())
+
+
+@implementer(INodeControl)
+class GroupMember:
+    """
+    A stand-in for a member of a group on etcd: a real node's status with a
+    coordinator and the group's members added, and a switchover that
+    records what it was asked (C{cause}, C{to}) and answers C{result}.
+    """
+
+    def __init__(self, node, coordinator, members):
+        self._node = node
+        self.coordinator = coordinator
+        self.members = members
+        self.asked = []
+        self.result = defer.succeed({"from": "serv_a", "to": "serv_c", "epoch": 12, "gap": 0.004})
+
+    def status(self):
+        import dataclasses
+
+        return dataclasses.replace(self._node.status(), coordinator=self.coordinator, members=self.members)
+
+    def switchover(self, cause=None, to=None):
+        self.asked.append((cause, to))
+        return self.result
+
+    def restart_listener(self, name):
+        return self._node.restart_listener(name)
+
+    def check_config(self, config):
+        return self._node.check_config(config)
+
+    def reload_config(self):
+        return self._node.reload_config()
+
+
+class GroupConsoleTests(ConsoleTestCase):
+    """A group member's console: the coordinator's facts, the members, and a switchover to a chosen member."""
+
+    name = "serv_a"
+    backup = False
+
+    def setUp(self):
+        from iwayfailover.status import CoordinatorStatus, MemberStatus
+
+        super().setUp()
+        self.member = GroupMember(
+            self.node,
+            CoordinatorStatus(
+                endpoints=("http://127.0.0.1:2379", "http://127.0.0.1:22379"), connected=True, live="serv_a",
+                live_epoch=11, lease_ttl=3, lease_left=2.25,
+            ),
+            (
+                MemberStatus("serv_a", "live", epoch=11, priority=10, since=1764064800.0, console="http://127.0.0.1:8081"),
+                MemberStatus("serv_b", "backup", epoch=11, priority=5),
+                MemberStatus("serv_c", "backup", epoch=11, may_campaign=False),
+            ),
+        )
+        self.root = console_root(
+            ThroughInterface(self.member), clock=self.reactor, run=sync, events=self.events, api_token=API_TOKEN,
+        )
+        self.client = StubTreq(self.root)
+
+    def test_the_status_page_shows_the_coordinator(self):
+        """Endpoints, connected, the live member with its epoch, the lease's TTL and time left; no pair peer."""
+        body = self.logged_in()
+        self.assertIn("etcd at <span data-field=\"coordinator-endpoints\">http://127.0.0.1:2379, http://127.0.0.1:22379</span>", body)
+        self.assertIn('data-field="coordinator-connected">connected<', body)
+        self.assertIn('data-field="coordinator-live">serv_a (epoch 11)<', body)
+        self.assertIn('data-field="lease">TTL 3 s; 2.2 s left<', body)
+        self.assertNotIn("Last heartbeat", body)
+
+    def test_the_status_page_says_when_the_store_is_out_of_reach(self):
+        """Not connected, with the last error; nobody live; no lease held."""
+        from iwayfailover.status import CoordinatorStatus
+
+        self.member.coordinator = CoordinatorStatus(endpoints=("http://127.0.0.1:2379",), last_error="connection refused")
+        body = self.logged_in()
+        self.assertIn("not connected (connection refused)", body)
+        self.assertIn("nobody holds the live role", body)
+        self.assertIn("TTL not granted yet; this node holds no live lease", body)
+
+    def test_the_status_page_lists_every_member(self):
+        """One row per member: role, epoch, priority, since, a console link where it has one; this node marked."""
+        body = self.logged_in()
+        table = re.search(r'<table data-live="members">.*?</table>', body, re.S).group(0)
+        self.assertEqual(re.findall(r'data-member-role="(\w+)">([^<]*)<', table), [
+            ("serv_a", "live"), ("serv_b", "backup"), ("serv_c", "backup (does not campaign)"),
+        ])
+        self.assertIn("<strong>serv_a</strong> (this node)", table)
+        self.assertIn('<a href="http://127.0.0.1:8081">http://127.0.0.1:8081</a>', table)
+        self.assertIn("<td>2025-11-25T10:00:00.000Z</td>", table)
+        self.assertIn("<td>10</td>", table)
+
+    def test_the_switchover_form_offers_the_other_members(self):
+        """The form's target choice: the group's own pick first, then every other member."""
+        body = self.logged_in()
+        select = re.search(r'<select name="to".*?</select>', body, re.S).group(0)
+        self.assertEqual(re.findall(r'<option value="([^"]*)">', select), ["", "serv_b", "serv_c"])
+
+    def test_a_switchover_to_a_chosen_member_is_confirmed_then_made(self):
+        """to=serv_c: the confirmation names serv_c and carries it; confirmed, the node is asked for serv_c."""
+        self.logged_in()
+        response, body = self.post("/switchover", {"csrf": self.token, "to": "serv_c"})
+        self.assertIn("Yes, switch over to serv_c", body)
+        self.assertIn('name="to" value="serv_c"', body)
+        self.assertEqual(self.member.asked, [])
+
+        response, body = self.post("/switchover", {"csrf": self.token, "confirm": "yes", "to": "serv_c"})
+
+        self.assertEqual(response.code, 200)
+        [(cause, to)] = self.member.asked
+        self.assertEqual(to, "serv_c")
+        self.assertIn("planned switchover to serv_c, asked by ops", cause)
+        self.assertIn("Switched over from serv_a to serv_c (epoch 12)", body)
+
+    def test_a_switchover_without_a_choice_leaves_it_to_the_group(self):
+        """No to: the node is asked without one (the group picks by priority)."""
+        self.logged_in()
+        self.post("/switchover", {"csrf": self.token, "confirm": "yes", "to": ""})
+        [(cause, to)] = self.member.asked
+        self.assertIsNone(to)
+        self.assertIn("the next member by priority", cause)
+
+    def test_the_api_takes_to_as_a_json_body(self):
+        """POST /api/switchover {"to": "serv_c"} (iwsrv switchover --to) reaches the node with to."""
+        response, body = self.request(
+            "POST", "/api/switchover", data=json.dumps({"to": "serv_c"}).encode(),
+            headers={"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"},
+        )
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(self.member.asked, [(None, "serv_c")])
+        self.assertEqual(json.loads(body)["to"], "serv_c")
+
+    def test_the_api_takes_to_as_a_form_field(self):
+        """to=serv_b as a form field works as the JSON body does."""
+        response, _ = self.post("/api/switchover", {"to": "serv_b"}, headers={"Authorization": "Bearer " + API_TOKEN})
+        self.assertEqual((response.code, self.member.asked), (200, [(None, "serv_b")]))
+
+    def test_the_api_refuses_a_to_that_is_no_name(self):
+        """to = "../x" or a number: 400 naming what a server's name is, and no switchover."""
+        for data in (json.dumps({"to": "../x"}), json.dumps({"to": 7}), "[1]", "{not json"):
+            response, body = self.request(
+                "POST", "/api/switchover", data=data.encode(),
+                headers={"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"},
+            )
+            self.assertEqual(response.code, 400, data)
+            self.assertIn('"error"', body)
+        self.assertEqual(self.member.asked, [])
+
+    def test_the_status_api_has_the_coordinator_and_members(self):
+        """GET /api/status: the coordinator block and the members by name."""
+        _, body = self.get("/api/status")
+        data = json.loads(body)
+        self.assertEqual(data["coordinator"]["live"], "serv_a")
+        self.assertEqual(data["members"]["serv_b"]["role"], "backup")
+
+
+class PairConsoleUnchangedTests(ConsoleTestCase):
+    """A pair's console shows no group: no coordinator, no members table, no target choice."""
+
+    name = "serv_a"
+    backup = False
+
+    def test_a_pair_page_has_no_group_parts(self):
+        """The live pair node's page: the peer as before, no Members, no select."""
+        body = self.logged_in()
+        self.assertIn("Last heartbeat", body)
+        self.assertNotIn("Members", body)
+        self.assertNotIn("<select", body)
+
+    def test_a_pair_switchover_through_the_api_passes_no_to(self):
+        """Without to, the pair node is asked as before: switchover() with no argument."""
+        asked = []
+        self.node.switchover = lambda *args, **kwargs: asked.append((args, kwargs)) or defer.succeed(
+            {"from": "serv_a", "to": "serv_b", "epoch": 2, "gap": 0.01})
+        response, _ = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
+        self.assertEqual((response.code, asked), (200, [((), {})]))

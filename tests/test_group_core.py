@@ -390,3 +390,69 @@ class Channels(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StaleKeys(unittest.TestCase):
+    """A backup clears a key its holder has stopped renewing, after the holder's TTL, never sooner."""
+
+    def backup(self, plants=frozenset()):
+        r = Recorder(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5), plants=plants)
+        r.feed(ev.Start(as_backup=True))
+        r.feed(ev.Candidates((("alpha", 10, True), ("beta", 5, True))))
+        return r
+
+    def renew(self, r, renewed, ttl=2.0):
+        r.feed(ev.StoreState("alpha", epoch=7, lease=0x10, revision=renewed, renewed=renewed, ttl=ttl))
+
+    def test_renewals_keep_the_key(self):
+        r = self.backup()
+        for n in range(40):
+            self.renew(r, 7 + n)
+            r.advance(0.25)
+        self.assertEqual(r.of(ev.ClearStale), [])
+
+    def test_a_key_not_renewed_for_its_ttl_is_cleared_at_the_revision_seen(self):
+        r = self.backup()
+        self.renew(r, 7)
+        self.renew(r, 8)
+        seen = r.t
+        r.advance(2.0)
+        self.assertEqual(r.of(ev.ClearStale), [], "cleared within the holder's TTL")
+        r.advance(0.02)
+        self.assertEqual(r.of(ev.ClearStale), [ev.ClearStale("alpha", 8)])
+        self.assertGreaterEqual(r.t - seen, 2.0)
+
+    def test_a_lower_candidate_waits_its_turn(self):
+        r = Recorder(GroupSettings(name="gamma", priority=1, threshold=3.0, interval=0.5))
+        r.feed(ev.Start(as_backup=True))
+        r.feed(ev.Candidates((("alpha", 10, True), ("beta", 5, True), ("gamma", 1, True))))
+        self.renew(r, 8)
+        r.advance(2.02)
+        self.assertEqual(r.of(ev.ClearStale), [])
+        r.advance(r.core.settings.stagger)
+        self.assertEqual(len(r.of(ev.ClearStale)), 1)
+
+    def test_losing_the_store_times_the_renewal_again_from_its_return(self):
+        r = self.backup()
+        self.renew(r, 8)
+        r.advance(1.5)
+        r.feed(ev.StoreLost("timed out"))
+        r.advance(1.0)
+        self.renew(r, 8)  # the same renewal, seen again after the watch came back
+        r.advance(1.9)
+        self.assertEqual(r.of(ev.ClearStale), [])
+        r.advance(0.2)
+        self.assertEqual(len(r.of(ev.ClearStale)), 1)
+
+    def test_the_live_member_never_clears_its_own_key(self):
+        r = Recorder()
+        r.live()
+        r.feed(ev.StoreState("alpha", epoch=7, lease=0x10, revision=9, renewed=9, ttl=3.0))
+        r.advance(1.0)
+        self.assertEqual(r.of(ev.ClearStale), [])
+
+    def test_the_early_clear_plant_clears_at_half_the_ttl(self):
+        r = self.backup(plants={"early-clear"})
+        self.renew(r, 8)
+        r.advance(1.01)
+        self.assertEqual(len(r.of(ev.ClearStale)), 1)

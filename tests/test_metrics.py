@@ -20,7 +20,7 @@ from iwayfailover.config import ConfigError
 from iwayfailover.console import console_root
 from iwayfailover.console.metrics import MetricsResource, node_registry
 from iwayfailover.reload import ConfigPoller
-from iwayfailover.status import INodeControl
+from iwayfailover.status import CoordinatorStatus, INodeControl, LeaseStats, MemberStatus
 from test_console import ThroughInterface
 from test_node import CONFIG, NodeTestCase
 from wirepeer import frame_bytes, keyed
@@ -273,6 +273,72 @@ class BuildInfoTests(NodeTestCase):
         self.assertEqual(
             value(samples, "iwayfailover_build_info", version=iwayfailover.__version__, server="serv_b"), 1
         )
+
+
+class GroupCollectorTests(NodeTestCase):
+    """A group member's metrics: its lease keepalives, the store's reach, and the members by role."""
+
+    def group_samples(self, coordinator, members=()):
+        """The samples of a real node's metrics with C{coordinator} and C{members} added to its status."""
+        from test_console import GroupMember
+
+        return scrape(GroupMember(self.make_node(), coordinator, tuple(members)))
+
+    def test_a_pair_has_no_group_metrics(self):
+        """A pair node exposes none of the lease or group families."""
+        names = {name for name, _ in scrape(self.make_node())}
+        self.assertFalse({n for n in names if n.startswith(("iwayfailover_lease", "iwayfailover_group", "iwayfailover_coordinator"))})
+
+    def test_renewals_and_failures_are_counters(self):
+        """iwayfailover_lease_renewals_total and ..._failures_total are LeaseStats' counts."""
+        stats = LeaseStats()
+        for latency in (0.004, 0.02, 0.3):
+            stats.renewed(latency)
+        stats.failed("no answer in 1 s")
+
+        samples = self.group_samples(stats.status(connected=True))
+
+        self.assertEqual(value(samples, "iwayfailover_lease_renewals_total"), 3)
+        self.assertEqual(value(samples, "iwayfailover_lease_renewal_failures_total"), 1)
+
+    def test_renewal_latency_is_a_histogram(self):
+        """iwayfailover_lease_renewal_seconds: cumulative buckets up to +Inf, its count and its sum."""
+        stats = LeaseStats()
+        for latency in (0.004, 0.02, 0.3, 4.0):
+            stats.renewed(latency)
+
+        samples = self.group_samples(stats.status())
+
+        buckets = {dict(labels)["le"]: v for (name, labels), v in samples.items() if name == "iwayfailover_lease_renewal_seconds_bucket"}
+        self.assertEqual(buckets, {
+            "0.005": 1, "0.01": 1, "0.025": 2, "0.05": 2, "0.1": 2, "0.25": 2, "0.5": 3, "1.0": 3, "2.5": 3, "+Inf": 4,
+        })
+        self.assertEqual(value(samples, "iwayfailover_lease_renewal_seconds_count"), 4)
+        self.assertAlmostEqual(value(samples, "iwayfailover_lease_renewal_seconds_sum"), 4.324)
+
+    def test_lease_left_and_connected(self):
+        """A live member with 2.5 s of lease left and the store answering."""
+        samples = self.group_samples(CoordinatorStatus(connected=True, lease_ttl=3, lease_left=2.5))
+
+        self.assertEqual(value(samples, "iwayfailover_lease_left_seconds"), 2.5)
+        self.assertEqual(value(samples, "iwayfailover_coordinator_connected"), 1)
+
+    def test_no_lease_is_nan_and_a_lost_store_is_zero(self):
+        """A member holding no lease: NaN left; the store out of reach: connected 0."""
+        samples = self.group_samples(CoordinatorStatus(connected=False))
+
+        self.assertTrue(math.isnan(value(samples, "iwayfailover_lease_left_seconds")))
+        self.assertEqual(value(samples, "iwayfailover_coordinator_connected"), 0)
+
+    def test_members_are_counted_by_role(self):
+        """One live and two backups: live 1, backup 2, every other role 0."""
+        members = [MemberStatus("alpha", "live"), MemberStatus("beta", "backup"), MemberStatus("gamma", "backup")]
+
+        samples = self.group_samples(CoordinatorStatus(connected=True), members)
+
+        self.assertEqual(value(samples, "iwayfailover_group_members", role="live"), 1)
+        self.assertEqual(value(samples, "iwayfailover_group_members", role="backup"), 2)
+        self.assertEqual(value(samples, "iwayfailover_group_members", role="starting"), 0)
 
 
 def get(resource, client):

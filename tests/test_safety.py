@@ -433,6 +433,14 @@ class SwitchoverTests(NodeTestCase):
         failure = self.failureResultOf(node.switchover(), SwitchoverRefused)
         self.assertIn("ask the live node serv_a", failure.getErrorMessage())
 
+    def test_switchover_to_a_node_other_than_the_peer_is_refused(self):
+        """A pair's only choice is its peer: --to another name is refused, naming the peer; the listeners stay up."""
+        node = self.make_node(name="serv_a", backup=False)
+        failure = self.failureResultOf(node.switchover(to="serv_c"), SwitchoverRefused)
+        self.assertIn("its peer serv_b only, not serv_c", failure.getErrorMessage())
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(node.listeners.status()["web"]["state"], ACTIVE)
+
     def test_switchover_without_an_answering_backup_is_refused(self):
         """With no backup answering, a switchover would leave nobody serving: refused, listeners untouched."""
         node = self.make_node(name="serv_a", backup=False)

@@ -157,9 +157,13 @@ class FormTests(unittest.TestCase):
         self.assertNotIn("when backup", field.help)
 
     def test_keys_shown_read_only_are_the_tables(self):
-        """The keys shown but not edited: heartbeat keys, users and the console's address."""
+        """The keys shown but not edited: the coordinator and etcd's, heartbeat keys, users and the console's address."""
         self.assertEqual(form.READ_ONLY, {
-            "failover": ("secret_file", "insecure", "console_users"), "server": ("console_users", "console"),
+            "failover": (
+                "coordinator", "secret_file", "insecure", "etcd_endpoints", "etcd_prefix", "etcd_cacert", "etcd_cert",
+                "etcd_key", "etcd_user", "etcd_password_file", "console_users",
+            ),
+            "server": ("console_users", "console"),
         })
 
     def test_a_field_is_checked_by_its_keys_kind(self):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import configparser
 import hashlib
 
-from iwayfailover.config.schema import CLIENT, PROCESS, key_of, keys_of, section_kind, unknown_key
+from iwayfailover.config.schema import ETCD, PAIR, CLIENT, PROCESS, key_of, keys_of, section_kind, unknown_key
 from iwayfailover.config.settings import (
     ClientSettings, FailoverSettings, ListenerSettings, ServerSettings, SharedConfig,
 )
-from iwayfailover.config.values import NAME_ALLOWED, NAME_PATTERN, ConfigError, folder_of
+from iwayfailover.config.values import NAME_ALLOWED, NAME_PATTERN, ConfigError, folder_of, read_password
 
 _SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
 
@@ -54,6 +54,7 @@ def parse_config(text: str, path: str) -> SharedConfig:
     except configparser.Error as e:
         raise ConfigError(path, problem=str(e).splitlines()[0]) from None
 
+    coordinator = _coordinator(path, parser)
     failover = FailoverSettings()
     servers = {}
     listeners = {}
@@ -61,20 +62,22 @@ def parse_config(text: str, path: str) -> SharedConfig:
         items = dict(parser.items(section))
         kind, _, name = section.partition(":")
         if section == "failover":
-            failover = _parse_failover(path, items)
+            failover = _parse_failover(path, items, coordinator)
             continue
         if kind not in ("server", "listener") or not name:
             raise ConfigError(path, section, problem="unknown section", allowed=_SECTIONS_ALLOWED)
         if not NAME_PATTERN.match(name):
             raise ConfigError(path, section, problem=f"bad {kind} name {name!r}", allowed=NAME_ALLOWED)
         if kind == "server":
-            servers[name] = _parse_server(path, section, name, items)
+            servers[name] = _parse_server(path, section, name, items, coordinator)
         else:
             listeners[name] = _parse_listener(path, section, name, items)
 
     if not servers:
         raise ConfigError(path, problem="no [server:NAME] section", allowed="at least one [server:NAME] section")
     for server in servers.values():
+        if coordinator == ETCD:
+            _check_lease_ttl(path, server)
         if server.threshold <= failover.heartbeat_interval:
             raise ConfigError(
                 path, f"server:{server.name}", "threshold", str(server.threshold),
@@ -106,23 +109,43 @@ def parse_config(text: str, path: str) -> SharedConfig:
     return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners)
 
 
-def _values(path, section, items):
+def _coordinator(path, parser) -> str:
+    """
+    The [failover] section's coordinator (L{PAIR} when not set), read first:
+    which keys a section needs, takes or refuses depends on it.
+    """
+    if not parser.has_section("failover") or not parser.has_option("failover", "coordinator"):
+        return PAIR
+    return key_of("failover", "coordinator").kind(path, "failover", "coordinator", parser.get("failover", "coordinator"))
+
+
+def _values(path, section, items, coordinator=PAIR):
     """
     Each key of C{items} checked by its kind: C{(own, client)}, the values of
     the section's own keys and of its floating IP and notify hooks.
 
-    @raise ConfigError: an unknown key, a required key missing or empty, or
-        a bad value.
+    @raise ConfigError: an unknown key, a key the coordinator does not take,
+        a required key missing or empty, or a bad value.
     """
     kind = section_kind(section)
     _known(path, section, items)
-    required = [key.name for key in keys_of(kind) if key.required]
+    for key in keys_of(kind):
+        if key.name in items and not key.used_with(coordinator) and key.refused_elsewhere:
+            raise ConfigError(
+                path, section, key.name, items[key.name],
+                f"only with coordinator = {key.only}; this file's coordinator is {coordinator}",
+                f"drop the key, or set coordinator = {key.only} in [failover]",
+            )
+    required = [key.name for key in keys_of(kind) if key.required and key.used_with(coordinator)]
     for name in required:
         if not items.get(name):
-            raise ConfigError(
-                path, section, name, problem="missing; every server keeps all of " + ", ".join(required[:-1])
-                + f" and {required[-1]}, whichever role it starts in",
-            )
+            if kind == "server" and coordinator == PAIR:
+                problem = "missing; every server keeps all of " + ", ".join(required[:-1]) + f" and {required[-1]}, whichever role it starts in"
+            elif kind == "server":
+                problem = f"missing; with coordinator = {coordinator} every server sets " + ", ".join(required)
+            else:
+                problem = f"missing; coordinator = {coordinator} needs it"
+            raise ConfigError(path, section, name, problem=problem, allowed=key_of(kind, name).kind.allowed)
     own, client = {}, {}
     for key in keys_of(kind):
         if key.name not in items or (key.blank_unsets and not items[key.name]):
@@ -139,19 +162,60 @@ def _known(path, section, items):
             raise unknown_key(path, section, name)
 
 
-def _parse_failover(path, items) -> FailoverSettings:
-    own, client = _values(path, "failover", items)
+def _parse_failover(path, items, coordinator=PAIR) -> FailoverSettings:
+    own, client = _values(path, "failover", items, coordinator)
     if own.get("insecure") and "secret_file" in own:
         raise ConfigError(
             path, "failover", "insecure", items["insecure"], "set together with secret_file",
             "either secret_file (heartbeats signed with its key) or insecure = true (unsigned), not both",
         )
-    return FailoverSettings(**own, client=ClientSettings(**client))
+    password = _check_etcd(path, items, own) if coordinator == ETCD else None
+    return FailoverSettings(**own, etcd_password=password, client=ClientSettings(**client))
 
 
-def _parse_server(path, section, name, items) -> ServerSettings:
-    own, client = _values(path, section, items)
+def _check_etcd(path, items, own):
+    """
+    The rules between the etcd keys: TLS files only for https endpoints, a
+    certificate with its key, a user with a password file.
+
+    @return: the password in C{etcd_password_file}, or None.
+    """
+    scheme = own["etcd_endpoints"][0].partition(":")[0]
+    if scheme == "http":
+        for name in ("etcd_cacert", "etcd_cert", "etcd_key"):
+            if name in own:
+                raise ConfigError(
+                    path, "failover", name, items[name],
+                    "a TLS file, but the etcd_endpoints are http:// (no TLS): it would not be used",
+                    "https:// endpoints to talk TLS to etcd, or drop the key",
+                )
+    for name, other in (("etcd_cert", "etcd_key"), ("etcd_key", "etcd_cert"), ("etcd_user", "etcd_password_file"),
+                        ("etcd_password_file", "etcd_user")):
+        if name in own and other not in own:
+            raise ConfigError(
+                path, "failover", other, problem=f"missing: {name} is set, and the two go together",
+                allowed=f"both {name} and {other}, or neither",
+            )
+    if "etcd_password_file" not in own:
+        return None
+    return read_password(path, "failover", "etcd_password_file", own["etcd_password_file"])
+
+
+def _parse_server(path, section, name, items, coordinator=PAIR) -> ServerSettings:
+    own, client = _values(path, section, items, coordinator)
     return ServerSettings(name=name, **own, folder=folder_of(path), client=ClientSettings(**client))
+
+
+def _check_lease_ttl(path, server):
+    """With coordinator = etcd a server's threshold is its leases' TTL, which etcd grants in whole seconds."""
+    threshold = server.threshold
+    if threshold != int(threshold) or threshold < 2:
+        raise ConfigError(
+            path, f"server:{server.name}", "threshold", f"{threshold:g}",
+            "with coordinator = etcd the threshold is the TTL of the server's leases: etcd grants whole seconds,"
+            " and at least 2 (with its default election timeout)",
+            "a whole number of seconds, 2 or more, e.g. 3",
+        )
 
 
 def _parse_listener(path, section, name, items) -> ListenerSettings:

@@ -14,6 +14,7 @@ import sys
 from typing import List
 
 from iwayfailover.config.schema import CLIENT, PROCESS, SECTION_TITLES, Key, keys_of
+from iwayfailover.config.values import COORDINATORS
 
 _INTRO = """\
 # The shared configuration: every key
@@ -53,6 +54,11 @@ def _cell(text: str) -> str:
 
 def _row(key: Key) -> str:
     meaning = f"*{key.label}*: {key.help}" if key.label else key.help
+    if key.only is not None:
+        others = " or ".join(c for c in COORDINATORS if c != key.only)
+        meaning += f" (coordinator = {key.only} only; " + (
+            f"an error with {others})" if key.refused_elsewhere else f"allowed but not used with {others})"
+        )
     return "| " + " | ".join([
         f"`{key.name}`", _cell(meaning), _cell(f"{key.kind.name}: {key.kind.allowed}"), _cell(key.default_text),
         key.applied,

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 from iwayfailover.config.values import (
     BOOLEAN, COMMAND, CONSOLE, COUNT, ENVIRONMENT, FOLDER, HOOK, INTEGER, INTERFACE, LOCATION, PLUGIN, PORT,
     SECONDS, SECRET_FILE, SERVER_NAME, SERVER_NAMES, USERS_FILE, VIRTUAL_IP, WITNESSES, ConfigError, ValueKind,
+    COORDINATOR, ETCD_ENDPOINTS, ETCD_PREFIX, ETCD_USER, PASSWORD_FILE, PEM_FILE,
 )
 
 FAILOVER = ("failover",)
@@ -40,6 +41,10 @@ PROCESS = "process channel"
 
 LIVE = "at once"
 NEXT_START = "at the next start"
+
+PAIR = "pair"
+ETCD = "etcd"
+"""The coordinators ([failover] coordinator): a pair on heartbeat links, or a group on etcd."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Key:
     @ivar read: for a key not C{stored}: its value from the settings.
     @ivar unset: how "not set" reads, where that is not the default's value.
     @ivar applied: when a changed value takes effect: L{LIVE} or L{NEXT_START}.
+    @ivar only: the one coordinator (L{PAIR} or L{ETCD}) the key is used
+        with, or None for both; C{required} holds with that coordinator only.
+    @ivar refused_elsewhere: with another coordinator the key is an error
+        (True), or is allowed and ignored (False).
     """
 
     name: str
@@ -80,6 +89,12 @@ class Key:
     read: Optional[Callable[[Any], Any]] = field(default=None, compare=False)
     unset: Optional[str] = None
     applied: str = LIVE
+    only: Optional[str] = None
+    refused_elsewhere: bool = True
+
+    def used_with(self, coordinator: str) -> bool:
+        """Is the key used with C{coordinator} (L{PAIR} or L{ETCD})?"""
+        return self.only is None or self.only == coordinator
 
     def value_of(self, settings) -> Any:
         """The key's value in C{settings} (the settings of one section, or None for a section not there)."""
@@ -102,7 +117,9 @@ class Key:
     @property
     def default_text(self) -> str:
         """The default as the reference and the console's placeholder show it."""
-        return "required" if self.required else self.show(None)
+        if self.required:
+            return "required" if self.only is None else f"required with coordinator = {self.only}"
+        return self.show(None)
 
 
 def _plugin_line(listener):
@@ -111,23 +128,31 @@ def _plugin_line(listener):
 
 KEYS: Tuple[Key, ...] = (
     # [failover]
-    Key("heartbeat_interval", FAILOVER, SECONDS, 1.0, "seconds between heartbeats sent by a live node", label="Heartbeat interval"),
+    Key("coordinator", FAILOVER, COORDINATOR, PAIR, "what decides which node is live: pair (two nodes on heartbeat links) or etcd (a group of any size whose live role is a key under a lease in etcd)", shown=True, applied=NEXT_START),
+    Key("heartbeat_interval", FAILOVER, SECONDS, 1.0, "seconds between heartbeats sent by a live node (with coordinator = etcd: between the live node's lease keepalives)", label="Heartbeat interval"),
     Key("reload_interval", FAILOVER, SECONDS, 5.0, "seconds between reads of this file", label="Reload interval"),
     Key("secret_file", FAILOVER, SECRET_FILE, None, "the key that signs and checks every heartbeat, made by `iwsrv keygen PATH`; required unless insecure = true", shown=True),
     Key("insecure", FAILOVER, BOOLEAN, False, "run with unsigned heartbeats (a test bench only; warned about at every start); not together with secret_file", shown=True),
-    Key("witness", FAILOVER, WITNESSES, (), "addresses a backup must reach before it takes over on silence, and without which a cut-off live node fences itself", label="Witness", blank_unsets=True),
-    Key("self_fence", FAILOVER, BOOLEAN, True, "a live node that reaches neither its backup nor any witness stops serving (needs witness)", label="Self-fence"),
+    Key("witness", FAILOVER, WITNESSES, (), "addresses a backup must reach before it takes over on silence, and without which a cut-off live node fences itself", label="Witness", blank_unsets=True, only=PAIR),
+    Key("self_fence", FAILOVER, BOOLEAN, True, "a live node that reaches neither its backup nor any witness stops serving (needs witness)", label="Self-fence", only=PAIR),
     Key("failback", FAILOVER, BOOLEAN, False, "give the live role back to the preferred server once it is a healthy backup", label="Failback"),
     Key("preferred", FAILOVER, SERVER_NAME, None, "the server failback returns the role to", label="Preferred server", blank_unsets=True),
     Key("unsaved_epoch", FAILOVER, BOOLEAN, False, "take the live role even when the new epoch cannot be saved in the state dir (a full or read-only disk); epochs may then repeat after a restart, so they no longer fence", label="Serve with an unsaved epoch"),
     Key("failback_delay", FAILOVER, SECONDS, 30.0, "seconds the preferred server must have been a healthy backup before failback", label="Failback delay"),
+    Key("etcd_endpoints", FAILOVER, ETCD_ENDPOINTS, (), "the etcd cluster's client URLs; every node of the group names the same cluster", required=True, only=ETCD, shown=True, applied=NEXT_START),
+    Key("etcd_prefix", FAILOVER, ETCD_PREFIX, "/iwayfailover", "the group's keys live under it (PREFIX/live, PREFIX/members/NAME); one prefix for each group sharing an etcd", only=ETCD, shown=True, applied=NEXT_START),
+    Key("etcd_cacert", FAILOVER, PEM_FILE, None, "the CA certificates that sign etcd's server certificates (https endpoints only; without it, the system's trusted CAs); the host name is checked", only=ETCD, shown=True, applied=NEXT_START, unset="the system's trusted CAs"),
+    Key("etcd_cert", FAILOVER, PEM_FILE, None, "this node's client certificate for etcd (https endpoints only; with etcd_key)", only=ETCD, shown=True, applied=NEXT_START),
+    Key("etcd_key", FAILOVER, PEM_FILE, None, "the private key of etcd_cert", only=ETCD, shown=True, applied=NEXT_START),
+    Key("etcd_user", FAILOVER, ETCD_USER, None, "the etcd user this node authenticates as (with etcd_password_file); none: etcd's auth is off", only=ETCD, shown=True, applied=NEXT_START),
+    Key("etcd_password_file", FAILOVER, PASSWORD_FILE, None, "the file whose first line is etcd_user's password; readable by its owner only (chmod 600)", only=ETCD, shown=True, applied=NEXT_START),
     Key("console_users", BOTH, USERS_FILE, None, "the console's users and password hashes, made by `iwsrv adduser FILE USER`; without it nobody can log in", shown=True),
     # [server:NAME]
-    Key("backup_location", SERVER, LOCATION, None, "where this server heartbeats to when live", label="Location of Backup", required=True),
-    Key("heartbeat_port", SERVER, PORT, None, "where this server hears heartbeats; it listens in both roles", label="Heartbeat Port", required=True),
-    Key("threshold", SERVER, SECONDS, None, "seconds without a live signal before this server, as backup, takes over; more than heartbeat_interval, 3 x or more is advised", label="Threshold", required=True),
+    Key("backup_location", SERVER, LOCATION, None, "where this server heartbeats to when live", label="Location of Backup", required=True, only=PAIR, refused_elsewhere=False),
+    Key("heartbeat_port", SERVER, PORT, None, "where this server hears heartbeats; it listens in both roles", label="Heartbeat Port", required=True, only=PAIR, refused_elsewhere=False),
+    Key("threshold", SERVER, SECONDS, None, "seconds without a live signal before this server, as backup, takes over; more than heartbeat_interval, 3 x or more is advised. With coordinator = etcd: the TTL of this server's leases, whole seconds, 2 or more: a crashed live node's role is free after at most this", label="Threshold", required=True),
     Key("console", SERVER, CONSOLE, None, "the administration console, status API and metrics (a bare port: on 127.0.0.1 only); re-bound at once, but a console added or removed takes effect at the next start", shown=True),
-    Key("priority", SERVER, INTEGER, 0, "breaks a tie between two live nodes of the same epoch: the higher stays live", label="Priority"),
+    Key("priority", SERVER, INTEGER, 0, "breaks a tie between two live nodes of the same epoch: the higher stays live (with coordinator = etcd: when several could take the role, the higher campaigns first)", label="Priority"),
     # [failover] or [server:NAME]: getting clients to the live node
     Key("virtual_ip", BOTH, VIRTUAL_IP, None, "the floating IP the live node holds (needs interface)", group=CLIENT),
     Key("interface", BOTH, INTERFACE, None, "the network interface the floating IP is put on", group=CLIENT),
@@ -197,7 +222,9 @@ def settings_fields(keys: Iterable[Key], defaults: bool = True):
     A class decorator: the class becomes a frozen dataclass with a field for
     each stored key of C{keys} besides the fields it declares (those without
     a default first, then the keys, required ones first, then those it
-    declares with a default).
+    declares with a default). A key required with one coordinator only
+    (C{backup_location}: pair) is a field with a default, as with the other
+    coordinator it is not set.
 
     @param defaults: each key's field defaults to the key's default; if
         False, to None (not set here).
@@ -210,7 +237,7 @@ def settings_fields(keys: Iterable[Key], defaults: bool = True):
         for key in keys:
             if not key.stored:
                 continue
-            if key.required and defaults:
+            if key.required and key.only is None and defaults:
                 required[key.name] = Any
             else:
                 optional[key.name] = Any

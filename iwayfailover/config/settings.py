@@ -49,6 +49,19 @@ class FailoverSettings:
     """The [failover] section: its keys, and the floating IP and notify hooks set there."""
 
     client: ClientSettings = field(default_factory=ClientSettings)
+    etcd_password: Optional[str] = field(default=None, repr=False)
+    """With coordinator = etcd and etcd_user set: the password, the first line
+    of etcd_password_file (read when the file was parsed); never shown."""
+
+    @property
+    def group(self) -> bool:
+        """Is the live role held on etcd (coordinator = etcd), for a group of any size?"""
+        return self.coordinator == "etcd"
+
+    @property
+    def etcd_tls(self) -> bool:
+        """Are the etcd endpoints https:// (TLS, with etcd_cacert or the system's trusted CAs)?"""
+        return bool(self.etcd_endpoints) and self.etcd_endpoints[0].startswith("https:")
 
 
 @settings_fields(keys_of("server", ""))

@@ -13,6 +13,8 @@ import math
 import os
 import re
 import shlex
+import stat
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -396,6 +398,167 @@ def environment(path, section, key, text):
     return tuple(env)
 
 
+# -- groups on etcd --
+
+COORDINATORS = ("pair", "etcd")
+_COORDINATOR_ALLOWED = "pair (two nodes, heartbeat links) or etcd (a group whose live role is a lease-bound key in etcd)"
+
+
+def coordinator(path, section, key, text):
+    value = text.strip().lower()
+    if value not in COORDINATORS:
+        raise ConfigError(path, section, key, text, "not a coordinator", _COORDINATOR_ALLOWED)
+    return value
+
+
+_ETCD_ENDPOINTS_ALLOWED = (
+    "comma-separated etcd client URLs, each http:// or https:// with a host and a port and no path,"
+    " all of one scheme, e.g. http://10.0.0.5:2379, http://10.0.0.6:2379"
+)
+
+
+def etcd_endpoint(path, section, key, text, item) -> str:
+    """One etcd client URL of C{text}, as C{scheme://host:port} (an IPv6 host in brackets)."""
+    def refuse(problem):
+        return ConfigError(path, section, key, text, f"{item!r}: {problem}", _ETCD_ENDPOINTS_ALLOWED)
+
+    if not item:
+        raise refuse("an empty endpoint (two commas, or a comma at an end)")
+    if any(c.isspace() for c in item):
+        raise refuse("has a space in it")
+    try:
+        url = urllib.parse.urlsplit(item)
+        number = url.port
+    except ValueError as e:
+        raise refuse(f"not a URL ({e})") from None
+    if url.scheme.lower() not in ("http", "https") or not item.lower().startswith(url.scheme.lower() + "://"):
+        raise refuse("not an http:// or https:// URL")
+    if url.username is not None or url.password is not None:
+        raise refuse("a user or password in the URL (set etcd_user and etcd_password_file instead)")
+    if not url.hostname:
+        raise refuse("no host")
+    if number is None:
+        raise refuse("no port (etcd's client port is usually 2379: http://HOST:2379)")
+    if not 0 < number <= 65535:
+        raise refuse("port out of range")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise refuse("has a path, query or fragment; an endpoint is scheme://host:port only")
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"{url.scheme.lower()}://{host}:{number}"
+
+
+def etcd_endpoints(path, section, key, text):
+    found = []
+    for item in (part.strip() for part in text.split(",")):
+        endpoint = etcd_endpoint(path, section, key, text, item)
+        if endpoint in found:
+            raise ConfigError(path, section, key, text, f"{item!r} is named twice", _ETCD_ENDPOINTS_ALLOWED)
+        found.append(endpoint)
+    schemes = sorted({endpoint.partition(":")[0] for endpoint in found})
+    if len(schemes) > 1:
+        raise ConfigError(
+            path, section, key, text, "mixes http:// and https:// endpoints: the connection to etcd is either TLS or not",
+            _ETCD_ENDPOINTS_ALLOWED,
+        )
+    return tuple(found)
+
+
+_ETCD_PREFIX_ALLOWED = "a key path starting with / and not ending with /, without spaces, e.g. /iwayfailover/orders"
+
+
+def etcd_prefix(path, section, key, text):
+    value = text.strip()
+    if not value.startswith("/"):
+        raise ConfigError(path, section, key, text, "does not start with /", _ETCD_PREFIX_ALLOWED)
+    if value.endswith("/"):
+        raise ConfigError(path, section, key, text, "ends with / (the keys are PREFIX/live, PREFIX/members/NAME)", _ETCD_PREFIX_ALLOWED)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(path, section, key, text, "has a space or a control character in it", _ETCD_PREFIX_ALLOWED)
+    return value
+
+
+_PEM_FILE_ALLOWED = "the path of a readable PEM file; a relative path is relative to the configuration file"
+
+
+def pem_file(path, section, key, text):
+    """A TLS file (CA certificates, a certificate or its key): readable, relative to the configuration file."""
+    return readable_file(path, section, key, text.strip(), _PEM_FILE_ALLOWED)
+
+
+_ETCD_USER_ALLOWED = "an etcd user name, without spaces (its password is in etcd_password_file)"
+
+
+def etcd_user(path, section, key, text):
+    value = text.strip()
+    if not value:
+        raise ConfigError(path, section, key, text, "empty", _ETCD_USER_ALLOWED)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ConfigError(path, section, key, text, "has a space or a control character in it", _ETCD_USER_ALLOWED)
+    return value
+
+
+_PASSWORD_FILE_ALLOWED = (
+    "the path of a file holding the password on its first line, readable and writable by its owner only"
+    " (chmod 600); a relative path is relative to the configuration file"
+)
+
+
+def password_file(path, section, key, text):
+    """
+    A file holding a password: readable by this user, relative to the
+    configuration file, and neither readable nor writable by its group or
+    other users (unlike the heartbeat key file, which is only warned about:
+    etcd's password opens the store that decides who is live).
+    """
+    resolved = readable_file(path, section, key, text.strip(), _PASSWORD_FILE_ALLOWED)
+    loose = exposed(resolved)
+    if loose:
+        raise ConfigError(
+            path, section, key, text,
+            f"{resolved} has mode {stat.S_IMODE(os.stat(resolved).st_mode):04o}: {', '.join(loose)};"
+            f" run: chmod 600 {resolved}",
+            _PASSWORD_FILE_ALLOWED,
+        )
+    return resolved
+
+
+def exposed(file_path) -> list:
+    """Who, besides its owner, may read or change the file at C{file_path} (empty: nobody)."""
+    mode = os.stat(file_path).st_mode
+    loose = []
+    if mode & stat.S_IRGRP:
+        loose.append("its group can read it")
+    if mode & stat.S_IROTH:
+        loose.append("every user can read it")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        loose.append("others can change it")
+    return loose
+
+
+def read_password(path, section, key, file_path) -> str:
+    """
+    The password in the file at C{file_path}: its first line, stripped.
+
+    @raise ConfigError: it cannot be read, is not UTF-8 text, or its first
+        line is empty. The password itself is never in the message.
+    """
+    try:
+        with open(file_path, "rb") as f:
+            data = f.read(4096 + 1)
+    except OSError as e:
+        raise ConfigError(path, section, key, file_path, f"cannot read it: {e.strerror or e}", _PASSWORD_FILE_ALLOWED) from None
+    if len(data) > 4096:
+        raise ConfigError(path, section, key, file_path, "over 4 KiB; it holds a password on one line", _PASSWORD_FILE_ALLOWED)
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(path, section, key, file_path, "not UTF-8 text", _PASSWORD_FILE_ALLOWED) from None
+    password = lines[0].strip() if lines else ""
+    if not password:
+        raise ConfigError(path, section, key, file_path, "its first line is empty: no password", _PASSWORD_FILE_ALLOWED)
+    return password
+
+
 def _show_number(value) -> str:
     return f"{value:g}"
 
@@ -427,3 +590,9 @@ FOLDER = ValueKind("folder", "a folder; a relative path is relative to the confi
 ENVIRONMENT = ValueKind(
     "NAME=value ...", _ENV_ALLOWED, environment, lambda value: " ".join(shlex.quote(f"{k}={v}") for k, v in value),
 )
+COORDINATOR = ValueKind("pair or etcd", _COORDINATOR_ALLOWED, coordinator)
+ETCD_ENDPOINTS = ValueKind("URLs", _ETCD_ENDPOINTS_ALLOWED, etcd_endpoints, ", ".join)
+ETCD_PREFIX = ValueKind("key path", _ETCD_PREFIX_ALLOWED, etcd_prefix)
+PEM_FILE = ValueKind("file", _PEM_FILE_ALLOWED, pem_file)
+ETCD_USER = ValueKind("user name", _ETCD_USER_ALLOWED, etcd_user)
+PASSWORD_FILE = ValueKind("file", _PASSWORD_FILE_ALLOWED, password_file)

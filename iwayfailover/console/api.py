@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from iwayfailover.config import NAME_ALLOWED, NAME_PATTERN
 from iwayfailover.status import ListenerRestartRefused, SwitchoverRefused
 
 log = Logger()
@@ -67,11 +68,47 @@ class StatusResource(Resource):
         return _json(request, 200, self._node.status().to_json())
 
 
+class BadRequest(Exception):
+    """A request's body or fields cannot be used; the message says why."""
+
+
+def switchover_target(request):
+    """
+    The C{to} of a switchover request: a form field or query argument, or
+    C{{"to": NAME}} in a JSON body (C{content-type: application/json}); None
+    when not given.
+
+    @raise BadRequest: a JSON body that is not an object, or a C{to} that is
+        not a member's name.
+    """
+    to = None
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type == b"application/json":
+        request.content.seek(0)
+        try:
+            body = json.loads(request.content.read() or b"{}")
+        except ValueError as e:
+            raise BadRequest(f"the body is not JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise BadRequest('the body is not a JSON object such as {"to": "beta"}')
+        to = body.get("to")
+    elif b"to" in request.args:
+        to = request.args[b"to"][0].decode("utf-8", "replace").strip()
+    if to is None or to == "":
+        return None
+    if not isinstance(to, str) or not NAME_PATTERN.match(to):
+        raise BadRequest(f"to = {to!r} is not a server's name ({NAME_ALLOWED})")
+    return to
+
+
 class SwitchoverResource(Resource):
     """
-    C{POST /api/switchover}: hand the live role to the backup. Answers 200
+    C{POST /api/switchover}: hand the live role to the backup (in a group,
+    to the member named by an optional C{to}: a form field, or
+    C{{"to": NAME}} as a JSON body). Answers 200
     with C{from}, C{to}, C{epoch} and C{gap_ms} once the backup confirms, 409
-    when a switchover cannot be made now (with the reason). The console's
+    when a switchover cannot be made now (with the reason), 400 for a C{to}
+    that is no server's name. The console's
     guard lets through only C{iwsrv switchover} (the console token) or a
     login session with its CSRF token; of those, a client not on this host
     gets 403 all the same (a browser switches over with the Status page's
@@ -87,9 +124,13 @@ class SwitchoverResource(Resource):
     def render_POST(self, request):
         if not from_this_host(request):
             return _json(request, 403, {"error": "a switchover may only be asked for from this host"})
+        try:
+            to = switchover_target(request)
+        except BadRequest as e:
+            return _json(request, 400, {"error": str(e)})
         finished = []
         request.notifyFinish().addBoth(finished.append)
-        d = self._node.switchover()
+        d = self._node.switchover() if to is None else self._node.switchover(to=to)
 
         def done(result):
             body = {"from": result["from"], "to": result["to"], "epoch": result["epoch"], "gap_ms": round(result["gap"] * 1000, 3)}

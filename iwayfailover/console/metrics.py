@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 from prometheus_client import CollectorRegistry, exposition
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -133,6 +134,46 @@ class NodeCollector(Collector):
             "iwayfailover_config_reload_failing", "1 while the latest read of the configuration was refused.",
             value=0.0 if config.last_error is None else 1.0,
         )
+
+        if status.coordinator is not None:
+            yield from group_metrics(status)
+
+
+def group_metrics(status):
+    """A group member's metrics (coordinator = etcd): its lease keepalives, the store's reach, the members by role."""
+    coordinator = status.coordinator
+    yield CounterMetricFamily(
+        "iwayfailover_lease_renewals", "Lease keepalives answered by the store since this node started.",
+        value=coordinator.renewals,
+    )
+    yield CounterMetricFamily(
+        "iwayfailover_lease_renewal_failures",
+        "Lease keepalives that failed (no answer in time, an error, the lease gone) since this node started.",
+        value=coordinator.renewal_failures,
+    )
+    yield HistogramMetricFamily(
+        "iwayfailover_lease_renewal_seconds", "Round trips of the answered lease keepalives, in seconds.",
+        buckets=[(floatToGoString(bound), count) for bound, count in coordinator.renewal_buckets],
+        sum_value=coordinator.renewal_seconds_sum,
+    )
+    left = coordinator.lease_left
+    yield GaugeMetricFamily(
+        "iwayfailover_lease_left_seconds",
+        "Seconds this node may still count its live lease as its own, on its own clock (NaN: it holds none).",
+        value=math.nan if left is None else max(0.0, left),
+    )
+    yield GaugeMetricFamily(
+        "iwayfailover_coordinator_connected", "1 while the store (etcd) answers this node.",
+        value=1.0 if coordinator.connected else 0.0,
+    )
+    members = GaugeMetricFamily(
+        "iwayfailover_group_members", "The group's members this node knows of, by the role each reports.",
+        labels=["role"],
+    )
+    roles = [member.role for member in status.members]
+    for role in ROLES + tuple(sorted(set(roles) - set(ROLES))):
+        members.add_metric([role], float(roles.count(role)))
+    yield members
 
 
 def node_registry(node) -> CollectorRegistry:

@@ -208,15 +208,13 @@ class StatusPage(Page):
 
     def content(self, request):
         status = self.console.node.status()
+        if status.coordinator is not None:
+            return self.group_content(request, status)
         peer = status.peer
         age = peer.last_heartbeat_age
         settings = status.settings
         facts = tags.dl(
-            tags.dt("Server"), tags.dd(status.server),
-            tags.dt("Role"), tags.dd(role_badge(status.role)),
-            tags.dt("Epoch"), tags.dd(str(status.epoch), **{"data-field": "epoch"}),
-            tags.dt("Since"), tags.dd(tags.span(iso(status.since), **{"data-field": "since"})),
-            tags.dt("Why"), tags.dd(tags.span(status.cause or "", **{"data-field": "cause"})),
+            *self.own_facts(status),
             tags.dt("Peer"), tags.dd(
                 tags.span(peer.name or "?", **{"data-field": "peer-name"}), ", ",
                 tags.span("connected" if peer.connected else "not connected", **{"data-field": "peer-connected"}),
@@ -233,11 +231,56 @@ class StatusPage(Page):
         )
         return tags.div(failed_banner(status), facts, self.switchover_form(request, status), self.transitions(status))
 
+    def own_facts(self, status):
+        return (
+            tags.dt("Server"), tags.dd(status.server),
+            tags.dt("Role"), tags.dd(role_badge(status.role)),
+            tags.dt("Epoch"), tags.dd(str(status.epoch), **{"data-field": "epoch"}),
+            tags.dt("Since"), tags.dd(tags.span(iso(status.since), **{"data-field": "since"})),
+            tags.dt("Why"), tags.dd(tags.span(status.cause or "", **{"data-field": "cause"})),
+        )
+
+    def group_content(self, request, status):
+        """A group member's page: the coordinator's facts and every member instead of a peer."""
+        coordinator = status.coordinator
+        facts = tags.dl(
+            *self.own_facts(status),
+            tags.dt("Coordinator"), tags.dd(
+                f"{coordinator.kind} at ", tags.span(", ".join(coordinator.endpoints) or "?", **{"data-field": "coordinator-endpoints"}),
+                ", ", tags.span(connected_text(coordinator), **{"data-field": "coordinator-connected"}),
+            ),
+            tags.dt("Live member"), tags.dd(
+                tags.span(live_text(coordinator), **{"data-field": "coordinator-live"}),
+            ),
+            tags.dt("Lease"), tags.dd(
+                tags.span(lease_text(coordinator), **{"data-field": "lease"}),
+                f", kept alive every {status.settings.heartbeat_interval:g} s while live",
+            ),
+            class_="facts", **{"data-live": "status"},
+        )
+        return tags.div(
+            failed_banner(status), facts, members_table(status), self.switchover_form(request, status),
+            self.transitions(status),
+        )
+
     def switchover_form(self, request, status):
         peer = status.peer.name or "the backup"
         if status.role != LIVE:
             return tags.p(
                 f"A planned switchover is started on the live node; this node is {status.role}.", class_="muted"
+            )
+        if status.coordinator is not None:
+            choices = [tags.option("the next member by priority", value="")]
+            choices += [tags.option(m.name, value=m.name) for m in status.members if m.name != status.server]
+            return tags.div(
+                tags.h2("Planned switchover"),
+                tags.p("Stop this node's listeners and hand the live role to another member of the group."),
+                tags.form(
+                    csrf_field(request),
+                    tags.label("To ", tags.select(*choices, name="to", id="switchover-to"), **{"for": "switchover-to"}),
+                    " ", tags.button("Switch over…", type="submit", id="switchover"),
+                    method="post", action="/switchover",
+                ),
             )
         return tags.div(
             tags.h2("Planned switchover"),
@@ -260,6 +303,49 @@ class StatusPage(Page):
         )
 
 
+def connected_text(coordinator) -> str:
+    if coordinator.connected:
+        return "connected"
+    return "not connected" + (f" ({coordinator.last_error})" if coordinator.last_error else "")
+
+
+def live_text(coordinator) -> str:
+    if coordinator.live is None:
+        return "nobody holds the live role"
+    return coordinator.live + ("" if coordinator.live_epoch is None else f" (epoch {coordinator.live_epoch})")
+
+
+def lease_text(coordinator) -> str:
+    ttl = "TTL not granted yet" if coordinator.lease_ttl is None else f"TTL {coordinator.lease_ttl} s"
+    if coordinator.lease_left is None:
+        return f"{ttl}; this node holds no live lease"
+    return f"{ttl}; {max(0.0, coordinator.lease_left):.1f} s left"
+
+
+def members_table(status):
+    """Every member of the group: its role, epoch, priority, since when, and a link to its console."""
+    rows = []
+    for member in status.members:
+        name = tags.td(tags.strong(member.name), " (this node)") if member.name == status.server else tags.td(member.name)
+        role = member.role if member.may_campaign else f"{member.role} (does not campaign)"
+        console = tags.a(member.console, href=member.console) if member.console else ""
+        rows.append(tags.tr(
+            name, tags.td(role, **{"data-member-role": member.name}), tags.td("" if member.epoch is None else str(member.epoch)),
+            tags.td(str(member.priority)), tags.td("" if member.since is None else iso(member.since)), tags.td(console),
+        ))
+    if not rows:
+        rows = [tags.tr(tags.td("no member has registered yet", colspan="6"))]
+    return tags.div(
+        tags.h2("Members"),
+        tags.table(
+            tags.thead(tags.tr(tags.th("Member"), tags.th("Role"), tags.th("Epoch"), tags.th("Priority"), tags.th("Since"),
+                               tags.th("Console"))),
+            tags.tbody(*rows),
+            **{"data-live": "members"},
+        ),
+    )
+
+
 class SwitchoverPage(Page):
     """C{POST /switchover}: first a confirmation, then (C{confirm=yes}) the switchover itself."""
 
@@ -274,7 +360,8 @@ class SwitchoverPage(Page):
     def render_POST(self, request):
         node = self.console.node
         status = node.status()
-        peer = status.peer.name or "the backup"
+        to = _arg(request, "to") if status.coordinator is not None else ""
+        peer = to or ("the next member by priority" if status.coordinator is not None else status.peer.name or "the backup")
         if _arg(request, "confirm") != "yes":
             return self.show(request, tags.div(
                 tags.p(
@@ -283,6 +370,7 @@ class SwitchoverPage(Page):
                 ),
                 tags.form(
                     csrf_field(request), tags.input(type="hidden", name="confirm", value="yes"),
+                    tags.input(type="hidden", name="to", value=to) if to else "",
                     tags.button(f"Yes, switch over to {peer}", type="submit", class_="danger", id="confirm"),
                     " ", tags.a("Cancel", href="/", class_="button"),
                     method="post", action="/switchover",
@@ -290,7 +378,8 @@ class SwitchoverPage(Page):
             ))
         user = request.console_session.user
         log.info("console: {user} from {client} asked for a planned switchover", user=user, client=client_address(request))
-        d = node.switchover(cause=f"planned switchover to {peer}, asked by {user} on the console")
+        cause = f"planned switchover to {peer}, asked by {user} on the console"
+        d = node.switchover(cause=cause, to=to) if to else node.switchover(cause=cause)
 
         def done(result):
             return self.show(request, tags.p(tags.a("Back to the status", href="/")), notice=(

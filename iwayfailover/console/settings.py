@@ -28,7 +28,7 @@ class Field:
 def _fields(kind: str) -> Tuple[Field, ...]:
     """The form's fields of a section of C{kind}: the keys of the table that have a label, in its order."""
     return tuple(
-        Field(key.name, key.label, key.kind, key.help, optional=not key.required,
+        Field(key.name, key.label, key.kind, key.help, optional=not key.required or key.only is not None,
               default="" if key.required else key.default_text)
         for key in schema.keys_of(kind) if key.label is not None
     )

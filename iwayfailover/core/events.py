@@ -307,6 +307,10 @@ class StoreState:
     handover_to: Optional[str] = None
     revision: int = 0
     """The store's revision this state was read at: an older one than already seen is ignored."""
+    renewed: int = 0
+    """The live key's mod revision: the live member writes it again at every keepalive (see L{KeepAlive})."""
+    ttl: float = 0.0
+    """The TTL of the holder's lease, as the holder wrote it in the key (0: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -387,9 +391,29 @@ class Campaign:
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """Keep lease C{lease} alive once; report with L{KeepAliveResult}."""
+    """
+    Renew the live role once: write the live key again, only if it is still
+    bound to C{lease}, then keep the lease alive; report with
+    L{KeepAliveResult}, C{sent_at} being when the write was sent, and a TTL
+    of 0 if the key was no longer bound to the lease. The write lets every
+    other member time the holder's renewals on its own clock (see
+    L{ClearStale}).
+    """
 
     lease: int
+
+
+@dataclass(frozen=True)
+class ClearStale:
+    """
+    Delete the live key only if its mod revision is still C{renewed}: the
+    holder has not renewed it for longer than its TTL, so it has stopped
+    serving by its own fence, and its lease only waits for the store's
+    next expiry sweep. Report nothing: the watch shows the outcome.
+    """
+
+    holder: str
+    renewed: int
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ The rules, each a property the simulator checks:
    never from when its answer came. Without a newer answer the member
    starts to stop C{guard} before then, with a bound that ends the stop
    before the store can hand the key to anyone else.
+ - B{A stale key is cleared, never a live one}: the live member writes
+   its key again at every keepalive, and counts its lease from when that
+   write was sent. A backup that has seen no renewal for the holder's TTL
+   (on its own clock, from when it saw the last one, which was after the
+   holder sent it) knows the holder has stopped serving by its fence, and
+   deletes the key only if it is still at the revision it saw: the store's
+   own expiry sweep (every 500 ms in etcd) is not waited for.
  - B{Stop first, then let go}: a clean stop or a switchover stops every
    channel before it gives up the key (which lets the next member campaign
    at once).
@@ -44,12 +51,12 @@ from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from iwayfailover.core.events import (
     BACKUP, CHANNELS_STOPPED, CHANNELS_WAITING, HANDING_OVER, LIVE, STARTING, STOPPED,
-    Campaign, CampaignResult, Candidates, CancelTimer, Deadline, GroupSwitchoverAsked, KeepAlive, KeepAliveResult,
+    Campaign, ClearStale, CampaignResult, Candidates, CancelTimer, Deadline, GroupSwitchoverAsked, KeepAlive, KeepAliveResult,
     NewSettings, Note, Resign, Resigned, RetryChannels, SaveEpoch, Serve, Served, Shutdown, Stalled, Start,
     StartTimer, StopServing, StoppedServing, StoreLost, StoreState, SwitchoverOutcome, Transition,
 )
 
-PLANTS = frozenset({"no-lease-fence", "fence-from-answer", "resign-before-stop", "campaign-at-once"})
+PLANTS = frozenset({"no-lease-fence", "fence-from-answer", "resign-before-stop", "campaign-at-once", "early-clear"})
 """
 Rules the simulator can switch off one at a time, to show that it catches
 their absence. Never set in production: C{no-lease-fence} (a live member
@@ -58,7 +65,8 @@ counted from when a keepalive's answer came, not from when it was sent),
 C{resign-before-stop} (a switchover or a clean stop lets go of the key
 before its channels have stopped), C{campaign-at-once} (every member
 campaigns as soon as the key is free, whatever its rank: safe, but the
-group's choice no longer follows priority).
+group's choice no longer follows priority), C{early-clear} (a backup
+clears a key whose renewals stopped after half the holder's TTL).
 """
 
 RETRY_FIRST = 0.1
@@ -73,6 +81,13 @@ SWITCHOVER_CONFIRM = 5.0
 
 STORE_RETRY = 1.0
 """Seconds between campaigns when the store did not answer one."""
+
+STALE_MARGIN = 0.01
+"""
+Seconds beyond the holder's TTL, after the last renewal of the live key
+this member saw, before it clears the key: with L{MARGIN}, the slack
+between the holder's fence and the clearing (clock rates).
+"""
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,9 @@ class GroupCore:
         self._vacant_since: Optional[float] = None
         self._handover_to: Optional[str] = None
         self._released_by: Optional[str] = None
+        self._renewal: Optional[Tuple[str, int]] = None  # (holder, mod revision) of the last renewal seen
+        self._renewal_ttl = 0.0
+        self._last_holder: Optional[str] = None
         self._tokens = itertools.count(1)
         self._timers: Dict[str, Tuple[int, float]] = {}
         self._out: list = []
@@ -210,10 +228,14 @@ class GroupCore:
         self._emit(StopServing(final, within))
 
     def rank(self) -> int:
-        """This member's place among the members that may campaign (0: first)."""
+        """
+        This member's place among the members that may campaign (0: first).
+        The member that held the key last is not counted: its key went stale,
+        expired or was let go of, and its member key may outlive it a while.
+        """
         me = (-self.settings.priority, self.settings.name)
         ahead = [name for name, (priority, may) in self.members.items()
-                 if may and name != self.settings.name and (-priority, name) < me]
+                 if may and name not in (self.settings.name, self._last_holder) and (-priority, name) < me]
         return len(ahead)
 
     # -- starting --
@@ -233,7 +255,8 @@ class GroupCore:
         self.store_known = False
         self.store_error = obs.detail
         self._vacant_since = None
-        self._disarm("campaign")
+        self._renewal = None  # timed again from the next state seen
+        self._disarm("campaign", "stale")
         if self.role == STARTING:
             self._set_role(BACKUP, f"the store is out of reach ({obs.detail}): waiting as a backup until it answers")
             self._emit(StopServing(CHANNELS_WAITING))
@@ -250,11 +273,16 @@ class GroupCore:
         self._released_by = obs.released_by
         if obs.holder is not None:
             self._seen_holder = True
+            self._last_holder = obs.holder
             self.holder_epoch = obs.epoch
             self._vacant_since = None
             self._disarm("campaign")
-        elif self._vacant_since is None:
-            self._vacant_since = self.now()
+            self._time_renewal(obs)
+        else:
+            self._renewal = None
+            self._disarm("stale")
+            if self._vacant_since is None:
+                self._vacant_since = self.now()
         if self.role in (LIVE, HANDING_OVER) and self.lease:
             if obs.holder == self.settings.name and obs.lease == self.lease:
                 return  # still this member's key
@@ -282,6 +310,29 @@ class GroupCore:
                 self._emit(StopServing(CHANNELS_WAITING))
             return
         self._consider_campaign()
+
+    def _time_renewal(self, obs: StoreState) -> None:
+        """A renewal of another member's key: time the next one."""
+        if obs.holder == self.settings.name or not obs.renewed or obs.ttl <= 0:
+            self._renewal = None
+            self._disarm("stale")
+            return
+        if self._renewal == (obs.holder, obs.renewed):
+            return
+        self._renewal, self._renewal_ttl = (obs.holder, obs.renewed), obs.ttl
+        wait = obs.ttl / 2 if "early-clear" in self.plants else obs.ttl + STALE_MARGIN
+        self._arm("stale", wait + self.rank() * self.settings.stagger)
+
+    def _clear_stale(self) -> None:
+        if self._renewal is None or not self.store_known or self._shutting_down:
+            return
+        if self.role not in (STARTING, BACKUP) or self.holder != self._renewal[0]:
+            return
+        holder, renewed = self._renewal
+        self._note("info", f"{holder} has not renewed the live key for {self._renewal_ttl:g}s (its TTL):"
+                           " clearing it, as its lease would be at the store's next expiry sweep")
+        self._emit(ClearStale(holder, renewed))
+        self._arm("stale", self._renewal_ttl)  # again, if the store did not take it
 
     def _consider_campaign(self) -> None:
         """The key is free: campaign now, or after this member's turn."""
@@ -591,6 +642,7 @@ class GroupCore:
                 f"{self._handover.to} did not take the role within"
                 f" {max(SWITCHOVER_CONFIRM, self.settings.threshold):g}s; the group campaigns for it"),
             "failback": self._check_failback,
+            "stale": self._clear_stale,
         }[obs.name]()
 
     def _campaign_due(self) -> None:

@@ -49,6 +49,22 @@
     setText("peer-role", peer.role || "role unknown");
     setText("peer-age", peer.last_heartbeat_age === null || peer.last_heartbeat_age === undefined
       ? "never heard" : peer.last_heartbeat_age.toFixed(1) + " s ago");
+    var coordinator = status.coordinator;
+    if (coordinator) {
+      setText("coordinator-connected", coordinator.connected ? "connected"
+        : "not connected" + (coordinator.last_error ? " (" + coordinator.last_error + ")" : ""));
+      setText("coordinator-live", coordinator.live === null ? "nobody holds the live role"
+        : coordinator.live + (coordinator.live_epoch === null ? "" : " (epoch " + coordinator.live_epoch + ")"));
+      setText("lease", (coordinator.lease_ttl === null ? "TTL not granted yet" : "TTL " + coordinator.lease_ttl + " s")
+        + (coordinator.lease_left === null ? "; this node holds no live lease"
+          : "; " + Math.max(0, coordinator.lease_left).toFixed(1) + " s left"));
+      var members = status.members || {};
+      Object.keys(members).forEach(function (name) {
+        document.querySelectorAll('[data-member-role="' + name + '"]').forEach(function (el) {
+          el.textContent = members[name].role + (members[name].may_campaign === false ? " (does not campaign)" : "");
+        });
+      });
+    }
     var settings = status.settings || {};
     if (settings.threshold !== undefined) { setText("threshold", settings.threshold + " s"); }
     var listeners = status.listeners || {};
