@@ -242,7 +242,7 @@ class GroupPartitionTests(unittest.TestCase):
         self.addCleanup(group.stop)
         self.etcd, self.group = etcd, group
         group.start_all()
-        self.assertEqual(group.live(), ["alpha"])
+        self.assertEqual(group.live(), ["alpha"], self.logs())
         wait_for(lambda: [(name, what) for _, name, what in group.serving_events()] == [("alpha", "start")], 10,
                  "alpha's channel to start serving\n" + group.log_tails())
         return hosts, group
@@ -302,6 +302,7 @@ class GroupPartitionTests(unittest.TestCase):
         back = self.watch(2 * THRESHOLD + 5, until=alpha_back)
         self.assertTrue(alpha_back(back[-1][1]), "alpha did not come back as a backup seeing "
                         f"{taker} live: {back[-1][1]['alpha']}" + self.logs())
+        back_after = back[-1][0] - healed_at
         settled = self.watch(SETTLED)
         for at, statuses in back + settled:
             lives = sorted(name for name, s in statuses.items() if s is not None and s["role"] == "live")
@@ -316,7 +317,8 @@ class GroupPartitionTests(unittest.TestCase):
                           and at > cut_at], [], "alpha served again after the heal" + self.record())
         margin, takeover = took_at - stopped_at, took_at - cut_at
         print(f"\n{how} cut: alpha stopped {stopped_at - cut_at:.3f}s after the cut, {taker} started"
-              f" {takeover:.3f}s after it (margin {margin:.3f}s)")
+              f" {takeover:.3f}s after it (margin {margin:.3f}s); healed, alpha a backup seeing {taker} live"
+              f" within {back_after:.3f}s")
         return margin, takeover
 
     def test_silent_cut(self):
