@@ -290,6 +290,10 @@ class GroupPartitionTests(unittest.TestCase):
         self.assertIn("the lease could not be renewed", alpha["cause"], alpha)
         self.assertEqual(group.wait_live(timeout=5), taker)
 
+        # alpha knows it is cut off (so what follows the heal is news to it).
+        wait_for(lambda: ((group["alpha"].status() or {}).get("coordinator") or {}).get("connected") is False,
+                 2 * THRESHOLD, "alpha to say it is not connected to the store" + self.logs())
+
         # Heal: alpha meets the store again and comes back a backup beside the one live member.
         hosts.heal()
         healed_at = time.monotonic()
