@@ -41,9 +41,10 @@ INTERVAL = 0.25
 
 TAKEOVER_BOUND = THRESHOLD + 2.0
 """
-A member of B starts serving within this many seconds of the cut: the
-lease's TTL counted from the last keepalive etcd saw, etcd's expiry check
-(every 500 ms), the watch's DELETE and one campaign.
+A member of B starts serving within this many seconds of the cut: the TTL
+counted from alpha's last renewal before the cut (the backups clear a key
+not renewed for its TTL; etcd's own expiry checks only every 500 ms), the
+watch's DELETE, one campaign and the channel's start.
 """
 
 SETTLED = 2.0 * THRESHOLD
