@@ -13,8 +13,10 @@ PYTEST_ARGS ?=
 # IP's duplicate address check and announcement: IPv4 arping; IPv6 ndisc6, and
 # sysctl for ndisc_notify), libfaketime (steps of a node's wall clock, for the
 # test that its heartbeats do not depend on it), nftables (resets and silent
-# drops between namespaces, for the partition regression tests).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables
+# drops between namespaces, for the partition regression tests), etcd-server
+# (etcd and etcdctl: the real etcd clusters of the etcd coordinator's tests;
+# Debian starts a system etcd on 2379, which is disabled as keepalived is).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables etcd-server
 
 .PHONY: install system-packages run run-tls test trial bench simulate screenshots docs clean
 
@@ -39,6 +41,7 @@ system-packages:
 			echo "installing Debian packages:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 			systemctl disable --now keepalived >/dev/null 2>&1 || true; \
+			systemctl disable --now etcd >/dev/null 2>&1 || true; \
 		fi; \
 	else \
 		echo "not root or no apt-get: not installing $(DEBIAN_PACKAGES)"; \
