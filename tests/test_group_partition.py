@@ -33,6 +33,7 @@ from typing import Optional
 
 from twisted.trial import unittest
 
+from etcdharness import _die_with_parent
 from groupharness import Group
 from harness import allocate_port, temporary_directory, wait_for
 
@@ -174,6 +175,7 @@ class Etcd:
                     "--heartbeat-interval", "50", "--election-timeout", "500",
                 ),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # kept across ip netns exec's exec: etcd dies with the test process
             )
 
     def healthy_from(self, host: str) -> bool:
