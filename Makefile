@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Debian starts a system etcd on 2379, which is disabled as keepalived is).
 DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables etcd-server
 
-.PHONY: install system-packages run run-tls test trial bench simulate screenshots docs clean
+.PHONY: install system-packages run run-group run-tls test trial bench simulate screenshots docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,28 @@ run: install conf/failover.key conf/console-users
 	$(BIN)/iwsrv --config $(CONF) --name serv_a --state-dir .run/serv_a & A=$$!; echo $$A > .run/serv_a.pid; \
 	$(BIN)/iwsrv -b --config $(CONF) --name serv_b --state-dir .run/serv_b & B=$$!; echo $$B > .run/serv_b.pid; \
 	wait; rm -f .run/serv_a.pid .run/serv_b.pid
+
+# The example group of three on a one-member etcd on loopback (conf/group.ini):
+# etcd's data in .run/etcd, each member's state in .run/NAME.
+ETCD_PORT ?= 23790
+run-group: install system-packages conf/console-users
+	@command -v etcd >/dev/null || { echo "run-group needs etcd (Debian: apt-get install etcd-server)"; exit 1; }
+	@mkdir -p .run
+	@if (exec 3<>/dev/tcp/127.0.0.1/$(ETCD_PORT)) 2>/dev/null; then echo "something already listens on 127.0.0.1:$(ETCD_PORT): is a group running? (ETCD_PORT=... to pick another port)"; exit 1; fi
+	@echo "etcd:             http://127.0.0.1:$(ETCD_PORT) (data in .run/etcd)"
+	@echo "alpha, beta, gamma: consoles http://127.0.0.1:8091/, :8092/, :8093/ (status API: /api/status)"
+	@echo "console login:    ops / $$(cat conf/console-password)"
+	@echo "the web channel:  http://127.0.0.1:8090/ (served by whichever member is live)"
+	@echo "Ctrl-C stops them all."
+	@trap 'kill $$A $$B $$G 2>/dev/null; wait $$A $$B $$G 2>/dev/null; kill $$E 2>/dev/null; wait' INT TERM; \
+	etcd --name run-group --data-dir .run/etcd --listen-client-urls http://127.0.0.1:$(ETCD_PORT) \
+		--advertise-client-urls http://127.0.0.1:$(ETCD_PORT) --listen-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
+		--initial-advertise-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
+		--initial-cluster run-group=http://127.0.0.1:$$(($(ETCD_PORT)+1)) --log-level warn >.run/etcd.log 2>&1 & E=$$!; \
+	$(BIN)/iwsrv --config conf/group.ini --name alpha --state-dir .run/alpha & A=$$!; \
+	$(BIN)/iwsrv -b --config conf/group.ini --name beta --state-dir .run/beta & B=$$!; \
+	$(BIN)/iwsrv -b --config conf/group.ini --name gamma --state-dir .run/gamma & G=$$!; \
+	wait $$A $$B $$G; kill $$E 2>/dev/null; wait
 
 # Run from tests/ against the installed copy, never the source folder.
 test: install system-packages

@@ -264,7 +264,9 @@ def load_keys(config) -> KeyRing:
 
     failover = config.failover
     if failover.secret_file is None:
-        if failover.insecure:
+        if failover.insecure or failover.coordinator == "etcd":
+            # A group on etcd sends no heartbeats between its members: the
+            # store's TLS and auth (etcd_cacert, etcd_user...) guard the role.
             return KeyRing.unsigned()
         raise ConfigError(
             config.path, "failover", "secret_file",

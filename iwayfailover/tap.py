@@ -260,11 +260,15 @@ def _build(options, reactor):
     epochs = EpochStore(options["state-dir"])
     epochs.prepare()
 
-    node = FailoverNode(config, name, options["backup"], epochs, reactor)
-
-    node.heartbeat_port = ServerPort(reactor, server.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")
-    node.heartbeat_port.bind()
-    node.heartbeat_port.setServiceParent(node)
+    group = config.failover.coordinator == "etcd"
+    if group:
+        from iwayfailover.coordinators.etcd import GroupNode
+        node = GroupNode(config, name, options["backup"], epochs, reactor)
+    else:
+        node = FailoverNode(config, name, options["backup"], epochs, reactor)
+        node.heartbeat_port = ServerPort(reactor, server.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")
+        node.heartbeat_port.bind()
+        node.heartbeat_port.setServiceParent(node)
 
     node.events = RecentEvents()  # the console's Log page; filled while EventLogService runs (below)
     if server.console is not None:
@@ -295,6 +299,14 @@ def _build(options, reactor):
 
     EventLogService(node.events).setServiceParent(node)
 
+    if group:
+        log.info(
+            "iway-failover {server} starting as {role} member of the group on etcd at {endpoints} ({prefix});"
+            " lease TTL {ttl:g}s, state dir {state}",
+            server=name, role="backup" if options["backup"] else "live", endpoints=", ".join(config.failover.etcd_endpoints),
+            prefix=config.failover.etcd_prefix, ttl=server.threshold, state=epochs.directory,
+        )
+        return node
     host = backup_host(server.backup_location)
     if host is not None and same_host(host):
         log.warn(

@@ -40,6 +40,12 @@ priority = {priority}
 console = {console}
 """
 
+WEB = """
+[listener:web_{name}]
+plugin = web --listen tcp:{port}:interface=127.0.0.1 --path {www}
+servers = {name}
+"""
+
 CHANNEL = """
 [listener:serving_{name}]
 command = {python} {recorder} {record} {name}
@@ -52,13 +58,20 @@ class Group:
     """Members named C{names} (the first has the highest priority) on the etcd at C{endpoints}."""
 
     def __init__(self, workdir, endpoints, names=("alpha", "beta", "gamma"), threshold=2, interval=0.25,
-                 reload_interval=0.5, failover_extra="", netns=None):
+                 reload_interval=0.5, failover_extra="", netns=None, web=False):
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.names = tuple(names)
         self.record = os.path.join(workdir, "serving.log")
         self.prefix = f"/iwayfailover-test/{uuid.uuid4().hex[:12]}"
         self.consoles = {name: allocate_port() for name in names}
+        # With web: each member serves a web listener on a port of its own
+        # (on one loopback host, two members cannot share one port).
+        self.web = {name: allocate_port() for name in names} if web else {}
+        self.www = os.path.join(workdir, "www")
+        os.makedirs(self.www, exist_ok=True)
+        with open(os.path.join(self.www, "index.html"), "w") as f:
+            f.write("served by the live member\n")
         self.values = dict(endpoints=", ".join(endpoints), prefix=self.prefix, interval=interval,
                            reload_interval=reload_interval, failover_extra=failover_extra, threshold=threshold)
         self.config_path = os.path.join(workdir, "group.ini")
@@ -85,6 +98,8 @@ class Group:
             text += MEMBER.format(name=name, threshold=self.values["threshold"],
                                   priority=10 * (len(self.names) - rank), console=self.console_endpoint(name))
             text += CHANNEL.format(name=name, python=sys.executable, recorder=RECORDER, record=self.record)
+            if name in self.web:
+                text += WEB.format(name=name, port=self.web[name], www=self.www)
         temporary = self.config_path + ".tmp"
         with open(temporary, "w") as f:
             f.write(text)

@@ -216,6 +216,38 @@ class KeyTests(ClientTestCase):
         yield client.revoke(mine)
 
     @defer.inlineCallbacks
+    def test_put_if_lease_renews_only_the_holders_key(self):
+        """put_if_lease writes the key again (a new mod revision, the same create revision) only under its own lease."""
+        client, prefix = self.client(self.etcd.endpoints), self.prefix
+        (mine, _), (other, _) = yield defer.gatherResults([client.grant(5), client.grant(5)])
+        _, created, _ = yield client.create_if_absent(prefix + "live", b"one", mine)
+        self.assertIs((yield client.put_if_lease(prefix + "live", b"two", other)), False)
+        self.assertIs((yield client.put_if_lease(prefix + "live", b"two", mine)), True)
+        _, (kv,) = yield client.get(prefix + "live")
+        self.assertEqual((kv.value, kv.lease, kv.create_revision), (b"two", mine, created))
+        self.assertGreater(kv.mod_revision, created)
+        yield client.delete(prefix + "live")
+        self.assertIs((yield client.put_if_lease(prefix + "live", b"three", mine)), False, "made a key that was gone")
+        _, kvs = yield client.get(prefix + "live")
+        self.assertEqual(kvs, [])
+        yield defer.gatherResults([client.revoke(mine), client.revoke(other)])
+
+    @defer.inlineCallbacks
+    def test_delete_if_revision_deletes_only_the_revision_seen(self):
+        """delete_if_revision refuses once the key has been written again since the revision given."""
+        client, prefix = self.client(self.etcd.endpoints), self.prefix
+        lease, _ = yield client.grant(5)
+        yield client.create_if_absent(prefix + "live", b"one", lease)
+        _, (seen,) = yield client.get(prefix + "live")
+        yield client.put_if_lease(prefix + "live", b"two", lease)
+        self.assertIs((yield client.delete_if_revision(prefix + "live", seen.mod_revision)), False)
+        _, (now,) = yield client.get(prefix + "live")
+        self.assertIs((yield client.delete_if_revision(prefix + "live", now.mod_revision)), True)
+        _, kvs = yield client.get(prefix + "live")
+        self.assertEqual(kvs, [])
+        yield client.revoke(lease)
+
+    @defer.inlineCallbacks
     def test_errors_from_etcd_name_the_endpoint_and_etcds_message(self):
         """A put under a lease etcd does not know fails with etcd's message, its code and the endpoint."""
         client = self.client(self.etcd.endpoints)

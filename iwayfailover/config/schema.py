@@ -131,7 +131,7 @@ KEYS: Tuple[Key, ...] = (
     Key("coordinator", FAILOVER, COORDINATOR, PAIR, "what decides which node is live: pair (two nodes on heartbeat links) or etcd (a group of any size whose live role is a key under a lease in etcd)", shown=True, applied=NEXT_START),
     Key("heartbeat_interval", FAILOVER, SECONDS, 1.0, "seconds between heartbeats sent by a live node (with coordinator = etcd: between the live node's lease keepalives)", label="Heartbeat interval"),
     Key("reload_interval", FAILOVER, SECONDS, 5.0, "seconds between reads of this file", label="Reload interval"),
-    Key("secret_file", FAILOVER, SECRET_FILE, None, "the key that signs and checks every heartbeat, made by `iwsrv keygen PATH`; required unless insecure = true", shown=True),
+    Key("secret_file", FAILOVER, SECRET_FILE, None, "the key that signs and checks every heartbeat, made by `iwsrv keygen PATH`; required in a pair unless insecure = true; a group on etcd needs none (its members send no heartbeats)", shown=True),
     Key("insecure", FAILOVER, BOOLEAN, False, "run with unsigned heartbeats (a test bench only; warned about at every start); not together with secret_file", shown=True),
     Key("witness", FAILOVER, WITNESSES, (), "addresses a backup must reach before it takes over on silence, and without which a cut-off live node fences itself", label="Witness", blank_unsets=True, only=PAIR),
     Key("self_fence", FAILOVER, BOOLEAN, True, "a live node that reaches neither its backup nor any witness stops serving (needs witness)", label="Self-fence", only=PAIR),

@@ -499,6 +499,24 @@ class EtcdClient:
         }
         return (yield self._call("/v3/kv/txn", body, lambda answer: bool(answer.get("succeeded"))))
 
+    @defer.inlineCallbacks
+    def put_if_lease(self, key: str, value: bytes, lease: int):
+        """One transaction: if C{key} is bound to C{lease}, write it again (under the same lease). True if it did."""
+        body = {
+            "compare": [{"key": _key(key), "target": "LEASE", "result": "EQUAL", "lease": str(lease)}],
+            "success": [{"request_put": {"key": _key(key), "value": _value(value), "lease": str(lease)}}],
+        }
+        return (yield self._call("/v3/kv/txn", body, lambda answer: bool(answer.get("succeeded"))))
+
+    @defer.inlineCallbacks
+    def delete_if_revision(self, key: str, mod_revision: int):
+        """One transaction: if C{key} was last written at C{mod_revision}, delete it. True if it did."""
+        body = {
+            "compare": [{"key": _key(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(int(mod_revision))}],
+            "success": [{"request_delete_range": {"key": _key(key)}}],
+        }
+        return (yield self._call("/v3/kv/txn", body, lambda answer: bool(answer.get("succeeded"))))
+
     # -- watches
 
     def watch(self, key: str, prefix: bool, start_revision: int,

@@ -265,6 +265,9 @@ class GroupCore:
     def _on_StoreState(self, obs: StoreState) -> None:
         if obs.revision and obs.revision < self.revision:
             return  # older than what this member has seen
+        if obs.holder == self.settings.name and obs.lease != self.lease and self._campaign is not None:
+            self.store_known = True
+            return  # this member's own campaign, seen on the watch before its answer
         self.revision = max(self.revision, obs.revision)
         self.store_known = True
         self.store_error = None
