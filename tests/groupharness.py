@@ -37,7 +37,7 @@ MEMBER = """
 [server:{name}]
 threshold = {threshold}
 priority = {priority}
-console = tcp:{console}:interface=127.0.0.1
+console = {console}
 """
 
 WEB = """
@@ -78,18 +78,25 @@ class Group:
         self.write_config()
         netns = netns or {}
         self.nodes = {
-            name: Node(workdir, self.config_path, name, f"tcp:{self.consoles[name]}:interface=127.0.0.1",
-                       netns=netns.get(name))
+            name: Node(workdir, self.config_path, name, self.console_endpoint(name), netns=netns.get(name))
             for name in names
         }
         self.killed = {}  # name -> [wall times it was killed with SIGKILL]
+
+    def console_endpoint(self, name) -> str:
+        """
+        Member C{name}'s console as its configuration gives it (and the test
+        reaches it): TCP on this host's loopback. A subclass whose members
+        run in network namespaces gives C{unix:PATH} instead.
+        """
+        return f"tcp:{self.consoles[name]}:interface=127.0.0.1"
 
     def write_config(self, **changes):
         self.values.update(changes)
         text = GROUP_CONFIG.format(**self.values)
         for rank, name in enumerate(self.names):
             text += MEMBER.format(name=name, threshold=self.values["threshold"],
-                                  priority=10 * (len(self.names) - rank), console=self.consoles[name])
+                                  priority=10 * (len(self.names) - rank), console=self.console_endpoint(name))
             text += CHANNEL.format(name=name, python=sys.executable, recorder=RECORDER, record=self.record)
             if name in self.web:
                 text += WEB.format(name=name, port=self.web[name], www=self.www)
