@@ -1169,6 +1169,16 @@ class EtcdSecurityTests(ConfigErrorAssertions, unittest.TestCase):
         self.assertIn("http://", str(error))
         self.assertIn("https://", error.allowed)
 
+    def test_a_client_certificate_and_a_user_together_are_refused(self):
+        """etcd's JSON gateway refuses a request with both a client certificate and a user: the error says which to keep."""
+        self.write("node.crt"), self.write("node.key"), self.write("password", b"s3cret\n")
+
+        error = self.refused("etcd_cert = node.crt\netcd_key = node.key\netcd_user = iway\n"
+                             "etcd_password_file = password\n", "etcd_user")
+
+        self.assertIn("client certificate", str(error))
+        self.assertIn("etcd_cacert goes with either", error.allowed)
+
     def test_a_cert_without_its_key_is_refused(self):
         """etcd_cert alone: the error names etcd_key, the one missing."""
         self.write("node.crt")

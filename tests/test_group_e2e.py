@@ -249,3 +249,34 @@ def test_a_live_key_no_member_wrote_holds_the_role_and_is_reported(etcd, group):
     assert group.live() == []
     etcd.etcdctl("del", group.prefix + "/live")
     assert group.wait_live() == "alpha"
+
+
+def test_a_group_over_tls_with_etcds_auth(tmp_path):
+    """Members reach etcd over https (its CA from the shared file) as an etcd user with a password file."""
+    from pki import Authority
+
+    (tmp_path / "pki").mkdir()
+    ca = Authority(str(tmp_path / "pki"))
+    server = ca.issue("etcd-server", dns=("localhost",), ips=("127.0.0.1",))
+    password = tmp_path / "group" / "etcd-password"
+    password.parent.mkdir()
+    password.write_text("s3cret pass\n")
+    password.chmod(0o600)
+    # etcd's JSON gateway takes a client certificate or a user, not both
+    # (the configuration refuses the two together): the server's
+    # certificate checked against the CA, and the user's password.
+    with EtcdCluster(1, folder=str(tmp_path / "etcd"), tls=(*server, ca.path)) as cluster:
+        cluster.enable_auth("s3cret pass")
+        extra = f"etcd_cacert = {ca.path}\netcd_user = root\netcd_password_file = etcd-password\n"
+        group = Group(str(tmp_path / "group"), cluster.endpoints, names=("alpha", "beta"), threshold=TTL,
+                      failover_extra=extra)
+        try:
+            assert all(e.startswith("https://") for e in cluster.endpoints)
+            group.start_all()
+            killed = time.time()
+            group.kill("alpha")
+            at, name = first_start_after(group, killed, TTL + 5)
+            assert name == "beta" and at - killed <= TTL + SLACK
+            assert group.overlap() == 0.0
+        finally:
+            group.stop()

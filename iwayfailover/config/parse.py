@@ -196,6 +196,16 @@ def _check_etcd(path, items, own):
                 path, "failover", other, problem=f"missing: {name} is set, and the two go together",
                 allowed=f"both {name} and {other}, or neither",
             )
+    if "etcd_cert" in own and "etcd_user" in own:
+        # etcd 3.4's JSON gateway answers such a request with HTTP 400 ("CommonName
+        # of client sending a request against gateway will be ignored").
+        raise ConfigError(
+            path, "failover", "etcd_user", items["etcd_user"],
+            "set together with etcd_cert: etcd's JSON gateway refuses a request that carries both a client"
+            " certificate and a user's token",
+            "one of the two: a client certificate (etcd_cert, etcd_key) or etcd's auth (etcd_user,"
+            " etcd_password_file); etcd_cacert goes with either",
+        )
     if "etcd_password_file" not in own:
         return None
     return read_password(path, "failover", "etcd_password_file", own["etcd_password_file"])
