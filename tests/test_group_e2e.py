@@ -6,26 +6,29 @@ members on 127.0.0.1, each with a channel that records when it serves
 What is judged is the serving record (two members serving at once is
 measured, never assumed) and the members' own /api/status, sampled while
 things happen.
+
+(trial test cases, not pytest functions: pytest-twisted runs every plain
+pytest function under a reactor of its own, which breaks the trial tests
+that follow it.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
 import threading
 import time
 
-import pytest
+from twisted.trial import unittest
 
-from etcdharness import EtcdCluster, requires_etcd
+from etcdharness import ETCD, EtcdCluster
 from groupharness import Group
-from harness import IWSRV, wait_for
+from harness import IWSRV, temporary_directory, wait_for
 from iwayfailover.status import unix_time
-
-pytestmark = requires_etcd
 
 TTL = 2
 SLACK = 1.0
@@ -68,18 +71,24 @@ class Sampler:
             self._stop.wait(self.every)
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    cluster = EtcdCluster(members=1, folder=str(tmp_path_factory.mktemp("etcd1")))
-    yield cluster
-    cluster.stop()
+class GroupTestCase(unittest.TestCase):
+    """One one-member etcd for every test of the class; a group of alpha, beta and gamma on it for each."""
 
+    members = 1
 
-@pytest.fixture
-def group(etcd, tmp_path):
-    g = Group(str(tmp_path), etcd.endpoints, threshold=TTL)
-    yield g
-    g.stop()
+    @classmethod
+    def setUpClass(cls):
+        if ETCD is None:
+            raise unittest.SkipTest("etcd is not installed (Debian package etcd-server: `make system-packages` installs it)")
+        cls.etcd = EtcdCluster(members=cls.members)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.etcd.stop()
+
+    def setUp(self):
+        self.group = Group(temporary_directory(self), self.etcd.endpoints, threshold=TTL)
+        self.addCleanup(self.group.stop)
 
 
 def first_start_after(group, moment, timeout):
@@ -87,196 +96,200 @@ def first_start_after(group, moment, timeout):
                     "another member to start serving\n" + group.log_tails())
 
 
-def test_a_group_of_three_one_live_and_every_member_shown(group):
-    group.start_all()
-    status = group["beta"].status()
-    assert status["coordinator"]["kind"] == "etcd"
-    assert status["coordinator"]["connected"] is True
-    assert status["coordinator"]["live"] == "alpha"
-    assert set(status["members"]) == {"alpha", "beta", "gamma"}
-    assert status["members"]["alpha"]["role"] == "live"
-    assert status["members"]["gamma"]["role"] == "backup"
-    alpha = group["alpha"].status()
-    assert 0 < alpha["coordinator"]["lease_left"] <= TTL
-    assert alpha["epoch"] == status["epoch"] > 0, "the group's fencing token differs between members"
-    text = subprocess.run([IWSRV, "status", "--config", group.config_path, "--name", "gamma"],
-                          capture_output=True, text=True, timeout=20)
-    assert text.returncode == 0, text.stderr
-    for name in ("alpha", "beta", "gamma"):
-        assert name in text.stdout
-    assert group.live() == ["alpha"]
-
-
-def test_kill_9_of_the_live_member_brings_the_next_within_the_ttl(group):
-    group.start_all()
-    epoch = group["alpha"].status()["epoch"]
-    with Sampler(group) as sampler:
-        killed = time.time()
-        group.kill("alpha")
-        at, name = first_start_after(group, killed, TTL + 5)
-        group.wait_live(exclude=("alpha",))
-    assert name == "beta", "the best candidate (priority) did not take the role"
-    assert at - killed <= TTL + SLACK, f"took {at - killed:.3f}s"
-    assert group.overlap() == 0.0
-    assert sampler.two_live == [], sampler.two_live
-    assert group["beta"].status()["epoch"] > epoch, "the epoch did not rise"
-
-
-def test_sigterm_of_the_live_member_hands_over_within_half_a_second(group):
-    group.start_all()
-    with Sampler(group) as sampler:
-        stopped = time.time()
-        group["alpha"].signal(signal.SIGTERM)
-        at, name = first_start_after(group, stopped, 5)
-        group["alpha"].process.wait(timeout=10)
-    assert at - stopped <= 0.5, f"took {at - stopped:.3f}s"
-    assert group.overlap() == 0.0
-    assert sampler.two_live == []
-    status = group[name].status()
-    assert status["transitions"][-1]["cause"].startswith("alpha stopped")
-
-
-def test_switchover_to_a_named_member(group):
-    group.start_all()
-    done = subprocess.run(
-        [IWSRV, "switchover", "--config", group.config_path, "--name", "alpha", "--state-dir", group["alpha"].state_dir,
-         "--to", "gamma", "--yes", "--json"],
-        capture_output=True, text=True, timeout=30, cwd=group.workdir,
-    )
-    assert done.returncode == 0, done.stderr + group.log_tails()
-    answer = json.loads(done.stdout)
-    assert (answer["from"], answer["to"]) == ("alpha", "gamma")
-    assert group.wait_live() == "gamma"
-    assert group.overlap() == 0.0
-    assert group["alpha"].status()["role"] == "backup"
-
-
-def test_a_paused_store_stops_the_live_member_by_its_ttl_and_one_comes_back(etcd, tmp_path):
-    # A store of its own: pausing the module's etcd would hold the other tests.
-    cluster = EtcdCluster(members=1, folder=str(tmp_path / "etcd"))
-    group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
-    try:
+class GroupTests(GroupTestCase):
+    def test_a_group_of_three_one_live_and_every_member_shown(self):
+        group = self.group
         group.start_all()
-        with Sampler(group) as sampler:
-            paused = time.time()
-            cluster.pause(0)
-            wait_for(lambda: any(name == "alpha" and what == "stop" and at > paused
-                                 for at, name, what in group.serving_events()),
-                     TTL + SLACK + 2, "alpha to stop serving\n" + group.log_tails())
-            stop = max(at for at, name, what in group.serving_events() if name == "alpha" and what == "stop")
-            assert stop - paused <= TTL + SLACK, f"alpha served {stop - paused:.3f}s into the pause"
-            assert group["alpha"].status()["role"] == "backup"
-            cluster.resume(0)
-            live = group.wait_live(timeout=TTL * 3 + 5)
-            wait_for(lambda: group.live() == [live], 5, "one live member")
-        assert group.overlap() == 0.0
-        assert sampler.two_live == []
-    finally:
-        group.stop()
-        cluster.stop()
-
-
-def test_kill_of_the_etcd_leader_in_a_three_member_cluster(tmp_path):
-    cluster = EtcdCluster(members=3, folder=str(tmp_path / "etcd"))
-    group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
-    try:
-        group.start_all()
-        with Sampler(group) as sampler:
-            before = group["alpha"].status()["coordinator"]["renewals"]
-            leader = cluster.leader()
-            cluster.kill(leader)
-            assert cluster.leader(timeout=10) != leader
-            # The store elects a new leader; the live member's keepalives go on
-            # through it (two TTLs' worth), and the group has one live member.
-            wait_for(lambda: (s := group["alpha"].status()) is not None
-                     and s["coordinator"]["renewals"] >= before + 2 * TTL / 0.25,
-                     4 * TTL + 10, "alpha to keep its lease alive through the new leader\n" + group.log_tails())
-            live = group.wait_live(timeout=10)
-        assert group.overlap() == 0.0
-        assert sampler.two_live == []
-        status = group[live].status()
+        status = group["beta"].status()
+        assert status["coordinator"]["kind"] == "etcd"
         assert status["coordinator"]["connected"] is True
-    finally:
-        group.stop()
-        cluster.stop()
+        assert status["coordinator"]["live"] == "alpha"
+        assert set(status["members"]) == {"alpha", "beta", "gamma"}
+        assert status["members"]["alpha"]["role"] == "live"
+        assert status["members"]["gamma"]["role"] == "backup"
+        alpha = group["alpha"].status()
+        assert 0 < alpha["coordinator"]["lease_left"] <= TTL
+        assert alpha["epoch"] == status["epoch"] > 0, "the group's fencing token differs between members"
+        text = subprocess.run([IWSRV, "status", "--config", group.config_path, "--name", "gamma"],
+                              capture_output=True, text=True, timeout=20)
+        assert text.returncode == 0, text.stderr
+        for name in ("alpha", "beta", "gamma"):
+            assert name in text.stdout
+        assert group.live() == ["alpha"]
 
-
-def test_a_restart_storm_of_five_members(etcd, tmp_path):
-    names = ("m1", "m2", "m3", "m4", "m5")
-    group = Group(str(tmp_path), etcd.endpoints, names=names, threshold=TTL)
-    rng = random.Random(int(os.environ.get("STORM_SEED", "12")))
-    try:
-        group.start(names[0], backup=False)
-        for name in names[1:]:
-            group.start(name)
-        group.wait_live(timeout=20)
+    def test_kill_9_of_the_live_member_brings_the_next_within_the_ttl(self):
+        group = self.group
+        group.start_all()
+        epoch = group["alpha"].status()["epoch"]
         with Sampler(group) as sampler:
-            for round_ in range(20):
-                name = rng.choice(names)
-                node = group[name]
-                action = rng.choice(("kill", "term", "restart"))
-                if node.process is not None and node.process.poll() is None:
-                    if action == "kill":
-                        group.kill(name)
-                    else:
-                        node.signal(signal.SIGTERM)
-                        node.process.wait(timeout=15)
-                if action != "kill" or rng.random() < 0.7:
-                    node.start(backup=rng.random() < 0.5)
-                # Some restarts come before the last one has settled.
-                wait_for(lambda: any(s is not None for s in group.statuses().values()), 10, "a member to answer")
-            for name in names:
-                if group[name].process.poll() is not None:
-                    group[name].start(backup=True)
-            live = group.wait_live(timeout=TTL * 3 + 10)
-            wait_for(lambda: all((group[n].status() or {}).get("role") in ("live", "backup") for n in names),
-                     20, "every member up\n" + group.log_tails())
-        assert sampler.two_live == [], sampler.two_live
-        assert group.overlap() == 0.0, group.intervals()
-        assert group.live() == [live]
-    finally:
-        group.stop()
-
-
-def test_a_live_key_no_member_wrote_holds_the_role_and_is_reported(etcd, group):
-    """A key under the prefix that no member wrote (no lease, a value that names no server): nobody campaigns, the log says what to remove."""
-    etcd.etcdctl("put", group.prefix + "/live", "not json")
-    group.start("alpha", backup=False)
-    group["alpha"].wait_role("backup")
-    wait_for(lambda: "was not written by a member of this group" in group["alpha"].log_text(), 10,
-             "alpha to report the key\n" + group.log_tails())
-    assert "etcdctl del " + group.prefix + "/live" in group["alpha"].log_text()
-    assert group.live() == []
-    etcd.etcdctl("del", group.prefix + "/live")
-    assert group.wait_live() == "alpha"
-
-
-def test_a_group_over_tls_with_etcds_auth(tmp_path):
-    """Members reach etcd over https (its CA from the shared file) as an etcd user with a password file."""
-    from pki import Authority
-
-    (tmp_path / "pki").mkdir()
-    ca = Authority(str(tmp_path / "pki"))
-    server = ca.issue("etcd-server", dns=("localhost",), ips=("127.0.0.1",))
-    password = tmp_path / "group" / "etcd-password"
-    password.parent.mkdir()
-    password.write_text("s3cret pass\n")
-    password.chmod(0o600)
-    # etcd's JSON gateway takes a client certificate or a user, not both
-    # (the configuration refuses the two together): the server's
-    # certificate checked against the CA, and the user's password.
-    with EtcdCluster(1, folder=str(tmp_path / "etcd"), tls=(*server, ca.path)) as cluster:
-        cluster.enable_auth("s3cret pass")
-        extra = f"etcd_cacert = {ca.path}\netcd_user = root\netcd_password_file = etcd-password\n"
-        group = Group(str(tmp_path / "group"), cluster.endpoints, names=("alpha", "beta"), threshold=TTL,
-                      failover_extra=extra)
-        try:
-            assert all(e.startswith("https://") for e in cluster.endpoints)
-            group.start_all()
             killed = time.time()
             group.kill("alpha")
             at, name = first_start_after(group, killed, TTL + 5)
-            assert name == "beta" and at - killed <= TTL + SLACK
+            group.wait_live(exclude=("alpha",))
+        assert name == "beta", "the best candidate (priority) did not take the role"
+        assert at - killed <= TTL + SLACK, f"took {at - killed:.3f}s"
+        assert group.overlap() == 0.0
+        assert sampler.two_live == [], sampler.two_live
+        assert group["beta"].status()["epoch"] > epoch, "the epoch did not rise"
+
+    def test_sigterm_of_the_live_member_hands_over_within_half_a_second(self):
+        group = self.group
+        group.start_all()
+        with Sampler(group) as sampler:
+            stopped = time.time()
+            group["alpha"].signal(signal.SIGTERM)
+            at, name = first_start_after(group, stopped, 5)
+            group["alpha"].process.wait(timeout=10)
+        assert at - stopped <= 0.5, f"took {at - stopped:.3f}s"
+        assert group.overlap() == 0.0
+        assert sampler.two_live == []
+        status = group[name].status()
+        assert status["transitions"][-1]["cause"].startswith("alpha stopped")
+
+    def test_switchover_to_a_named_member(self):
+        group = self.group
+        group.start_all()
+        done = subprocess.run(
+            [IWSRV, "switchover", "--config", group.config_path, "--name", "alpha", "--state-dir", group["alpha"].state_dir,
+             "--to", "gamma", "--yes", "--json"],
+            capture_output=True, text=True, timeout=30, cwd=group.workdir,
+        )
+        assert done.returncode == 0, done.stderr + group.log_tails()
+        answer = json.loads(done.stdout)
+        assert (answer["from"], answer["to"]) == ("alpha", "gamma")
+        assert group.wait_live() == "gamma"
+        assert group.overlap() == 0.0
+        assert group["alpha"].status()["role"] == "backup"
+
+    def test_a_paused_store_stops_the_live_member_by_its_ttl_and_one_comes_back(self):
+        tmp_path = pathlib.Path(temporary_directory(self))
+        # A store of its own: pausing the class's etcd would hold the other tests.
+        cluster = EtcdCluster(members=1, folder=str(tmp_path / "etcd"))
+        group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
+        try:
+            group.start_all()
+            with Sampler(group) as sampler:
+                paused = time.time()
+                cluster.pause(0)
+                wait_for(lambda: any(name == "alpha" and what == "stop" and at > paused
+                                     for at, name, what in group.serving_events()),
+                         TTL + SLACK + 2, "alpha to stop serving\n" + group.log_tails())
+                stop = max(at for at, name, what in group.serving_events() if name == "alpha" and what == "stop")
+                assert stop - paused <= TTL + SLACK, f"alpha served {stop - paused:.3f}s into the pause"
+                assert group["alpha"].status()["role"] == "backup"
+                cluster.resume(0)
+                live = group.wait_live(timeout=TTL * 3 + 5)
+                wait_for(lambda: group.live() == [live], 5, "one live member")
             assert group.overlap() == 0.0
+            assert sampler.two_live == []
         finally:
             group.stop()
+            cluster.stop()
+
+    def test_kill_of_the_etcd_leader_in_a_three_member_cluster(self):
+        tmp_path = pathlib.Path(temporary_directory(self))
+        cluster = EtcdCluster(members=3, folder=str(tmp_path / "etcd"))
+        group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
+        try:
+            group.start_all()
+            with Sampler(group) as sampler:
+                before = group["alpha"].status()["coordinator"]["renewals"]
+                leader = cluster.leader()
+                cluster.kill(leader)
+                assert cluster.leader(timeout=10) != leader
+                # The store elects a new leader; the live member's keepalives go on
+                # through it (two TTLs' worth), and the group has one live member.
+                wait_for(lambda: (s := group["alpha"].status()) is not None
+                         and s["coordinator"]["renewals"] >= before + 2 * TTL / 0.25,
+                         4 * TTL + 10, "alpha to keep its lease alive through the new leader\n" + group.log_tails())
+                live = group.wait_live(timeout=10)
+            assert group.overlap() == 0.0
+            assert sampler.two_live == []
+            status = group[live].status()
+            assert status["coordinator"]["connected"] is True
+        finally:
+            group.stop()
+            cluster.stop()
+
+    def test_a_restart_storm_of_five_members(self):
+        etcd = self.etcd
+        tmp_path = pathlib.Path(temporary_directory(self))
+        names = ("m1", "m2", "m3", "m4", "m5")
+        group = Group(str(tmp_path), etcd.endpoints, names=names, threshold=TTL)
+        rng = random.Random(int(os.environ.get("STORM_SEED", "12")))
+        try:
+            group.start(names[0], backup=False)
+            for name in names[1:]:
+                group.start(name)
+            group.wait_live(timeout=20)
+            with Sampler(group) as sampler:
+                for round_ in range(20):
+                    name = rng.choice(names)
+                    node = group[name]
+                    action = rng.choice(("kill", "term", "restart"))
+                    if node.process is not None and node.process.poll() is None:
+                        if action == "kill":
+                            group.kill(name)
+                        else:
+                            node.signal(signal.SIGTERM)
+                            node.process.wait(timeout=15)
+                    if action != "kill" or rng.random() < 0.7:
+                        node.start(backup=rng.random() < 0.5)
+                    # Some restarts come before the last one has settled.
+                    wait_for(lambda: any(s is not None for s in group.statuses().values()), 10, "a member to answer")
+                for name in names:
+                    if group[name].process.poll() is not None:
+                        group[name].start(backup=True)
+                live = group.wait_live(timeout=TTL * 3 + 10)
+                wait_for(lambda: all((group[n].status() or {}).get("role") in ("live", "backup") for n in names),
+                         20, "every member up\n" + group.log_tails())
+            assert sampler.two_live == [], sampler.two_live
+            assert group.overlap() == 0.0, group.intervals()
+            assert group.live() == [live]
+        finally:
+            group.stop()
+
+    def test_a_live_key_no_member_wrote_holds_the_role_and_is_reported(self):
+        """A key under the prefix that no member wrote (no lease, a value that names no server): nobody campaigns, the log says what to remove."""
+        group = self.group
+        etcd = self.etcd
+        etcd.etcdctl("put", group.prefix + "/live", "not json")
+        group.start("alpha", backup=False)
+        group["alpha"].wait_role("backup")
+        wait_for(lambda: "was not written by a member of this group" in group["alpha"].log_text(), 10,
+                 "alpha to report the key\n" + group.log_tails())
+        assert "etcdctl del " + group.prefix + "/live" in group["alpha"].log_text()
+        assert group.live() == []
+        etcd.etcdctl("del", group.prefix + "/live")
+        assert group.wait_live() == "alpha"
+
+    def test_a_group_over_tls_with_etcds_auth(self):
+        """Members reach etcd over https (its CA from the shared file) as an etcd user with a password file."""
+        tmp_path = pathlib.Path(temporary_directory(self))
+        from pki import Authority
+
+        (tmp_path / "pki").mkdir()
+        ca = Authority(str(tmp_path / "pki"))
+        server = ca.issue("etcd-server", dns=("localhost",), ips=("127.0.0.1",))
+        password = tmp_path / "group" / "etcd-password"
+        password.parent.mkdir()
+        password.write_text("s3cret pass\n")
+        password.chmod(0o600)
+        # etcd's JSON gateway takes a client certificate or a user, not both
+        # (the configuration refuses the two together): the server's
+        # certificate checked against the CA, and the user's password.
+        with EtcdCluster(1, folder=str(tmp_path / "etcd"), tls=(*server, ca.path)) as cluster:
+            cluster.enable_auth("s3cret pass")
+            extra = f"etcd_cacert = {ca.path}\netcd_user = root\netcd_password_file = etcd-password\n"
+            group = Group(str(tmp_path / "group"), cluster.endpoints, names=("alpha", "beta"), threshold=TTL,
+                          failover_extra=extra)
+            try:
+                assert all(e.startswith("https://") for e in cluster.endpoints)
+                group.start_all()
+                killed = time.time()
+                group.kill("alpha")
+                at, name = first_start_after(group, killed, TTL + 5)
+                assert name == "beta" and at - killed <= TTL + SLACK
+                assert group.overlap() == 0.0
+            finally:
+                group.stop()
