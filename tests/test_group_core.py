@@ -129,7 +129,7 @@ class Starting(unittest.TestCase):
         r = Recorder()
         r.feed(ev.Start(as_backup=False))
         r.feed(ev.StoreState("alpha", epoch=5, lease=0x99, revision=6))
-        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x99)])
+        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x99, reason="stale")])
         self.assertEqual(r.of(ev.Serve), [])
 
 
@@ -173,7 +173,19 @@ class Candidates(unittest.TestCase):
         beta.feed(ev.CampaignResult(token, False, epoch=10, holder="gamma"))
         self.assertEqual(beta.core.role, ev.BACKUP)
         self.assertEqual(beta.of(ev.Serve), [])
+        self.assertEqual(len(beta.of(ev.Campaign)), 1, "campaigned again before the watch showed the winner's key")
+        beta.feed(ev.StoreState("gamma", epoch=10, lease=0x30, revision=10))
         self.assertEqual(beta.core.holder, "gamma")
+
+    def test_a_lost_campaign_answered_after_the_winner_let_go_campaigns_again(self):
+        """The watch shows gamma's key come and go before beta's lost answer arrives: beta campaigns again."""
+        beta = self.backup(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5))
+        self.vacate(beta)
+        token = beta.last(ev.Campaign).token
+        beta.feed(ev.StoreState("gamma", epoch=10, lease=0x30, revision=10))
+        beta.feed(ev.StoreState(None, released_by="gamma", revision=11))
+        beta.feed(ev.CampaignResult(token, False, epoch=10, holder="gamma"))
+        self.assertEqual(len(beta.of(ev.Campaign)), 2, "stuck: the key is free and nobody campaigns")
 
     def test_a_campaign_the_store_did_not_answer_is_asked_again(self):
         beta = self.backup(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5))
@@ -219,7 +231,7 @@ class Lease(unittest.TestCase):
                              "the fence's stop may end after the store can give the key away")
         self.assertEqual(r.of(ev.Resign), [], "let go of the key before the channels stopped")
         r.feed(ev.StoppedServing())
-        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x10)])
+        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x10, reason="fenced")])
 
     def test_the_lease_counts_from_when_the_keepalive_was_sent(self):
         r = Recorder()
@@ -285,6 +297,19 @@ class Lease(unittest.TestCase):
         self.assertEqual(r.core.role, ev.LIVE)
 
 
+class RenewalPeriod(unittest.TestCase):
+    def test_renewals_come_at_most_a_quarter_of_the_ttl_apart(self):
+        """interval 1 s with a TTL of 2 s: renewals every 0.5 s, so that the fence does not come before an answer can."""
+        r = Recorder(GroupSettings(name="alpha", priority=10, threshold=2.0, interval=1.0))
+        r.live(ttl=2.0)
+        for _ in range(20):
+            r.advance(0.5)
+            ka = r.last(ev.KeepAlive)
+            r.feed(ev.KeepAliveResult(ka.lease, sent_at=r.t - 0.01, ttl=2.0))
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertEqual(len(r.of(ev.KeepAlive)), 20)
+
+
 class CleanStopAndSwitchover(unittest.TestCase):
     def test_a_clean_stop_stops_the_channels_then_lets_go(self):
         r = Recorder()
@@ -314,7 +339,10 @@ class CleanStopAndSwitchover(unittest.TestCase):
         self.assertEqual(r.of(ev.Resign), [])
         r.advance(0.2)
         r.feed(ev.StoppedServing())
-        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x10, "gamma")])
+        self.assertEqual(r.of(ev.Resign), [ev.Resign(0x10, "gamma", "switchover")])
+        # A renewal written before the release, seen on the watch after it: not "an earlier run".
+        r.feed(ev.StoreState("alpha", epoch=7, lease=0x10, revision=8, renewed=8, ttl=3.0))
+        self.assertEqual(len(r.of(ev.Resign)), 1)
         self.assertEqual(r.core.role, ev.BACKUP)
         r.feed(ev.StoreState(None, released_by="alpha", handover_to="gamma", revision=8))
         r.feed(ev.StoreState("gamma", epoch=9, lease=0x40, released_by="alpha", handover_to="gamma", revision=9))

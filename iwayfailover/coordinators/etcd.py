@@ -144,6 +144,7 @@ class GroupNode(CoreNode):
         self._member_writing = None  # a Deferred while a write of the member key is under way
         self._member_dirty = False
         self._member_epoch = None  # the epoch the member key was last written with
+        self._member_written = False  # the member key holds this member's last value
         self._requests = set()  # store requests under way: a shutdown waits for them
         self._running = False
         self._tick = LoopingCall(self._check_store)
@@ -190,10 +191,16 @@ class GroupNode(CoreNode):
                 self._tick.stop()
             if self._reconnect is not None and self._reconnect.active():
                 self._reconnect.cancel()
-            return defer.DeferredList(list(self._requests)).addCallback(lambda _: self._leave())
+            return self._drain().addCallback(lambda _: self._leave())
 
         stopped.addCallback(rest)
         return defer.gatherResults([stopped, defer.maybeDeferred(super().stopService), self.hooks.drain()])
+
+    @defer.inlineCallbacks
+    def _drain(self):
+        """Wait for every store request under way, and for those they lead to (a won campaign's resignation)."""
+        while self._requests:
+            yield defer.DeferredList(list(self._requests))
 
     @defer.inlineCallbacks
     def _leave(self):
@@ -231,6 +238,8 @@ class GroupNode(CoreNode):
             if self._member_lease:
                 ttl = yield self.client.keepalive(self._member_lease)
                 if ttl > 0:
+                    if not self._member_written:
+                        yield self._put_member()  # a write that failed before
                     return
                 self._member_lease = 0
             lease, _ = yield self.client.grant(math.ceil(self.settings.threshold))
@@ -267,8 +276,9 @@ class GroupNode(CoreNode):
                 self._member_dirty = False
                 if not self._member_lease:
                     return
-                self._member_epoch = self.core.epoch
+                epoch, self._member_written = self.core.epoch, False
                 yield self.client.put(self.members_prefix + self.name, self._member_value(), lease=self._member_lease)
+                self._member_epoch, self._member_written = epoch, True
                 if not self._member_dirty:
                     return
         finally:
@@ -333,6 +343,16 @@ class GroupNode(CoreNode):
             delay, self._reconnect_delay = self._reconnect_delay, min(RECONNECT_CAP, 2 * self._reconnect_delay)
             self._reconnect = self.reactor.callLater(delay, self._retry_connect)
 
+    def _resync(self, why: str) -> None:
+        """Read the store and watch it again, without telling the core it was lost."""
+        if not self._running or self._connecting:
+            return
+        self.log.info("{server} reads the store again: {why}", server=self.name, why=why)
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.cancel()
+        self._connect()
+
     def _retry_connect(self) -> None:
         if self._running and not self._connected and not self._connecting:
             self._connect()
@@ -369,7 +389,8 @@ class GroupNode(CoreNode):
         released_by = to = None
         if handover is not None:
             data = _json(handover.value) or {}
-            released_by = data.get("from") if isinstance(data.get("from"), str) else None
+            if data.get("reason", "stopped") in ("stopped", "switchover"):  # a fenced or lost key reads as a crash
+                released_by = data.get("from") if isinstance(data.get("from"), str) else None
             to = data.get("to") if isinstance(data.get("to"), str) else None
         state = (holder, epoch, lease, released_by, to, renewed, ttl)
         members = []
@@ -399,7 +420,7 @@ class GroupNode(CoreNode):
         elif kind is ev.KeepAlive:
             self._track(self._keepalive(effect.lease))
         elif kind is ev.Resign:
-            self._track(self._resign(effect.lease, effect.to))
+            self._track(self._resign(effect.lease, effect.to, effect.reason))
         elif kind is ev.ClearStale:
             self._track(self._clear_stale(effect))
         else:
@@ -478,10 +499,14 @@ class GroupNode(CoreNode):
             return
         if cleared:
             self.log.warn("{holder} did not renew the live key for its TTL: cleared it", holder=effect.holder)
+        else:
+            # Renewed since the revision this member saw, and its watch has not
+            # shown it: the watch may have stopped delivering. Read again.
+            self._resync(f"the live key had changed since revision {effect.renewed}, unseen on the watch")
 
     @defer.inlineCallbacks
-    def _resign(self, lease: int, to: Optional[str]):
-        note = json.dumps({"from": self.name, "to": to}).encode()
+    def _resign(self, lease: int, to: Optional[str], reason: str):
+        note = json.dumps({"from": self.name, "to": to, "reason": reason}).encode()
         try:
             yield self.client.delete_if_lease(self.live_key, lease, also_put=(self.handover_key, note))
             yield self.client.revoke(lease)

@@ -551,6 +551,15 @@ class EtcdClient:
 
     def _open_watch(self, watch, body, may_reauthenticate):
         d = self._headers(authenticate=True)
+
+        def require_leader(headers):
+            # A member cut off from its cluster's leader ends the watch (etcd's
+            # "hasleader" metadata, passed by the gateway), rather than holding
+            # a stream that will never deliver again.
+            headers[b"Grpc-Metadata-Hasleader"] = [b"true"]
+            return headers
+
+        d.addCallback(require_leader)
         d.addCallback(lambda headers: self._post_anywhere("/v3/watch", body, headers, None, stream_response=True))
         watch.opening = d
 

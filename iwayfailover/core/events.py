@@ -426,4 +426,6 @@ class Resign:
 
     lease: int
     to: Optional[str] = None
+    reason: str = "stopped"
+    """Why, as the handover note tells the others: stopped (a clean stop), switchover, fenced, lost, stale."""
 

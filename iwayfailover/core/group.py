@@ -105,6 +105,15 @@ class GroupSettings:
     failback_delay: float = 30.0
 
     @property
+    def period(self) -> float:
+        """
+        Seconds between two renewals of the live member: the heartbeat
+        interval, at most a quarter of the TTL, so that a renewal or two may
+        be slow or lost before the fence.
+        """
+        return min(self.interval, self.threshold / 4)
+
+    @property
     def stagger(self) -> float:
         """Seconds between the campaigns of two candidates next in rank."""
         return min(0.25, self.threshold / 10)
@@ -112,10 +121,10 @@ class GroupSettings:
     def guard(self, ttl: float) -> float:
         """
         How long before its lease can end a live member without a newer
-        answer starts to stop: two keepalive intervals or a quarter of the
-        TTL, whichever is more, at most half the TTL.
+        answer starts to stop: two renewal periods or a quarter of the TTL,
+        whichever is more, at most half the TTL.
         """
-        return min(ttl / 2, max(2 * self.interval, ttl / 4))
+        return min(ttl / 2, max(2 * self.period, ttl / 4))
 
 
 @dataclass
@@ -150,6 +159,7 @@ class GroupCore:
         self.cause = "starting"
         self.since = now()
         self.epoch = epoch
+        self._saved_epoch = epoch
         self.serving = False
         self.holder: Optional[str] = None
         self.holder_epoch = 0
@@ -177,6 +187,8 @@ class GroupCore:
         self._renewal: Optional[Tuple[str, int]] = None  # (holder, mod revision) of the last renewal seen
         self._renewal_ttl = 0.0
         self._last_holder: Optional[str] = None
+        self._await_revision = 0  # the create revision of the key a lost campaign met
+        self._released = set()  # leases this member let go of (a late renewal seen on the watch is not "an earlier run")
         self._tokens = itertools.count(1)
         self._timers: Dict[str, Tuple[int, float]] = {}
         self._out: list = []
@@ -295,18 +307,20 @@ class GroupCore:
         if self._handover is not None and self._handover.stage == "released":
             if obs.holder == self._handover.to:
                 self._handed_over(obs.holder, obs.epoch)
-            elif obs.holder is not None:
+            elif obs.holder is not None and obs.holder != self.settings.name:
                 self._handover_failed(f"{obs.holder} took the role instead of {self._handover.to}")
         if obs.holder is not None:
             if obs.holder == self.settings.name and obs.lease != self.lease and self._campaign is None:
                 # A key under this member's name that it does not hold: left by
                 # an earlier run of this process. Nothing serves under it.
+                if obs.lease in self._released:
+                    return  # a renewal of a lease it has let go of, seen late; its Resign is on its way
                 if obs.lease != self._lost_lease:
                     self._lost_lease = obs.lease
                     self._note("info", f"the live key still names this member under lease {obs.lease:x}, which"
                                        " it does not hold (an earlier run, or a resignation the store did not"
                                        " confirm): letting it go")
-                    self._emit(Resign(obs.lease))
+                    self._emit(Resign(obs.lease, reason="stale"))
                 return
             self.epoch = max(self.epoch, obs.epoch)
             if self.role == STARTING:
@@ -344,6 +358,8 @@ class GroupCore:
             return
         if not self.store_known or self.holder is not None or self._stop_pending:
             return
+        if self.revision < self._await_revision:
+            return  # the watch has not yet shown the key a lost campaign met
         s = self.settings
         if self._handover_to == s.name or not self._as_backup and not self._seen_holder:
             delay = 0.0
@@ -377,13 +393,17 @@ class GroupCore:
                 self._arm("campaign", STORE_RETRY)
             return
         if not r.won:
+            # Who holds the key is the watch's to say: this answer may be
+            # older than what the watch has shown since (the winner may have
+            # let go already), so it only tells that another member won.
             if r.holder is not None:
-                self.holder, self.holder_epoch = r.holder, r.epoch
                 self.epoch = max(self.epoch, r.epoch)
                 self._seen_holder = True
+                self._await_revision = max(self._await_revision, r.epoch)
             if self.role == STARTING:
-                self._set_role(BACKUP, f"{r.holder} took the live role first (epoch {r.epoch})")
+                self._set_role(BACKUP, f"{r.holder or 'another member'} took the live role first (epoch {r.epoch})")
                 self._emit(StopServing(CHANNELS_WAITING))
+            self._consider_campaign()  # the key may be free again by now
             return
         if self._shutting_down or self.role not in (STARTING, BACKUP):
             self._emit(Resign(r.lease))
@@ -404,7 +424,8 @@ class GroupCore:
             "switchover": f"{self._released_by} handed the live role to this member",
             "start": "no member held the live role",
             "peer_shutdown": f"{self._released_by} stopped and let the live role go",
-            "crash": "the live key expired: its holder stopped keeping its lease alive",
+            "crash": "the live key was freed without a clean stop (its holder crashed, was cut off from the"
+                     " store, or stopped renewing it)",
         }[kind]
         self.lease, self.ttl, self.valid_until = r.lease, r.ttl, valid_until
         self.revision = max(self.revision, r.epoch)
@@ -413,12 +434,15 @@ class GroupCore:
         self._seen_holder = True
         self._vacant_since = None
         self._failback_since = None
+        if r.epoch < self._saved_epoch:
+            self._note("warn", f"the group's epoch {r.epoch} is below the {self._saved_epoch} this member kept:"
+                               " was the etcd cluster made anew? Epochs follow the store's revisions from now on")
         self._emit(SaveEpoch(r.epoch))
         self._set_role(LIVE, cause, kind)
         self.serving = True
         self._retry_attempt = 0
         self._emit(Serve(r.epoch))
-        self._arm("keepalive", self.settings.interval)
+        self._arm("keepalive", self.settings.period)
         self._arm_fence()
 
     # -- the lease --
@@ -431,7 +455,7 @@ class GroupCore:
     def _keepalive(self) -> None:
         if self.lease and self.role in (LIVE, HANDING_OVER):
             self._emit(KeepAlive(self.lease))
-            self._arm("keepalive", self.settings.interval)
+            self._arm("keepalive", self.settings.period)
 
     def _on_KeepAliveResult(self, r: KeepAliveResult) -> None:
         if r.lease != self.lease or not self.lease:
@@ -479,14 +503,16 @@ class GroupCore:
             self._set_role(BACKUP, why + ": stopped serving at once")
             self._note("critical", why, True)
         if lease:
-            self._emit(Resign(lease))
+            self._released.add(lease)
+            self._emit(Resign(lease, reason="lost"))
 
-    def _release(self, to: Optional[str] = None) -> None:
+    def _release(self, to: Optional[str] = None, reason: str = "stopped") -> None:
         lease = self.lease
         self.lease, self.valid_until = 0, None
         self._disarm("keepalive", "fence")
         if lease:
-            self._emit(Resign(lease, to))
+            self._released.add(lease)
+            self._emit(Resign(lease, to, reason))
 
     def _on_Resigned(self, obs: Resigned) -> None:
         if obs.error is not None:
@@ -530,7 +556,7 @@ class GroupCore:
             self._handover.stage = "released"
             self._handover.stopped_at = self.now()
             if "resign-before-stop" not in self.plants:
-                self._release(self._handover.to)
+                self._release(self._handover.to, "switchover")
             self._set_role(BACKUP, f"handed the live role to {self._handover.to}")
             self._arm("handover", max(SWITCHOVER_CONFIRM, self.settings.threshold))
         elif self._shutting_down:
@@ -539,7 +565,7 @@ class GroupCore:
                 self._set_role(STOPPED, "member shutting down")
         elif self._release_after_stop:
             self._release_after_stop = False
-            self._release()
+            self._release(reason="fenced")
         self._consider_campaign()
 
     # -- planned switchover and failback --
@@ -573,7 +599,7 @@ class GroupCore:
         self._failback_since = None
         self._set_role(HANDING_OVER, cause)
         if "resign-before-stop" in self.plants:
-            self._release(to)
+            self._release(to, "switchover")
         self._stop_serving(CHANNELS_WAITING)
 
     def _handed_over(self, to: str, epoch: int) -> None:
@@ -667,8 +693,8 @@ class GroupCore:
 
     def _on_NewSettings(self, obs: NewSettings) -> None:
         old, self.settings = self.settings, obs.settings
-        if self.role == LIVE and old.interval != self.settings.interval:
-            self._arm("keepalive", self.settings.interval)
+        if self.role == LIVE and old.period != self.settings.period:
+            self._arm("keepalive", self.settings.period)
         self._check_failback()
 
     def _on_Shutdown(self, obs: Shutdown) -> None:
@@ -689,8 +715,10 @@ class GroupCore:
             self._stop_serving(CHANNELS_STOPPED)
         else:
             self._release()
-            self._set_role(STOPPED, "member shutting down")
+            # The stop first: a shutdown waits for the stops under way when it
+            # sees the member stopped.
             self._emit(StopServing(CHANNELS_STOPPED))
+            self._set_role(STOPPED, "member shutting down")
 
 
 def group_settings_for(config, name: str) -> GroupSettings:

@@ -34,6 +34,8 @@ from sim.store import LeaseNotFound, Store, WatchEvent
 PREFIX = "/iwayfailover"
 LIVE_KEY = PREFIX + "/live"
 HANDOVER_KEY = PREFIX + "/handover"
+RELEASED = ("stopped", "switchover")
+"""Reasons of a resignation that name who let the key go (the others read as a crash), as the coordinator does."""
 MEMBERS = PREFIX + "/members/"
 NAMES = ("alpha", "bravo", "charlie", "delta", "echo")
 STALL_TICK = 0.05
@@ -176,8 +178,9 @@ class GroupWorld:
         members = members or r.choice([3, 3, 4, 5])
         names = NAMES[:members]
         threshold = r.choice([2, 3, 5])
-        interval = r.choice([0.2, 0.5, 1.0])
-        interval = min(interval, threshold / 4)
+        # Any interval the configuration allows (below the threshold): the
+        # core renews at most a quarter of the TTL apart whatever it is.
+        interval = r.choice([0.2, 0.5, 1.0, threshold / 2, threshold * 0.9])
         timeout = min(r.choice([0.5, 1.0]), threshold / 2)
         kind = r.choice(["equal", "distinct", "distinct", "one-high"])
         if kind == "equal":
@@ -735,7 +738,8 @@ class GroupWorld:
         live = node.view.get(LIVE_KEY)
         handover = node.view.get(HANDOVER_KEY)
         return (live.value["name"] if live else None, live.create_revision if live else 0,
-                live.lease if live else 0, handover.value["from"] if handover else None,
+                live.lease if live else 0,
+                handover.value["from"] if handover and handover.value.get("reason") in RELEASED else None,
                 handover.value["to"] if handover else None, live.mod_revision if live else 0,
                 float(live.value.get("ttl", 0)) if live else 0.0)
 
@@ -856,7 +860,7 @@ class GroupWorld:
 
     def _resign(self, node: Member, e: ev.Resign) -> None:
         node.resigns += 1
-        handover = (HANDOVER_KEY, {"from": node.name, "to": e.to})
+        handover = (HANDOVER_KEY, {"from": node.name, "to": e.to, "reason": e.reason})
 
         def done(error=None):
             node.resigns -= 1
