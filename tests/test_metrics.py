@@ -289,6 +289,14 @@ class GroupCollectorTests(NodeTestCase):
         names = {name for name, _ in scrape(self.make_node())}
         self.assertFalse({n for n in names if n.startswith(("iwayfailover_lease", "iwayfailover_group", "iwayfailover_coordinator"))})
 
+    def test_a_group_member_has_no_heartbeat_or_peer_metrics(self):
+        """A group's members send no heartbeats: no heartbeat age (NaN would fire a backup's alert forever), no peer link."""
+        names = {name for name, _ in self.group_samples(LeaseStats().status(connected=True))}
+        self.assertIn("iwayfailover_coordinator_connected", names)
+        self.assertFalse({n for n in names if n.startswith(("iwayfailover_heartbeat", "iwayfailover_last_heartbeat",
+                                                            "iwayfailover_max_heartbeat", "iwayfailover_peer"))}
+                         - {"iwayfailover_heartbeat_interval_seconds"})
+
     def test_renewals_and_failures_are_counters(self):
         """iwayfailover_lease_renewals_total and ..._failures_total are LeaseStats' counts."""
         stats = LeaseStats()

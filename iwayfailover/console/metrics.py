@@ -80,37 +80,11 @@ class NodeCollector(Collector):
             takeovers.add_metric([kind], status.takeovers.get(kind, 0))
         yield takeovers
 
-        heartbeats = status.heartbeats
-        yield CounterMetricFamily(
-            "iwayfailover_heartbeats_sent", "Heartbeats sent to the backup location while live.", value=heartbeats.sent
-        )
-        yield CounterMetricFamily(
-            "iwayfailover_heartbeats_received", "Heartbeats received on this node's heartbeat port.",
-            value=heartbeats.received,
-        )
-        yield CounterMetricFamily(
-            "iwayfailover_heartbeats_rejected",
-            "Heartbeat connections refused, on this node's port and on its link to the backup"
-            " (bad hello, MAC, number or frame, foreign name, deadline, certificate).",
-            value=heartbeats.rejected,
-        )
+        if status.coordinator is None:
+            yield from pair_metrics(status)
+        yield from self._channels_and_config(status)
 
-        age = status.peer.last_heartbeat_age
-        yield GaugeMetricFamily(
-            "iwayfailover_last_heartbeat_age_seconds",
-            "Seconds since the peer was last heard from (NaN: never heard since this node started).",
-            value=math.nan if age is None else max(0.0, age),
-        )
-        yield GaugeMetricFamily(
-            "iwayfailover_max_heartbeat_gap_seconds",
-            "The longest pause between two live heartbeats this node heard as a backup: how close it came to a takeover.",
-            value=heartbeats.max_gap,
-        )
-        yield GaugeMetricFamily(
-            "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
-            value=1.0 if status.peer.connected else 0.0,
-        )
-
+    def _channels_and_config(self, status):
         states = GaugeMetricFamily(
             "iwayfailover_listener_state", "1 for the state each listener is in now, 0 for the others.",
             labels=["listener", "state"],
@@ -137,6 +111,40 @@ class NodeCollector(Collector):
 
         if status.coordinator is not None:
             yield from group_metrics(status)
+
+
+def pair_metrics(status):
+    """A pair's heartbeat series (a group's members send no heartbeats: they have none)."""
+    heartbeats = status.heartbeats
+    yield CounterMetricFamily(
+        "iwayfailover_heartbeats_sent", "Heartbeats sent to the backup location while live.", value=heartbeats.sent
+    )
+    yield CounterMetricFamily(
+        "iwayfailover_heartbeats_received", "Heartbeats received on this node's heartbeat port.",
+        value=heartbeats.received,
+    )
+    yield CounterMetricFamily(
+        "iwayfailover_heartbeats_rejected",
+        "Heartbeat connections refused, on this node's port and on its link to the backup"
+        " (bad hello, MAC, number or frame, foreign name, deadline, certificate).",
+        value=heartbeats.rejected,
+    )
+
+    age = status.peer.last_heartbeat_age
+    yield GaugeMetricFamily(
+        "iwayfailover_last_heartbeat_age_seconds",
+        "Seconds since the peer was last heard from (NaN: never heard since this node started).",
+        value=math.nan if age is None else max(0.0, age),
+    )
+    yield GaugeMetricFamily(
+        "iwayfailover_max_heartbeat_gap_seconds",
+        "The longest pause between two live heartbeats this node heard as a backup: how close it came to a takeover.",
+        value=heartbeats.max_gap,
+    )
+    yield GaugeMetricFamily(
+        "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
+        value=1.0 if status.peer.connected else 0.0,
+    )
 
 
 def group_metrics(status):
