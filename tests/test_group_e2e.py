@@ -293,3 +293,13 @@ class GroupTests(GroupTestCase):
                 assert group.overlap() == 0.0
             finally:
                 group.stop()
+
+    def test_moving_the_groups_prefix_tells_to_stop_every_member_first(self):
+        """An edit of etcd_prefix is not applied to a running member, and it says loudly why a lone restart would be wrong."""
+        group = self.group
+        group.start_all()
+        group.write_config(prefix=group.prefix + "-moved")
+        for name in group.names:
+            wait_for(lambda: "Stop EVERY member of the group first" in group[name].log_text(), 10,
+                     f"{name} to warn about the moved prefix\n" + group.log_tails())
+        assert group.live() == ["alpha"]

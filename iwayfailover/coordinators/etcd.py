@@ -585,8 +585,18 @@ class GroupNode(CoreNode):
             self.poller.set_interval(failover.reload_interval)
         store = ("etcd_endpoints", "etcd_prefix", "etcd_cacert", "etcd_cert", "etcd_key", "etcd_user",
                  "etcd_password_file")
-        if any(getattr(failover, k, None) != getattr(old_failover, k, None) for k in store):
-            changes.append("the store's settings (etcd_*) take effect at the next start")
+        moved = [k for k in store if getattr(failover, k, None) != getattr(old_failover, k, None)]
+        if moved:
+            changes.append(f"{', '.join(moved)}: at the next start")
+            if {"etcd_endpoints", "etcd_prefix"} & set(moved):
+                # A member restarted alone would campaign in another group (another
+                # store or prefix) while this one still serves in the old: two live.
+                self.log.critical(
+                    "{keys} changed in {path}: this member keeps the group it started in until it is restarted,"
+                    " and a member restarted alone would join another group, where nobody holds the role, while"
+                    " the old group's live member serves on. Stop EVERY member of the group first, then start them"
+                    " again", keys=" and ".join(k for k in ("etcd_endpoints", "etcd_prefix") if k in moved),
+                    path=config.path)
         if self.settings.console != old.console and self.console_port is not None and self.settings.console:
             self.console_port.rebind(self.settings.console)
         self._update_member()
