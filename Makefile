@@ -86,21 +86,24 @@ run-group: install conf/console-users
 	@command -v etcd >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=etcd-server
 	@command -v etcd >/dev/null || { echo "run-group needs etcd (Debian: apt-get install etcd-server)"; exit 1; }
 	@mkdir -p .run
-	@if (exec 3<>/dev/tcp/127.0.0.1/$(ETCD_PORT)) 2>/dev/null; then echo "something already listens on 127.0.0.1:$(ETCD_PORT): is a group running? (ETCD_PORT=... to pick another port)"; exit 1; fi
-	@echo "etcd:             http://127.0.0.1:$(ETCD_PORT) (data in .run/etcd)"
-	@echo "alpha, beta, gamma: consoles http://127.0.0.1:8091/, :8092/, :8093/ (status API: /api/status)"
-	@echo "console login:    ops / $$(cat conf/console-password)"
-	@echo "the web channel:  http://127.0.0.1:8090/ (served by whichever member is live)"
+	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.settimeout(0.5); sys.exit(s.connect_ex(('127.0.0.1', $(ETCD_PORT))) != 0)" \
+		&& { echo "something already listens on 127.0.0.1:$(ETCD_PORT): is a group running already? (ETCD_PORT=... picks another port)"; exit 1; } || true
+	@echo "etcd:               http://127.0.0.1:$(ETCD_PORT) (data in .run/etcd, log in .run/etcd.log)"
+	@echo "alpha, beta, gamma: consoles http://127.0.0.1:8091/, :8092/, :8093/ (status API: /api/status); pids in .run/NAME.pid"
+	@echo "console login:      ops / $$(cat conf/console-password)"
+	@echo "the web channel:    http://127.0.0.1:8090/ (served by whichever member is live)"
 	@echo "Ctrl-C stops them all."
-	@trap 'kill $$A $$B $$G 2>/dev/null; wait $$A $$B $$G 2>/dev/null; kill $$E 2>/dev/null; wait' INT TERM; \
-	etcd --name run-group --data-dir .run/etcd --listen-client-urls http://127.0.0.1:$(ETCD_PORT) \
+	@trap 'kill $$A $$B $$G 2>/dev/null; wait $$A $$B $$G 2>/dev/null; kill $$E 2>/dev/null; wait $$E 2>/dev/null; rm -f .run/alpha.pid .run/beta.pid .run/gamma.pid .run/etcd.pid; exit 0' INT TERM; \
+	setsid etcd --name run-group --data-dir .run/etcd --listen-client-urls http://127.0.0.1:$(ETCD_PORT) \
 		--advertise-client-urls http://127.0.0.1:$(ETCD_PORT) --listen-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
 		--initial-advertise-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
-		--initial-cluster run-group=http://127.0.0.1:$$(($(ETCD_PORT)+1)) --log-level warn >.run/etcd.log 2>&1 & E=$$!; \
-	$(BIN)/iwsrv --config conf/group.ini --name alpha --state-dir .run/alpha & A=$$!; \
-	$(BIN)/iwsrv -b --config conf/group.ini --name beta --state-dir .run/beta & B=$$!; \
-	$(BIN)/iwsrv -b --config conf/group.ini --name gamma --state-dir .run/gamma & G=$$!; \
-	wait $$A $$B $$G; kill $$E 2>/dev/null; wait
+		--initial-cluster run-group=http://127.0.0.1:$$(($(ETCD_PORT)+1)) --log-level warn >.run/etcd.log 2>&1 & E=$$!; echo $$E > .run/etcd.pid; \
+	for i in $$(seq 50); do $(BIN)/python -c "import socket, sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $(ETCD_PORT))))" && break; sleep 0.2; done; \
+	$(BIN)/iwsrv --config conf/group.ini --name alpha --state-dir .run/alpha & A=$$!; echo $$A > .run/alpha.pid; \
+	$(BIN)/iwsrv -b --config conf/group.ini --name beta --state-dir .run/beta & B=$$!; echo $$B > .run/beta.pid; \
+	$(BIN)/iwsrv -b --config conf/group.ini --name gamma --state-dir .run/gamma & G=$$!; echo $$G > .run/gamma.pid; \
+	status=0; wait $$A || status=$$?; wait $$B || status=$$?; wait $$G || status=$$?; \
+	kill $$E 2>/dev/null; wait $$E 2>/dev/null; rm -f .run/alpha.pid .run/beta.pid .run/gamma.pid .run/etcd.pid; exit $$status
 
 # Run from tests/ against the installed copy, never the source folder.
 test: install system-packages
