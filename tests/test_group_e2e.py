@@ -303,3 +303,24 @@ class GroupTests(GroupTestCase):
             wait_for(lambda: "Stop EVERY member of the group first" in group[name].log_text(), 10,
                      f"{name} to warn about the moved prefix\n" + group.log_tails())
         assert group.live() == ["alpha"]
+
+    def test_members_started_before_the_store_say_so_and_take_the_role_once_it_answers(self):
+        """Started before etcd: each member says it cannot reach the store (status too), and one is live once etcd runs."""
+        tmp_path = pathlib.Path(temporary_directory(self))
+        cluster = EtcdCluster(members=1, folder=str(tmp_path / "etcd"), start=False)
+        self.addCleanup(cluster.stop)
+        group = Group(str(tmp_path / "group"), cluster.endpoints, names=("alpha", "beta"), threshold=TTL)
+        self.addCleanup(group.stop)
+        group.start("alpha", backup=False)
+        group.start("beta")
+        for name in group.names:
+            wait_for(lambda: "cannot reach the store" in group[name].log_text(), 10,
+                     f"{name} to say it cannot reach the store\n" + group.log_tails())
+        status = wait_for(lambda: group["beta"].status(), 10, "beta's status")
+        assert status["coordinator"]["connected"] is False
+        assert status["coordinator"]["last_error"]
+        assert group.live() == []
+        cluster.start()
+        assert group.wait_live(timeout=15) == "alpha"
+        wait_for(lambda: "reaches the store again" in group["beta"].log_text(), 10, "beta to say the store is back")
+        assert group["beta"].status()["coordinator"]["last_error"] is None

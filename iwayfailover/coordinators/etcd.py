@@ -140,6 +140,8 @@ class GroupNode(CoreNode):
         self._registering = False
         self._since_registered = None
         self._renewals = 0
+        self._lost_since = None  # when the store was last lost (None: it answers)
+        self.store_error: Optional[str] = None  # why the store could not be reached, while it cannot
         self._odd_key = None  # the last unusable live key reported: (mod revision, problem)
         self._member_writing = None  # a Deferred while a write of the member key is under way
         self._member_dirty = False
@@ -299,6 +301,10 @@ class GroupNode(CoreNode):
             self._kv = {kv.key: kv for kv in kvs}
             self._connected = True
             self._reconnect_delay = RECONNECT_FIRST
+            if self._lost_since is not None:
+                self.log.info("{server} reaches the store again, after {gap:.3f}s", server=self.name,
+                              gap=self.now() - self._lost_since)
+            self._lost_since, self.store_error = None, None
             self._publish(revision)
             watch = self._watch = self.client.watch(self.prefix + "/", prefix=True, start_revision=revision + 1,
                                                     on_events=self._events)
@@ -332,13 +338,21 @@ class GroupNode(CoreNode):
         if self._watch is not None:
             watch, self._watch = self._watch, None
             watch.cancel()
+        self.store_error = detail
         if self._connected:
             self._connected = False
             self._published = None
-            self.log.warn("{server} lost the store: {detail}", server=self.name, detail=detail)
+            self._lost_since = self.now()
+            self.log.warn("{server} lost the store: {detail}; a live member stops serving by its lease's end,"
+                          " and nobody takes the role until the store answers", server=self.name, detail=detail)
             self._feed(ev.StoreLost(detail))
-        elif self.core.role == ev.STARTING:
-            self._feed(ev.StoreLost(detail))
+        else:
+            if self._lost_since is None:
+                self._lost_since = self.now()
+                self.log.warn("{server} cannot reach the store: {detail}; it waits as a backup and tries again,"
+                              " every {cap:g}s at most", server=self.name, detail=detail, cap=RECONNECT_CAP)
+            if self.core.role == ev.STARTING:
+                self._feed(ev.StoreLost(detail))
         if self._reconnect is None or not self._reconnect.active():
             delay, self._reconnect_delay = self._reconnect_delay, min(RECONNECT_CAP, 2 * self._reconnect_delay)
             self._reconnect = self.reactor.callLater(delay, self._retry_connect)
@@ -649,6 +663,7 @@ class GroupNode(CoreNode):
                 kind="etcd", endpoints=tuple(self.config.failover.etcd_endpoints), connected=self._connected,
                 live=holder, live_epoch=core.holder_epoch if holder else None,
                 lease_ttl=core.ttl or math.ceil(self.settings.threshold), lease_left=core.lease_left,
+                **({"last_error": self.store_error} if self.store_error else {}),
             ),
             members=tuple(members),
         )

@@ -364,6 +364,10 @@ class EtcdClient:
         self._pending = set()
         self._watches = set()
         self._pool = HTTPConnectionPool(reactor, persistent=True)
+        # A member has a few requests out at once (a renewal, its member key, a
+        # campaign): kept connections for all of them, rather than a new
+        # connection (and two log lines) for every request past the second.
+        self._pool.maxPersistentPerHost = 8
         policy = _tls_policy(cacert, cert, key) if any(e.startswith("https:") for e in self._endpoints) else None
         agent = Agent.usingEndpointFactory(reactor, _Connections(reactor, policy, timeout), pool=self._pool)
         self._http = HTTPClient(agent)
