@@ -268,7 +268,7 @@ class SettingsStatus:
 
 @dataclass(frozen=True)
 class AuthStatus:
-    """How heartbeats are checked: never a key, only key ids."""
+    """How heartbeats are checked (mode: signed, insecure; none in a group, whose members send none): never a key, only key ids."""
 
     mode: str = "insecure"
     key_file: Optional[str] = None

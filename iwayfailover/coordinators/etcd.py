@@ -655,7 +655,7 @@ class GroupNode(CoreNode):
                 reload_interval=self.config.failover.reload_interval,
                 console_users=self.settings.console_users or self.config.failover.console_users,
             ),
-            auth=AuthStatus(),
+            auth=AuthStatus(mode="none"),  # a group signs nothing: its members send no heartbeats
             config=self._config_status(),
             transitions=tuple(self.machine.transitions),
             takeovers=self._takeover_counts(),
