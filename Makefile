@@ -115,6 +115,7 @@ bench: install system-packages
 	$(BIN)/python bench/false_takeover.py --quick
 	$(BIN)/python bench/cost.py --quick
 	$(BIN)/python bench/keepalived.py --quick
+	$(BIN)/python bench/group_takeover.py --quick
 
 # The decision core of two nodes in simulated time, invariants checked after
 # every event: make simulate [SEEDS=N] [SEED=S] [PLANT=NAME]; GROUP=1 [MEMBERS=3..5]

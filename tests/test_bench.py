@@ -65,3 +65,23 @@ class BenchTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         row = rf"^(kill -9|SIGTERM|SIGSTOP)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}x$"
         self.assertTable(result.stdout, ["fault", "ours p50", "keepalived p50", "ratio"], row, 3)
+
+    def test_group_takeover_table_has_a_group_and_a_pair_row_per_fault(self):
+        """bench/group_takeover.py's table: for kill -9 and SIGTERM, a group row and a pair row, in ms (table logic only)."""
+        import io
+
+        sys.path.insert(0, BENCH)
+        try:
+            import group_takeover
+        finally:
+            sys.path.remove(BENCH)
+        out = io.StringIO()
+        group_takeover.print_table([
+            ("group (etcd)", "kill -9", "TTL 2s, keepalive 0.25s", [1.95, 2.0, 1.99]),
+            ("pair", "kill -9", "threshold 0.3s, interval 0.1s", [0.01, 0.012, 0.011]),
+            ("group (etcd)", "SIGTERM", "TTL 2s, keepalive 0.25s", [0.03]),
+            ("pair", "SIGTERM", "threshold 0.3s, interval 0.1s", [0.007]),
+        ], out)
+        row = rf"^(group \(etcd\)|pair)\s+(kill -9|SIGTERM)\s+.+?\s+[13]\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$"
+        self.assertTable(out.getvalue(), ["fault", "p50", "p95", "max"], row, 4)
+        self.assertIn("2000.0", out.getvalue())
