@@ -49,11 +49,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
+from iwayfailover.core.base import CoreBase
 from iwayfailover.core.events import (
     BACKUP, CHANNELS_STOPPED, CHANNELS_WAITING, HANDING_OVER, LIVE, STARTING, STOPPED,
-    Campaign, ClearStale, CampaignResult, Candidates, CancelTimer, Deadline, GroupSwitchoverAsked, KeepAlive, KeepAliveResult,
+    Campaign, ClearStale, CampaignResult, Candidates, Deadline, GroupSwitchoverAsked, KeepAlive, KeepAliveResult,
     NewSettings, Note, Resign, Resigned, RetryChannels, SaveEpoch, Serve, Served, Shutdown, Stalled, Start,
-    StartTimer, StopServing, StoppedServing, StoreLost, StoreState, SwitchoverOutcome, Transition,
+    StopServing, StoppedServing, StoreLost, StoreState, SwitchoverOutcome, 
 )
 
 PLANTS = frozenset({"no-lease-fence", "fence-from-answer", "resign-before-stop", "campaign-at-once", "early-clear"})
@@ -136,7 +137,7 @@ class _Handover:
     stopped_at: Optional[float] = None
 
 
-class GroupCore:
+class GroupCore(CoreBase):
     """
     The role of one member of a group, and every rule that changes it.
 
@@ -193,15 +194,6 @@ class GroupCore:
         self._timers: Dict[str, Tuple[int, float]] = {}
         self._out: list = []
 
-    # -- the one entry point --
-
-    def handle(self, observation) -> list:
-        """Take one observation; return the effects it calls for, in order."""
-        self._out = []
-        getattr(self, "_on_" + type(observation).__name__)(observation)
-        out, self._out = self._out, []
-        return out
-
     @property
     def lease_left(self) -> Optional[float]:
         """While live: the seconds the lease is proven for."""
@@ -210,28 +202,6 @@ class GroupCore:
         return max(0.0, self.valid_until - self.now())
 
     # -- helpers --
-
-    def _emit(self, effect) -> None:
-        self._out.append(effect)
-
-    def _note(self, level: str, text: str, fault: bool = False) -> None:
-        self._emit(Note(level, text, fault))
-
-    def _arm(self, name: str, delay: float) -> None:
-        token = next(self._tokens)
-        delay = max(0.0, delay)
-        self._timers[name] = (token, self.now() + delay)
-        self._emit(StartTimer(name, token, delay))
-
-    def _disarm(self, *names: str) -> None:
-        for name in names:
-            if self._timers.pop(name, None) is not None:
-                self._emit(CancelTimer(name))
-
-    def _set_role(self, role: str, cause: str, kind: str = "") -> None:
-        previous = self.role
-        self.role, self.cause, self.since = role, cause, self.now()
-        self._emit(Transition(previous, role, self.epoch, cause, kind))
 
     def _stop_serving(self, final: str, within: Optional[float] = None) -> None:
         self.serving = False

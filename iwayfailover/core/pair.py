@@ -42,12 +42,13 @@ from dataclasses import dataclass
 from typing import Callable, FrozenSet, List, Optional
 
 from iwayfailover.core import ballot
+from iwayfailover.core.base import CoreBase
 from iwayfailover.core.events import (
     ANSWER, ANSWERED, BACKUP, AnnounceAgain, CHANNELS_STOPPED, CHANNELS_WAITING, GONE, HANDING_OVER, HANDOVER, HEARTBEAT,
-    LIVE, LOCAL, NO_ANSWER, OUT, PREVOTE, QUERY, REFUSED, STANDING_DOWN, STARTING, STARTUP, STOPPED, Answer, AskWitnesses, CancelTimer, Deadline, Dial,
-    EpochSaved, Hangup, Heard, LinkDown, LinkUp, NewSettings, Note, Probe, ProbeResult, RetryChannels, SaveEpoch,
-    SendHeartbeat, Serve, Served, Shutdown, Stalled, StandDown, Start, StartTimer, StopServing, StoppedServing,
-    SwitchoverAsked, SwitchoverOutcome, Transition, WitnessResult,
+    LIVE, LOCAL, NO_ANSWER, OUT, PREVOTE, QUERY, REFUSED, STANDING_DOWN, STARTING, STARTUP, STOPPED, Answer, AskWitnesses, Deadline, Dial,
+    EpochSaved, Hangup, Heard, LinkDown, LinkUp, NewSettings, Probe, ProbeResult, RetryChannels, SaveEpoch,
+    SendHeartbeat, Serve, Served, Shutdown, Stalled, StandDown, Start, StopServing, StoppedServing,
+    SwitchoverAsked, SwitchoverOutcome, WitnessResult,
 )
 
 PLANTS = frozenset({"no-epoch-fencing", "no-prevote", "no-listener-retry", "local-priority", "no-stall-check"})
@@ -141,7 +142,7 @@ class _Claim:
     answer: Optional[Answer] = None
 
 
-class PairCore:
+class PairCore(CoreBase):
     """
     The role of one node of a pair, and every rule that changes it.
 
@@ -199,15 +200,6 @@ class PairCore:
         self._save_unnoted = 0
         self._out: List[object] = []
 
-    # -- the one entry point --
-
-    def handle(self, observation) -> list:
-        """Take one observation; return the effects it calls for, in order."""
-        self._out = []
-        getattr(self, "_on_" + type(observation).__name__)(observation)
-        out, self._out = self._out, []
-        return out
-
     # -- what this node says on the wire, and about itself --
 
     @property
@@ -238,23 +230,6 @@ class PairCore:
 
     # -- effects --
 
-    def _emit(self, effect) -> None:
-        self._out.append(effect)
-
-    def _note(self, level: str, text: str, fault: bool = False) -> None:
-        self._emit(Note(level, text, fault))
-
-    def _arm(self, name: str, delay: float) -> None:
-        token = next(self._tokens)
-        delay = max(0.0, delay)
-        self._timers[name] = (token, self.now() + delay)
-        self._emit(StartTimer(name, token, delay))
-
-    def _disarm(self, *names: str) -> None:
-        for name in names:
-            if self._timers.pop(name, None) is not None:
-                self._emit(CancelTimer(name))
-
     def _probe(self, purpose: str, timeout: float, token: Optional[int] = None) -> None:
         token = next(self._tokens) if token is None else token
         self._probes[purpose] = token
@@ -276,11 +251,6 @@ class PairCore:
             return None
         late = self.now() - (asked[0] + asked[1])
         return late if late > self._stall_bound() else None
-
-    def _set_role(self, role: str, cause: str, kind: str = "") -> None:
-        previous = self.role
-        self.role, self.cause, self.since = role, cause, self.now()
-        self._emit(Transition(previous, role, self.epoch, cause, kind))
 
     def _start_serving(self) -> None:
         self.serving = True
