@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import unittest
 
+from corerecorder import CoreRecorder
 from iwayfailover.core import events as ev
 from iwayfailover.core.ballot import Rank, next_epoch, outranks, slot_of
 from iwayfailover.core.pair import RETRY_CAP, RETRY_FIRST, SAVE_NOTE_EVERY, CoreSettings, PairCore
@@ -15,47 +16,12 @@ SETTINGS = CoreSettings(name="serv_b", peer="serv_a", priority=0, threshold=1.0,
                         peer_threshold=1.0, slot=1, modulus=2)
 
 
-class Recorder:
-    """A core, a hand-driven monotonic clock and every effect the core asked for."""
+class Recorder(CoreRecorder):
+    """A pair's core, a hand-driven monotonic clock and every effect the core asked for."""
 
     def __init__(self, settings=SETTINGS, epoch=0, plants=frozenset()):
-        self.t = 100.0
+        super().__init__()
         self.core = PairCore(settings, epoch, now=lambda: self.t, plants=plants)
-        self.effects = []
-        self.timers = {}
-
-    def feed(self, observation):
-        out = self.core.handle(observation)
-        self.effects.extend(out)
-        for e in out:
-            if isinstance(e, ev.StartTimer):
-                self.timers[e.name] = (e.token, self.t + e.delay)
-            elif isinstance(e, ev.CancelTimer):
-                self.timers.pop(e.name, None)
-        return out
-
-    def advance(self, seconds):
-        """Let time pass, firing the core's timers as they come due (on time)."""
-        end = self.t + seconds
-        while True:
-            due = [(at, name, token) for name, (token, at) in self.timers.items() if at <= end]
-            if not due:
-                break
-            at, name, token = min(due)
-            self.t = max(self.t, at)
-            del self.timers[name]
-            self.feed(ev.Deadline(name, token))
-        self.t = end
-
-    def of(self, kind):
-        return [e for e in self.effects if isinstance(e, kind)]
-
-    def last(self, kind):
-        found = self.of(kind)
-        return found[-1] if found else None
-
-    def clear(self):
-        self.effects = []
 
     def save_epochs(self, error=None):
         """Answer the last SaveEpoch asked for, as the node's epoch store would."""

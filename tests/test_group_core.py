@@ -9,52 +9,19 @@ from __future__ import annotations
 
 import unittest
 
+from corerecorder import CoreRecorder
 from iwayfailover.core import events as ev
 from iwayfailover.core.group import MARGIN, PLANTS, GroupCore, GroupSettings
 
 ALPHA = GroupSettings(name="alpha", priority=10, threshold=3.0, interval=0.5)
 
 
-class Recorder:
+class Recorder(CoreRecorder):
     """A group core, a hand-driven monotonic clock and every effect it asked for."""
 
     def __init__(self, settings=ALPHA, plants=frozenset()):
-        self.t = 100.0
+        super().__init__()
         self.core = GroupCore(settings, now=lambda: self.t, plants=plants)
-        self.effects = []
-        self.timers = {}
-
-    def feed(self, observation):
-        out = self.core.handle(observation)
-        self.effects.extend(out)
-        for e in out:
-            if isinstance(e, ev.StartTimer):
-                self.timers[e.name] = (e.token, self.t + e.delay)
-            elif isinstance(e, ev.CancelTimer):
-                self.timers.pop(e.name, None)
-        return out
-
-    def advance(self, seconds):
-        end = self.t + seconds
-        while True:
-            due = [(at, name, token) for name, (token, at) in self.timers.items() if at <= end]
-            if not due:
-                break
-            at, name, token = min(due)
-            self.t = max(self.t, at)
-            del self.timers[name]
-            self.feed(ev.Deadline(name, token))
-        self.t = end
-
-    def of(self, kind):
-        return [e for e in self.effects if isinstance(e, kind)]
-
-    def last(self, kind):
-        found = self.of(kind)
-        return found[-1] if found else None
-
-    def clear(self):
-        self.effects = []
 
     def win(self, epoch=7, lease=0x10, ttl=3.0, sent_at=None):
         campaign = self.last(ev.Campaign)
