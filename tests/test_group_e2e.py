@@ -324,3 +324,16 @@ class GroupTests(GroupTestCase):
         assert group.wait_live(timeout=15) == "alpha"
         wait_for(lambda: "reaches the store again" in group["beta"].log_text(), 10, "beta to say the store is back")
         assert group["beta"].status()["coordinator"]["last_error"] is None
+
+    def test_failback_to_the_preferred_member(self):
+        """failback with preferred = alpha: alpha, back as a backup, gets the role again after failback_delay."""
+        group = Group(temporary_directory(self), self.etcd.endpoints, threshold=TTL,
+                      failover_extra="failback = true\npreferred = alpha\nfailback_delay = 1\n")
+        self.addCleanup(group.stop)
+        group.start_all()
+        group.kill("alpha")
+        assert group.wait_live(exclude=("alpha",), timeout=TTL + 5) == "beta"
+        group.start("alpha", backup=True)
+        wait_for(lambda: group.live() == ["alpha"], 15, "alpha to get the role back\n" + group.log_tails())
+        assert "failback to alpha" in json.dumps(group["beta"].status()["transitions"])
+        assert group.overlap() == 0.0
