@@ -127,6 +127,8 @@ class GroupTests(GroupTestCase):
             at, name = first_start_after(group, killed, TTL + 5)
             group.wait_live(exclude=("alpha",))
         assert name == "beta", "the best candidate (priority) did not take the role"
+        wait_for(lambda: group["beta"].status()["members"]["alpha"]["role"] == "absent", TTL + 5,
+                 "beta to show alpha absent")
         assert at - killed <= TTL + SLACK, f"took {at - killed:.3f}s"
         assert group.overlap() == 0.0
         assert sampler.two_live == [], sampler.two_live

@@ -635,6 +635,14 @@ class GroupNode(CoreNode):
                 since=data.get("since") if isinstance(data.get("since"), (int, float)) else None,
                 console=data.get("console") if isinstance(data.get("console"), str) else None,
             ))
+        # Every server of the group the shared file lists and the store does
+        # not: not running, or not reaching the store.
+        registered = {member.name for member in members}
+        members.extend(
+            MemberStatus(name=name, role="absent", priority=server.priority, may_campaign=False)
+            for name, server in sorted(self.config.servers.items()) if name not in registered
+        )
+        members.sort(key=lambda member: member.name)
         core = self.core
         holder = core.holder if self._connected else None
         return NodeStatus(

@@ -292,7 +292,7 @@ class GroupCore(CoreBase):
                                        " confirm): letting it go")
                     self._emit(Resign(obs.lease, reason="stale"))
                 return
-            self.epoch = max(self.epoch, obs.epoch)
+            self.epoch = obs.epoch  # the group's, as the store has it (not this member's own older count)
             if self.role == STARTING:
                 self._set_role(BACKUP, f"{obs.holder} holds the live role (epoch {obs.epoch})")
                 self._emit(StopServing(CHANNELS_WAITING))
