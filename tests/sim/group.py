@@ -99,6 +99,7 @@ class Member:
         self.watch_active = False
         self.view: Dict[str, object] = {}
         self.view_revision = 0
+        self.campaign_view = set()  # the member keys in view when the last campaign was sent
         self.last_arrival = 0.0
         self.reading = False
         self.seen_holder = False
@@ -795,6 +796,9 @@ class GroupWorld:
 
     def _campaign(self, node: Member, e: ev.Campaign) -> None:
         sent_at = self.clock(node)
+        # The members the core could rank when it chose to campaign (a member
+        # registering while the campaign is on its way could not stop it).
+        node.campaign_view = {key for key in node.view if key.startswith(MEMBERS)}
 
         def granted(result):
             if isinstance(result, Failure):
@@ -1014,7 +1018,7 @@ class GroupWorld:
         to the best member (priority, then name) that could take it: one whose
         process and path to the store were steady, that had seen a holder (a
         -b member that has not waits the threshold), registered in the
-        winner's view, not serving nor stopping. The last holder is not
+        winner's view when it sent its campaign, not serving nor stopping. The last holder is not
         waited for (the core does not count it in the ranks).
         """
         tf = self.freed_at
@@ -1031,7 +1035,7 @@ class GroupWorld:
                 continue  # the last holder is not waited for: its key went stale, expired or was let go of
             if (other.running and not other.shutting_down and other.seen_holder and not other.channels_up
                     and other.stop_due is None and steady(name) and other.connected
-                    and MEMBERS + name in winner.view and MEMBERS + name in self.store.kv):
+                    and MEMBERS + name in winner.campaign_view and MEMBERS + name in self.store.kv):
                 raise Violation(f"priority: {winner.name} took the free live key ahead of {name}, which ranks"
                                 f" above it and could campaign ({self.t - tf:.3f}s after the key was freed)")
 
