@@ -20,7 +20,7 @@ from typing import Optional
 from twisted.logger import Logger
 from twisted.python import usage
 
-from iwayfailover import auth
+from iwayfailover import auth, tls
 from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
 from iwayfailover.console import ConsoleSite, console_root
 from iwayfailover.console.access import write_token
@@ -263,7 +263,10 @@ def _build(options, reactor):
     group = config.failover.coordinator == "etcd"
     if group:
         from iwayfailover.coordinators.etcd import GroupNode
-        node = GroupNode(config, name, options["backup"], epochs, reactor)
+        try:
+            node = GroupNode(config, name, options["backup"], epochs, reactor)
+        except tls.TLSConfigError as e:  # etcd_cacert, etcd_cert or etcd_key is not what it should be
+            raise StartupError(f"{config.path}: [failover] etcd TLS files: {e}") from None
     else:
         node = FailoverNode(config, name, options["backup"], epochs, reactor)
         node.heartbeat_port = ServerPort(reactor, server.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")

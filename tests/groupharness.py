@@ -120,9 +120,12 @@ class Group:
             self.start(name)
         for name in rest:
             self.nodes[name].wait_role("backup", timeout=timeout)
-        wait_for(lambda: all(len((self.nodes[n].status() or {}).get("members", {})) == len(self.names)
-                             for n in self.names),
-                 timeout, "every member to see the whole group\n" + self.log_tails())
+        def registered(name):
+            members = (self.nodes[name].status() or {}).get("members", {})
+            return set(members) == set(self.names) and all(m["role"] in ("live", "backup") for m in members.values())
+
+        wait_for(lambda: all(registered(n) for n in self.names),
+                 timeout, "every member to see the whole group registered\n" + self.log_tails())
         return self
 
     def kill(self, name):

@@ -236,7 +236,7 @@ class Node:
             response = connection.getresponse()
             body = response.read()
             connection.close()
-        except OSError:
+        except (OSError, http.client.HTTPException):  # down, or closed mid-answer (stopping)
             return None
         if response.status != 200:
             return None

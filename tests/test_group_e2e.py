@@ -18,8 +18,10 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -36,13 +38,20 @@ SLACK = 1.0
 
 
 class Sampler:
-    """Every member's /api/status, read over and over in a thread, and every sample that shows two live members."""
+    """
+    Every member's /api/status, read over and over in a thread, and every
+    sample that shows two live members. L{verdict} fails a test on two live
+    members, and on a sampler that died or read nothing (which would prove
+    nothing).
+    """
 
     def __init__(self, group: Group, every: float = 0.02):
         self.group = group
         self.every = every
         self.samples = 0
+        self.answers = 0
         self.two_live = []
+        self.error = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,20 +64,41 @@ class Sampler:
         self._thread.join(timeout=10)
 
     def _run(self):
-        while not self._stop.is_set():
-            began = time.time()
-            lives = {}
-            for name, node in self.group.nodes.items():
-                s = node.status(timeout=0.3)
-                if s is not None and s["role"] == "live":
-                    lives[name] = unix_time(s["since"])
-            self.samples += 1
-            # Two members live at once by their own word: each says it has
-            # been live since before this sample began, and still was when read.
-            both = [name for name, since in lives.items() if since < began]
-            if len(both) > 1:
-                self.two_live.append((began, sorted(both)))
-            self._stop.wait(self.every)
+        try:
+            while not self._stop.is_set():
+                self._sample()
+                self._stop.wait(self.every)
+        except Exception as e:  # reported by verdict()
+            self.error = e
+
+    def _sample(self):
+        began = time.time()
+        lives = {}
+        for name, node in self.group.nodes.items():
+            s = node.status(timeout=0.3)
+            if s is None:
+                continue
+            self.answers += 1
+            if s["role"] == "live":
+                lives[name] = unix_time(s["since"])
+        self.samples += 1
+        # Two members live at once by their own word: each says it has
+        # been live since before this sample began, and still was when read.
+        both = [name for name, since in lives.items() if since < began]
+        if len(both) > 1:
+            self.two_live.append((began, sorted(both)))
+
+    def verdict(self, least=3):
+        assert self.error is None, f"the sampler failed: {self.error!r}"
+        assert self.answers >= least, f"the sampler read only {self.answers} statuses in {self.samples} samples"
+        assert self.two_live == [], f"samples showing two live members: {self.two_live}"
+
+
+def store_folder(testcase) -> str:
+    """A folder for an etcd's data on tmpfs where there is one (etcd syncs every write), removed when the test ends."""
+    folder = tempfile.mkdtemp(prefix="iwayfailover-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    testcase.addCleanup(shutil.rmtree, folder, True)
+    return folder
 
 
 class GroupTestCase(unittest.TestCase):
@@ -80,11 +110,13 @@ class GroupTestCase(unittest.TestCase):
     def setUpClass(cls):
         if ETCD is None:
             raise unittest.SkipTest("etcd is not installed (Debian package etcd-server: `make system-packages` installs it)")
-        cls.etcd = EtcdCluster(members=cls.members)
+        cls.folder = tempfile.mkdtemp(prefix="iwayfailover-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        cls.etcd = EtcdCluster(members=cls.members, folder=cls.folder)
 
     @classmethod
     def tearDownClass(cls):
         cls.etcd.stop()
+        shutil.rmtree(cls.folder, True)
 
     def setUp(self):
         self.group = Group(temporary_directory(self), self.etcd.endpoints, threshold=TTL)
@@ -127,11 +159,12 @@ class GroupTests(GroupTestCase):
             at, name = first_start_after(group, killed, TTL + 5)
             group.wait_live(exclude=("alpha",))
         assert name == "beta", "the best candidate (priority) did not take the role"
-        wait_for(lambda: group["beta"].status()["members"]["alpha"]["role"] == "absent", TTL + 5,
+        wait_for(lambda: ((group["beta"].status() or {}).get("members") or {}).get("alpha", {}).get("role") == "absent",
+                 TTL + 5,
                  "beta to show alpha absent")
         assert at - killed <= TTL + SLACK, f"took {at - killed:.3f}s"
         assert group.overlap() == 0.0
-        assert sampler.two_live == [], sampler.two_live
+        sampler.verdict()
         assert group["beta"].status()["epoch"] > epoch, "the epoch did not rise"
 
     def test_sigterm_of_the_live_member_hands_over_within_half_a_second(self):
@@ -144,7 +177,7 @@ class GroupTests(GroupTestCase):
             group["alpha"].process.wait(timeout=10)
         assert at - stopped <= 0.5, f"took {at - stopped:.3f}s"
         assert group.overlap() == 0.0
-        assert sampler.two_live == []
+        sampler.verdict()
         status = group[name].status()
         assert status["transitions"][-1]["cause"].startswith("alpha stopped")
 
@@ -164,54 +197,52 @@ class GroupTests(GroupTestCase):
         assert group["alpha"].status()["role"] == "backup"
 
     def test_a_paused_store_stops_the_live_member_by_its_ttl_and_one_comes_back(self):
-        tmp_path = pathlib.Path(temporary_directory(self))
         # A store of its own: pausing the class's etcd would hold the other tests.
-        cluster = EtcdCluster(members=1, folder=str(tmp_path / "etcd"))
-        group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
-        try:
-            group.start_all()
-            with Sampler(group) as sampler:
-                paused = time.time()
-                cluster.pause(0)
-                wait_for(lambda: any(name == "alpha" and what == "stop" and at > paused
-                                     for at, name, what in group.serving_events()),
-                         TTL + SLACK + 2, "alpha to stop serving\n" + group.log_tails())
-                stop = max(at for at, name, what in group.serving_events() if name == "alpha" and what == "stop")
-                assert stop - paused <= TTL + SLACK, f"alpha served {stop - paused:.3f}s into the pause"
-                assert group["alpha"].status()["role"] == "backup"
-                cluster.resume(0)
-                live = group.wait_live(timeout=TTL * 3 + 5)
-                wait_for(lambda: group.live() == [live], 5, "one live member")
-            assert group.overlap() == 0.0
-            assert sampler.two_live == []
-        finally:
-            group.stop()
-            cluster.stop()
+        cluster = EtcdCluster(members=1, folder=store_folder(self))
+        self.addCleanup(cluster.stop)
+        group = Group(temporary_directory(self), cluster.endpoints, threshold=TTL)
+        self.addCleanup(group.stop)
+        group.start_all()
+        with Sampler(group) as sampler:
+            paused = time.time()
+            cluster.pause(0)
+            wait_for(lambda: any(name == "alpha" and what == "stop" and at > paused
+                                 for at, name, what in group.serving_events()),
+                     TTL + SLACK + 2, "alpha to stop serving\n" + group.log_tails())
+            stop = max(at for at, name, what in group.serving_events() if name == "alpha" and what == "stop")
+            assert stop - paused <= TTL + SLACK, f"alpha served {stop - paused:.3f}s into the pause"
+            assert group["alpha"].status()["role"] == "backup"
+            cluster.resume(0)
+            live = group.wait_live(timeout=TTL * 3 + 5)
+            wait_for(lambda: group.live() == [live], 5, "one live member")
+        assert group.overlap() == 0.0
+        sampler.verdict()
 
     def test_kill_of_the_etcd_leader_in_a_three_member_cluster(self):
-        tmp_path = pathlib.Path(temporary_directory(self))
-        cluster = EtcdCluster(members=3, folder=str(tmp_path / "etcd"))
-        group = Group(str(tmp_path / "group"), cluster.endpoints, threshold=TTL)
-        try:
-            group.start_all()
-            with Sampler(group) as sampler:
-                before = group["alpha"].status()["coordinator"]["renewals"]
-                leader = cluster.leader()
-                cluster.kill(leader)
-                assert cluster.leader(timeout=10) != leader
-                # The store elects a new leader; the live member's keepalives go on
-                # through it (two TTLs' worth), and the group has one live member.
-                wait_for(lambda: (s := group["alpha"].status()) is not None
-                         and s["coordinator"]["renewals"] >= before + 2 * TTL / 0.25,
-                         4 * TTL + 10, "alpha to keep its lease alive through the new leader\n" + group.log_tails())
-                live = group.wait_live(timeout=10)
-            assert group.overlap() == 0.0
-            assert sampler.two_live == []
-            status = group[live].status()
-            assert status["coordinator"]["connected"] is True
-        finally:
-            group.stop()
-            cluster.stop()
+        """The live member's first endpoint is the etcd leader, killed: it renews through another, and stays live."""
+        cluster = EtcdCluster(members=3, folder=store_folder(self))
+        self.addCleanup(cluster.stop)
+        leader = cluster.leader()
+        endpoints = [cluster.endpoints[leader]] + [e for n, e in enumerate(cluster.endpoints) if n != leader]
+        group = Group(temporary_directory(self), endpoints, threshold=TTL)
+        self.addCleanup(group.stop)
+        group.start_all()
+        with Sampler(group) as sampler:
+            before = group["alpha"].status()
+            cluster.kill(leader)
+            assert cluster.leader(timeout=10) != leader
+            # The store elects a new leader; the live member's renewals go on
+            # through another member (two TTLs' worth), and it stays live.
+            wait_for(lambda: (s := group["alpha"].status()) is not None
+                     and s["coordinator"]["renewals"] >= before["coordinator"]["renewals"] + 2 * TTL / 0.25,
+                     4 * TTL + 10, "alpha to keep its lease alive through the new leader\n" + group.log_tails())
+        after = group["alpha"].status()
+        assert after["role"] == "live" and after["epoch"] == before["epoch"], group.log_tails()
+        assert len(after["transitions"]) == len(before["transitions"]), "alpha lost the role and took it again"
+        assert group.live() == ["alpha"]
+        assert after["coordinator"]["connected"] is True
+        assert group.overlap() == 0.0
+        sampler.verdict()
 
     def test_a_restart_storm_of_five_members(self):
         etcd = self.etcd
@@ -245,7 +276,7 @@ class GroupTests(GroupTestCase):
                 live = group.wait_live(timeout=TTL * 3 + 10)
                 wait_for(lambda: all((group[n].status() or {}).get("role") in ("live", "backup") for n in names),
                          20, "every member up\n" + group.log_tails())
-            assert sampler.two_live == [], sampler.two_live
+            sampler.verdict()
             assert group.overlap() == 0.0, group.intervals()
             assert group.live() == [live]
         finally:
@@ -309,7 +340,7 @@ class GroupTests(GroupTestCase):
     def test_members_started_before_the_store_say_so_and_take_the_role_once_it_answers(self):
         """Started before etcd: each member says it cannot reach the store (status too), and one is live once etcd runs."""
         tmp_path = pathlib.Path(temporary_directory(self))
-        cluster = EtcdCluster(members=1, folder=str(tmp_path / "etcd"), start=False)
+        cluster = EtcdCluster(members=1, folder=store_folder(self), start=False)
         self.addCleanup(cluster.stop)
         group = Group(str(tmp_path / "group"), cluster.endpoints, names=("alpha", "beta"), threshold=TTL)
         self.addCleanup(group.stop)

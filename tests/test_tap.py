@@ -127,6 +127,30 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         self.assertEqual([c.label for c in children[:2]], ["heartbeat port", "console"])
         self.assertEqual([(port, interface) for port, _, _, interface in reactor.tcpServers], [(1201, ""), (8081, "127.0.0.1")])
 
+    GROUP = (
+        "[failover]\ncoordinator = etcd\netcd_endpoints = https://127.0.0.1:2379\netcd_cacert = ca.pem\n"
+        "heartbeat_interval = 0.5\n\n[server:alpha]\nthreshold = 2\n\n[server:beta]\nthreshold = 2\n"
+    )
+
+    def test_make_service_builds_a_group_member_with_no_heartbeat_port(self):
+        """coordinator = etcd: makeService gives a GroupNode (no heartbeat port), and starts nothing yet."""
+        from iwayfailover.coordinators.etcd import GroupNode
+
+        options = self.options(self.GROUP.replace("etcd_cacert = ca.pem\n", "").replace("https", "http"), name="alpha")
+        node = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertIsInstance(node, GroupNode)
+        self.assertNotIn(ServerPort, [type(c) for c in node])
+
+    def test_an_etcd_cacert_that_is_no_certificate_is_one_line(self):
+        """A group whose etcd_cacert is not PEM: makeService stops with one line naming the file, not a traceback."""
+        options = self.options(self.GROUP, name="alpha")
+        with open(os.path.join(os.path.dirname(options["config"]), "ca.pem"), "w") as f:
+            f.write("not a certificate\n")
+        error = self.assertRaises(SystemExit, tap.makeService, options, MemoryReactorClock())
+        self.assertIn("ca.pem", str(error))
+        self.assertIn("etcd TLS files", str(error))
+        self.assertEqual(len(str(error).splitlines()), 1)
+
     def test_make_service_puts_a_wall_clock_reactors_timers_on_the_monotonic_clock(self):
         """makeService gives a reactor timed on time.time a monotonic seconds() that reads as the wall clock did."""
         reactor = MemoryReactorClock()

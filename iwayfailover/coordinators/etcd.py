@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import time
 from typing import Dict, Optional
 
@@ -30,8 +31,8 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
-from iwayfailover.config import ConfigError, SharedConfig, changed_keys
-from iwayfailover.coordinators.etcdclient import EtcdClient, EtcdError
+from iwayfailover.config import ConfigError, SharedConfig, changed_keys, endpoint_interface, endpoint_port
+from iwayfailover.coordinators.etcdclient import EtcdClient, EtcdError, EtcdUnavailable
 from iwayfailover.core import events as ev
 from iwayfailover.core.events import BACKUP, LIVE, STOPPED
 from iwayfailover.core.group import GroupCore, group_settings_for
@@ -47,6 +48,9 @@ from iwayfailover.status import (
     TAKEOVER_KINDS, AuthStatus, HeartbeatStatus, INodeControl, LeaseStats, MemberStatus,
     NodeStatus, PeerStatus, SettingsStatus,
 )
+
+MEMBER_ROLES = (ev.STARTING, BACKUP, LIVE, ev.HANDING_OVER, STOPPED)
+"""The roles a member key may say; anything else reads as unknown."""
 
 RECONNECT_FIRST = 0.1
 RECONNECT_CAP = 2.0
@@ -67,28 +71,38 @@ def client_for(config: SharedConfig, reactor, timeout: float) -> EtcdClient:
     )
 
 
-def console_url(endpoint: Optional[str]) -> Optional[str]:
-    """The URL of a console bound by a C{tcp:PORT[:interface=HOST]} endpoint (None for other kinds)."""
-    if not endpoint:
+def console_url(endpoint: Optional[str], host_name=socket.gethostname) -> Optional[str]:
+    """
+    The URL of a console bound by a C{tcp:} endpoint (None for other kinds):
+    its interface, or this host's name when it listens on every interface.
+    No DNS lookup: it is worked out on the reactor's thread.
+    """
+    if not endpoint or not endpoint.startswith("tcp:"):
         return None
-    parts = endpoint.split(":")
-    if parts[0] != "tcp" or len(parts) < 2 or not parts[1].isdigit():
+    port = endpoint_port(endpoint)
+    if port is None:
         return None
-    host = next((p.split("=", 1)[1] for p in parts[2:] if p.startswith("interface=")), None)
+    host = endpoint_interface(endpoint)
     if host in (None, "", "0.0.0.0", "::"):
-        import socket
-        host = socket.getfqdn()
+        host = host_name()
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{parts[1]}"
+    return f"http://{host}:{port}"
 
 
 def _json(value: bytes) -> Optional[dict]:
     try:
         data = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _number(value, least=0.0, most=1e12) -> Optional[float]:
+    """A finite number within bounds from a value read off the store (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and least <= value <= most else None
 
 
 @implementer(INodeControl)
@@ -124,6 +138,7 @@ class GroupNode(CoreNode):
         self.hooks = Hooks(reactor, name, lambda: self.config.client_settings(self.name), run=run_command)
         self.serving = Serving(reactor, self.listeners, self.floating, self.hooks,
                                role=lambda: (self.core.role, self.core.epoch))
+        self._console_url = console_url(self.settings.console)
         self.prefix = config.failover.etcd_prefix.rstrip("/")
         self.timeout = request_timeout(config.failover.heartbeat_interval, self.settings.threshold)
         self.client = client if client is not None else client_for(config, reactor, self.timeout)
@@ -196,7 +211,8 @@ class GroupNode(CoreNode):
             return self._drain().addCallback(lambda _: self._leave())
 
         stopped.addCallback(rest)
-        return defer.gatherResults([stopped, defer.maybeDeferred(super().stopService), self.hooks.drain()])
+        return defer.gatherResults([stopped, defer.maybeDeferred(super().stopService), self.hooks.drain()],
+                                   consumeErrors=True)
 
     @defer.inlineCallbacks
     def _drain(self):
@@ -228,7 +244,8 @@ class GroupNode(CoreNode):
         """Every heartbeat interval: keep this member registered (the health check of the store), connect if need be."""
         if not self._running:
             return
-        if not self._connected and not self._connecting:
+        waiting = self._reconnect is not None and self._reconnect.active()
+        if not self._connected and not self._connecting and not waiting:
             self._connect()
         if not self._registering:
             self._track(self._keep_registered())
@@ -242,22 +259,39 @@ class GroupNode(CoreNode):
                 if ttl > 0:
                     if not self._member_written:
                         yield self._put_member()  # a write that failed before
+                    self._check_watch()
                     return
                 self._member_lease = 0
             lease, _ = yield self.client.grant(math.ceil(self.settings.threshold))
             self._member_lease = lease
             yield self._put_member()
-        except EtcdError as e:
+        except EtcdUnavailable as e:
             self._store_lost(f"the store did not answer: {e}")
+        except EtcdError as e:
+            # The store answered, with an error (a lease gone in a race, a
+            # permission): registered again at the next tick.
+            self._member_lease = 0
+            self.log.warn("{server} could not keep its member key: {why}", server=self.name, why=e)
         except Exception:
             self.log.failure("keeping {server} registered failed", server=self.name)
         finally:
             self._registering = False
 
+    def _check_watch(self) -> None:
+        """
+        Requests answered at another endpoint than the one the watch streams
+        from: that member may have died silently (no reset, so the stream
+        just goes quiet), and the watch is made again where the requests go.
+        """
+        watch = self._watch
+        if watch is not None and watch.endpoint is not None and watch.endpoint != self.client.current:
+            self._resync(f"the watch's etcd endpoint {watch.endpoint} no longer answers requests"
+                         f" ({self.client.current} does)")
+
     def _member_value(self) -> bytes:
         return json.dumps({
             "name": self.name, "priority": self.settings.priority, "role": self.core.role, "epoch": self.core.epoch,
-            "may_campaign": self.core.role != STOPPED, "console": console_url(self.settings.console),
+            "may_campaign": self.core.role != STOPPED, "console": self._console_url,
             "since": self.machine.since,
         }).encode()
 
@@ -397,8 +431,7 @@ class GroupNode(CoreNode):
                         " the live role while it is there (is etcd_prefix shared with another group?); remove it"
                         " with `etcdctl del {key}` if it is stale", key=self.live_key, problem=problem)
                 holder = holder or "(unreadable value)"
-            if isinstance(data.get("ttl"), (int, float)) and data["ttl"] > 0:
-                ttl = float(data["ttl"])
+            ttl = _number(data.get("ttl"), least=1, most=86400) or 0.0  # 0: unknown, no early clearing
         handover = self._kv.get(self.handover_key)
         released_by = to = None
         if handover is not None:
@@ -412,8 +445,9 @@ class GroupNode(CoreNode):
             if key.startswith(self.members_prefix):
                 data = _json(kv.value) or {}
                 name = key[len(self.members_prefix):]
-                if name in self.config.servers and isinstance(data.get("priority"), int):
-                    members.append((name, data["priority"], bool(data.get("may_campaign", True))))
+                priority = _number(data.get("priority"), least=-1e9, most=1e9)
+                if name in self.config.servers and priority is not None and priority == int(priority):
+                    members.append((name, int(priority), data.get("may_campaign", True) is True))
         members = tuple(sorted(members))
         if members != self._candidates:
             self._candidates = members
@@ -535,6 +569,7 @@ class GroupNode(CoreNode):
 
     def _transition(self, t: ev.Transition) -> None:
         self.machine.record(t)
+        self._update_member()  # before a stop may end the service: the others see this member stopped
         self.log.info(
             "{server} role {previous} -> {role} (epoch {epoch}): {cause}",
             server=self.name, previous=t.previous, role=t.role, epoch=t.epoch, cause=t.cause,
@@ -547,7 +582,6 @@ class GroupNode(CoreNode):
         elif t.role == STOPPED and self._stopped is not None:
             stopped = self._stopped
             self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
-        self._update_member()
 
     # -- planned switchover --
 
@@ -592,6 +626,8 @@ class GroupNode(CoreNode):
         self._feed(ev.NewSettings(group_settings_for(config, self.name)))
         self.stalls.tick = self._stall_tick()
         failover = config.failover
+        self.timeout = request_timeout(failover.heartbeat_interval, self.settings.threshold)
+        self.client.timeout = self.timeout
         if failover.heartbeat_interval != old_failover.heartbeat_interval and self._tick.running:
             self._tick.stop()
             self._tick.start(failover.heartbeat_interval, now=False)
@@ -611,6 +647,7 @@ class GroupNode(CoreNode):
                     " the old group's live member serves on. Stop EVERY member of the group first, then start them"
                     " again", keys=" and ".join(k for k in ("etcd_endpoints", "etcd_prefix") if k in moved),
                     path=config.path)
+        self._console_url = console_url(self.settings.console)
         if self.settings.console != old.console and self.console_port is not None and self.settings.console:
             self.console_port.rebind(self.settings.console)
         self._update_member()
@@ -626,14 +663,19 @@ class GroupNode(CoreNode):
         for key, kv in sorted(self._kv.items()):
             if not key.startswith(self.members_prefix):
                 continue
+            # Read off the store, written by other processes: only values of the
+            # right kind and range are shown (a bad one must not break the status).
             data = _json(kv.value) or {}
+            epoch, priority = _number(data.get("epoch"), most=2 ** 63), _number(data.get("priority"), -1e9, 1e9)
+            console = data.get("console")
             members.append(MemberStatus(
-                name=key[len(self.members_prefix):], role=str(data.get("role", "unknown")),
-                epoch=data.get("epoch") if isinstance(data.get("epoch"), int) else None,
-                priority=data.get("priority") if isinstance(data.get("priority"), int) else None,
-                may_campaign=bool(data.get("may_campaign", True)),
-                since=data.get("since") if isinstance(data.get("since"), (int, float)) else None,
-                console=data.get("console") if isinstance(data.get("console"), str) else None,
+                name=key[len(self.members_prefix):],
+                role=data["role"] if data.get("role") in MEMBER_ROLES else "unknown",
+                epoch=int(epoch) if epoch is not None else None,
+                priority=int(priority) if priority is not None else 0,
+                may_campaign=data.get("may_campaign", True) is True,
+                since=_number(data.get("since"), least=0, most=32503680000),  # up to the year 3000
+                console=console if isinstance(console, str) and console.startswith(("http://", "https://")) else None,
             ))
         # Every server of the group the shared file lists and the store does
         # not: not running, or not reaching the store.

@@ -369,8 +369,20 @@ class EtcdClient:
         # connection (and two log lines) for every request past the second.
         self._pool.maxPersistentPerHost = 8
         policy = _tls_policy(cacert, cert, key) if any(e.startswith("https:") for e in self._endpoints) else None
-        agent = Agent.usingEndpointFactory(reactor, _Connections(reactor, policy, timeout), pool=self._pool)
+        self._connections = _Connections(reactor, policy, timeout)
+        agent = Agent.usingEndpointFactory(reactor, self._connections, pool=self._pool)
         self._http = HTTPClient(agent)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one try of a request at one endpoint may take (connecting included)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"etcd timeout: expected seconds above 0, got {seconds!r}")
+        self._timeout = self._connections._timeout = seconds
 
     @property
     def endpoints(self) -> List[str]:
