@@ -434,7 +434,7 @@ class MemberStatus:
     """The group's epoch the member last reported."""
     priority: int = 0
     may_campaign: bool = True
-    """It would take the live role when free (False: started with -b and waiting, or not serving-ready)."""
+    """It may campaign when the key is free (False: it is stopping, or absent)."""
     since: Optional[float] = None
     """The Unix time it took its role, as it reported it (None: not known)."""
     console: Optional[str] = None
