@@ -12,7 +12,9 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sys
 
 from twisted.python import usage
@@ -732,7 +734,33 @@ def run_node(argv) -> None:
 
 
 def main(argv=None) -> int:
+    """iwsrv: never a traceback for a reader that went away (C{| head}) or for Ctrl-C."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of the output has gone: say nothing more (the interpreter's
+        # last flush would fail again), and end as a program killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        print("iwsrv: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def version_line() -> str:
+    import twisted
+
+    import iwayfailover
+
+    return f"iwsrv (iwayfailover) {iwayfailover.__version__}, Twisted {twisted.__version__}"
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--version"], ["version"]):
+        print(version_line())
+        return 0
     if argv and argv[0] == "status":
         return status_main(argv[1:])
     if argv and argv[0] == "switchover":

@@ -1015,3 +1015,39 @@ class SwitchoverToOptionTests(TestCase):
         options = SwitchoverOptions()
         options.parseOptions(["--config", config])
         self.assertIsNone(options["to"])
+
+
+class OutputTests(TestCase):
+    """iwsrv as a command in a pipeline: its version, and a reader that goes away."""
+
+    def iwsrv(self, *argv, stdout):
+        import subprocess
+
+        from harness import IWSRV
+
+        return subprocess.run([IWSRV, *argv], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60)
+
+    def test_version_names_iwayfailover_and_twisted(self):
+        """iwsrv --version: iwayfailover's version, then Twisted's (not Twisted's alone, as twistd would)."""
+        import subprocess
+
+        import twisted
+
+        import iwayfailover
+
+        done = self.iwsrv("--version", stdout=subprocess.PIPE)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.strip(),
+                         f"iwsrv (iwayfailover) {iwayfailover.__version__}, Twisted {twisted.__version__}")
+
+    def test_a_reader_that_went_away_gets_no_traceback(self):
+        """iwsrv --help into a pipe whose reader has closed (as `| head` does): no traceback, the status of SIGPIPE."""
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = self.iwsrv("--help", stdout=write)
+        finally:
+            os.close(write)
+        self.assertEqual(done.returncode, 141)
+        self.assertNotIn("Traceback", done.stderr)
+        self.assertEqual(done.stderr, "")
