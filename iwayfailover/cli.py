@@ -3,8 +3,11 @@ C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
     iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
-    iwsrv switchover [--config PATH] [--name NAME] [--to NAME] [--yes] [--json]   hand the live role to the backup
-    iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--json]   try a FAILED listener again
+    iwsrv switchover [--config PATH] [--name NAME] [--state-dir DIR] [--to NAME] [--yes] [--json]
+                                                                 hand the live role to the backup (or member NAME)
+    iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--state-dir DIR] [--json]
+                                                                 try a FAILED listener again
+    iwsrv --version                                              iwayfailover's and Twisted's versions
     iwsrv keygen PATH                                            write a new heartbeat key (mode 0600)
     iwsrv adduser FILE USER [--password-stdin]                   add a console user (asks the password twice)
 """
@@ -772,10 +775,50 @@ def _main(argv=None) -> int:
     if argv and argv[0] == "adduser":
         return adduser_main(argv[1:])
     if argv and argv[0] in ("-h", "--help", "help"):
-        print(__doc__.strip())
+        print(help_text())
         return 0
+    problem = node_usage_error(argv)
+    if problem is not None:
+        print(f"iwsrv: {problem} (`iwsrv --help` lists the commands and options)", file=sys.stderr)
+        return 2
     run_node(argv)
     return 0
+
+
+COMMANDS = ("status", "switchover", "restart-listener", "keygen", "adduser", "help", "version")
+
+
+def help_text() -> str:
+    """The module's usage lines, without the docstring markup."""
+    return re.sub(r"[A-Z]\{([^}]*)\}", r"\1", __doc__.strip())
+
+
+def node_usage_error(argv) -> "str | None":
+    """
+    What is wrong with the arguments of C{iwsrv [options]} (running a node),
+    in one line, or None: checked here, before twistd, whose usage error is
+    its whole help.
+    """
+    import difflib
+
+    from iwayfailover import tap
+
+    if argv and not argv[0].startswith("-"):
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean `iwsrv {close[0]}`?" if close else ""
+        return f"unknown command {argv[0]!r}{hint}"
+    options = tap.Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        text = str(e)
+        unknown = re.match(r"option (\S+) not recognized", text)
+        if unknown:
+            names = [f"--{long}" for long, *_ in options.optParameters + options.optFlags] + ["--help", "--version"]
+            close = difflib.get_close_matches("--" + unknown.group(1).lstrip("-"), names, n=1)
+            text = f"unknown option {unknown.group(1)!r}" + (f"; did you mean {close[0]}?" if close else "")
+        return text
+    return None
 
 
 if __name__ == "__main__":

@@ -1051,3 +1051,49 @@ class OutputTests(TestCase):
         self.assertEqual(done.returncode, 141)
         self.assertNotIn("Traceback", done.stderr)
         self.assertEqual(done.stderr, "")
+
+
+class UsageTests(TestCase):
+    """Running a node with bad arguments: one line naming the mistake, status 2 (not twistd's whole usage)."""
+
+    def run_main(self, argv, environ=None):
+        err = io.StringIO()
+        saved = sys.stderr, os.environ.get("IWAY_BACKUP")
+        sys.stderr = err
+        if environ is not None:
+            os.environ["IWAY_BACKUP"] = environ
+        try:
+            code = main(argv)
+        finally:
+            sys.stderr = saved[0]
+            if saved[1] is None:
+                os.environ.pop("IWAY_BACKUP", None)
+            else:
+                os.environ["IWAY_BACKUP"] = saved[1]
+        return code, err.getvalue()
+
+    def test_a_mistyped_command_is_one_line_with_did_you_mean(self):
+        code, err = self.run_main(["stauts"])
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("did you mean `iwsrv status`?", err)
+
+    def test_a_mistyped_option_is_one_line_with_did_you_mean(self):
+        code, err = self.run_main(["--confg", "x.ini"])
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("did you mean --config?", err)
+
+    def test_a_bad_iway_backup_is_one_line(self):
+        code, err = self.run_main(["--config", "x.ini"], environ="maybe")
+        self.assertEqual(code, 2)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("IWAY_BACKUP='maybe'", err)
+
+    def test_help_has_no_markup_and_lists_the_state_dir_of_switchover(self):
+        from iwayfailover.cli import help_text
+
+        text = help_text()
+        self.assertNotRegex(text, r"[A-Z]\{")
+        switchover = text[text.index("iwsrv switchover"):].split("\n")[0]
+        self.assertIn("--state-dir", switchover)
