@@ -330,14 +330,18 @@ def _run(command, argv, options, prepare):
     return 0
 
 
-def _reach(server, request):
+def _reach(server, request, timeout: float = STATUS_TIMEOUT):
     from twisted.internet import defer
+    from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
     def cannot(failure):
-        if failure.check(defer.TimeoutError, defer.CancelledError):
-            why = "no answer in time"
-        else:
-            why = failure.getErrorMessage() or failure.type.__name__
+        reasons = [failure]
+        if failure.check(ResponseNeverReceived, ResponseFailed):
+            reasons = list(failure.value.reasons) or reasons  # the connection's own failures
+        if any(r.check(defer.TimeoutError, defer.CancelledError) for r in reasons):
+            raise CommandError(f"no answer from {server.name} at {server.console} in {timeout:g} s"
+                               " (is it hung, or paused?)")
+        why = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
         raise CommandError(f"cannot ask {server.name} on {server.console}: {why}")
 
     return request.addErrback(cannot)

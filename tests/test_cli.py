@@ -1097,3 +1097,36 @@ class UsageTests(TestCase):
         self.assertNotRegex(text, r"[A-Z]\{")
         switchover = text[text.index("iwsrv switchover"):].split("\n")[0]
         self.assertIn("--state-dir", switchover)
+
+
+class NoAnswerTests(TestCase):
+    """A node that accepts and never answers: one line saying so, with the time waited."""
+
+    def test_a_request_cancelled_by_its_timeout_reads_no_answer(self):
+        from twisted.internet import defer
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseNeverReceived
+
+        from iwayfailover.cli import CommandError, _reach
+
+        class Server:
+            name, console = "serv_a", "tcp:8081:interface=127.0.0.1"
+
+        d = _reach(Server(), defer.fail(ResponseNeverReceived([Failure(defer.CancelledError())])), timeout=5)
+        error = self.failureResultOf(d, CommandError).value
+        self.assertEqual(str(error), "no answer from serv_a at tcp:8081:interface=127.0.0.1 in 5 s (is it hung, or paused?)")
+
+    def test_a_refusal_names_the_connection_error(self):
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        from iwayfailover.cli import CommandError, _reach
+
+        class Server:
+            name, console = "serv_a", "tcp:8081:interface=127.0.0.1"
+
+        d = _reach(Server(), defer.fail(ConnectionRefusedError()))
+        error = self.failureResultOf(d, CommandError).value
+        self.assertIn("cannot ask serv_a on tcp:8081", str(error))
+        self.assertIn("refused", str(error))
+        self.assertNotIn("Failure", str(error))
