@@ -464,7 +464,7 @@ def switchover(config, name, call, confirm, token=lambda server: None, to=None):
         headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
         request = (call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers) if to is None else
                    call(client, b"POST", b"/api/switchover", SWITCHOVER_TIMEOUT, headers, body={"to": to}))
-        code, body = yield _reach(server, request)
+        code, body = yield _reach(server, request, SWITCHOVER_TIMEOUT)
         if code != 200:
             why = body.get("error") if isinstance(body, dict) else None
             raise CommandError(f"{server.name} refused the switchover: {why or f'HTTP {code}'}")
@@ -608,7 +608,7 @@ def restart_listener(config, name, listener, call, token=lambda server: None):
         secret = token(server)
         headers = {b"Authorization": b"Bearer " + secret.encode("ascii")} if secret else {}
         path = b"/api/restart-listener?listener=" + quote(listener, safe="").encode("ascii")
-        code, body = yield _reach(server, call(client, b"POST", path, RESTART_TIMEOUT, headers))
+        code, body = yield _reach(server, call(client, b"POST", path, RESTART_TIMEOUT, headers), RESTART_TIMEOUT)
         if code != 200:
             why = body.get("error") if isinstance(body, dict) else None
             raise CommandError(f"{server.name} refused to restart listener {listener}: {why or f'HTTP {code}'}")

@@ -558,7 +558,7 @@ class SwitchoverCommandTests(TestCase):
 
         failure = self.failureResultOf(switchover(self.config, "serv_a", silent, self.confirm), CommandError)
 
-        self.assertEqual(str(failure.value), "cannot ask serv_a on tcp:8081:interface=127.0.0.1: no answer in time")
+        self.assertRegex(str(failure.value), r"^no answer from serv_a at tcp:8081:interface=127.0.0.1 in [0-9.]+ s")
 
 
 class SwitchoverMainTests(TestCase):
@@ -719,7 +719,7 @@ class RestartListenerCommandTests(TestCase):
 
         failure = self.failureResultOf(restart_listener(self.config, "serv_a", "ftp", silent), CommandError)
 
-        self.assertEqual(str(failure.value), "cannot ask serv_a on tcp:8081:interface=127.0.0.1: no answer in time")
+        self.assertRegex(str(failure.value), r"^no answer from serv_a at tcp:8081:interface=127.0.0.1 in [0-9.]+ s")
 
 
 class RestartListenerMainTests(TestCase):
