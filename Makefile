@@ -15,8 +15,11 @@ PYTEST_ARGS ?=
 # test that its heartbeats do not depend on it), nftables (resets and silent
 # drops between namespaces, for the partition regression tests), etcd-server
 # (etcd and etcdctl: the real etcd clusters of the etcd coordinator's tests;
-# Debian starts a system etcd on 2379, which is disabled as keepalived is).
-DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables etcd-server
+# Debian starts a system etcd on 2379, which is disabled as keepalived is),
+# prometheus (promtool: the alert rules in conf/prometheus are checked and
+# tested; its own server is disabled too), systemd (systemd-analyze verify of
+# the unit in conf/systemd).
+DEBIAN_PACKAGES := iproute2 keepalived stress-ng openssl chromium chromium-driver iputils-arping ndisc6 procps libfaketime nftables etcd-server prometheus systemd
 
 .PHONY: install system-packages run run-group run-tls test trial bench simulate screenshots docs clean
 
@@ -42,6 +45,7 @@ system-packages:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 			systemctl disable --now keepalived >/dev/null 2>&1 || true; \
 			systemctl disable --now etcd >/dev/null 2>&1 || true; \
+			systemctl disable --now prometheus >/dev/null 2>&1 || true; \
 		fi; \
 	else \
 		echo "not root or no apt-get: not installing $(DEBIAN_PACKAGES)"; \
