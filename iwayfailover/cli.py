@@ -130,7 +130,9 @@ def _peer_line(peer: dict) -> str:
     heard = "never heard" if age is None else f"last heartbeat {age:.1f}s ago"
     line = f"{peer.get('name') or '?'}, {'connected' if peer.get('connected') else 'not connected'}, {heard}"
     if peer.get("role"):
-        line += f" (it is {peer['role']}" + (f", epoch {peer['epoch']})" if peer.get("epoch") is not None else ")")
+        # Not connected, the peer's last word is history, not how it stands (it may be gone).
+        said = "it is" if peer.get("connected") else "last seen"
+        line += f" ({said} {peer['role']}" + (f", epoch {peer['epoch']})" if peer.get("epoch") is not None else ")")
     return line
 
 

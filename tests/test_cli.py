@@ -181,10 +181,18 @@ class FormatStatusTests(TestCase):
         self.assertIn("threshold: 'x' is not a number", line_starting(format_status(status), "config"))
 
     def test_peer_line_has_the_peers_role_and_epoch_when_known(self):
-        """A peer heard from shows the role and epoch it announced."""
-        status = dict(STATUS, peer=dict(STATUS["peer"], role="backup", epoch=4))
+        """A connected peer shows the role and epoch it announced."""
+        status = dict(STATUS, peer=dict(STATUS["peer"], role="backup", epoch=4, connected=True))
 
         self.assertIn("(it is backup, epoch 4)", line_starting(format_status(status), "peer"))
+
+    def test_a_peer_no_longer_connected_is_last_seen_not_is(self):
+        """After a kill -9 of the live node, its survivor does not say the dead node is live: it was last seen so."""
+        status = dict(STATUS, peer=dict(STATUS["peer"], role="live", epoch=3, connected=False))
+
+        line = line_starting(format_status(status), "peer")
+        self.assertIn("not connected, last heartbeat 3.4s ago (last seen live, epoch 3)", line)
+        self.assertNotIn("it is live", line)
 
     def test_no_listeners_says_so(self):
         """A node with no listeners says so instead of an empty table."""
