@@ -85,13 +85,12 @@ run: install conf/failover.key conf/console-users
 
 # The example group of three on a one-member etcd on loopback (conf/group.ini):
 # etcd's data in .run/etcd, each member's state in .run/NAME.
-ETCD_PORT ?= 23790
+ETCD_PORT := 23790  # as conf/group.ini names it
 run-group: install conf/console-users
 	@command -v etcd >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=etcd-server
 	@command -v etcd >/dev/null || { echo "run-group needs etcd (Debian: apt-get install etcd-server)"; exit 1; }
 	@mkdir -p .run
-	@$(BIN)/python -c "import socket, sys; s = socket.socket(); s.settimeout(0.5); sys.exit(s.connect_ex(('127.0.0.1', $(ETCD_PORT))) != 0)" \
-		&& { echo "something already listens on 127.0.0.1:$(ETCD_PORT): is a group running already? (ETCD_PORT=... picks another port)"; exit 1; } || true
+	@$(BIN)/python -c "import socket, sys; busy = [p for p in ($(ETCD_PORT), 8090, 8091, 8092, 8093) if socket.socket().connect_ex(('127.0.0.1', p)) == 0]; busy and sys.exit('something already listens on 127.0.0.1 port ' + ', '.join(map(str, busy)) + ': is a group (or a member started by hand) running already? Stop it first')"
 	@echo "etcd:               http://127.0.0.1:$(ETCD_PORT) (data in .run/etcd, log in .run/etcd.log)"
 	@echo "alpha, beta, gamma: consoles http://127.0.0.1:8091/, :8092/, :8093/ (status API: /api/status); pids in .run/NAME.pid"
 	@echo "console login:      ops / $$(cat conf/console-password)"

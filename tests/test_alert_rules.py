@@ -99,6 +99,8 @@ tests:
         values: '0x20'
       - series: 'iwayfailover_group_members{{job="group1", instance="gamma", role="absent"}}'
         values: '1x20'
+      - series: 'iwayfailover_group_members{{job="group1", instance="beta", role="absent"}}'
+        values: '1x20'
     alert_rule_test:
       - eval_time: 90s
         alertname: IwayStoreUnreachable
@@ -108,8 +110,8 @@ tests:
       - eval_time: 90s
         alertname: IwayMemberAbsent
         exp_alerts:
-          - exp_labels: {{job: group1, instance: gamma, role: absent, severity: warning}}
-            exp_annotations: {{summary: "gamma sees 1 member(s) of the group absent"}}
+          - exp_labels: {{job: group1, severity: warning}}
+            exp_annotations: {{summary: "1 member(s) of group group1 absent (not running, or cut off from etcd)"}}
 """
 
 

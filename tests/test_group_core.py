@@ -162,11 +162,11 @@ class Candidates(unittest.TestCase):
         beta.advance(1.1)
         self.assertEqual(len(beta.of(ev.Campaign)), 2)
 
-    def test_the_crash_kind_and_the_clean_stop_kind(self):
+    def test_the_silence_kind_and_the_clean_stop_kind(self):
         beta = self.backup(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5))
         self.vacate(beta)
         beta.win(epoch=10)
-        self.assertEqual(beta.last(ev.Transition).kind, "crash")
+        self.assertEqual(beta.last(ev.Transition).kind, "silence")
         beta = self.backup(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5))
         self.vacate(beta, released_by="alpha")
         beta.win(epoch=10)

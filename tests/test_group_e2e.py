@@ -212,6 +212,9 @@ class GroupTests(GroupTestCase):
             stop = max(at for at, name, what in group.serving_events() if name == "alpha" and what == "stop")
             assert stop - paused <= TTL + SLACK, f"alpha served {stop - paused:.3f}s into the pause"
             assert group["alpha"].status()["role"] == "backup"
+            # What the store last said of the others is not shown as how they stand.
+            wait_for(lambda: ((group["beta"].status() or {}).get("members") or {}).get("alpha", {}).get("role")
+                     == "unknown", 5, "beta to show alpha's role as unknown while the store is away")
             cluster.resume(0)
             live = group.wait_live(timeout=TTL * 3 + 5)
             wait_for(lambda: group.live() == [live], 5, "one live member")
@@ -356,6 +359,8 @@ class GroupTests(GroupTestCase):
         cluster.start()
         assert group.wait_live(timeout=15) == "alpha"
         wait_for(lambda: "reaches the store again" in group["beta"].log_text(), 10, "beta to say the store is back")
+        # Each try to reach the store made a connection: none of them logged Twisted's factory lines.
+        assert "Starting factory _HTTP11ClientFactory" not in group["beta"].log_text()
         assert group["beta"].status()["coordinator"]["last_error"] is None
 
     def test_failback_to_the_preferred_member(self):

@@ -179,7 +179,8 @@ def group_metrics(status):
         labels=["role"],
     )
     roles = [member.role for member in status.members]
-    for role in ROLES + tuple(sorted(set(roles) - set(ROLES))):
+    known = ROLES + ("absent", "unknown")
+    for role in known + tuple(sorted(set(roles) - set(known))):
         members.add_metric([role], float(roles.count(role)))
     yield members
 

@@ -668,9 +668,15 @@ class GroupNode(CoreNode):
             data = _json(kv.value) or {}
             epoch, priority = _number(data.get("epoch"), most=2 ** 63), _number(data.get("priority"), -1e9, 1e9)
             console = data.get("console")
+            name = key[len(self.members_prefix):]
+            role = data["role"] if data.get("role") in MEMBER_ROLES else "unknown"
+            if name == self.name:
+                role = self.core.role
+            elif not self._connected:
+                role = "unknown"  # the store is out of reach: what it last said may be stale
             members.append(MemberStatus(
-                name=key[len(self.members_prefix):],
-                role=data["role"] if data.get("role") in MEMBER_ROLES else "unknown",
+                name=name,
+                role=role,
                 epoch=int(epoch) if epoch is not None else None,
                 priority=int(priority) if priority is not None else 0,
                 may_campaign=data.get("may_campaign", True) is True,

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from treq.client import HTTPClient
 from twisted.internet import defer, ssl
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -293,6 +294,18 @@ def _tls_policy(cacert, cert, key) -> _TLSPolicy:
     return _TLSPolicy(trust, client)
 
 
+@implementer(IStreamClientEndpoint)
+class _Quiet:
+    """An endpoint whose connections' factories log no "Starting factory" lines (one per request while etcd is away)."""
+
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
+
+    def connect(self, protocolFactory):
+        protocolFactory.noisy = False
+        return self._endpoint.connect(protocolFactory)
+
+
 @implementer(IAgentEndpointFactory)
 class _Connections:
     """
@@ -317,7 +330,7 @@ class _Connections:
             endpoint = kind(self._reactor, str(address), uri.port, timeout=self._timeout)
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host.strip(b"[]"), uri.port), endpoint)
-        return endpoint
+        return _Quiet(endpoint)
 
 
 def _endpoint(url: str) -> str:
@@ -766,7 +779,7 @@ class EtcdClient:
             if self._closed:
                 raise EtcdError("the client is closed") from None
             if timed_out:
-                raise _Unreachable(f"no answer within {self._timeout:g}s") from None
+                raise _Unreachable(f"no answer within {self._timeout:.3g}s") from None
             raise _Unreachable(_describe(Failure())) from None
         answer = _decode(endpoint, status, raw, stream)
         try:
@@ -785,7 +798,7 @@ class EtcdClient:
             if self._closed:
                 raise EtcdError("the client is closed") from None
             if timed_out:
-                raise _Unreachable(f"no answer within {self._timeout:g}s") from None
+                raise _Unreachable(f"no answer within {self._timeout:.3g}s") from None
             raise _Unreachable(_describe(Failure())) from None
         if response.code != 200:
             raw = yield _read_some(response, self._reactor, self._timeout)

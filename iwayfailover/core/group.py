@@ -389,12 +389,12 @@ class GroupCore(CoreBase):
             return
         kind = ("switchover" if self._handover_to == self.settings.name
                 else "start" if not self._seen_holder
-                else "peer_shutdown" if self._released_by is not None else "crash")
+                else "peer_shutdown" if self._released_by is not None else "silence")
         cause = {
             "switchover": f"{self._released_by} handed the live role to this member",
             "start": "no member held the live role",
             "peer_shutdown": f"{self._released_by} stopped and let the live role go",
-            "crash": "the live key was freed without a clean stop (its holder crashed, was cut off from the"
+            "silence": "the live key was freed without a clean stop (its holder crashed, was cut off from the"
                      " store, or stopped renewing it)",
         }[kind]
         self.lease, self.ttl, self.valid_until = r.lease, r.ttl, valid_until

@@ -490,7 +490,7 @@ class GroupWorld:
         self.log(f"{node.name}: {e.previous} -> {e.role} (epoch {e.epoch}) [{e.kind}] {e.cause}")
         if e.role == ev.LIVE:
             self.lives_since_fault += 1
-            if e.kind in ("crash", "peer_shutdown"):
+            if e.kind in ("silence", "peer_shutdown"):
                 self._check_rank(node)
         if e.role == ev.HANDING_OVER:
             # A planned switchover (or failback): nothing serves for a moment.
