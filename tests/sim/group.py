@@ -20,8 +20,6 @@ After every event the invariants are checked (see L{GroupWorld.check}).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -29,6 +27,7 @@ from typing import Dict, List, Optional
 from iwayfailover.core import events as ev
 from iwayfailover.core.group import PLANTS, GroupCore, GroupSettings
 
+from sim.schedule import Schedule, Violation
 from sim.store import LeaseNotFound, Store, WatchEvent
 
 PREFIX = "/iwayfailover"
@@ -46,8 +45,6 @@ SLOW_LATENCY = 0.6
 """The slowest one-way trip on a path that loses packets (a retransmission or two)."""
 
 
-class Violation(Exception):
-    pass
 
 
 @dataclass
@@ -127,16 +124,12 @@ class Member:
         return self.up and not self.paused
 
 
-class GroupWorld:
+class GroupWorld(Schedule):
     def __init__(self, seed: int, plant: Optional[str] = None, faults: int = 5, members: Optional[int] = None):
         self.seed = seed
         self.rng = random.Random(seed)
         self.plant = plant
-        self.t = 0.0
-        self.queue: list = []
-        self.counter = itertools.count()
-        self.events = 0
-        self.trace: List[str] = []
+        super().__init__()
         self.scenario = self._draw(faults, members)
         sc = self.scenario
         self.names = NAMES[:sc.members]
@@ -164,7 +157,6 @@ class GroupWorld:
         """The member the last release of the live key named (None: it expired or was let go of for anyone)."""
         self.named_free = False
         """The live key is free for a member a switchover named: the others give it the threshold."""
-        self.violation: Optional[str] = None
 
     def _settings(self, name: str) -> GroupSettings:
         sc = self.scenario
@@ -221,12 +213,6 @@ class GroupWorld:
 
     # -- the event loop --
 
-    def at(self, delay: float, fn, *args) -> None:
-        heapq.heappush(self.queue, (self.t + max(0.0, delay), next(self.counter), fn, args))
-
-    def log(self, text: str) -> None:
-        self.trace.append(f"{self.t:9.4f} {text}")
-
     def run(self) -> Optional[str]:
         sc = self.scenario
         self.log(f"scenario: {sc.describe()}")
@@ -242,22 +228,7 @@ class GroupWorld:
                 t += fault[2] + pace
         t += pace
         self.at(t - self.t, lambda: None)
-        end = t
-        try:
-            while self.queue and self.violation is None:
-                when, _, fn, args = heapq.heappop(self.queue)
-                if when > end:
-                    break
-                self.t = when
-                fn(*args)
-                self.events += 1
-                self.check()
-        except Violation as e:
-            self.violation = str(e)
-        except Exception as e:  # a crash of the core is a finding too
-            import traceback
-            self.violation = f"exception: {e!r}\n{traceback.format_exc()}"
-        return self.violation
+        return self.run_until(t)
 
     def ttl(self) -> int:
         return max(self.scenario.threshold, self.scenario.min_ttl)

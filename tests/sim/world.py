@@ -15,8 +15,6 @@ After every event the invariants are checked (see L{World.check}).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
@@ -27,6 +25,8 @@ from iwayfailover.core.pair import (
     PLANTS, RETRY_CAP, STARTUP_CHECK_TIMEOUT, SWITCHOVER_CONFIRM, CoreSettings, PairCore,
 )
 
+from sim.schedule import Schedule, Violation
+
 WORLD_PLANTS = frozenset({"no-port-grace"})
 """Rules of the node around the core that the world models, and can switch off: a moved port closed at once."""
 
@@ -36,8 +36,6 @@ UNANSWERED_LIMIT = 5
 """As the node's sender: heartbeats without an answer before it drops the link and dials again."""
 
 
-class Violation(Exception):
-    pass
 
 
 @dataclass
@@ -145,16 +143,12 @@ class Node:
                     priority=self.settings.priority, threshold=self.settings.threshold)
 
 
-class World:
+class World(Schedule):
     def __init__(self, seed: int, plant: Optional[str] = None, faults: int = 5):
         self.seed = seed
         self.rng = random.Random(seed)
         self.plant = plant
-        self.t = 0.0
-        self.queue: list = []
-        self.counter = itertools.count()
-        self.events = 0
-        self.trace: List[str] = []
+        super().__init__()
         self.scenario = self._draw(faults)
         self._settle = None
         sc = self.scenario
@@ -188,7 +182,6 @@ class World:
         self.arbiter_since = -1e9  # when a witness last became reachable from one node only
         self._arbiter_before = False
         self.transitions_since_fault = 0
-        self.violation: Optional[str] = None
 
     # -- drawing a scenario --
 
@@ -224,12 +217,6 @@ class World:
 
     # -- the event loop --
 
-    def at(self, delay: float, fn, *args) -> None:
-        heapq.heappush(self.queue, (self.t + max(0.0, delay), next(self.counter), fn, args))
-
-    def log(self, text: str) -> None:
-        self.trace.append(f"{self.t:9.4f} {text}")
-
     def run(self) -> Optional[str]:
         """Run the whole scenario; return the first violation, or None."""
         sc = self.scenario
@@ -245,22 +232,7 @@ class World:
                 t += fault[2] + self.settle_time()
         t += self.settle_time()
         self.at(t - self.t, lambda: None)
-        end = t
-        try:
-            while self.queue and self.violation is None:
-                when, _, fn, args = heapq.heappop(self.queue)
-                if when > end:
-                    break
-                self.t = when
-                fn(*args)
-                self.events += 1
-                self.check()
-        except Violation as e:
-            self.violation = str(e)
-        except Exception as e:  # a crash of the core is a finding too
-            import traceback
-            self.violation = f"exception: {e!r}\n{traceback.format_exc()}"
-        return self.violation
+        return self.run_until(t)
 
     def settle_time(self) -> float:
         """How long a whole network and steady processes take to come to one serving node, at most."""
