@@ -47,6 +47,11 @@ def console_date(port):
         connection.close()
 
 
+def faketime_segments(pid: int) -> list:
+    """The shared memory segment and semaphore libfaketime makes for process C{pid} (in /dev/shm)."""
+    return [f"/dev/shm/faketime_shm_{pid}", f"/dev/shm/sem.faketime_sem_{pid}"]
+
+
 @unittest.skipIf(LIBFAKETIME is None, "libfaketime is not installed (Debian package libfaketime; make system-packages)")
 class WallClockStepTests(unittest.TestCase):
     def setUp(self):
@@ -68,6 +73,7 @@ class WallClockStepTests(unittest.TestCase):
         }
         pair = self.pair
         pair.a.start(env=faked)
+        self.addCleanup(self.remove_faketime_segments, pair.a)
         pair.a.wait_role("live", timeout=20)
         pair.b.start(backup=True)
         pair.b.wait_role("backup", timeout=20)
@@ -87,6 +93,16 @@ class WallClockStepTests(unittest.TestCase):
         """Wait until serv_b has heard C{count} more heartbeats, both nodes keeping their roles all along."""
         target = self.received() + count
         wait_for(lambda: self.received() >= target, 10 + count * 0.2, f"{count} heartbeats {what}\n" + self.pair.b.log_tail())
+
+    @staticmethod
+    def remove_faketime_segments(node) -> None:
+        """Stop the node first, then remove what libfaketime left in /dev/shm for it (it does not when stopped)."""
+        node.stop()
+        for path in faketime_segments(node.process.pid):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def test_a_live_node_whose_wall_clock_steps_back_and_forward_keeps_heartbeating(self):
         """serv_a's wall clock 5 s back, then forward again: serv_b hears every heartbeat and never takes over."""
