@@ -112,7 +112,7 @@ run-group: install conf/console-users
 test: install system-packages
 	cd tests && ../$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) .
 
-# Every benchmark in its quick mode (a few minutes); see README for the full runs.
+# Every benchmark in its quick mode (a few minutes); see docs/benchmarks.md for the full runs.
 bench: install system-packages
 	$(BIN)/python bench/takeover.py --quick
 	$(BIN)/python bench/false_takeover.py --quick

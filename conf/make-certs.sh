@@ -1,6 +1,6 @@
 #!/bin/sh
 # Make a small certificate authority and one certificate per node for TLS
-# heartbeat links (the README's "TLS heartbeat links" section does the same
+# heartbeat links (docs/security.md's "TLS heartbeat links" section does the same
 # steps by hand).
 #
 #   conf/make-certs.sh FOLDER NAME=SUBJECT_ALT_NAMES ...

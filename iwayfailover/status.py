@@ -460,7 +460,7 @@ class MemberStatus:
 class NodeStatus:
     """
     How one node stands at one moment; see the module. L{to_json} is the
-    C{/api/status} object (README, I{Status API}).
+    C{/api/status} object (docs/monitoring.md, I{Status API}).
     """
 
     server: str

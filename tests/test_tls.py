@@ -443,7 +443,7 @@ SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ExampleTests(unittest.TestCase):
-    """conf/make-certs.sh (the README's openssl steps) and conf/tls.ini make a working mutual-TLS pair."""
+    """conf/make-certs.sh (docs/security.md's openssl steps) and conf/tls.ini make a working mutual-TLS pair."""
 
     def setUp(self):
         import shutil

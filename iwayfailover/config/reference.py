@@ -22,7 +22,7 @@ _INTRO = """\
 <!-- Written by `make docs` (python -m iwayfailover.config.reference) from the table of keys
 in iwayfailover/config/schema.py; edit the table, not this file. -->
 
-One INI file, read by every node; see the README for a worked example. Numbers may be
+One INI file, read by every node; see docs/shared-configuration.md for a worked example. Numbers may be
 fractional. Inline comments start with `;` or `#` after a space. Unknown sections and keys,
 a `[DEFAULT]` section, duplicate keys and bad values are errors naming the file, section,
 key, value and what is allowed.
