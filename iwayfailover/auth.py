@@ -143,8 +143,22 @@ def exposure(path: str) -> Optional[str]:
     """
     try:
         mode = os.stat(path).st_mode
+        loose = exposed(path)
     except OSError:
         return None
+    if not loose:
+        return None
+    return f"key file {path} has mode {stat.S_IMODE(mode):04o}: {', '.join(loose)}; run: chmod 600 {path}"
+
+
+def exposed(file_path) -> list:
+    """
+    Who, besides its owner, may read or change the file at C{file_path}
+    (empty: nobody): for a key file, and for etcd's password file.
+
+    @raise OSError: it cannot be looked at.
+    """
+    mode = os.stat(file_path).st_mode
     loose = []
     if mode & stat.S_IRGRP:
         loose.append("its group can read it")
@@ -152,9 +166,7 @@ def exposure(path: str) -> Optional[str]:
         loose.append("every user can read it")
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         loose.append("others can change it")
-    if not loose:
-        return None
-    return f"key file {path} has mode {stat.S_IMODE(mode):04o}: {', '.join(loose)}; run: chmod 600 {path}"
+    return loose
 
 
 def new_key() -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from iwayfailover import tls
+from iwayfailover.auth import exposed
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 NAME_ALLOWED = "1 to 64 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"
@@ -520,19 +521,6 @@ def password_file(path, section, key, text):
             _PASSWORD_FILE_ALLOWED,
         )
     return resolved
-
-
-def exposed(file_path) -> list:
-    """Who, besides its owner, may read or change the file at C{file_path} (empty: nobody)."""
-    mode = os.stat(file_path).st_mode
-    loose = []
-    if mode & stat.S_IRGRP:
-        loose.append("its group can read it")
-    if mode & stat.S_IROTH:
-        loose.append("every user can read it")
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        loose.append("others can change it")
-    return loose
 
 
 def read_password(path, section, key, file_path) -> str:
