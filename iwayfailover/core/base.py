@@ -15,6 +15,14 @@ from iwayfailover.core.events import CancelTimer, Note, StartTimer, Transition
 class CoreBase:
     _out: list
 
+    @staticmethod
+    def known_plants(plants, known) -> frozenset:
+        """C{plants} (rules switched off for the simulator), refused unless each is one of C{known}."""
+        unknown = set(plants) - known
+        if unknown:
+            raise ValueError(f"unknown plants {sorted(unknown)}; known: {sorted(known)}")
+        return frozenset(plants)
+
     def handle(self, observation) -> list:
         """Take one observation; return the effects it calls for, in order."""
         self._out = []

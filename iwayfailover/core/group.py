@@ -150,12 +150,9 @@ class GroupCore(CoreBase):
 
     def __init__(self, settings: GroupSettings, now: Callable[[], float], epoch: int = 0,
                  plants: FrozenSet[str] = frozenset()):
-        unknown = set(plants) - PLANTS
-        if unknown:
-            raise ValueError(f"unknown plants {sorted(unknown)}; known: {sorted(PLANTS)}")
+        self.plants = self.known_plants(plants, PLANTS)
         self.settings = settings
         self.now = now
-        self.plants = frozenset(plants)
         self.role = STARTING
         self.cause = "starting"
         self.since = now()

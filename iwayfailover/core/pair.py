@@ -152,12 +152,9 @@ class PairCore(CoreBase):
     """
 
     def __init__(self, settings: CoreSettings, epoch: int, now: Callable[[], float], plants: FrozenSet[str] = frozenset()):
-        unknown = set(plants) - PLANTS
-        if unknown:
-            raise ValueError(f"unknown plants {sorted(unknown)}; known: {sorted(PLANTS)}")
+        self.plants = self.known_plants(plants, PLANTS)
         self.settings = settings
         self.now = now
-        self.plants = frozenset(plants)
         self.role = STARTING
         self.epoch = epoch
         self.highest = epoch
