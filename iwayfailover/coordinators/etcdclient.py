@@ -776,16 +776,20 @@ class EtcdClient:
         except _BadAnswer as e:
             raise EtcdError(str(e), endpoint) from None
         except Exception:
-            if self._closed:
-                raise EtcdError("the client is closed") from None
-            if timed_out:
-                raise _Unreachable(f"no answer within {self._timeout:.3g}s") from None
-            raise _Unreachable(_describe(Failure())) from None
+            raise self._not_answered(timed_out) from None
         answer = _decode(endpoint, status, raw, stream)
         try:
             return parse(answer)
         except (_BadAnswer, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             raise EtcdError(f"unexpected answer to {path} ({e}): {raw[:200]!r}", endpoint) from None
+
+    def _not_answered(self, timed_out) -> Exception:
+        """What to raise, in an C{except} block, for a try that got no answer: closed, timed out, or why not."""
+        if self._closed:
+            return EtcdError("the client is closed")
+        if timed_out:
+            return _Unreachable(f"no answer within {self._timeout:.3g}s")
+        return _Unreachable(_describe(Failure()))
 
     @defer.inlineCallbacks
     def _open_once(self, endpoint, path, data, headers):
@@ -795,11 +799,7 @@ class EtcdClient:
         try:
             response = yield d
         except Exception:
-            if self._closed:
-                raise EtcdError("the client is closed") from None
-            if timed_out:
-                raise _Unreachable(f"no answer within {self._timeout:.3g}s") from None
-            raise _Unreachable(_describe(Failure())) from None
+            raise self._not_answered(timed_out) from None
         if response.code != 200:
             raw = yield _read_some(response, self._reactor, self._timeout)
             _decode(endpoint, response.code, raw, True)  # raises etcd's error
