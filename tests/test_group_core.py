@@ -369,6 +369,24 @@ class CleanStopAndSwitchover(unittest.TestCase):
         self.assertIn("failback to alpha", r.core.cause)
 
 
+class FailbackOnTakingTheRole(unittest.TestCase):
+    def test_a_member_that_takes_the_role_with_the_preferred_one_registered_fails_back(self):
+        """The preferred member registered before this one won: no later change of the members says so, and still it fails back."""
+        r = Recorder(GroupSettings(name="beta", priority=5, threshold=3.0, interval=0.5, failback=True,
+                                   preferred="alpha", failback_delay=1.0))
+        r.feed(ev.Start(as_backup=True))
+        r.feed(ev.Candidates((("alpha", 10, True), ("beta", 5, True))))
+        r.feed(ev.StoreState("gamma", epoch=7, lease=0x10, revision=7))
+        r.feed(ev.StoreState(None, released_by="gamma", revision=8))
+        r.advance(r.core.settings.stagger)
+        r.win(epoch=9)
+        for _ in range(4):
+            r.advance(0.5)
+            r.feed(ev.KeepAliveResult(0x10, sent_at=r.t, ttl=3.0))
+        self.assertEqual(r.core.role, ev.HANDING_OVER)
+        self.assertIn("failback to alpha", r.core.cause)
+
+
 class Channels(unittest.TestCase):
     def test_failed_channels_are_retried_while_live(self):
         r = Recorder()

@@ -446,8 +446,11 @@ class GroupNode(CoreNode):
                 data = _json(kv.value) or {}
                 name = key[len(self.members_prefix):]
                 priority = _number(data.get("priority"), least=-1e9, most=1e9)
+                # A member whose key says it is live (or stopping) does not campaign: it
+                # holds the role, or its key outlives a crash, and is no failback target.
+                may = data.get("may_campaign", True) is True and data.get("role") not in (LIVE, ev.HANDING_OVER, STOPPED)
                 if name in self.config.servers and priority is not None and priority == int(priority):
-                    members.append((name, int(priority), data.get("may_campaign", True) is True))
+                    members.append((name, int(priority), may))
         members = tuple(sorted(members))
         if members != self._candidates:
             self._candidates = members

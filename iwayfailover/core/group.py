@@ -411,6 +411,7 @@ class GroupCore(CoreBase):
         self._emit(Serve(r.epoch))
         self._arm("keepalive", self.settings.period)
         self._arm_fence()
+        self._check_failback()  # the preferred member may be registered already: no change will say so
 
     # -- the lease --
 
