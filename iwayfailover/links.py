@@ -21,6 +21,7 @@ from twisted.protocols.policies import WrappingFactory
 from zope.interface import implementer
 
 from iwayfailover import tls, wire
+from iwayfailover.gaps import GapRecord
 from iwayfailover.core import events as ev
 from iwayfailover.heartbeat import HELLO_TIMEOUT, HeartbeatFactory, IFrameHandler
 
@@ -227,6 +228,7 @@ class HeartbeatSender:
         self._protocol = None
         self._unanswered = 0
         self.sent = 0
+        self.gaps = GapRecord(node.now, node.wall)  # between the heartbeats sent
         self._factory: Optional[HeartbeatFactory] = None
         self._rejected_before = 0  # by the factories of earlier starts
 
@@ -246,6 +248,7 @@ class HeartbeatSender:
     def start(self) -> None:
         """Dial the backup location (again, with the settings now in force)."""
         self.stop()
+        self.gaps.forget()  # a new tenure (or new settings): its first heartbeat ends no gap
         node = self._node
         interval = node.config.failover.heartbeat_interval
         # Every dial, and the hello that proves the link, bounded by the
@@ -293,6 +296,7 @@ class HeartbeatSender:
             self._unanswered += 1
             protocol.send(self._node.frame(wire.Kind.HEARTBEAT, seq))
             self.sent += 1
+            self.gaps.beat()
         except Exception:
             self.log.failure("sending a heartbeat failed")
 
@@ -342,7 +346,7 @@ class InboundSessions:
     (from a live node, stood down), and how each ended, told to the node.
 
     @ivar received: heartbeats heard.
-    @ivar max_gap: the largest gap between two live heartbeats heard as a backup.
+    @ivar heard: the gaps between the live heartbeats heard as a backup.
     """
 
     log = Logger()
@@ -353,8 +357,7 @@ class InboundSessions:
         self._sessions = {}  # protocol -> Session, for every connection
         self._current = {}  # peer name -> its newest Session
         self.received = 0
-        self.max_gap = 0.0
-        self._last_live: Optional[float] = None
+        self.heard = GapRecord(node.now, node.wall)
 
     def connection_made(self, protocol):
         self._sessions[protocol] = Session(protocol)
@@ -376,7 +379,7 @@ class InboundSessions:
             session.peer = frame.name
             session.from_live = frame.role == wire.Role.LIVE
             if session.from_live and node.core.role == ev.BACKUP:
-                self._note_gap(node.now())
+                self.heard.beat()
         elif frame.kind == wire.Kind.STANDING_DOWN:
             session.stood_down = True
         elif frame.kind != wire.Kind.QUERY:
@@ -397,14 +400,14 @@ class InboundSessions:
             node.peer.lost = True
         node.in_link_lost(how, session.from_live, session.stood_down)
 
-    def _note_gap(self, now: float) -> None:
-        if self._last_live is not None:
-            self.max_gap = max(self.max_gap, now - self._last_live)
-        self._last_live = now
+    @property
+    def max_gap(self) -> float:
+        """The largest gap between two live heartbeats heard as a backup."""
+        return self.heard.largest
 
     def gaps_from_now(self) -> None:
         """The node became a backup: measure gaps between live heartbeats from the next one on."""
-        self._last_live = None
+        self.heard.forget()
 
     def end_all(self) -> None:
         """Close every connection to the heartbeat port, proven or not, as no sign of death."""

@@ -29,6 +29,7 @@ from iwayfailover.core import events as ev
 from iwayfailover.core.events import BACKUP, LIVE, STARTING, STOPPED
 from iwayfailover.core.pair import PairCore, settings_for
 from iwayfailover.floating import FloatingAddress
+from iwayfailover.gaps import GapHistory
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, RefusalLog
 from iwayfailover.hooks import Hooks
 from iwayfailover.links import HeartbeatSender, InboundSessions
@@ -152,6 +153,7 @@ class CoreNode(MultiService):
     def _init_common(self, reactor, now, wall, epochs) -> None:
         self.reactor = reactor
         self.now = now
+        self.wall = wall  # the wall clock, for times shown to people only
         self._wall = wall
         self._epochs = epochs
         self.takeovers = collections.Counter()
@@ -711,6 +713,11 @@ class FailoverNode(CoreNode):
                 # refused on the heartbeat port, and by this node as a sender
                 rejected=self.heartbeat_factory.rejected + self.sender.rejected,
                 max_gap=self.sessions.max_gap, largest_stall=self.stalls.largest,
+                gaps=GapHistory(
+                    heard=self.sessions.heard.snapshot(awaiting=self.core.role == BACKUP),
+                    sent=self.sender.gaps.snapshot(awaiting=self.core.role == LIVE),
+                    at=self.wall(),
+                ),
             ),
             settings=SettingsStatus(
                 backup_location=self.settings.backup_location,

@@ -29,6 +29,7 @@ from zope.interface import Interface
 
 from iwayfailover.channel import ADDRESS_PREFIX, FAILED
 from iwayfailover.core.events import LIVE
+from iwayfailover.gaps import GapHistory
 
 TAKEOVER_KINDS = ("silence", "crash", "switchover", "peer_shutdown")
 """Why a backup took over, in one word: its live peer's signal went silent for
@@ -223,6 +224,9 @@ class HeartbeatStatus:
     """The longest pause, in seconds, between two live heartbeats heard as a backup."""
     largest_stall: float = 0.0
     """The longest time, in seconds, this process itself did not run."""
+    gaps: GapHistory = GapHistory()
+    """The gaps between heartbeats, heard and sent: histograms and the last minutes (C{/metrics}, C{/api/gaps}, the
+    console's chart); not in the status JSON."""
 
     def to_json(self) -> dict:
         return {

@@ -10,7 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from iwayfailover.console.access import GuardedRoot
-from iwayfailover.console.api import RestartListenerResource, StatusResource, SwitchoverResource
+from iwayfailover.console.api import GapsResource, RestartListenerResource, StatusResource, SwitchoverResource
 from iwayfailover.console.metrics import MetricsResource
 from iwayfailover.console.pages import Console, add_pages
 from iwayfailover.status import INodeControl
@@ -85,6 +85,7 @@ def console_root(node, clock=None, run=None, events=None, api_token=None, reacto
     api = Resource()
     root.putChild(b"api", api)
     api.putChild(b"status", StatusResource(node))
+    api.putChild(b"gaps", GapsResource(node))
     api.putChild(b"switchover", SwitchoverResource(node))
     api.putChild(b"restart-listener", RestartListenerResource(node))
     # The guard decides who may read it (this host's clients, or a login).

@@ -6,7 +6,7 @@ headers of every answer, and the guard at the root of the console's tree.
 The rule the guard applies:
 
 - C{/login} and C{/static/...} are open to all;
-- C{/api/status} and C{/metrics} are open without a login to this host's
+- C{/api/status}, C{/api/gaps} and C{/metrics} are open without a login to this host's
   own clients (loopback or Unix socket), as monitoring expects;
 - C{POST /api/switchover} and C{POST /api/restart-listener} are open
   without a login session to a client that shows the node's console token
@@ -54,7 +54,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 OPEN = (b"login", b"static")
-OPEN_ON_LOOPBACK = ("api/status", "metrics")
+OPEN_ON_LOOPBACK = ("api/status", "api/gaps", "metrics")
 CLI_ON_LOOPBACK = ("api/switchover", "api/restart-listener")
 TOKEN_FILE = "console.token"
 

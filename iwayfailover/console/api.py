@@ -68,6 +68,19 @@ class StatusResource(Resource):
         return _json(request, 200, self._node.status().to_json())
 
 
+class GapsResource(Resource):
+    """C{GET /api/gaps}: the heartbeat gaps of the last minutes, heard and sent (L{iwayfailover.gaps.GapHistory})."""
+
+    isLeaf = True
+
+    def __init__(self, node):
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request):
+        return _json(request, 200, self._node.status().heartbeats.gaps.to_json())
+
+
 class BadRequest(Exception):
     """A request's body or fields cannot be used; the message says why."""
 

@@ -145,6 +145,25 @@ def pair_metrics(status):
         "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
         value=1.0 if status.peer.connected else 0.0,
     )
+    yield gap_histogram(
+        "iwayfailover_heartbeat_gap_seconds",
+        "Gaps between two live heartbeats heard as a backup, in seconds: compare with the threshold.",
+        heartbeats.gaps.heard,
+    )
+    yield gap_histogram(
+        "iwayfailover_heartbeat_send_gap_seconds",
+        "Gaps between two heartbeats sent as live, in seconds: this node's own lateness (a busy reactor, a pause).",
+        heartbeats.gaps.sent,
+    )
+
+
+def gap_histogram(name, documentation, snapshot):
+    """One direction's gaps (L{iwayfailover.gaps.GapSnapshot}) as a Prometheus histogram."""
+    return HistogramMetricFamily(
+        name, documentation,
+        buckets=[(floatToGoString(bound), count) for bound, count in snapshot.buckets],
+        sum_value=snapshot.total,
+    )
 
 
 def group_metrics(status):

@@ -34,6 +34,8 @@ from iwayfailover.console import settings as form
 from iwayfailover.console.access import SESSION_COOKIE, GuardedRoot, LoginLimiter, Sessions, client_address
 from iwayfailover.console.users import ConsoleUser, UsersFileChecker, users_now
 from iwayfailover.core.events import LIVE
+from iwayfailover.gaps import chart_svg
+from iwayfailover.gaps import summary as gap_summary
 from iwayfailover.status import ListenerRestartRefused, SwitchoverRefused, iso
 
 log = Logger(namespace="iwayfailover.console")
@@ -229,7 +231,28 @@ class StatusPage(Page):
             ),
             class_="facts", **{"data-live": "status"},
         )
-        return tags.div(failed_banner(status), facts, self.switchover_form(request, status), self.transitions(status))
+        return tags.div(
+            failed_banner(status), facts, self.gaps_chart(status), self.switchover_form(request, status),
+            self.transitions(status),
+        )
+
+    def gaps_chart(self, status):
+        """The heartbeat gaps of the last minutes against the threshold, over the roles (C{/charts/heartbeat.svg})."""
+        gaps = status.heartbeats.gaps
+        return tags.div(
+            tags.h2("Heartbeat gaps"),
+            tags.p(
+                "The largest gap between heartbeats in each second of the last ", str(gaps.window // 60),
+                " minutes, against the threshold: how close the pair came to a takeover. The band on top is this"
+                " node's role; each dashed mark is a transition. Numbers: ", tags.a("/api/gaps", href="/api/gaps"),
+                " and ", tags.code("iwayfailover_heartbeat_gap_seconds"), " in ", tags.a("/metrics", href="/metrics"),
+                ".", class_="muted",
+            ),
+            tags.img(
+                src="/charts/heartbeat.svg", alt=gap_summary(gaps, status.settings.threshold), width="760",
+                height="260", class_="chart", id="heartbeat-chart", **{"data-live": "chart"},
+            ),
+        )
 
     def own_facts(self, status):
         return (
@@ -732,6 +755,26 @@ class LogoutPage(Resource):
         return b""
 
 
+class ChartResource(Resource):
+    """C{GET /charts/heartbeat.svg}: the status page's chart of heartbeat gaps (L{iwayfailover.gaps.chart_svg})."""
+
+    isLeaf = True
+
+    def __init__(self, console):
+        super().__init__()
+        self.console = console
+
+    def render_GET(self, request):
+        status = self.console.node.status()
+        body = chart_svg(
+            status.heartbeats.gaps, status.settings.threshold, status.settings.heartbeat_interval,
+            status.transitions, status.role,
+        )
+        request.setHeader(b"content-type", b"image/svg+xml; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return body.encode("utf-8")
+
+
 class Static(Resource):
     """The stylesheet and the script, from the package's data, read once."""
 
@@ -843,3 +886,6 @@ def add_pages(root: GuardedRoot, console: Console) -> None:
     root.putChild(b"login", LoginPage(console))
     root.putChild(b"logout", LogoutPage(console))
     root.putChild(b"static", Static())
+    charts = Resource()
+    root.putChild(b"charts", charts)
+    charts.putChild(b"heartbeat.svg", ChartResource(console))

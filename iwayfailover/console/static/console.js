@@ -83,7 +83,17 @@
     });
   }
 
+  // The Status page's chart of heartbeat gaps: drawn again by the node, swapped in once loaded (no flicker).
+  function refreshChart() {
+    var chart = document.querySelector('[data-live="chart"]');
+    if (!chart) { return; }
+    var next = new Image();
+    next.onload = function () { chart.src = next.src; };
+    next.src = "/charts/heartbeat.svg?t=" + Date.now();
+  }
+
   function poll() {
+    refreshChart();
     fetch("/api/status", { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (status) { if (status) { update(status); } })

@@ -1,0 +1,316 @@
+"""
+The gaps between heartbeats, kept for people to look at: how close did the
+pair come to a takeover? One L{GapRecord} per direction (heard from the live
+node while a backup, sent to the backup while live) keeps a histogram since
+the node started (C{/metrics}) and the largest gap of each second of the last
+minutes (the console's chart, C{/api/gaps}). L{GapSnapshot} is what the
+status carries; L{chart_svg} draws it against the threshold, with the node's
+roles over the same minutes.
+
+Measuring only: the decision core never reads these.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, Tuple
+
+GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, math.inf)
+"""The upper bounds, in seconds, of the gap histograms: fine around the short
+thresholds (0.15 s, 0.3 s), coarse up to the long ones."""
+
+WINDOW = 300
+"""Seconds of per-second maxima kept for the chart: the last five minutes."""
+
+
+@dataclass(frozen=True)
+class GapSnapshot:
+    """
+    One direction's gaps at one moment.
+
+    @ivar buckets: C{(upper bound, cumulative count)} for every bound of L{GAP_BUCKETS}.
+    @ivar recent: C{(second, largest gap, heartbeats)} for each Unix second of
+        the window in which a heartbeat came, oldest first.
+    @ivar open_gap: seconds since the last heartbeat, while one is awaited
+        (the gap still growing); None when none is awaited.
+    """
+
+    buckets: Tuple[Tuple[float, int], ...] = tuple((bound, 0) for bound in GAP_BUCKETS)
+    count: int = 0
+    total: float = 0.0
+    largest: float = 0.0
+    recent: Tuple[Tuple[int, float, int], ...] = ()
+    open_gap: Optional[float] = None
+
+    def recent_largest(self) -> float:
+        """The largest gap of the window (the open one included)."""
+        return max([g for _, g, _ in self.recent] + [self.open_gap or 0.0])
+
+    def recent_count(self) -> int:
+        return sum(n for _, _, n in self.recent)
+
+    def quantile(self, q: float) -> Optional[float]:
+        """The upper bound of the bucket that holds quantile C{q} of all gaps (None: no gap yet)."""
+        if self.count == 0:
+            return None
+        rank = q * self.count
+        for bound, cumulative in self.buckets:
+            if cumulative >= rank:
+                return bound
+        return math.inf  # pragma: no cover - the last bucket holds every gap
+
+
+class GapRecord:
+    """
+    The gaps between successive heartbeats of one direction.
+
+    L{beat} at each heartbeat; L{forget} when the next heartbeat does not
+    follow the last one (the node changed role, or the link is new), so that
+    the time between is not counted as a gap.
+
+    @param now: the monotonic clock gaps are measured on.
+    @param wall: the wall clock the chart's seconds are read from.
+    """
+
+    def __init__(self, now: Callable[[], float], wall: Callable[[], float], window: int = WINDOW):
+        self._now = now
+        self._wall = wall
+        self._window = window
+        self._counts = [0] * len(GAP_BUCKETS)
+        self.count = 0
+        self.total = 0.0
+        self.largest = 0.0
+        self._last: Optional[float] = None
+        self._seconds: collections.deque = collections.deque()  # [second, largest, heartbeats]
+
+    def beat(self) -> Optional[float]:
+        """A heartbeat now: record the gap since the previous one; return it (None for the first)."""
+        now = self._now()
+        last, self._last = self._last, now
+        second = int(self._wall())
+        seconds = self._seconds
+        if seconds and seconds[-1][0] == second:
+            entry = seconds[-1]
+        else:
+            entry = [second, 0.0, 0]
+            seconds.append(entry)
+            while seconds and seconds[0][0] <= second - self._window:
+                seconds.popleft()
+        entry[2] += 1
+        if last is None:
+            return None
+        gap = max(0.0, now - last)
+        self._counts[bisect.bisect_left(GAP_BUCKETS, gap)] += 1
+        self.count += 1
+        self.total += gap
+        self.largest = max(self.largest, gap)
+        entry[1] = max(entry[1], gap)
+        return gap
+
+    def forget(self) -> None:
+        """The next heartbeat starts afresh: no gap is counted up to it."""
+        self._last = None
+
+    def snapshot(self, awaiting: bool = False) -> GapSnapshot:
+        """
+        How the gaps stand now.
+
+        @param awaiting: is a heartbeat awaited now (a backup hearing a live
+            node, a live node sending)? Then the time since the last one is
+            the open gap.
+        """
+        cutoff = int(self._wall()) - self._window
+        cumulative, buckets = 0, []
+        for bound, n in zip(GAP_BUCKETS, self._counts):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        return GapSnapshot(
+            buckets=tuple(buckets), count=self.count, total=self.total, largest=self.largest,
+            recent=tuple((s, g, n) for s, g, n in self._seconds if s > cutoff),
+            open_gap=max(0.0, self._now() - self._last) if awaiting and self._last is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class GapHistory:
+    """Both directions' gaps, as the status carries them: heard (as a backup) and sent (as live)."""
+
+    heard: GapSnapshot = field(default_factory=GapSnapshot)
+    sent: GapSnapshot = field(default_factory=GapSnapshot)
+    at: float = 0.0
+    """The Unix time of the snapshots."""
+    window: int = WINDOW
+
+    def to_json(self) -> dict:
+        """C{GET /api/gaps}: every second of the window with a heartbeat, and the histograms' quantiles."""
+
+        def side(snapshot: GapSnapshot) -> dict:
+            return {
+                "count": snapshot.count,
+                "largest": round(snapshot.largest, 4),
+                "p50": _bound(snapshot.quantile(0.5)), "p99": _bound(snapshot.quantile(0.99)),
+                "p999": _bound(snapshot.quantile(0.999)),
+                "open_gap": None if snapshot.open_gap is None else round(snapshot.open_gap, 4),
+                "seconds": [[s, round(g, 4), n] for s, g, n in snapshot.recent],
+            }
+
+        return {"at": round(self.at, 3), "window": self.window, "heard": side(self.heard), "sent": side(self.sent)}
+
+
+def _bound(value: Optional[float]):
+    """A bucket bound for JSON (which has no infinity): None for none or above the last finite bound."""
+    return None if value is None or math.isinf(value) else value
+
+
+# -- the chart --
+
+ROLE_COLOURS = {
+    "live": "#2e7d32", "backup": "#607d8b", "starting": "#9e9e9e", "handing_over": "#ef6c00",
+    "stopping": "#ef6c00", "fenced": "#c62828", "stopped": "#424242",
+}
+HEARD, SENT, OPEN, THRESHOLD = "#1565c0", "#8d6e63", "#ef6c00", "#c62828"
+
+
+def _nice_top(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k at or above C{value}."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        top = step * 10 ** exponent
+        if top >= value - 1e-12:
+            return top
+    return 10 ** (exponent + 1)  # pragma: no cover
+
+
+def _fmt(seconds: float) -> str:
+    if seconds >= 1 or seconds == 0:
+        return f"{seconds:g} s"
+    return f"{seconds * 1000:g} ms"
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def role_spans(transitions: Sequence, role: str, start: float, end: float) -> list:
+    """
+    The node's roles over C{[start, end]}: C{(from, to, role)} spans, from
+    its transitions (oldest first, each with C{at}, C{previous}, C{role}) and
+    its role now. Before the oldest transition kept, its C{previous} role.
+    """
+    inside = [t for t in transitions if start < t.at <= end]
+    before = [t for t in transitions if t.at <= start]
+    if before:
+        first = before[-1].role
+    elif inside:
+        first = inside[0].previous or "starting"
+    else:
+        first = role
+    spans, at, current = [], start, first
+    for t in inside:
+        if t.at > at:
+            spans.append((at, t.at, current))
+        at, current = t.at, t.role
+    spans.append((at, end, current))
+    return spans
+
+
+def chart_svg(history: GapHistory, threshold: float, interval: float, transitions: Sequence, role: str,
+              width: int = 760, height: int = 260) -> str:
+    """
+    An SVG picture of the last L{WINDOW} seconds up to the snapshots' time:
+    the largest heartbeat gap of each second, heard (blue) and sent (brown),
+    the open gap (orange), the threshold (red, dashed) and the interval, over
+    a band of the node's roles with a mark at each transition.
+    """
+    window, at = history.window, history.at
+    left, right, top, bottom = 56, 12, 46, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    start = at - window
+    largest = max(history.heard.recent_largest(), history.sent.recent_largest())
+    y_top = _nice_top(max(threshold * 1.15, largest * 1.05, interval * 2))
+
+    def x(t: float) -> float:
+        return left + max(0.0, min(1.0, (t - start) / window)) * plot_w
+
+    def y(gap: float) -> float:
+        return top + plot_h - min(gap, y_top) / y_top * plot_h
+
+    parts = []
+    add = parts.append
+    text = summary(history, threshold)
+    add(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_esc(text)}" font-family="sans-serif" font-size="11">')
+    add(f"<title>{_esc(text)}</title>")
+    add(f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>')
+    # The roles' band, with a mark and a tooltip at each transition.
+    add(f'<text class="summary" x="{left}" y="13" fill="#212121" font-size="12">{_esc(text)}</text>')
+    band_y, band_h = 24, 10
+    for begin, end, span_role in role_spans(transitions, role, start, at):
+        colour = ROLE_COLOURS.get(span_role, "#9e9e9e")
+        add(f'<rect class="role-span" data-role="{_esc(span_role)}" x="{x(begin):.1f}" y="{band_y}" '
+            f'width="{max(0.5, x(end) - x(begin)):.1f}" height="{band_h}" fill="{colour}">'
+            f"<title>{_esc(span_role)}</title></rect>")
+    for t in transitions:
+        if start < t.at <= at:
+            tip = f"{t.previous or '?'} to {t.role}, epoch {t.epoch}" + (f": {t.cause}" if t.cause else "")
+            add(f'<line class="transition" x1="{x(t.at):.1f}" x2="{x(t.at):.1f}" y1="{band_y - 4}" y2="{top + plot_h}" '
+                f'stroke="#424242" stroke-width="1" stroke-dasharray="2 2"><title>{_esc(tip)}</title></line>')
+    add(f'<text x="{left - 4}" y="{band_y + 9}" text-anchor="end" fill="#424242">role</text>')
+    # Axes and grid.
+    add(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#bdbdbd"/>')
+    for i in range(5):
+        value = y_top * i / 4
+        add(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eeeeee"/>')
+        add(f'<text x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end" fill="#616161">{_fmt(value)}</text>')
+    for minutes in range(window // 60 + 1):
+        t = at - minutes * 60
+        label = "now" if minutes == 0 else f"-{minutes} min"
+        add(f'<text x="{x(t):.1f}" y="{top + plot_h + 14}" text-anchor="middle" fill="#616161">{label}</text>')
+    # The gaps: one vertical stroke per second, each at its largest gap.
+    for colour, snapshot, name in ((SENT, history.sent, "sent"), (HEARD, history.heard, "heard")):
+        strokes = " ".join(f"M{x(s + 0.5):.1f} {y(0):.1f}V{y(g):.1f}" for s, g, _ in snapshot.recent if g > 0)
+        if strokes:
+            add(f'<path class="gaps-{name}" d="{strokes}" stroke="{colour}" stroke-width="2" fill="none"/>')
+    for snapshot in (history.heard, history.sent):
+        if snapshot.open_gap is not None and snapshot.open_gap > interval:
+            add(f'<line class="open-gap" x1="{x(at) - 2:.1f}" x2="{x(at) - 2:.1f}" y1="{y(0):.1f}" '
+                f'y2="{y(snapshot.open_gap):.1f}" stroke="{OPEN}" stroke-width="4">'
+                f"<title>silent for {snapshot.open_gap:.3f} s now</title></line>")
+    # The threshold and the interval.
+    add(f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
+        f'stroke="{THRESHOLD}" stroke-width="1.5" stroke-dasharray="6 4"/>')
+    add(f'<text x="{left + plot_w - 4}" y="{y(threshold) - 4:.1f}" text-anchor="end" fill="{THRESHOLD}">'
+        f"threshold {_fmt(threshold)}</text>")
+    if interval > 0:
+        add(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(interval):.1f}" y2="{y(interval):.1f}" '
+            f'stroke="#9e9e9e" stroke-dasharray="1 3"/>')
+        add(f'<text x="{left + 4}" y="{y(interval) - 4:.1f}" fill="#757575">interval {_fmt(interval)}</text>')
+    # The legend.
+    legend_y = height - 6
+    add(f'<rect x="{left}" y="{legend_y - 8}" width="10" height="8" fill="{HEARD}"/>'
+        f'<text x="{left + 14}" y="{legend_y}" fill="#424242">largest gap heard each second (as backup)</text>')
+    add(f'<rect x="{left + 290}" y="{legend_y - 8}" width="10" height="8" fill="{SENT}"/>'
+        f'<text x="{left + 304}" y="{legend_y}" fill="#424242">sent (as live)</text>')
+    add(f'<rect x="{left + 400}" y="{legend_y - 8}" width="10" height="8" fill="{OPEN}"/>'
+        f'<text x="{left + 414}" y="{legend_y}" fill="#424242">silent now</text>')
+    add("</svg>")
+    return "".join(parts)
+
+
+def summary(history: GapHistory, threshold: float) -> str:
+    """One sentence for the chart's title and the page: the largest gap of the window against the threshold."""
+    minutes = history.window // 60
+    heard, sent = history.heard, history.sent
+    side, snapshot = ("heard", heard) if heard.recent_count() or heard.open_gap is not None else ("sent", sent)
+    if not snapshot.recent_count():
+        return f"No heartbeat heard or sent in the last {minutes} minutes."
+    largest = snapshot.recent_largest()
+    share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if threshold > 0 else ""
+    return (f"Largest heartbeat gap {side} in the last {minutes} minutes: {largest:.3f} s{share};"
+            f" {snapshot.recent_count()} heartbeats.")
+
