@@ -188,8 +188,8 @@ def _nice_top(value: float) -> float:
 
 def _fmt(seconds: float) -> str:
     if seconds >= 1 or seconds == 0:
-        return f"{seconds:g} s"
-    return f"{seconds * 1000:g} ms"
+        return f"{round(seconds, 6):g} s"
+    return f"{round(seconds * 1000, 3):g} ms"
 
 
 def _esc(text: str) -> str:
@@ -207,12 +207,13 @@ def role_spans(transitions: Sequence, role: str, start: float, end: float) -> li
     if before:
         first = before[-1].role
     elif inside:
-        first = inside[0].previous or "starting"
+        # A first transition out of starting is the node's start: nothing ran before it.
+        first = None if inside[0].previous in (None, "starting") else inside[0].previous
     else:
         first = role
     spans, at, current = [], start, first
     for t in inside:
-        if t.at > at:
+        if t.at > at and current is not None:
             spans.append((at, t.at, current))
         at, current = t.at, t.role
     spans.append((at, end, current))
@@ -232,7 +233,10 @@ def chart_svg(history: GapHistory, threshold: float, interval: float, transition
     plot_w, plot_h = width - left - right, height - top - bottom
     start = at - window
     largest = max(history.heard.recent_largest(), history.sent.recent_largest())
-    y_top = _nice_top(max(threshold * 1.15, largest * 1.05, interval * 2))
+    need = max(threshold * 1.15, largest * 1.05, interval * 2)
+    step = _nice_top(need / 4)  # four or five round ticks
+    ticks = math.ceil(need / step - 1e-9)
+    y_top = ticks * step
 
     def x(t: float) -> float:
         return left + max(0.0, min(1.0, (t - start) / window)) * plot_w
@@ -263,8 +267,8 @@ def chart_svg(history: GapHistory, threshold: float, interval: float, transition
     add(f'<text x="{left - 4}" y="{band_y + 9}" text-anchor="end" fill="#424242">role</text>')
     # Axes and grid.
     add(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#bdbdbd"/>')
-    for i in range(5):
-        value = y_top * i / 4
+    for i in range(ticks + 1):
+        value = step * i
         add(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eeeeee"/>')
         add(f'<text x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end" fill="#616161">{_fmt(value)}</text>')
     for minutes in range(window // 60 + 1):
@@ -305,12 +309,13 @@ def chart_svg(history: GapHistory, threshold: float, interval: float, transition
 def summary(history: GapHistory, threshold: float) -> str:
     """One sentence for the chart's title and the page: the largest gap of the window against the threshold."""
     minutes = history.window // 60
-    heard, sent = history.heard, history.sent
-    side, snapshot = ("heard", heard) if heard.recent_count() or heard.open_gap is not None else ("sent", sent)
-    if not snapshot.recent_count():
+    said = []
+    for side, snapshot in (("heard", history.heard), ("sent", history.sent)):
+        if snapshot.recent_count():
+            largest = snapshot.recent_largest()
+            share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if threshold > 0 and not said else ""
+            said.append(f"{side} {largest:.3f} s{share} over {snapshot.recent_count()} heartbeats")
+    if not said:
         return f"No heartbeat heard or sent in the last {minutes} minutes."
-    largest = snapshot.recent_largest()
-    share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if threshold > 0 else ""
-    return (f"Largest heartbeat gap {side} in the last {minutes} minutes: {largest:.3f} s{share};"
-            f" {snapshot.recent_count()} heartbeats.")
+    return f"Largest heartbeat gap in the last {minutes} minutes: " + "; ".join(said) + "."
 

@@ -230,9 +230,17 @@ class Node:
 
     def status(self, timeout=1.0):
         """The node's /api/status object, or None if it does not answer within C{timeout} seconds."""
+        return self.api("/api/status", timeout)
+
+    def gaps(self, timeout=1.0):
+        """The node's /api/gaps object (its heartbeat gaps), or None if it does not answer within C{timeout} seconds."""
+        return self.api("/api/gaps", timeout)
+
+    def api(self, path, timeout=1.0):
+        """GET C{path} of the node's console as JSON, or None if it does not answer 200 within C{timeout} seconds."""
         try:
             connection = _console_connection(self.console, timeout)
-            connection.request("GET", "/api/status")
+            connection.request("GET", path)
             response = connection.getresponse()
             body = response.read()
             connection.close()

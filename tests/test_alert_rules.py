@@ -51,8 +51,8 @@ tests:
         values: '0+5x20'
       - series: 'iwayfailover_heartbeat_interval_seconds{{job="pair1", instance="serv_b"}}'
         values: '1x20'
-      - series: 'iwayfailover_max_heartbeat_gap_seconds{{job="pair1", instance="serv_b"}}'
-        values: '2.7x20'
+      - series: 'iwayfailover_recent_max_heartbeat_gap_seconds{{job="pair1", instance="serv_b"}}'
+        values: '2.7x15 0.4x10'
       - series: 'iwayfailover_threshold_seconds{{job="pair1", instance="serv_b"}}'
         values: '3x20'
     alert_rule_test:
@@ -66,6 +66,10 @@ tests:
         exp_alerts:
           - exp_labels: {{job: pair1, instance: serv_b, severity: warning}}
             exp_annotations: {{summary: "serv_b heard a heartbeat gap near its threshold"}}
+      # Five minutes later the gap has left the node's window: the alert resolves by itself.
+      - eval_time: 100s
+        alertname: IwayHeartbeatGapNearThreshold
+        exp_alerts: []
   # A healthy group of three: one live, two backups, no heartbeat series: nothing fires.
   - interval: 5s
     input_series:

@@ -3,8 +3,9 @@ The console in a real browser: Debian's chromium, headless, driven by
 Selenium through chromium-driver, against a real pair of twistd nodes.
 
 It logs in, changes the threshold of both servers in Backup Settings and
-sees both nodes report it, sees the backup's listener WAITING, and presses
-switchover (confirming) to see the roles swap.
+sees both nodes report it, sees the backup's listener WAITING, presses
+switchover (confirming) to see the roles swap, and sees the chart of the
+heartbeat gaps drawn and redrawn on the status page.
 
 With IWAY_CONSOLE_SCREENSHOTS=FOLDER set it also saves a screenshot of each
 page there (console-status.png, console-listeners.png, console-settings.png,
@@ -139,17 +140,19 @@ class BrowserTests(unittest.TestCase):
         self.assertEqual(state.text, "WAITING")
         self.screenshot("listeners")
 
-        # The log and the status page, for the screenshots.
+        # The log, for the screenshots.
         self.open(a, "/log")
         self.assertIn("saved", self.text())
         self.screenshot("log")
-        self.open(a, "/")
-        self.screenshot("status")
 
         # The backup's listener monitor stays open in a first tab...
         monitor = self.browser.current_window_handle
         self.open(b, "/listeners")
         self.browser.switch_to.new_window("tab")
+
+        if SCREENSHOTS:
+            # For the status page's picture: minutes of gaps heard by serv_b before it takes the role.
+            wait_for(lambda: (b.gaps() or {}).get("heard", {}).get("count", 0) >= 400, 200, "400 heartbeats heard")
 
         # ...while a planned switchover is made from the live node, with its confirmation.
         self.open(a, "/")
@@ -165,3 +168,19 @@ class BrowserTests(unittest.TestCase):
             lambda driver: driver.find_element(By.CSS_SELECTOR, "[data-listener=web]").text == "ACTIVE"
         )
         self.assertEqual(self.browser.find_element(By.CSS_SELECTOR, "nav [data-field=role]").text, "live")
+
+        # serv_b's status page: the chart of the heartbeat gaps it heard as a backup, then sent as live, with
+        # the switchover's mark. The image is served to the logged-in browser (the CSP allows it), and the
+        # script draws it again: its source changes while the page stays.
+        self.open(b, "/")
+        chart = self.browser.find_element(By.ID, "heartbeat-chart")
+        self.assertIn("of the threshold 1.5 s", chart.get_attribute("alt"))
+        WebDriverWait(self.browser, 10).until(
+            lambda driver: "?t=" in chart.get_attribute("src") and driver.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", chart)
+        )
+        if SCREENSHOTS:
+            # And a minute of gaps sent as live after it.
+            wait_for(lambda: (b.gaps() or {}).get("sent", {}).get("count", 0) >= 300, 200, "300 heartbeats sent")
+            self.open(b, "/")
+            self.screenshot("status")

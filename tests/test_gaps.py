@@ -135,6 +135,11 @@ class RoleSpanTests(unittest.TestCase):
         spans = role_spans([transition(200, "backup", "live")], "live", 0, 300)
         self.assertEqual(spans, [(0, 200, "backup"), (200, 300, "live")])
 
+    def test_nothing_is_drawn_before_the_node_started(self):
+        """The first transition kept is out of starting: the node started then; no span before it."""
+        spans = role_spans([transition(100, "starting", "backup"), transition(200, "backup", "live")], "live", 0, 300)
+        self.assertEqual(spans, [(100, 200, "backup"), (200, 300, "live")])
+
     def test_a_transition_before_the_window_gives_the_first_role(self):
         spans = role_spans([transition(-50, "starting", "backup"), transition(100, "backup", "live")], "live", 0, 300)
         self.assertEqual(spans, [(0, 100, "backup"), (100, 300, "live")])
@@ -160,8 +165,8 @@ class ChartTests(unittest.TestCase):
         root = parse(chart_svg(self.history(heard), 2.0, 0.5, [], "backup"))
         self.assertEqual(root.tag, SVG + "svg")
         title = root.find(SVG + "title").text
-        self.assertIn("1.500 s (75% of the threshold 2 s)", title)
-        self.assertIn("3 heartbeats", title)
+        self.assertEqual(title, "Largest heartbeat gap in the last 5 minutes: heard 1.500 s (75% of the threshold 2 s)"
+                                " over 3 heartbeats.")
         self.assertEqual(root.get("aria-label"), title)
         self.assertEqual(root.find(f"{SVG}text[@class='summary']").text, title)
 
@@ -193,7 +198,7 @@ class ChartTests(unittest.TestCase):
         root = parse(chart_svg(self.history(sent=[(int(T0) + 5, 0.2, 4)]), 1.0, 0.1, [], "live"))
         self.assertEqual(len(self.strokes(root, "sent")), 1)
         self.assertEqual(self.strokes(root, "heard"), [])
-        self.assertIn("gap sent", root.find(SVG + "title").text)
+        self.assertIn("sent 0.200 s (20% of the threshold 1 s) over 4 heartbeats", root.find(SVG + "title").text)
 
     def test_seconds_outside_the_window_are_not_drawn_past_its_edges(self):
         """The x of every stroke stays within the plot, whatever the second."""
@@ -265,6 +270,7 @@ class NodeGapTests(NodeTestCase):
         self.assertEqual(value(samples, name + "_bucket", le="1.0"), 2)
         self.assertEqual(value(samples, name + "_bucket", le="2.0"), 3)
         self.assertEqual(value(samples, "iwayfailover_heartbeat_send_gap_seconds_count"), 0)
+        self.assertEqual(value(samples, "iwayfailover_recent_max_heartbeat_gap_seconds"), 1.25)
 
     def test_a_live_node_exports_the_gaps_between_the_heartbeats_it_sends(self):
         """Live with an interval of 0.5 s: each heartbeat sent ends a gap of 0.5 s."""

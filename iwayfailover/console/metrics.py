@@ -142,6 +142,11 @@ def pair_metrics(status):
         value=heartbeats.max_gap,
     )
     yield GaugeMetricFamily(
+        "iwayfailover_recent_max_heartbeat_gap_seconds",
+        "The longest pause between two live heartbeats heard as a backup in the last five minutes (0: none heard).",
+        value=max((gap for _, gap, _ in heartbeats.gaps.heard.recent), default=0.0),
+    )
+    yield GaugeMetricFamily(
         "iwayfailover_peer_connected", "1 while a heartbeat connection to the peer is up.",
         value=1.0 if status.peer.connected else 0.0,
     )
