@@ -314,8 +314,8 @@ def summary(history: GapHistory, threshold: float) -> str:
         if snapshot.recent_count():
             largest = snapshot.recent_largest()
             share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if threshold > 0 and not said else ""
-            said.append(f"{side} {largest:.3f} s{share} over {snapshot.recent_count()} heartbeats")
+            said.append(f"{side} {largest:.3f} s{share}")
     if not said:
         return f"No heartbeat heard or sent in the last {minutes} minutes."
-    return f"Largest heartbeat gap in the last {minutes} minutes: " + "; ".join(said) + "."
+    return f"Largest heartbeat gap in the last {minutes} min: " + "; ".join(said) + "."
 
