@@ -214,8 +214,15 @@ def format_status(status: dict) -> str:
     if status.get("auth") and not coordinator:  # a group's members send no heartbeats to sign
         lines.append(("auth", _auth_line(status["auth"])))
     config = status.get("config") or {}
-    if config.get("last_error"):
+    if config.get("source") == "local copy":
+        lines.append((
+            "config", f"RUNNING FROM THE LOCAL COPY {config.get('local_copy')} of {config.get('path')}, saved"
+            f" {config.get('local_copy_saved')}: the share cannot be read: {config.get('last_error')}",
+        ))
+    elif config.get("last_error"):
         lines.append(("config", f"NOT RELOADED, running the last good one: {config['last_error']}"))
+    if config.get("local_copy_error"):
+        lines.append(("local copy", f"NOT KEPT: {config['local_copy_error']}"))
     width = max(len(k) for k, _ in lines)
     out = [f"{k.ljust(width)}  {v}" for k, v in lines]
     if coordinator:
