@@ -222,8 +222,8 @@ def config_banner(status):
         return ""
     saved = "at an unknown time" if config.local_copy_saved is None else iso(config.local_copy_saved)
     return tags.div(
-        tags.strong("Running from the local copy"), f" of {config.path} ",
-        tags.span(f"({config.local_copy})" if config.local_copy else ""), f" saved {saved}: the share cannot be read: ",
+        tags.strong("Running from the local copy"), f" of {config.path}",
+        f" ({config.local_copy})" if config.local_copy else "", f" saved {saved}: the share cannot be read: ",
         tags.span(config.last_error or "it could not be read at the start", **{"data-field": "share-error"}),
         ". The node goes back to the shared file as soon as it can be read.",
         **{"class": "banner", "role": "alert", "data-live": "local-copy"},
