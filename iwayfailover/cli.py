@@ -22,7 +22,9 @@ import sys
 
 from twisted.python import usage
 
-from iwayfailover.config import ConfigError, endpoint_interface, endpoint_port, read_config, server_endpoint_string
+from iwayfailover.config import (
+    ConfigError, ConfigUnreadable, endpoint_interface, endpoint_port, parse_config, read_config, server_endpoint_string,
+)
 from iwayfailover.tap import default_config, default_name
 
 STATUS_TIMEOUT = 5.0
@@ -289,6 +291,28 @@ def _console_of(config, name):
         raise CommandError(str(e), 2) from None
 
 
+def _local_copy(command, options, error):
+    """
+    The shared file cannot be read: the node's local copy of it (in its
+    state dir, where this user may read it), to find the node's console, or
+    None. Says on standard error that the copy is used.
+    """
+    from iwayfailover.config.lastgood import CopyRefused, find_copy
+    from iwayfailover.state import default_state_dir
+    from iwayfailover.status import iso
+
+    folder = options.get("state-dir") or default_state_dir(options["name"])
+    try:
+        copy = find_copy(folder, options["config"])
+        config = None if copy is None else parse_config(copy.text, options["config"])
+    except (CopyRefused, ConfigError, OSError):
+        return None
+    if config is not None:
+        print(f"iwsrv {command}: {error}; using the node's local copy {copy.path} (saved {iso(copy.saved)})",
+              file=sys.stderr)
+    return config
+
+
 def _run(command, argv, options, prepare):
     """
     Parse, read the configuration, then C{prepare(options, config)}, which
@@ -303,6 +327,11 @@ def _run(command, argv, options, prepare):
         return 2
     try:
         config = read_config(options["config"])
+    except ConfigUnreadable as e:
+        config = _local_copy(command, options, e)
+        if config is None:
+            print(f"iwsrv {command}: {e}", file=sys.stderr)
+            return 2
     except ConfigError as e:
         print(f"iwsrv {command}: {e}", file=sys.stderr)
         return 2

@@ -597,3 +597,47 @@ class ConsoleBannerTests(ConsoleTestCase):
         """Before a login, nothing about the node is shown."""
         _, body = self.get("/login")
         self.assertNotIn('data-live="local-copy"', body)
+
+
+class IwsrvFindsTheConsoleInTheCopyTests(TestCase):
+    """iwsrv's commands find the node's console in its local copy while the share cannot be read."""
+
+    def setUp(self):
+        import io
+        import sys
+
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+        self.share = Share(self)
+        state_home = os.path.dirname(self.share.state)
+        self.share.state = os.path.join(state_home, "iwayfailover", "serv_b")  # the default state dir of serv_b
+        os.makedirs(self.share.state)
+        saved = os.environ.get("XDG_STATE_HOME")
+        os.environ["XDG_STATE_HOME"] = state_home
+        self.addCleanup(lambda: os.environ.pop("XDG_STATE_HOME") if saved is None
+                        else os.environ.__setitem__("XDG_STATE_HOME", saved))
+
+    def test_status_reads_the_copy_and_says_so(self):
+        """Share gone: iwsrv status reads serv_b's copy (which gives it no console), and says it used the copy."""
+        from iwayfailover.cli import status_main
+
+        self.share.keep()
+        self.share.gone()
+
+        code = status_main(["--config", self.share.path, "--name", "serv_b"])
+
+        self.assertEqual(code, 2)
+        self.assertIn(f"using the node's local copy {os.path.join(self.share.state, COPY_NAME)}", self.stderr.getvalue())
+        self.assertIn("[server:serv_b] has no console key", self.stderr.getvalue())
+
+    def test_without_a_copy_the_unreadable_file_is_the_error(self):
+        """Share gone, no copy: exit 2 naming the file, as before."""
+        from iwayfailover.cli import status_main
+
+        self.share.gone()
+
+        code = status_main(["--config", self.share.path, "--name", "serv_b"])
+
+        self.assertEqual(code, 2)
+        self.assertIn("cannot read the configuration", self.stderr.getvalue())
+        self.assertNotIn("local copy", self.stderr.getvalue())
