@@ -2,7 +2,8 @@
 C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
-    iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
+    iwsrv status [--config PATH] [--name NAME] [--state-dir DIR] [--json]
+                                                                 ask a running node how it stands
     iwsrv switchover [--config PATH] [--name NAME] [--state-dir DIR] [--to NAME] [--yes] [--json]
                                                                  hand the live role to the backup (or member NAME)
     iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--state-dir DIR] [--json]
@@ -35,11 +36,13 @@ RESTART_TIMEOUT = 30.0
 
 
 class StatusOptions(usage.Options):
-    synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--json]"
+    synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--state-dir DIR] [--json]"
     optFlags = [["json", "j", "Print the status object as JSON."]]
     optParameters = [
         ["config", "c", None, "The shared configuration. [default: $IWAY_CONFIG or /etc/iwayfailover/iwayfailover.ini]"],
         ["name", None, None, "The server to ask. [default: the host name]"],
+        ["state-dir", None, None, "The node's state dir: its local copy of the configuration is read there while"
+         " the shared file cannot be read. [default: ~/.local/state/iwayfailover/NAME]"],
     ]
 
     def postOptions(self):

@@ -630,6 +630,21 @@ class IwsrvFindsTheConsoleInTheCopyTests(TestCase):
         self.assertIn(f"using the node's local copy {os.path.join(self.share.state, COPY_NAME)}", self.stderr.getvalue())
         self.assertIn("[server:serv_b] has no console key", self.stderr.getvalue())
 
+    def test_status_reads_the_copy_in_the_state_dir_given(self):
+        """--state-dir names where the copy is (a node run by systemd keeps it in /var/lib/iwayfailover/NAME)."""
+        from iwayfailover.cli import status_main
+
+        elsewhere = os.path.join(os.path.dirname(self.share.folder), "var-lib")
+        os.makedirs(elsewhere)
+        self.share.state = elsewhere
+        self.share.keep()
+        self.share.gone()
+
+        code = status_main(["--config", self.share.path, "--name", "serv_b", "--state-dir", elsewhere])
+
+        self.assertEqual(code, 2)
+        self.assertIn(f"using the node's local copy {os.path.join(elsewhere, COPY_NAME)}", self.stderr.getvalue())
+
     def test_without_a_copy_the_unreadable_file_is_the_error(self):
         """Share gone, no copy: exit 2 naming the file, as before."""
         from iwayfailover.cli import status_main
