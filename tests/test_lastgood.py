@@ -528,9 +528,10 @@ class ShowingItTests(TestCase):
         self.assertIn("Input/output error", html)
         self.assertIn('role="alert"', html)
 
-    def test_no_banner_on_the_share(self):
-        """On the share, no banner at all."""
+    def test_a_banner_only_on_the_copy(self):
+        """On the share, no banner at all; on the copy, one."""
         self.assertEqual(config_banner(self.status(ConfigStatus(path="/share/iway.ini"))), "")
+        self.assertNotEqual(config_banner(self.status(COPY_STATUS)), "")
 
     def test_iwsrv_status_says_it_runs_from_the_copy(self):
         """iwsrv status: a config line naming the copy, its time, the share and why."""
@@ -593,10 +594,12 @@ class ConsoleBannerTests(ConsoleTestCase):
         _, body = self.get("/api/status")
         self.assertEqual(json.loads(body)["config"]["source"], "share")
 
-    def test_the_login_page_shows_no_banner(self):
-        """Before a login, nothing about the node is shown."""
+    def test_the_banner_is_shown_only_after_a_login(self):
+        """Before a login the login page shows nothing about the node; once logged in, the banner is there."""
         _, body = self.get("/login")
         self.assertNotIn('data-live="local-copy"', body)
+
+        self.assertIn('data-live="local-copy"', self.logged_in())
 
 
 class IwsrvFindsTheConsoleInTheCopyTests(TestCase):
@@ -618,15 +621,20 @@ class IwsrvFindsTheConsoleInTheCopyTests(TestCase):
                         else os.environ.__setitem__("XDG_STATE_HOME", saved))
 
     def test_status_reads_the_copy_and_says_so(self):
-        """Share gone: iwsrv status reads serv_b's copy (which gives it no console), and says it used the copy."""
+        """Share gone: with no copy, the unreadable file is the error; with one, iwsrv reads it and says so."""
         from iwayfailover.cli import status_main
 
+        self.share.gone()
+        self.assertEqual(status_main(["--config", self.share.path, "--name", "serv_b"]), 2)
+        self.assertIn("cannot read the configuration", self.stderr.getvalue())
+        self.assertNotIn("local copy", self.stderr.getvalue())
+        self.share.back()
         self.share.keep()
         self.share.gone()
 
         code = status_main(["--config", self.share.path, "--name", "serv_b"])
 
-        self.assertEqual(code, 2)
+        self.assertEqual(code, 2)  # serv_b has no console; the copy says so
         self.assertIn(f"using the node's local copy {os.path.join(self.share.state, COPY_NAME)}", self.stderr.getvalue())
         self.assertIn("[server:serv_b] has no console key", self.stderr.getvalue())
 
@@ -644,15 +652,3 @@ class IwsrvFindsTheConsoleInTheCopyTests(TestCase):
 
         self.assertEqual(code, 2)
         self.assertIn(f"using the node's local copy {os.path.join(elsewhere, COPY_NAME)}", self.stderr.getvalue())
-
-    def test_without_a_copy_the_unreadable_file_is_the_error(self):
-        """Share gone, no copy: exit 2 naming the file, as before."""
-        from iwayfailover.cli import status_main
-
-        self.share.gone()
-
-        code = status_main(["--config", self.share.path, "--name", "serv_b"])
-
-        self.assertEqual(code, 2)
-        self.assertIn("cannot read the configuration", self.stderr.getvalue())
-        self.assertNotIn("local copy", self.stderr.getvalue())
