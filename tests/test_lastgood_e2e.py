@@ -115,3 +115,46 @@ class StartFromTheLocalCopyTests(unittest.TestCase):
         self.assertEqual(len(lines), 1, error)
         self.assertIn(self.pair.config_path, lines[0])
         self.assertIn("no local copy of it in", lines[0])
+
+
+class GroupMemberFromTheLocalCopyTests(unittest.TestCase):
+    """A member of a group on a real etcd (coordinator = etcd) reads the shared file the same way."""
+
+    @classmethod
+    def setUpClass(cls):
+        from etcdharness import ETCD, EtcdCluster
+
+        if ETCD is None:
+            raise unittest.SkipTest("etcd is not installed (Debian package etcd-server: `make system-packages` installs it)")
+        cls.etcd = EtcdCluster(members=1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.etcd.stop()
+
+    def test_a_member_whose_share_is_gone_starts_from_its_copy_and_goes_back(self):
+        """alpha, alone in its group: started once, then without its share: live from the copy, then back on the file."""
+        from groupharness import Group
+
+        group = Group(temporary_directory(self), self.etcd.endpoints, names=("alpha",), threshold=2)
+        self.addCleanup(group.stop)
+        node = group["alpha"]
+        copy = os.path.join(node.state_dir, COPY)
+        group.start("alpha", backup=False)
+        node.wait_role("live", timeout=20)
+        wait_for(lambda: os.path.exists(copy), 10, "the local copy\n" + node.log_tail())
+        node.stop()
+        os.rename(group.config_path, group.config_path + ".away")
+
+        group.start("alpha", backup=False)
+        status = node.wait_role("live", timeout=20)
+
+        self.assertEqual((status["config"]["source"], status["config"]["local_copy"]), ("local copy", copy))
+        self.assertIn("running from the local copy", node.log_text())
+
+        os.rename(group.config_path + ".away", group.config_path)
+        wait_for(
+            lambda: (s := node.status()) and s["config"]["source"] == "share", 10,
+            "alpha to go back to the share\n" + node.log_tail(),
+        )
+        self.assertEqual(node.status()["role"], "live")
