@@ -2,7 +2,8 @@
 C{iwsrv}: the node in the foreground, and questions to a running node.
 
     iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]   run a node (twistd -n iway-failover)
-    iwsrv status [--config PATH] [--name NAME] [--json]          ask a running node how it stands
+    iwsrv status [--config PATH] [--name NAME] [--state-dir DIR] [--json]
+                                                                 ask a running node how it stands
     iwsrv switchover [--config PATH] [--name NAME] [--state-dir DIR] [--to NAME] [--yes] [--json]
                                                                  hand the live role to the backup (or member NAME)
     iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--state-dir DIR] [--json]
@@ -22,7 +23,9 @@ import sys
 
 from twisted.python import usage
 
-from iwayfailover.config import ConfigError, endpoint_interface, endpoint_port, read_config, server_endpoint_string
+from iwayfailover.config import (
+    ConfigError, ConfigUnreadable, endpoint_interface, endpoint_port, parse_config, read_config, server_endpoint_string,
+)
 from iwayfailover.tap import default_config, default_name
 
 STATUS_TIMEOUT = 5.0
@@ -33,11 +36,13 @@ RESTART_TIMEOUT = 30.0
 
 
 class StatusOptions(usage.Options):
-    synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--json]"
+    synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--state-dir DIR] [--json]"
     optFlags = [["json", "j", "Print the status object as JSON."]]
     optParameters = [
         ["config", "c", None, "The shared configuration. [default: $IWAY_CONFIG or /etc/iwayfailover/iwayfailover.ini]"],
         ["name", None, None, "The server to ask. [default: the host name]"],
+        ["state-dir", None, None, "The node's state dir: its local copy of the configuration is read there while"
+         " the shared file cannot be read. [default: ~/.local/state/iwayfailover/NAME]"],
     ]
 
     def postOptions(self):
@@ -214,8 +219,15 @@ def format_status(status: dict) -> str:
     if status.get("auth") and not coordinator:  # a group's members send no heartbeats to sign
         lines.append(("auth", _auth_line(status["auth"])))
     config = status.get("config") or {}
-    if config.get("last_error"):
+    if config.get("source") == "local copy":
+        lines.append((
+            "config", f"RUNNING FROM THE LOCAL COPY {config.get('local_copy')} of {config.get('path')}, saved"
+            f" {config.get('local_copy_saved')}: the share cannot be read: {config.get('last_error')}",
+        ))
+    elif config.get("last_error"):
         lines.append(("config", f"NOT RELOADED, running the last good one: {config['last_error']}"))
+    if config.get("local_copy_error"):
+        lines.append(("local copy", f"NOT KEPT: {config['local_copy_error']}"))
     width = max(len(k) for k, _ in lines)
     out = [f"{k.ljust(width)}  {v}" for k, v in lines]
     if coordinator:
@@ -282,6 +294,28 @@ def _console_of(config, name):
         raise CommandError(str(e), 2) from None
 
 
+def _local_copy(command, options, error):
+    """
+    The shared file cannot be read: the node's local copy of it (in its
+    state dir, where this user may read it), to find the node's console, or
+    None. Says on standard error that the copy is used.
+    """
+    from iwayfailover.config.lastgood import CopyRefused, find_copy
+    from iwayfailover.state import default_state_dir
+    from iwayfailover.status import iso
+
+    folder = options.get("state-dir") or default_state_dir(options["name"])
+    try:
+        copy = find_copy(folder, options["config"])
+        config = None if copy is None else parse_config(copy.text, options["config"])
+    except (CopyRefused, ConfigError, OSError):
+        return None
+    if config is not None:
+        print(f"iwsrv {command}: {error}; using the node's local copy {copy.path} (saved {iso(copy.saved)})",
+              file=sys.stderr)
+    return config
+
+
 def _run(command, argv, options, prepare):
     """
     Parse, read the configuration, then C{prepare(options, config)}, which
@@ -296,6 +330,11 @@ def _run(command, argv, options, prepare):
         return 2
     try:
         config = read_config(options["config"])
+    except ConfigUnreadable as e:
+        config = _local_copy(command, options, e)
+        if config is None:
+            print(f"iwsrv {command}: {e}", file=sys.stderr)
+            return 2
     except ConfigError as e:
         print(f"iwsrv {command}: {e}", file=sys.stderr)
         return 2

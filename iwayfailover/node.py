@@ -39,8 +39,8 @@ from iwayfailover.serving import Serving
 from iwayfailover.stall import StallWatch
 from iwayfailover.state import EpochStore
 from iwayfailover.status import (  # noqa: F401 (SwitchoverRefused, ListenerRestartRefused: still importable from here)
-    TAKEOVER_KINDS, AuthStatus, ChannelStatus, ConfigStatus, HeartbeatStatus, INodeControl, ListenerRestartRefused,
-    NodeStatus, PeerStatus, SettingsStatus, SwitchoverRefused, Transition,
+    LOCAL_COPY, SHARE, TAKEOVER_KINDS, AuthStatus, ChannelStatus, ConfigStatus, HeartbeatStatus, INodeControl,
+    ListenerRestartRefused, NodeStatus, PeerStatus, SettingsStatus, SwitchoverRefused, Transition,
 )
 
 FRAME_KINDS = {
@@ -147,6 +147,7 @@ class CoreNode(MultiService):
 
     log = Logger()
     poller = None
+    last_good = None  # the local copy of the configuration (a LastGood), kept by tap
     core = None
     serving = None
 
@@ -308,13 +309,19 @@ class CoreNode(MultiService):
         return tuple(channels), address
 
     def _config_status(self) -> ConfigStatus:
-        poller = self.poller
+        poller, last_good = self.poller, self.last_good
+        from_copy = None if poller is None else poller.local_copy
+        copy = from_copy or (None if last_good is None else last_good.copy)
         return ConfigStatus(
             path=self.config.path,
             digest=self.config.digest,
             last_error=None if poller is None else poller.last_error,
             reloads=0 if poller is None else poller.reloads,
             failures=0 if poller is None else poller.failures,
+            source=LOCAL_COPY if from_copy is not None else SHARE,
+            local_copy=None if copy is None else copy.path,
+            local_copy_saved=None if copy is None else copy.saved,
+            local_copy_error=None if last_good is None else last_good.error,
         )
 
     def _takeover_counts(self):

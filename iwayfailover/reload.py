@@ -19,6 +19,12 @@ after L{hung_after} seconds is reported once, in C{last_error} and in the
 log, and the node goes on with the configuration it runs. A bad edit keeps
 the last good configuration running and is logged once until it changes
 again.
+
+Each configuration applied is handed to C{keep} (the node's local copy,
+L{iwayfailover.config.lastgood}). A node started from that copy, its share
+unreadable, goes back to the share at the first read of it that passes the
+same rules: applied as any reload if it differs from the copy, nothing
+restarted if it is the same.
 """
 
 from __future__ import annotations
@@ -175,9 +181,16 @@ class ConfigPoller(Service):
     @param hung: seconds after which a read that has not finished is
         reported; by default L{hung_after} of the interval.
     @param stamp: what L{file_stamp} gives, for tests.
+    @param keep: called in the reactor thread with each configuration
+        applied (the local copy's L{iwayfailover.config.lastgood.LastGood.keep}).
+    @param local_copy: the local copy C{current} was read from, when the
+        node started from it because the share could not be read (why:
+        C{share_error}); None when it started from the share.
 
     @ivar last_error: why the file is not applied (a refused edit, or a read
         that has not finished), or C{None}; shown in C{/api/status}.
+    @ivar local_copy: the local copy the running configuration came from,
+        until the share is read again; None when it came from the share.
     """
 
     log = Logger()
@@ -185,7 +198,9 @@ class ConfigPoller(Service):
     def __init__(self, clock, current: SharedConfig, interval: float,
                  load: Callable[[str], SharedConfig], run, apply: Callable[[SharedConfig], None],
                  settle: Optional[float] = None, hung: Optional[float] = None,
-                 stamp: Callable[[str], Optional[tuple]] = file_stamp):
+                 stamp: Callable[[str], Optional[tuple]] = file_stamp,
+                 keep: Optional[Callable[[SharedConfig], object]] = None,
+                 local_copy=None, share_error: Optional[str] = None):
         self._clock = clock
         self.current = current
         self._load = load
@@ -201,7 +216,9 @@ class ConfigPoller(Service):
         self._waiting = None  # (the DelayedCall, its Deferred) of the settle wait
         self._watch = None  # the DelayedCall that reports a read as hung
         self._size = None  # of the file the running configuration was read from, once known
-        self.last_error = None
+        self._keep_copy = keep
+        self.local_copy = local_copy
+        self.last_error = share_error if local_copy is not None else None
         self.reloads = 0
         self.failures = 0
 
@@ -336,8 +353,20 @@ class ConfigPoller(Service):
         self._settled()
         if reading.whole and reading.size is not None:
             self._size = reading.size
-        if self.last_error is not None:
-            self.log.info("configuration {path} is usable again", path=reading.config.path)
+        self._usable(reading.config, applied=False)
+
+    def _usable(self, config: SharedConfig, applied: bool):
+        """The share gave a good configuration: the error it gave before, or the local copy, is over."""
+        if self.local_copy is not None:
+            copy, self.local_copy = self.local_copy, None
+            self.last_error = None
+            self.log.info(
+                "configuration {path} can be read again: back on the shared file, off the local copy {copy}; {what}",
+                path=config.path, copy=copy.path,
+                what="its changes are applied" if applied else "it is the same as the copy, nothing restarts",
+            )
+        elif self.last_error is not None:
+            self.log.info("configuration {path} is usable again", path=config.path)
             self.last_error = None
 
     def _settled(self):
@@ -353,11 +382,10 @@ class ConfigPoller(Service):
             self.last_error = reading.error
             return
         config = reading.config
-        if self.last_error is not None:
-            self.log.info("configuration {path} is usable again", path=config.path)
-            self.last_error = None
         if config.fingerprint == self.current.fingerprint:
+            self._usable(config, applied=False)
             return
+        self._usable(config, applied=True)
         old, old_size = self.current, self._size
         self.current, self._size = config, reading.size
         self.reloads += 1
@@ -369,6 +397,12 @@ class ConfigPoller(Service):
             self._apply(config)
         except Exception:
             self.log.failure("applying the configuration {path} failed", path=config.path)
+            return
+        if self._keep_copy is not None:
+            try:
+                self._keep_copy(config)
+            except Exception:
+                self.log.failure("keeping the local copy of {path} failed", path=config.path)
 
     def _still_changing(self, path, first: Reading, second: Reading):
         """Two reads disagree: the file is being written. Nothing is applied; the next poll tries again."""

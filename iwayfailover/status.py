@@ -286,9 +286,13 @@ class AuthStatus:
         return cls(mode=data.get("mode", "insecure"), key_file=data.get("key_file"), key_ids=tuple(data.get("key_ids") or ()))
 
 
+SHARE, LOCAL_COPY = "share", "local copy"
+"""Where the configuration in force was read from (L{ConfigStatus.source})."""
+
+
 @dataclass(frozen=True)
 class ConfigStatus:
-    """The shared configuration in force, and how its reloads went."""
+    """The shared configuration in force, where it was read from, and how its reloads went."""
 
     path: Optional[str] = None
     digest: Optional[str] = None
@@ -298,13 +302,36 @@ class ConfigStatus:
     """Changed configurations applied since the node started; not in the JSON."""
     failures: int = 0
     """Reads of the file refused since the node started; not in the JSON."""
+    source: str = SHARE
+    """L{SHARE}, or L{LOCAL_COPY} while the node runs from its local copy (the share could not be read at its start)."""
+    local_copy: Optional[str] = None
+    """The local copy of the last configuration applied (in the state dir), or None while there is none."""
+    local_copy_saved: Optional[float] = None
+    """The Unix time the local copy was written."""
+    local_copy_error: Optional[str] = None
+    """Why the local copy could not be written the last time, or None."""
+
+    @property
+    def from_copy(self) -> bool:
+        """Does the node run from its local copy?"""
+        return self.source == LOCAL_COPY
 
     def to_json(self) -> dict:
-        return {"path": self.path, "digest": self.digest, "last_error": self.last_error}
+        return {
+            "path": self.path, "digest": self.digest, "last_error": self.last_error, "source": self.source,
+            "local_copy": self.local_copy,
+            "local_copy_saved": None if self.local_copy_saved is None else iso(self.local_copy_saved),
+            "local_copy_error": self.local_copy_error,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> "ConfigStatus":
-        return cls(path=data.get("path"), digest=data.get("digest"), last_error=data.get("last_error"))
+        saved = data.get("local_copy_saved")
+        return cls(
+            path=data.get("path"), digest=data.get("digest"), last_error=data.get("last_error"),
+            source=data.get("source") or SHARE, local_copy=data.get("local_copy"),
+            local_copy_saved=None if saved is None else unix_time(saved), local_copy_error=data.get("local_copy_error"),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """
 The twistd plugin's options and service: C{twistd iway-failover}.
 
-L{makeService} is the wiring diagram of a node: the shared configuration,
-the epoch from the state dir, the node (role machine, watchdog, listeners,
-heartbeat sender), its heartbeat port, its console and the configuration
-poller.
+L{makeService} is the wiring diagram of a node: the shared configuration
+(or, when the share cannot be read, the local copy of the last one
+applied: L{start_config}), the epoch from the state dir, the node (role
+machine, watchdog, listeners, heartbeat sender), its heartbeat port, its
+console and the configuration poller.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from iwayfailover import auth, tls
-from iwayfailover.config import FALSE_WORDS, TRUE_WORDS, ConfigError, SharedConfig, backup_host, read_config
+from iwayfailover.config import (
+    FALSE_WORDS, TRUE_WORDS, ConfigError, ConfigUnreadable, SharedConfig, backup_host, parse_config, read_config,
+)
+from iwayfailover.config.lastgood import CopyRefused, LastGood, LocalCopy, describe_age, find_copy
 from iwayfailover.console import ConsoleSite, console_root
 from iwayfailover.console.access import write_token
 from iwayfailover.events import EventLogService, RecentEvents
 from iwayfailover.listeners import check_listener_specs
 from iwayfailover.node import FailoverNode, describe_keys
 from iwayfailover.ports import ServerPort, StartupError
-from iwayfailover.reload import ConfigPoller, ReaderThread
+from iwayfailover.reload import ConfigPoller, ReaderThread, hung_after
 from iwayfailover.state import EpochStore, StateError, default_state_dir
+from iwayfailover.status import iso
 
 log = Logger()
 
@@ -91,14 +96,18 @@ class Options(usage.Options):
             self["state-dir"] = default_state_dir(self["name"])
 
 
-def load_checked_config(path: str) -> SharedConfig:
+def load_checked_config(path: str, text: Optional[str] = None) -> SharedConfig:
     """
     Read the shared configuration and check its listeners' plugins.
 
+    @param text: the file's text, read elsewhere (its local copy): parsed as
+        if read from C{path}, so that relative paths in it are relative to
+        the shared file's folder, as they are in the file.
+    @raise ConfigUnreadable: the file cannot be read.
     @raise ConfigError: it is unusable; the message names the file, section,
         key, bad value and what is allowed.
     """
-    config = read_config(path)
+    config = read_config(path) if text is None else parse_config(text, path)
     check_listener_specs(config)
     return dataclasses.replace(config, keys=auth.load_keys(config))
 
@@ -112,30 +121,90 @@ def load_at_startup(path: str, timeout: Optional[float] = None) -> SharedConfig:
     that thread (it cannot be killed), not the start, which gives up with a
     message instead of hanging silently before anything is logged.
 
-    @raise ConfigError: it is unusable, or it has not been read after
-        C{timeout} seconds.
+    @raise ConfigUnreadable: it cannot be read, or it has not been read
+        after C{timeout} seconds.
+    @raise ConfigError: it is unusable.
     """
+    return _bounded(path, lambda: load_checked_config(path), STARTUP_READ_TIMEOUT if timeout is None else timeout)
+
+
+def _bounded(path: str, load, timeout: float) -> SharedConfig:
+    """C{load()} on a daemon thread, waited for at most C{timeout} seconds (see L{load_at_startup})."""
     outcome = {}
     finished = threading.Event()
 
     def read():
         try:
-            outcome["config"] = load_checked_config(path)
+            outcome["config"] = load()
         except BaseException as e:
             outcome["error"] = e
         finally:
             finished.set()
 
-    if timeout is None:
-        timeout = STARTUP_READ_TIMEOUT
     threading.Thread(target=read, name="iwayfailover-config-read", daemon=True).start()
     if not finished.wait(timeout):
-        raise ConfigError(
+        raise ConfigUnreadable(
             path, problem=f"reading the configuration has not finished after {timeout:g} s (is the share hung?)",
         )
     if "error" in outcome:
         raise outcome["error"]
     return outcome["config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Startup:
+    """
+    The configuration a node starts from (L{start_config}).
+
+    @ivar config: the configuration, read and checked.
+    @ivar found: the local copy found in the state dir (None: none usable).
+    @ivar from_copy: it was read from C{found}, the share being unreadable.
+    @ivar share_error: why the share could not be read (when C{from_copy}).
+    """
+
+    config: SharedConfig
+    found: Optional[LocalCopy] = None
+    from_copy: bool = False
+    share_error: Optional[str] = None
+
+
+def start_config(path: str, state_dir: str, timeout: Optional[float] = None) -> Startup:
+    """
+    The configuration to start from: the shared file at C{path}; or, when
+    it cannot be read (missing, no permission, an I/O error, a read that has
+    not finished), the local copy of the last one this node applied, kept
+    in C{state_dir} (L{iwayfailover.config.lastgood}).
+
+    The share is waited for at most C{timeout} seconds: by default
+    L{STARTUP_READ_TIMEOUT} when there is no copy to fall back on, else as
+    long as a reload waits before it calls a read hung (the copy's
+    C{reload_interval}, at least 2 s). A shared file that is read but is
+    invalid is refused as always: an edit gone wrong must not be hidden by
+    an older copy.
+
+    @raise ConfigError: the share is unusable and there is no copy to use
+        (the message says why not), or the share is invalid.
+    @raise StartupError: the share cannot be read and its local copy cannot
+        be used either (a file it names cannot be read).
+    """
+    try:
+        found, refused = find_copy(state_dir, path), None
+    except CopyRefused as e:
+        found, refused = None, str(e)
+    if timeout is None:
+        timeout = STARTUP_READ_TIMEOUT if found is None else hung_after(found.reload_interval())
+    try:
+        return Startup(load_at_startup(path, timeout), found)
+    except ConfigUnreadable as e:
+        if found is None:
+            why = refused or f"no local copy of it in {state_dir} to start from (a node keeps one once it has applied the file)"
+            raise ConfigUnreadable(e.path, problem=f"{e.problem}; {why}") from None
+        share_error = str(e)
+    try:
+        config = _bounded(path, lambda: load_checked_config(path, found.text), STARTUP_READ_TIMEOUT)
+    except ConfigError as e:
+        raise StartupError(f"{share_error}; and its local copy {found.path} cannot be used: {e}") from None
+    return Startup(config, found, from_copy=True, share_error=share_error)
 
 
 def _local_addresses():
@@ -254,7 +323,8 @@ def makeService(options, reactor=None):
 
 
 def _build(options, reactor):
-    config = load_at_startup(options["config"])
+    startup = start_config(options["config"], options["state-dir"])
+    config = startup.config
     name = options["name"]
     server = config.server(name)
     epochs = EpochStore(options["state-dir"])
@@ -292,15 +362,30 @@ def _build(options, reactor):
                 server=name,
             )
 
+    node.last_good = LastGood(options["state-dir"], options["config"], found=startup.found)
     node.poller = ConfigPoller(
         reactor, config, config.failover.reload_interval,
         load=lambda path: node.check_config(load_checked_config(path)),
         run=ReaderThread(reactor),
         apply=node.apply_config,
+        keep=node.last_good.keep,
+        local_copy=startup.found if startup.from_copy else None,
+        share_error=startup.share_error,
     )
     node.poller.setServiceParent(node)
 
     EventLogService(node.events).setServiceParent(node)
+
+    if startup.from_copy:
+        copy = startup.found
+        log.warn(
+            "running from the local copy {copy} of {path}, saved {saved} ({age} ago): the share cannot be read:"
+            " {why}; back to the shared file as soon as it can be read",
+            copy=copy.path, path=config.path, saved=iso(copy.saved), age=describe_age(time.time() - copy.saved),
+            why=startup.share_error,
+        )
+    else:
+        node.last_good.keep(config)
 
     if group:
         log.info(

@@ -262,7 +262,9 @@ FULL_STATUS = {
     "settings": {"backup_location": "iam1:1200", "heartbeat_port": "1200", "threshold": 3.0,
                  "heartbeat_interval": 1.0, "reload_interval": 5.0},
     "auth": {"mode": "hmac-sha256", "key_file": "/share/failover.key", "key_ids": ["5f12d3346e55"]},
-    "config": {"path": "/share/iway.ini", "digest": "ab" * 32, "last_error": None},
+    "config": {"path": "/share/iway.ini", "digest": "ab" * 32, "last_error": None, "source": "share",
+               "local_copy": "/var/lib/iwayfailover/serv_b/last-good.ini", "local_copy_saved": "2026-11-25T09:58:59.500Z",
+               "local_copy_error": None},
     "transitions": [
         {"at": "2026-11-25T09:59:00.000Z", "from": "starting", "to": "backup", "epoch": 3, "cause": "started as backup"},
         {"at": "2026-11-25T10:00:00.120Z", "from": "backup", "to": "live", "epoch": 4,

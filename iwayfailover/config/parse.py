@@ -18,7 +18,7 @@ from iwayfailover.config.schema import ETCD, PAIR, CLIENT, PROCESS, key_of, keys
 from iwayfailover.config.settings import (
     ClientSettings, FailoverSettings, ListenerSettings, ServerSettings, SharedConfig,
 )
-from iwayfailover.config.values import NAME_ALLOWED, NAME_PATTERN, ConfigError, folder_of, read_password
+from iwayfailover.config.values import NAME_ALLOWED, NAME_PATTERN, ConfigError, ConfigUnreadable, folder_of, read_password
 
 _SECTIONS_ALLOWED = "[failover], [server:NAME], [listener:NAME]"
 
@@ -106,7 +106,7 @@ def parse_config(text: str, path: str) -> SharedConfig:
                 )
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners)
+    return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners, text=text)
 
 
 def _coordinator(path, parser) -> str:
@@ -263,13 +263,14 @@ def read_config(path: str) -> SharedConfig:
     """
     Read and parse the shared configuration at C{path}.
 
-    @raise ConfigError: unreadable or invalid.
+    @raise ConfigUnreadable: the file cannot be read.
+    @raise ConfigError: it is invalid.
     """
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise ConfigError(path, problem=f"cannot read the configuration: {e.strerror or e}") from None
+        raise ConfigUnreadable(path, problem=f"cannot read the configuration: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -116,6 +116,9 @@ class SharedConfig:
     keys: Optional[object] = field(default=None, repr=False, compare=False)
     """The heartbeat keys (an L{iwayfailover.auth.KeyRing}), once read by
     L{iwayfailover.tap.load_checked_config}; never shown."""
+    text: str = field(default="", repr=False, compare=False)
+    """The text it was parsed from (its UTF-8 bytes are the file's, byte for
+    byte): what the node keeps as its local copy (L{iwayfailover.config.lastgood})."""
 
     @property
     def fingerprint(self) -> tuple:

@@ -59,6 +59,14 @@ class ConfigError(Exception):
         super().__init__(message)
 
 
+class ConfigUnreadable(ConfigError):
+    """
+    The shared file itself could not be read (missing, no permission, an
+    I/O error, or a read that did not finish): not a bad edit. Only this
+    lets a node start from its local copy (L{iwayfailover.config.lastgood}).
+    """
+
+
 @dataclass(frozen=True)
 class ValueKind:
     """

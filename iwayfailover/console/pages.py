@@ -127,6 +127,13 @@ class Layout(Element):
         )
 
     @renderer
+    def config_banner(self, request, tag):
+        session = getattr(request, "console_session", None)
+        if session is None or session.user is None:
+            return ""
+        return config_banner(self.console.node.status())
+
+    @renderer
     def notice(self, request, tag):
         if not self.notice_:
             return ""
@@ -201,6 +208,27 @@ def failed_banner(status):
         tags.ul(*items, **{"data-field": "failed-list"}),
         tags.a("Listeners", href="/listeners"), " (Restart tries one again now).",
         **attributes,
+    )
+
+
+def config_banner(status):
+    """
+    A warning across the top of every page while the node runs from its
+    local copy of the configuration (its share could not be read at its
+    start), naming the copy, when it was saved and why the share is not
+    used; nothing otherwise. The page's script hides it once the node is
+    back on the shared file.
+    """
+    config = status.config
+    if not config.from_copy:
+        return ""
+    saved = "at an unknown time" if config.local_copy_saved is None else iso(config.local_copy_saved)
+    return tags.div(
+        tags.strong("Running from the local copy"), f" of {config.path}",
+        f" ({config.local_copy})" if config.local_copy else "", f" saved {saved}: the share cannot be read: ",
+        tags.span(config.last_error or "it could not be read at the start", **{"data-field": "share-error"}),
+        ". The node goes back to the shared file as soon as it can be read.",
+        **{"class": "banner", "role": "alert", "data-live": "local-copy"},
     )
 
 

@@ -38,7 +38,16 @@
     });
   }
 
+  // Every page's warning while the node runs from its local copy of the configuration.
+  function updateConfigBanner(config) {
+    var banner = document.querySelector('[data-live="local-copy"]');
+    if (!banner) { return; }
+    banner.hidden = config.source !== "local copy";
+    if (config.last_error) { setText("share-error", config.last_error); }
+  }
+
   function update(status) {
+    updateConfigBanner(status.config || {});
     document.querySelectorAll('[data-field="role"]').forEach(function (el) { setBadge(el, "role", status.role); });
     setText("epoch", String(status.epoch));
     setText("since", status.since);
