@@ -1263,6 +1263,30 @@ class RecentEventsTests(TestCase):
         events(self.event(LogLevel.debug, "iwayfailover.role", "own debug"))
         self.assertEqual([e.text for e in events.recent()], ["other warning", "own info"])
 
+    def test_twisteds_chatter_is_left_out_even_under_this_projects_namespace(self):
+        """
+        Twisted's "Starting factory", "Stopping factory" and ClientService's
+        "Scheduling retry" lines, logged under the namespace of a class of
+        this project, are left out; this project's own lines and warnings
+        from anyone (in a chatter format too) are kept.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.logger import Logger, globalLogPublisher
+
+        events = RecentEvents()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        chatty = type("ChattyFactory", (Factory,), {"__module__": "iwayfailover.example", "noisy": True})()
+        chatty.doStart()  # Twisted logs "Starting factory" under iwayfailover.example.ChattyFactory
+        chatty.doStop()
+        Logger(namespace="iwayfailover.example.Service", observer=events).info(
+            "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+            attempt=1, endpoint="<TCP4ClientEndpoint object at 0x7f00>", delay=0.5,
+        )
+        Logger(namespace="iwayfailover.node", observer=events).info("own line")
+        Logger(namespace="twisted.internet.protocol", observer=events).warn("Stopping factory {factory!r}", factory="f")
+        self.assertEqual([e.text for e in events.recent()], ["Stopping factory 'f'", "own line"])
+
     def test_a_bad_event_does_not_raise(self):
         """An event whose format cannot be filled is kept as best it can be, without raising."""
         events = RecentEvents()
