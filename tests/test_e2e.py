@@ -166,6 +166,33 @@ class CommandLineTests(PairTestCase):
         self.assertRegex(table.stdout, r"role\s+backup")
         self.assertRegex(table.stdout, r"web\s+WAITING")
 
+    def test_iwsrv_status_works_while_the_shared_file_is_invalid(self):
+        """
+        A wrong key in the shared file does not hide a running node: iwsrv
+        status finds its console in the raw section, prints the status, and
+        says on one line after it that the file has an error, naming it.
+        """
+        self.pair.a.start()
+        self.pair.a.wait_role("live")
+        self.pair.write_config(threshold="fast")  # every server's threshold: the file no longer parses
+        table = subprocess.run(
+            [IWSRV, "status", "--config", self.pair.config_path, "--name", "serv_a"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertRegex(table.stdout, r"role\s+live")
+        last = table.stdout.strip().splitlines()[-1]
+        self.assertTrue(last.startswith("the shared file has an error (the nodes keep running their last good"
+                                        " configuration): "), last)
+        self.assertIn(f"{self.pair.config_path}: [server:serv_a] threshold = 'fast'", last)
+        as_json = subprocess.run(
+            [IWSRV, "status", "--config", self.pair.config_path, "--name", "serv_a", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(as_json.returncode, 0, as_json.stderr)
+        self.assertEqual(json.loads(as_json.stdout)["role"], "live")
+        self.assertIn("threshold = 'fast'", as_json.stderr)
+
     def test_iwsrv_status_of_a_node_not_running_fails_clearly(self):
         """Asking a node that is not running exits non-zero and says it cannot reach it."""
         result = subprocess.run(
