@@ -71,6 +71,28 @@ class TakeoverTests(PairTestCase):
         with open(os.path.join(self.pair.b.state_dir, "epoch")) as f:
             self.assertEqual(int(f.read()), status["epoch"], "saved before it served")
 
+    def test_lost_links_are_logged_as_what_the_node_concluded(self):
+        """
+        After a kill -9 the survivor's log says what it made of the lost
+        link (and what it does next), not the transport's "Connection was
+        closed cleanly.": the live node of its backup, the backup of its live node.
+        """
+        self.start_pair()
+        self.pair.b.kill()
+        location = f"127.0.0.1:{self.pair.ports['hb_b']}"
+        wait_for(lambda: f"heartbeat link to backup serv_b at {location} ended (closed by serv_b: it stopped, or its"
+                         " process died); this node stays live and dials it again" in self.pair.a.log_text(),
+                 5, "serv_a's line on the lost link\n" + self.assert_log_tails())
+        self.pair.b.start(backup=True)
+        wait_for(lambda: (self.pair.b.status() or {}).get("heartbeats", {}).get("received", 0) >= 2, 20,
+                 "serv_b to hear serv_a again\n" + self.assert_log_tails())
+        self.pair.a.kill()
+        self.pair.b.wait_role("live")
+        self.assertIn("heartbeat link from serv_a (live) ended (closed by serv_a: it stopped without standing down,"
+                      " or its process died); asking serv_a's heartbeat port at once whether it still runs",
+                      self.pair.b.log_text())
+        self.assertNotIn("closed cleanly", self.pair.a.log_text() + self.pair.b.log_text())
+
     def test_old_live_restarted_as_backup_hears_the_new_live(self):
         """The old live, restarted with -b after a takeover, is a backup that receives the new live's heartbeats."""
         self.start_pair()
