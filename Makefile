@@ -71,32 +71,69 @@ conf/tls/serv_a.crt:
 run-tls: install conf/failover.key conf/console-users conf/tls/serv_a.crt
 	$(MAKE) run CONF=conf/tls.ini
 
+# Before anything starts, `make run` refuses (one line, exit 1) when a pair
+# already runs: a .run/NAME.pid naming a running process of NAME, or a port of
+# $(CONF) taken (each server's heartbeat port and console, each plugin
+# listener's --listen/--port). A run removes only the pid files it wrote.
 run: install conf/failover.key conf/console-users
 	@mkdir -p .run
+	@$(call pids_free,serv_a serv_b,run)
+	@$(BIN)/python -c "$(PAIR_PORTS_FREE)" '$(CONF)'
 	@echo "serv_a (live):   console http://127.0.0.1:8081/ (status API: /api/status)"
 	@echo "serv_b (backup): console http://127.0.0.1:8082/"
 	@echo "console login:   ops / $$(cat conf/console-password)"
 	@echo "the web channel: http://127.0.0.1:8080/ (served by whichever node is live)"
-	@echo "Ctrl-C stops both."
-	@trap 'kill $$A $$B 2>/dev/null; wait' INT TERM; \
+	@echo "a killed node comes back, as the backup (-b), with:"
+	@echo "  $(BIN)/iwsrv -b --config $(CONF) --name serv_a --state-dir .run/serv_a"
+	@echo "  $(BIN)/iwsrv -b --config $(CONF) --name serv_b --state-dir .run/serv_b"
+	@echo "Ctrl-C stops both (not a node brought back by hand)."
+	@trap 'kill $$A $$B 2>/dev/null; wait $$A $$B 2>/dev/null; $(call pid_forget,serv_a,$$A); $(call pid_forget,serv_b,$$B); exit 0' INT TERM; \
 	$(BIN)/iwsrv --config $(CONF) --name serv_a --state-dir .run/serv_a & A=$$!; echo $$A > .run/serv_a.pid; \
 	$(BIN)/iwsrv -b --config $(CONF) --name serv_b --state-dir .run/serv_b & B=$$!; echo $$B > .run/serv_b.pid; \
-	wait; rm -f .run/serv_a.pid .run/serv_b.pid
+	status=0; wait $$A || status=$$?; wait $$B || status=$$?; \
+	$(call pid_forget,serv_a,$$A); $(call pid_forget,serv_b,$$B); exit $$status
+
+# $(call pids_free,NAMES,TARGET): exit 1 with one line when .run/NAME.pid names a
+# running process whose command line mentions NAME (a pid reused since by
+# another program does not count).
+pids_free = for n in $(1); do \
+	pid=$$(cat .run/$$n.pid 2>/dev/null); \
+	if [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null \
+		&& { [ ! -r /proc/$$pid/cmdline ] || tr '\0' ' ' </proc/$$pid/cmdline | grep -q -e "$$n"; }; then \
+		echo "make $(2): $$n runs already (pid $$pid, in .run/$$n.pid): stop it first (Ctrl-C in the terminal of its make $(2), or kill $$pid)" >&2; \
+		exit 1; \
+	fi; \
+	done
+# $(call pid_forget,NAME,PID): remove .run/NAME.pid if it still holds PID (this run wrote it).
+pid_forget = if [ "$$(cat .run/$(1).pid 2>/dev/null)" = "$(2)" ]; then rm -f .run/$(1).pid; fi
+# The ports of the pair in the file given as argument, read by iwayfailover's parser;
+# exit 1 naming those something already listens on.
+PAIR_PORTS_FREE = import socket, sys; \
+sys.excepthook = lambda kind, e, tb: print(f'make run: {e}', file=sys.stderr); \
+from iwayfailover.config import read_config, endpoint_port, endpoint_interface, console_endpoint_string; \
+c = read_config(sys.argv[1]); \
+ends = [s.heartbeat_endpoint for s in c.servers.values()] + [console_endpoint_string(s.console) for s in c.servers.values() if s.console]; \
+ends += [b for l in c.listeners.values() for a, b in zip(l.args, l.args[1:]) if a in ('--listen', '--port', '-p')]; \
+ports = sorted({(endpoint_interface(e) or '127.0.0.1', endpoint_port(e)) for e in ends if endpoint_port(e)}); \
+busy = [f'{h} port {p}' for h, p in ports if socket.socket().connect_ex((h, p)) == 0]; \
+busy and sys.exit('make run: something already listens on ' + ', '.join(busy) + ' (from ' + sys.argv[1] + '): is a pair (or a node started by hand) running already? Stop it first')
 
 # The example group of three on a one-member etcd on loopback (conf/group.ini):
 # etcd's data in .run/etcd, each member's state in .run/NAME.
 ETCD_PORT := 23790  # as conf/group.ini names it
+GROUP_PIDS_FORGET = $(call pid_forget,alpha,$$A); $(call pid_forget,beta,$$B); $(call pid_forget,gamma,$$G); $(call pid_forget,etcd,$$E)
 run-group: install conf/console-users
 	@command -v etcd >/dev/null || $(MAKE) --no-print-directory system-packages DEBIAN_PACKAGES=etcd-server
 	@command -v etcd >/dev/null || { echo "run-group needs etcd (Debian: apt-get install etcd-server)"; exit 1; }
 	@mkdir -p .run
+	@$(call pids_free,etcd alpha beta gamma,run-group)
 	@$(BIN)/python -c "import socket, sys; busy = [p for p in ($(ETCD_PORT), 8090, 8091, 8092, 8093) if socket.socket().connect_ex(('127.0.0.1', p)) == 0]; busy and sys.exit('something already listens on 127.0.0.1 port ' + ', '.join(map(str, busy)) + ': is a group (or a member started by hand) running already? Stop it first')"
 	@echo "etcd:               http://127.0.0.1:$(ETCD_PORT) (data in .run/etcd, log in .run/etcd.log)"
 	@echo "alpha, beta, gamma: consoles http://127.0.0.1:8091/, :8092/, :8093/ (status API: /api/status); pids in .run/NAME.pid"
 	@echo "console login:      ops / $$(cat conf/console-password)"
 	@echo "the web channel:    http://127.0.0.1:8090/ (served by whichever member is live)"
 	@echo "Ctrl-C stops them all."
-	@trap 'kill $$A $$B $$G 2>/dev/null; wait $$A $$B $$G 2>/dev/null; kill $$E 2>/dev/null; wait $$E 2>/dev/null; rm -f .run/alpha.pid .run/beta.pid .run/gamma.pid .run/etcd.pid; exit 0' INT TERM; \
+	@trap 'kill $$A $$B $$G 2>/dev/null; wait $$A $$B $$G 2>/dev/null; kill $$E 2>/dev/null; wait $$E 2>/dev/null; $(GROUP_PIDS_FORGET); exit 0' INT TERM; \
 	setsid etcd --name run-group --data-dir .run/etcd --listen-client-urls http://127.0.0.1:$(ETCD_PORT) \
 		--advertise-client-urls http://127.0.0.1:$(ETCD_PORT) --listen-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
 		--initial-advertise-peer-urls http://127.0.0.1:$$(($(ETCD_PORT)+1)) \
@@ -106,7 +143,7 @@ run-group: install conf/console-users
 	$(BIN)/iwsrv -b --config conf/group.ini --name beta --state-dir .run/beta & B=$$!; echo $$B > .run/beta.pid; \
 	$(BIN)/iwsrv -b --config conf/group.ini --name gamma --state-dir .run/gamma & G=$$!; echo $$G > .run/gamma.pid; \
 	status=0; wait $$A || status=$$?; wait $$B || status=$$?; wait $$G || status=$$?; \
-	kill $$E 2>/dev/null; wait $$E 2>/dev/null; rm -f .run/alpha.pid .run/beta.pid .run/gamma.pid .run/etcd.pid; exit $$status
+	kill $$E 2>/dev/null; wait $$E 2>/dev/null; $(GROUP_PIDS_FORGET); exit $$status
 
 # Run from tests/ against the installed copy, never the source folder.
 test: install system-packages

@@ -316,9 +316,10 @@ def _local_copy(command, options, error):
     return config
 
 
-def _run(command, argv, options, prepare):
+def _run(command, argv, options, prepare, read=None):
     """
-    Parse, read the configuration, then C{prepare(options, config)}, which
+    Parse, read the configuration (with C{read(options)}; by default the
+    whole file, strictly), then C{prepare(options, config)}, which
     checks what it can without the network (raising L{CommandError}) and
     returns the work to run in a reactor: a function of the reactor that
     returns a Deferred of the text to print.
@@ -329,7 +330,7 @@ def _run(command, argv, options, prepare):
         print(f"iwsrv {command}: {e}", file=sys.stderr)
         return 2
     try:
-        config = read_config(options["config"])
+        config = read(options) if read is not None else read_config(options["config"])
     except ConfigUnreadable as e:
         config = _local_copy(command, options, e)
         if config is None:
@@ -388,17 +389,89 @@ def _reach(server, request, timeout: float = STATUS_TIMEOUT):
     return request.addErrback(cannot)
 
 
+class InvalidConfig:
+    """
+    What C{iwsrv status} needs of a shared file that does not parse as a
+    whole: each server's name and console, read leniently from its raw
+    C{[server:NAME]} section, and the file's error.
+    """
+
+    def __init__(self, path: str, error: ConfigError, consoles: dict):
+        self.path = path
+        self.error = error
+        self._consoles = consoles
+
+    def server(self, name: str):
+        if name not in self._consoles:
+            raise self.error  # not even its section can be read: the file's error is the answer
+        from types import SimpleNamespace
+
+        return SimpleNamespace(name=name, console=self._consoles[name])
+
+
+def raw_consoles(path: str) -> dict:
+    """
+    The C{console} key of every C{[server:NAME]} section of the INI file at
+    C{path} (None where there is none), read as leniently as can be: any
+    other key or section may be wrong, even the file's syntax after them.
+    """
+    import configparser
+
+    from iwayfailover.config import console_endpoint_string
+
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False,
+                                       default_section="\x00no-default")
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            parser.read_file(f, source=path)
+    except (OSError, configparser.Error):
+        pass  # the sections read before the error (a syntax error is raised at the end) are kept
+    consoles = {}
+    for section in parser.sections():
+        kind, _, name = section.partition(":")
+        if kind == "server" and name:
+            value = (parser.get(section, "console", fallback="") or "").strip()
+            consoles[name] = console_endpoint_string(value) if value else None
+    return consoles
+
+
+def read_for_status(options):
+    """
+    The shared file, or, when it does not parse, an L{InvalidConfig}: a
+    status is asked of the running node, which keeps its last good
+    configuration, so one wrong key must not hide it.
+    """
+    try:
+        return read_config(options["config"])
+    except ConfigError as e:
+        consoles = raw_consoles(options["config"])
+        if not consoles.get(options["name"]):
+            raise
+        return InvalidConfig(options["config"], e, consoles)
+
+
 def status_main(argv) -> int:
     def prepare(options, config):
         server, client = _console_of(config, options["name"])
+        error = getattr(config, "error", None)
+        note = None
+        if error is not None:
+            note = f"the shared file has an error (the nodes keep running their last good configuration): {error}"
 
         def work(reactor):
-            d = _reach(server, fetch_status(reactor, client))
-            return d.addCallback(lambda status: json.dumps(status, indent=2) if options["json"] else format_status(status))
+            def show(status):
+                if options["json"]:
+                    if note:
+                        print(f"iwsrv status: {note}", file=sys.stderr)
+                    return json.dumps(status, indent=2)
+                return format_status(status) + (f"\n\n{note}" if note else "")
+
+            return _reach(server, fetch_status(reactor, client)).addCallback(show)
 
         return work
 
-    return _run("status", argv, StatusOptions(), prepare)
+    return _run("status", argv, StatusOptions(), prepare, read=read_for_status)
 
 
 def ask_on_terminal(question: str) -> bool:

@@ -13,6 +13,19 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 HISTORY = 200
 
+TWISTED_CHATTER = frozenset({
+    "Starting factory {factory!r}",
+    "Stopping factory {factory!r}",
+    "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+})
+"""
+The formats of Twisted's own info lines about its machinery. Twisted logs
+them on a logger named after the object's class (C{_loggerFor}), so a
+factory or a ClientService of this project, or of a channel built on one,
+would put them under an C{iwayfailover} namespace: they are kept out of the
+Log page by their format (the twistd log file still has them).
+"""
+
 
 @dataclass(frozen=True)
 class Event:
@@ -25,7 +38,8 @@ class Event:
 class RecentEvents:
     """
     A twisted.logger observer keeping the last C{size} events: those of this
-    project at info level and above, and warnings and errors from anywhere.
+    project at info level and above (not Twisted's chatter, L{TWISTED_CHATTER}),
+    and warnings and errors from anywhere.
     """
 
     def __init__(self, size: int = HISTORY):
@@ -37,7 +51,8 @@ class RecentEvents:
             namespace = str(event.get("log_namespace") or "")
             if level is None or level < LogLevel.info:
                 return
-            if level < LogLevel.warn and not namespace.startswith("iwayfailover"):
+            if level < LogLevel.warn and (not namespace.startswith("iwayfailover")
+                                          or event.get("log_format") in TWISTED_CHATTER):
                 return
             text = formatEvent(event)
             failure = event.get("log_failure")

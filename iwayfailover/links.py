@@ -330,12 +330,19 @@ class HeartbeatSender:
         self._node.peer.connections.discard(protocol)
         if self._protocol is protocol:
             self._protocol = None
+            how = link_end(reason)
             if self.running:
+                # What the node makes of it, not the transport's words ("Connection was
+                # closed cleanly." after a kill -9 of the backup).
+                peer = self._node.peer.name or "the backup"
                 self.log.warn(
-                    "heartbeat link to backup location {location} lost: {why}",
-                    location=self._node.settings.backup_location, why=reason.getErrorMessage(),
+                    "heartbeat link to backup {peer} at {location} ended ({how}); this node stays {role}"
+                    " and dials it again",
+                    peer=peer, location=self._node.settings.backup_location, role=self._node.core.role,
+                    how=f"closed by {peer}: it stopped, or its process died" if how == ev.CLOSED
+                    else f"reset on the way: {reason.getErrorMessage()}",
                 )
-            self._node.out_link_lost(link_end(reason))
+            self._node.out_link_lost(how)
 
 
 @implementer(IFrameHandler)

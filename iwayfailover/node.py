@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from iwayfailover import commands, probe, tls, wire
+from iwayfailover import commands, probe, servedby, tls, wire
 from iwayfailover.config import ConfigError, SharedConfig, backup_host, changed_keys, endpoint_interface
 from iwayfailover.core import events as ev
 from iwayfailover.core.events import BACKUP, LIVE, STARTING, STOPPED
@@ -150,6 +150,10 @@ class CoreNode(MultiService):
     last_good = None  # the local copy of the configuration (a LastGood), kept by tap
     core = None
     serving = None
+
+    def served_by(self) -> str:
+        """This node as a web channel with served_by = true names it to each client: C{serv_a (live, epoch 3)}."""
+        return f"{self.name} ({self.core.role}, epoch {self.core.epoch})"
 
     def _init_common(self, reactor, now, wall, epochs) -> None:
         self.reactor = reactor
@@ -374,7 +378,8 @@ class FailoverNode(CoreNode):
         self._query = query
         self.core = PairCore(settings_for(config, name), epoch=epochs.load(), now=now)
         self.machine = RoleRecord(self.core, wall)
-        self.listeners = ListenerSet(build_listener, wall=wall, reactor=reactor, auto_retry=False)
+        self.listeners = ListenerSet(servedby.builder(build_listener, self.served_by), wall=wall, reactor=reactor,
+                                     auto_retry=False)
         self.listeners.configure(config.listeners_for(name))
         client = config.client_settings(name)
         run_command = run_command or commands.run

@@ -89,6 +89,7 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["config"]:
             self["config"] = default_config()
+        self["named"] = bool(self["name"])
         if not self["name"]:
             self["name"] = default_name()
         self["backup"] = bool(self["backup"]) or backup_from_environment()
@@ -326,7 +327,14 @@ def _build(options, reactor):
     startup = start_config(options["config"], options["state-dir"])
     config = startup.config
     name = options["name"]
-    server = config.server(name)
+    if not options.get("named", True):
+        log.info("no --name given: using the host name {name}", name=name)
+    try:
+        server = config.server(name)
+    except ConfigError as e:
+        if options.get("named", True):
+            raise
+        raise StartupError(f"{e} (no --name given, so the host name {name!r} was used: pass --name NAME)") from None
     epochs = EpochStore(options["state-dir"])
     epochs.prepare()
 

@@ -998,23 +998,39 @@ class ListenersPageTests(ConsoleTestCase):
         self.assertIn('name="listener" value="broken"', body)
         self.assertNotIn('name="listener" value="web"', body)
 
+    def restart(self, listener):
+        """POST a Restart of C{listener}: the answer is a 303 to /listeners; the page there, got as a browser would."""
+        response, _ = self.post("/listeners/restart", {"csrf": self.token, "listener": listener})
+        self.assertEqual((response.code, response.headers.getRawHeaders("location")), (303, ["/listeners"]))
+        return self.get("/listeners")[1]
+
     def test_restart_starts_a_failed_listener_again(self):
-        """Restart of a FAILED listener on a live node starts it; the page says it is ACTIVE."""
+        """Restart of a FAILED listener on a live node starts it; the page it leads to says it is ACTIVE."""
         self.node.listeners.start()
         self.failing.clear()  # the port is free now
         self.logged_in()
-        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
-        self.assertEqual(response.code, 200)
+        body = self.restart("broken")
         self.assertEqual(self.node.listeners.listeners["broken"].state, ACTIVE)
         self.assertIn("Listener broken is ACTIVE", body)
 
+    def test_restart_redirects_and_its_notice_is_shown_once(self):
+        """After a Restart the browser is on /listeners (post-redirect-get); a reload does not show the notice again."""
+        self.node.listeners.start()
+        self.failing.clear()
+        self.logged_in()
+        self.assertIn("Listener broken is ACTIVE", self.restart("broken"))
+        _, again = self.get("/listeners")
+        self.assertNotIn("Listener broken is ACTIVE", again)
+        self.assertIn("state-ACTIVE", again)
+
     def test_restart_that_fails_again_says_why(self):
-        """A restart that fails again shows the listener FAILED with its reason."""
+        """A restart that fails again shows the listener FAILED with its reason, as an error."""
         self.node.listeners.start()
         self.logged_in()
-        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        body = self.restart("broken")
         self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
         self.assertIn("Listener broken is FAILED: OSError: port 8443 is in use", body)
+        self.assertIn('class="notice error"', body)
 
     def test_restart_on_a_backup_makes_it_waiting(self):
         """On a backup, a restarted FAILED listener is built and WAITING again."""
@@ -1022,28 +1038,22 @@ class ListenersPageTests(ConsoleTestCase):
         self.node.listeners.stop(WAITING)
         self.assertEqual(self.node.listeners.listeners["broken"].state, FAILED)
         self.logged_in()
-        self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
+        self.restart("broken")
         self.assertEqual(self.node.listeners.listeners["broken"].state, WAITING)
 
     def test_restart_of_a_listener_not_failed_is_refused(self):
-        """Only a FAILED listener can be restarted: others answer 409 with the reason."""
+        """Only a FAILED listener can be restarted: for others /listeners says why, as an error."""
         self.logged_in()
-        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "web"})
-        self.assertEqual(response.code, 409)
-        self.assertIn("web is WAITING, not FAILED", body)
-        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "nope"})
-        self.assertEqual(response.code, 409)
-        self.assertIn("no listener 'nope'", body)
+        self.assertIn("web is WAITING, not FAILED", self.restart("web"))
+        self.assertIn("no listener 'nope'", self.restart("nope"))
 
-
-    def test_restart_that_errs_answers_500_with_the_reason(self):
-        """A restart whose Deferred fails with an unexpected error: 500 with its message, not a request left hanging."""
+    def test_restart_that_errs_says_why(self):
+        """A restart whose Deferred fails with an unexpected error: /listeners gives its message, not a request left hanging."""
         self.logged_in()
         self.node.restart_listener = lambda name: defer.fail(RuntimeError("the plugin blew up"))
-        response, body = self.post("/listeners/restart", {"csrf": self.token, "listener": "broken"})
-        self.assertEqual(response.code, 500)
-        self.assertIn("could not be restarted: the plugin blew up", body)
+        self.assertIn("could not be restarted: the plugin blew up", self.restart("broken"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
 
 class SettingsPageTests(ConsoleTestCase):
     """/settings: every server's Backup Settings and the [failover] settings, checked and saved safely."""
@@ -1262,6 +1272,30 @@ class RecentEventsTests(TestCase):
         events(self.event(LogLevel.warn, "twisted.web", "other warning"))
         events(self.event(LogLevel.debug, "iwayfailover.role", "own debug"))
         self.assertEqual([e.text for e in events.recent()], ["other warning", "own info"])
+
+    def test_twisteds_chatter_is_left_out_even_under_this_projects_namespace(self):
+        """
+        Twisted's "Starting factory", "Stopping factory" and ClientService's
+        "Scheduling retry" lines, logged under the namespace of a class of
+        this project, are left out; this project's own lines and warnings
+        from anyone (in a chatter format too) are kept.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.logger import Logger, globalLogPublisher
+
+        events = RecentEvents()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        chatty = type("ChattyFactory", (Factory,), {"__module__": "iwayfailover.example", "noisy": True})()
+        chatty.doStart()  # Twisted logs "Starting factory" under iwayfailover.example.ChattyFactory
+        chatty.doStop()
+        Logger(namespace="iwayfailover.example.Service", observer=events).info(
+            "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+            attempt=1, endpoint="<TCP4ClientEndpoint object at 0x7f00>", delay=0.5,
+        )
+        Logger(namespace="iwayfailover.node", observer=events).info("own line")
+        Logger(namespace="twisted.internet.protocol", observer=events).warn("Stopping factory {factory!r}", factory="f")
+        self.assertEqual([e.text for e in events.recent()], ["Stopping factory 'f'", "own line"])
 
     def test_a_bad_event_does_not_raise(self):
         """An event whose format cannot be filled is kept as best it can be, without raising."""

@@ -71,6 +71,28 @@ class TakeoverTests(PairTestCase):
         with open(os.path.join(self.pair.b.state_dir, "epoch")) as f:
             self.assertEqual(int(f.read()), status["epoch"], "saved before it served")
 
+    def test_lost_links_are_logged_as_what_the_node_concluded(self):
+        """
+        After a kill -9 the survivor's log says what it made of the lost
+        link (and what it does next), not the transport's "Connection was
+        closed cleanly.": the live node of its backup, the backup of its live node.
+        """
+        self.start_pair()
+        self.pair.b.kill()
+        location = f"127.0.0.1:{self.pair.ports['hb_b']}"
+        wait_for(lambda: f"heartbeat link to backup serv_b at {location} ended (closed by serv_b: it stopped, or its"
+                         " process died); this node stays live and dials it again" in self.pair.a.log_text(),
+                 5, "serv_a's line on the lost link\n" + self.assert_log_tails())
+        self.pair.b.start(backup=True)
+        wait_for(lambda: (self.pair.b.status() or {}).get("heartbeats", {}).get("received", 0) >= 2, 20,
+                 "serv_b to hear serv_a again\n" + self.assert_log_tails())
+        self.pair.a.kill()
+        self.pair.b.wait_role("live")
+        self.assertIn("heartbeat link from serv_a (live) ended (closed by serv_a: it stopped without standing down,"
+                      " or its process died); asking serv_a's heartbeat port at once whether it still runs",
+                      self.pair.b.log_text())
+        self.assertNotIn("closed cleanly", self.pair.a.log_text() + self.pair.b.log_text())
+
     def test_old_live_restarted_as_backup_hears_the_new_live(self):
         """The old live, restarted with -b after a takeover, is a backup that receives the new live's heartbeats."""
         self.start_pair()
@@ -165,6 +187,33 @@ class CommandLineTests(PairTestCase):
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertRegex(table.stdout, r"role\s+backup")
         self.assertRegex(table.stdout, r"web\s+WAITING")
+
+    def test_iwsrv_status_works_while_the_shared_file_is_invalid(self):
+        """
+        A wrong key in the shared file does not hide a running node: iwsrv
+        status finds its console in the raw section, prints the status, and
+        says on one line after it that the file has an error, naming it.
+        """
+        self.pair.a.start()
+        self.pair.a.wait_role("live")
+        self.pair.write_config(threshold="fast")  # every server's threshold: the file no longer parses
+        table = subprocess.run(
+            [IWSRV, "status", "--config", self.pair.config_path, "--name", "serv_a"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertRegex(table.stdout, r"role\s+live")
+        last = table.stdout.strip().splitlines()[-1]
+        self.assertTrue(last.startswith("the shared file has an error (the nodes keep running their last good"
+                                        " configuration): "), last)
+        self.assertIn(f"{self.pair.config_path}: [server:serv_a] threshold = 'fast'", last)
+        as_json = subprocess.run(
+            [IWSRV, "status", "--config", self.pair.config_path, "--name", "serv_a", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(as_json.returncode, 0, as_json.stderr)
+        self.assertEqual(json.loads(as_json.stdout)["role"], "live")
+        self.assertIn("threshold = 'fast'", as_json.stderr)
 
     def test_iwsrv_status_of_a_node_not_running_fails_clearly(self):
         """Asking a node that is not running exits non-zero and says it cannot reach it."""

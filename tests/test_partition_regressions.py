@@ -259,7 +259,7 @@ class PartitionRegressionTests(PartitionTestCase):
         backup = pair.b.log_text()
         # The fast path was taken (the reset read as a dead process), and the
         # witness gate stopped it.
-        self.assertIn("heartbeat link from serv_a lost (reset); asking at once", backup, self.logs(pair))
+        self.assertIn("heartbeat link from serv_a (live) ended (reset on the way); asking", backup, self.logs(pair))
         self.assertIn("its heartbeat port refused the connection", backup)
         self.assertIn("this node is the isolated one and stays backup", backup)
         self.assertIn("is reachable, so this node stays live", pair.a.log_text(), self.logs(pair))

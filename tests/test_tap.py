@@ -224,6 +224,31 @@ class MakeServiceTests(EnvironmentMixin, unittest.TestCase):
         self.assertIn("serv_x", message)
         self.assertIn("[server:serv_a], [server:serv_b]", message)
 
+    def unnamed_options(self, host):
+        """Options with no --name, on a host called C{host}."""
+        self.patch(tap, "default_name", lambda: host)
+        named = self.options()
+        options = tap.Options()
+        options.parseOptions(["--config", named["config"], "--state-dir", named["state-dir"]])
+        return options
+
+    def test_no_name_logs_that_the_host_name_is_used(self):
+        """Without --name the node says which name it took: the host name."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        node = tap.makeService(self.unnamed_options("serv_a"), reactor=MemoryReactorClock())
+        self.assertEqual(node.name, "serv_a")
+        self.assertIn("no --name given: using the host name serv_a", [formatEvent(e) for e in events])
+
+    def test_no_name_and_no_section_of_the_host_name_says_so(self):
+        """Without --name, a host name with no section stops startup with one line saying the host name was used."""
+        error = self.assertRaises(SystemExit, tap.makeService, self.unnamed_options("build7"), MemoryReactorClock())
+        message = str(error.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn("[server:serv_a], [server:serv_b]", message)
+        self.assertIn("(no --name given, so the host name 'build7' was used: pass --name NAME)", message)
+
     def test_bad_value_exits_with_one_line_naming_file_section_and_key(self):
         """A bad value stops startup with one line naming the file, section, key and value."""
         options = self.options(text=CONFIG.replace("threshold = 3\nconsole", "threshold = soon\nconsole"))
@@ -298,6 +323,15 @@ class TrustAtStartTests(EnvironmentMixin, unittest.TestCase):
         self.assertIn("[failover] secret_file: missing", message)
         self.assertIn("iwsrv keygen", message)
         self.assertIn("insecure = true", message)
+
+    def test_a_missing_key_file_names_iwsrv_keygen(self):
+        """secret_file names a file that is not there: startup stops with one line naming it and `iwsrv keygen PATH`."""
+        outcome, _, folder = self.start(CONFIG, key=False)
+        self.assertIsInstance(outcome, SystemExit)
+        message = str(outcome.code)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn(f"no such file: {os.path.join(folder, 'failover.key')}", message)
+        self.assertIn("make one with `iwsrv keygen PATH`", message)
 
     def test_insecure_starts_and_warns(self):
         """insecure = true starts an unsigned node, with a warning at start."""

@@ -163,6 +163,7 @@ KEYS: Tuple[Key, ...] = (
     # [listener:NAME]
     Key("plugin", LISTENER, PLUGIN, None, "a twistd plugin and its options, as after `twistd` on a command line (or command instead)", stored=False, read=_plugin_line),
     Key("servers", LISTENER, SERVER_NAMES, None, "the servers that run this channel", unset="every server"),
+    Key("served_by", LISTENER, BOOLEAN, False, "a web channel (a plugin serving a twisted.web site, as twistd's web plugin does): every answer carries the header X-Served-By: NAME (ROLE, epoch N) of the node that served it"),
     Key("command", LISTENER, COMMAND, (), "a program and its arguments, run while live instead of a plugin (a process channel)", group=PROCESS),
     Key("stop_timeout", LISTENER, SECONDS, 10.0, "seconds a stopping program has between SIGTERM and SIGKILL", group=PROCESS),
     Key("restart_tries", LISTENER, COUNT, 5, "restarts after deaths while live before the channel is FAILED", group=PROCESS),

@@ -278,7 +278,10 @@ def location(path, section, key, text):
     return text
 
 
-_SECRET_FILE_ALLOWED = "the path of a readable key file; a relative path is relative to the configuration file"
+_SECRET_FILE_ALLOWED = (
+    "the path of a readable key file (make one with `iwsrv keygen PATH`); a relative path is relative to the"
+    " configuration file"
+)
 
 
 def secret_file(path, section, key, text):

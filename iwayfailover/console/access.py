@@ -24,7 +24,7 @@ import collections
 import hmac
 import json
 import secrets
-from typing import Optional
+from typing import Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -95,6 +95,9 @@ class Session:
         self.csrf = secrets.token_urlsafe(32)
         self.last_seen = now
         self.stamp: Optional[str] = None  # the user's stored hash at login: a new password ends the session
+        self.notice: Optional[Tuple[str, bool]] = None
+        """A notice (text, is an error) for the next page this session sees, shown once: how an
+        action that answered with a redirect went (post, redirect, get)."""
 
 
 class Sessions:

@@ -466,6 +466,14 @@ class ListenersPage(Page):
         super().__init__(console)
         self.putChild(b"restart", RestartPage(console, self))
 
+    def render_GET(self, request):
+        # How a restart went, once: the restart's POST answered with a redirect here.
+        session = request.console_session
+        notice, error = (session.notice if session is not None and session.notice else (None, False))
+        if session is not None:
+            session.notice = None
+        return self.show(request, self.content(request), notice=notice, error=error)
+
     def content(self, request):
         status = self.console.node.status()
         rows = []
@@ -497,7 +505,12 @@ class ListenersPage(Page):
 
 
 class RestartPage(Page):
-    """C{POST /listeners/restart}: start one FAILED listener again."""
+    """
+    C{POST /listeners/restart}: start one FAILED listener again, then send
+    the browser back to C{/listeners} (303, post-redirect-get), which says
+    once how it went: a reload there neither restarts again nor repeats the
+    notice.
+    """
 
     path = b"listeners"
     title = "Listeners"
@@ -511,13 +524,22 @@ class RestartPage(Page):
         request.setHeader(b"location", b"/listeners")
         return b""
 
+    def _back(self, request, notice, error=False):
+        if getattr(request, "_disconnected", False):
+            return NOT_DONE_YET  # the browser left while the restart was under way
+        request.console_session.notice = (notice, error)
+        request.setResponseCode(303)
+        request.setHeader(b"location", b"/listeners")
+        request.finish()
+        return NOT_DONE_YET
+
     def render_POST(self, request):
         name = _arg(request, "listener")
         user = request.console_session.user
         try:
             d = self.console.node.restart_listener(name)
         except ListenerRestartRefused as e:
-            return self.show(request, self.listeners.content(request), notice=f"Not restarted: {e}", error=True, code=409)
+            return self._back(request, f"Not restarted: {e}", error=True)
         log.info("console: {user} from {client} restarted listener {listener}",
                  user=user, client=client_address(request), listener=name)
 
@@ -525,12 +547,11 @@ class RestartPage(Page):
             channel = self.console.node.status().listeners.get(name)
             failed = channel is not None and channel.state == FAILED
             notice = f"Listener {name} is {'gone' if channel is None else channel.state}" + (f": {channel.reason}" if failed else ".")
-            return self.show(request, self.listeners.content(request), notice=notice, error=failed)
+            return self._back(request, notice, error=failed)
 
         def broken(failure):
             log.failure("console: restarting listener {listener} failed", failure, listener=name)
-            return self.show(request, self.listeners.content(request), error=True, code=500,
-                             notice=f"Listener {name} could not be restarted: {failure.getErrorMessage()}")
+            return self._back(request, f"Listener {name} could not be restarted: {failure.getErrorMessage()}", error=True)
 
         d.addCallback(done).addErrback(broken)
         return NOT_DONE_YET

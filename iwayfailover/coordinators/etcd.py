@@ -39,7 +39,7 @@ from iwayfailover.core.group import GroupCore, group_settings_for
 from iwayfailover.floating import FloatingAddress
 from iwayfailover.hooks import Hooks
 from iwayfailover.listeners import ListenerSet, plugin_service
-from iwayfailover import commands
+from iwayfailover import commands, servedby
 from iwayfailover.node import CoreNode, RoleRecord
 from iwayfailover.serving import Serving
 from iwayfailover.stall import StallWatch
@@ -129,7 +129,8 @@ class GroupNode(CoreNode):
         self._init_common(reactor, now, wall, epochs)
         self.core = GroupCore(group_settings_for(config, name), now=now, epoch=epochs.load())
         self.machine = RoleRecord(self.core, wall)
-        self.listeners = ListenerSet(build_listener, wall=wall, reactor=reactor, auto_retry=False)
+        self.listeners = ListenerSet(servedby.builder(build_listener, self.served_by), wall=wall, reactor=reactor,
+                                     auto_retry=False)
         self.listeners.configure(config.listeners_for(name))
         client_settings = config.client_settings(name)
         run_command = run_command or commands.run

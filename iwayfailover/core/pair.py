@@ -745,8 +745,11 @@ class PairCore(CoreBase):
             return
         if self._prevote is not None or self._claim is not None:
             return
-        self._note("warn", f"heartbeat link from {self.peer_name} lost ({obs.how}); asking at once whether its"
-                           " process is gone")
+        peer = self.peer_name
+        how = f"closed by {peer}: it stopped without standing down, or its process died" if obs.how == "closed" \
+            else "reset on the way"
+        self._note("warn", f"heartbeat link from {peer} (live) ended ({how}); asking {peer}'s heartbeat port at"
+                           f" once whether it still runs")
         if "no-prevote" in self.plants:
             return
         # A refused or closed probe decides at once; no answer proves nothing

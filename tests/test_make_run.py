@@ -1,0 +1,140 @@
+"""
+`make run` from outside, as a new user runs it: a second `make run` while a
+pair runs refuses before it starts anything, exits non-zero and leaves the
+running pair's pid files alone; a run removes only the pid files it wrote.
+
+Each test runs the project's Makefile with `make -C` in a folder of its own
+(its .run/ there), on a pair configuration with ports of its own
+(L{harness.Pair}), with the installed copy's bin folder as the Makefile's
+venv and its prerequisites (install, the key, the console users) taken as
+made (`make -o`).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+from harness import Pair, temporary_directory, wait_for
+
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAKEFILE = os.path.join(SOURCE_TREE, "Makefile")
+VENV = os.path.dirname(os.path.dirname(sys.executable))
+
+
+class MakeRunTests(unittest.TestCase):
+    def setUp(self):
+        if not os.path.isfile(MAKEFILE) or shutil.which("make") is None:
+            raise unittest.SkipTest("needs the source tree's Makefile and make")
+        self.folder = temporary_directory(self)
+        self.pair = Pair(os.path.join(self.folder, "pair"), interval=0.2, threshold=1.0)
+        os.makedirs(os.path.join(self.folder, "conf"))
+        with open(os.path.join(self.folder, "conf", "console-password"), "w") as f:
+            f.write("not-a-real-password\n")
+        self.run_folder = os.path.join(self.folder, ".run")
+        self.runs = []
+        self.addCleanup(self.stop_all)
+
+    def make_argv(self):
+        return [
+            "make", "--no-print-directory", "-f", MAKEFILE, "-C", self.folder, "run", f"VENV={VENV}",
+            f"CONF={self.pair.config_path}", "-o", "install", "-o", "conf/failover.key", "-o", "conf/console-users",
+        ]
+
+    def start_run(self):
+        """`make run` in a process group of its own (as in a terminal), its output in a file."""
+        out = open(os.path.join(self.folder, f"make-{len(self.runs)}.out"), "w+")
+        self.addCleanup(out.close)
+        process = subprocess.Popen(self.make_argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.runs.append(process)
+        return process, out
+
+    def make_run_once(self):
+        """A `make run` expected to return at once: its exit status and output."""
+        process = subprocess.Popen(self.make_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.runs.append(process)  # killed with all it started, should it start anything
+        try:
+            text, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("make run did not return within 60 s (it started the pair?)")
+        return process.returncode, text
+
+    def stop_all(self):
+        for process in self.runs:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # make, its shell and every node it started
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+
+    def pid_file(self, name):
+        path = os.path.join(self.run_folder, f"{name}.pid")
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def write_pid_file(self, name, pid):
+        os.makedirs(self.run_folder, exist_ok=True)
+        with open(os.path.join(self.run_folder, f"{name}.pid"), "w") as f:
+            f.write(f"{pid}\n")
+
+    def test_second_make_run_refuses_and_leaves_the_running_pair_alone(self):
+        """
+        While a `make run` pair runs, a second `make run` says what runs and
+        how to stop it, exits non-zero, starts nothing and keeps the pid
+        files; Ctrl-C then stops the first, which removes its own pid files.
+        """
+        first, out = self.start_run()
+        wait_for(lambda: self.pair.roles() == ("live", "backup"), 30, "the first make run's serv_a live, serv_b backup")
+        pids = (self.pair_pid("serv_a"), self.pair_pid("serv_b"))
+        self.assertTrue(all(pids), pids)
+
+        code, text = self.make_run_once()
+
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(f"serv_a runs already (pid {pids[0]}, in .run/serv_a.pid): stop it first", text)
+        self.assertNotIn("console login", text)  # refused before the banner
+        self.assertEqual((self.pid_file("serv_a"), self.pid_file("serv_b")), pids)
+        self.assertEqual(self.pair.roles(), ("live", "backup"))
+
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(timeout=30)
+        wait_for(lambda: self.pid_file("serv_a") is None and self.pid_file("serv_b") is None, 10,
+                 "the first make run to remove the pid files it wrote")
+        out.seek(0)
+        banner = out.read()
+        self.assertIn(f"iwsrv -b --config {self.pair.config_path} --name serv_a --state-dir .run/serv_a", banner)
+        self.assertIn(f"iwsrv -b --config {self.pair.config_path} --name serv_b --state-dir .run/serv_b", banner)
+
+    def pair_pid(self, name):
+        return wait_for(lambda: self.pid_file(name), 10, f".run/{name}.pid")
+
+    def test_make_run_refuses_when_a_port_of_the_pair_is_taken(self):
+        """
+        Something listening on a port of the pair (the web channel's, read
+        from the configuration): `make run` names it and exits non-zero, and
+        a stale pid file (a pid that is no node) is neither a refusal nor
+        touched.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", self.pair.web_port))
+        busy.listen(1)
+        unrelated = str(os.getpid())  # alive, but its command line names no node
+        self.write_pid_file("serv_a", unrelated)
+
+        code, text = self.make_run_once()
+
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(f"something already listens on 127.0.0.1 port {self.pair.web_port}", text)
+        self.assertNotIn("runs already", text)
+        self.assertEqual((self.pid_file("serv_a"), self.pid_file("serv_b")), (unrelated, None))
+        self.assertIsNone(self.pair.a.status())
