@@ -20,7 +20,7 @@ from iwayfailover.config import ConfigError
 from iwayfailover.console import console_root
 from iwayfailover.console.metrics import MetricsResource, node_registry
 from iwayfailover.reload import ConfigPoller
-from iwayfailover.status import CoordinatorStatus, INodeControl, LeaseStats, MemberStatus
+from iwayfailover.status import LOCAL_COPY, CoordinatorStatus, INodeControl, LeaseStats, MemberStatus
 from test_console import ThroughInterface
 from test_node import CONFIG, NodeTestCase
 from wirepeer import frame_bytes, keyed
@@ -464,3 +464,34 @@ class MetricsResourceTests(NodeTestCase):
         self.assertEqual(role(), ["backup"])
         self.step(2.05)
         self.assertEqual(role(), ["live"])
+
+
+class LocalCopyMetricTests(NodeTestCase):
+    """Whether the node runs from its local copy of the configuration, and whether the copy can be kept."""
+
+    def samples(self, **config):
+        import dataclasses
+
+        node = self.make_node()
+
+        @implementer(INodeControl)
+        class Copied:
+            def status(self):
+                status = node.status()
+                return dataclasses.replace(status, config=dataclasses.replace(status.config, **config))
+
+        return scrape(Copied())
+
+    def test_a_node_on_its_share_shows_zero(self):
+        samples = self.samples()
+        self.assertEqual(value(samples, "iwayfailover_config_from_local_copy"), 0)
+        self.assertEqual(value(samples, "iwayfailover_config_local_copy_failing"), 0)
+
+    def test_a_node_on_its_copy_shows_one(self):
+        samples = self.samples(source=LOCAL_COPY, last_error="cannot read the configuration: Input/output error")
+        self.assertEqual(value(samples, "iwayfailover_config_from_local_copy"), 1)
+        self.assertEqual(value(samples, "iwayfailover_config_reload_failing"), 1)
+
+    def test_a_copy_that_cannot_be_written_shows_one(self):
+        samples = self.samples(local_copy_error="No space left on device")
+        self.assertEqual(value(samples, "iwayfailover_config_local_copy_failing"), 1)

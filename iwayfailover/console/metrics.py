@@ -108,6 +108,15 @@ class NodeCollector(Collector):
             "iwayfailover_config_reload_failing", "1 while the latest read of the configuration was refused.",
             value=0.0 if config.last_error is None else 1.0,
         )
+        yield GaugeMetricFamily(
+            "iwayfailover_config_from_local_copy",
+            "1 while the node runs from its local copy of the configuration (the share could not be read at its start).",
+            value=1.0 if config.from_copy else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "iwayfailover_config_local_copy_failing", "1 while the local copy of the configuration cannot be written.",
+            value=0.0 if config.local_copy_error is None else 1.0,
+        )
 
         if status.coordinator is not None:
             yield from group_metrics(status)
