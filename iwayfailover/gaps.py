@@ -25,6 +25,9 @@ thresholds (0.15 s, 0.3 s), coarse up to the long ones."""
 WINDOW = 300
 """Seconds of per-second maxima kept for the chart: the last five minutes."""
 
+MAX_GAPS = 20000
+"""Gaps kept for the window's quantiles: five minutes of heartbeats 15 ms apart (about 0.5 MB at most)."""
+
 
 @dataclass(frozen=True)
 class GapSnapshot:
@@ -34,6 +37,8 @@ class GapSnapshot:
     @ivar buckets: C{(upper bound, cumulative count)} for every bound of L{GAP_BUCKETS}.
     @ivar recent: C{(second, largest gap, heartbeats)} for each Unix second of
         the window in which a heartbeat came, oldest first.
+    @ivar gaps: every gap that ended in the window, oldest first (for its
+        quantiles: the histogram's are only as fine as its buckets).
     @ivar open_gap: seconds since the last heartbeat, while one is awaited
         (the gap still growing); None when none is awaited.
     """
@@ -43,6 +48,7 @@ class GapSnapshot:
     total: float = 0.0
     largest: float = 0.0
     recent: Tuple[Tuple[int, float, int], ...] = ()
+    gaps: Tuple[float, ...] = ()
     open_gap: Optional[float] = None
 
     def recent_largest(self) -> float:
@@ -52,15 +58,12 @@ class GapSnapshot:
     def recent_count(self) -> int:
         return sum(n for _, _, n in self.recent)
 
-    def quantile(self, q: float) -> Optional[float]:
-        """The upper bound of the bucket that holds quantile C{q} of all gaps (None: no gap yet)."""
-        if self.count == 0:
-            return None
-        rank = q * self.count
-        for bound, cumulative in self.buckets:
-            if cumulative >= rank:
-                return bound
-        return math.inf  # pragma: no cover - the last bucket holds every gap
+    def quantiles(self, *qs: float) -> Tuple[Optional[float], ...]:
+        """The gaps of the window at quantiles C{qs} (nearest rank), each None when the window holds no gap."""
+        if not self.gaps:
+            return tuple(None for _ in qs)
+        ordered = sorted(self.gaps)
+        return tuple(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] for q in qs)
 
 
 class GapRecord:
@@ -85,6 +88,7 @@ class GapRecord:
         self.largest = 0.0
         self._last: Optional[float] = None
         self._seconds: collections.deque = collections.deque()  # [second, largest, heartbeats]
+        self._gaps: collections.deque = collections.deque(maxlen=MAX_GAPS)  # (when, gap)
 
     def beat(self) -> Optional[float]:
         """A heartbeat now: record the gap since the previous one; return it (None for the first)."""
@@ -108,6 +112,10 @@ class GapRecord:
         self.total += gap
         self.largest = max(self.largest, gap)
         entry[1] = max(entry[1], gap)
+        gaps = self._gaps
+        gaps.append((now, gap))
+        while gaps[0][0] <= now - self._window:
+            gaps.popleft()
         return gap
 
     def forget(self) -> None:
@@ -127,9 +135,11 @@ class GapRecord:
         for bound, n in zip(GAP_BUCKETS, self._counts):
             cumulative += n
             buckets.append((bound, cumulative))
+        since = self._now() - self._window
         return GapSnapshot(
             buckets=tuple(buckets), count=self.count, total=self.total, largest=self.largest,
             recent=tuple((s, g, n) for s, g, n in self._seconds if s > cutoff),
+            gaps=tuple(gap for when, gap in self._gaps if when > since),
             open_gap=max(0.0, self._now() - self._last) if awaiting and self._last is not None else None,
         )
 
@@ -145,24 +155,19 @@ class GapHistory:
     window: int = WINDOW
 
     def to_json(self) -> dict:
-        """C{GET /api/gaps}: every second of the window with a heartbeat, and the histograms' quantiles."""
+        """C{GET /api/gaps}: every second of the window with a heartbeat, and the quantiles of the window's gaps."""
 
         def side(snapshot: GapSnapshot) -> dict:
+            p50, p99, p999 = (None if q is None else round(q, 4) for q in snapshot.quantiles(0.5, 0.99, 0.999))
             return {
                 "count": snapshot.count,
                 "largest": round(snapshot.largest, 4),
-                "p50": _bound(snapshot.quantile(0.5)), "p99": _bound(snapshot.quantile(0.99)),
-                "p999": _bound(snapshot.quantile(0.999)),
+                "p50": p50, "p99": p99, "p999": p999,
                 "open_gap": None if snapshot.open_gap is None else round(snapshot.open_gap, 4),
                 "seconds": [[s, round(g, 4), n] for s, g, n in snapshot.recent],
             }
 
         return {"at": round(self.at, 3), "window": self.window, "heard": side(self.heard), "sent": side(self.sent)}
-
-
-def _bound(value: Optional[float]):
-    """A bucket bound for JSON (which has no infinity): None for none or above the last finite bound."""
-    return None if value is None or math.isinf(value) else value
 
 
 # -- the chart --
@@ -313,7 +318,8 @@ def summary(history: GapHistory, threshold: float) -> str:
     for side, snapshot in (("heard", history.heard), ("sent", history.sent)):
         if snapshot.recent_count():
             largest = snapshot.recent_largest()
-            share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if threshold > 0 and not said else ""
+            # Only a gap heard is measured against the threshold: it is what a backup acts on.
+            share = f" ({largest / threshold:.0%} of the threshold {_fmt(threshold)})" if side == "heard" and threshold > 0 else ""
             said.append(f"{side} {largest:.3f} s{share}")
     if not said:
         return f"No heartbeat heard or sent in the last {minutes} minutes."

@@ -330,6 +330,9 @@ class HeartbeatSender:
         self._node.peer.connections.discard(protocol)
         if self._protocol is protocol:
             self._protocol = None
+            # A send gap is this node's own lateness between two heartbeats on a link;
+            # the time without a link is not one (the backup's side counts it, as heard).
+            self.gaps.forget()
             how = link_end(reason)
             if self.running:
                 # What the node makes of it, not the transport's words ("Connection was

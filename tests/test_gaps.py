@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -112,14 +114,21 @@ class GapRecordTests(unittest.TestCase):
         self.assertIsNone(self.record.snapshot(awaiting=False).open_gap)
         self.assertAlmostEqual(self.record.snapshot(awaiting=True).recent_largest(), 1.25)
 
-    def test_quantiles_are_bucket_bounds(self):
-        """99 gaps of 0.04 s and one of 0.7 s: p50 and p99 at 0.05, p99.9 at 1."""
-        self.beats(*([0.04] * 99 + [0.7]))
+    def test_quantiles_are_the_windows_gaps_not_bucket_bounds(self):
+        """98 gaps of 0.5007 s, one of 0.52 and one of 0.7: p50 0.5007 (not the bucket's 1.0), p99 0.52, p99.9 0.7."""
+        self.beats(*([0.5007] * 98 + [0.52, 0.7]))
+        p50, p99, p999 = self.record.snapshot().quantiles(0.5, 0.99, 0.999)
+        self.assertAlmostEqual(p50, 0.5007)
+        self.assertAlmostEqual(p99, 0.52)
+        self.assertAlmostEqual(p999, 0.7)
+        self.assertEqual(GapSnapshot().quantiles(0.5, 0.99), (None, None))
+
+    def test_quantiles_count_only_the_gaps_of_the_window(self):
+        """A 9 s gap, then 60 s of 0.5 s gaps (window 60 s): the 9 s gap has left the window's quantiles."""
+        self.beats(9.0, *([0.5] * 120))
         snapshot = self.record.snapshot()
-        self.assertEqual(snapshot.quantile(0.5), 0.05)
-        self.assertEqual(snapshot.quantile(0.99), 0.05)
-        self.assertEqual(snapshot.quantile(0.999), 1.0)
-        self.assertIsNone(GapSnapshot().quantile(0.5))
+        self.assertAlmostEqual(snapshot.quantiles(1.0)[0], 0.5)
+        self.assertAlmostEqual(snapshot.largest, 9.0)  # since the start, as the histogram
 
 
 def transition(at, previous, role, epoch=1, cause="test"):
@@ -197,7 +206,8 @@ class ChartTests(unittest.TestCase):
         root = parse(chart_svg(self.history(sent=[(int(T0) + 5, 0.2, 4)]), 1.0, 0.1, [], "live"))
         self.assertEqual(len(self.strokes(root, "sent")), 1)
         self.assertEqual(self.strokes(root, "heard"), [])
-        self.assertIn("sent 0.200 s (20% of the threshold 1 s)", root.find(SVG + "title").text)
+        # A gap sent is this node's own lateness, not measured against the threshold (the backup acts on gaps heard).
+        self.assertEqual("Largest heartbeat gap in the last 5 min: sent 0.200 s.", root.find(SVG + "title").text)
 
     def test_seconds_outside_the_window_are_not_drawn_past_its_edges(self):
         """The x of every stroke stays within the plot, whatever the second."""
@@ -283,6 +293,17 @@ class NodeGapTests(NodeTestCase):
         self.assertLess(abs(value(samples, name + "_sum") / count - 0.5), 0.05)  # the clock moves in steps of 0.05 s
         self.assertEqual(value(samples, "iwayfailover_heartbeat_gap_seconds_count"), 0)
 
+    def test_the_time_without_a_link_is_no_send_gap(self):
+        """A live node's link to its backup drops and comes back 3 s later: no gap of 3 s is counted as sent."""
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, _ = self.answering_backup(node)
+        self.step(1.05)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.step(3.0)
+        self.answering_backup(node)
+        self.step(1.05)
+        self.assertLess(node.status().heartbeats.gaps.sent.largest, 1.0)
+
     def get(self, node, path, client=None):
         """GET C{path} on the node's console, from this host (or from C{client})."""
         root = console_root(ThroughInterface(node))
@@ -311,7 +332,7 @@ class NodeGapTests(NodeTestCase):
         self.assertEqual(gaps["heard"]["count"], 2)
         self.assertEqual(gaps["heard"]["largest"], 1.25)
         self.assertEqual(gaps["heard"]["open_gap"], 0.75)
-        self.assertEqual(gaps["heard"]["p50"], 0.5)
+        self.assertEqual((gaps["heard"]["p50"], gaps["heard"]["p99"]), (0.5, 1.25))
         self.assertEqual(sum(n for _, _, n in gaps["heard"]["seconds"]), 3)
         self.assertEqual(gaps["sent"]["count"], 0)
 
