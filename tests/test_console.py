@@ -1757,3 +1757,37 @@ class PairConsoleUnchangedTests(ConsoleTestCase):
             {"from": "serv_a", "to": "serv_b", "epoch": 2, "gap": 0.01})
         response, _ = self.post("/api/switchover", {}, headers={"Authorization": "Bearer " + API_TOKEN})
         self.assertEqual((response.code, asked), (200, [((), {})]))
+
+
+class NoBackupBannerTests(ConsoleTestCase):
+    """A live node whose backup is not connected says so on its Status page; a backup's page does not."""
+
+    name = "serv_a"
+    backup = False
+
+    def banner(self, body):
+        return re.search(r'<div[^>]*data-live="no-backup"[^>]*>', body).group(0)
+
+    def test_a_live_node_without_its_backup_shows_the_warning(self):
+        self.assertEqual(self.node.status().role, "live")
+        body = self.logged_in()
+        self.assertNotIn("hidden", self.banner(body))
+        self.assertIn("No backup connected: </strong><span data-field=\"no-backup-peer\">serv_b</span>", body)
+
+
+class NoBackupBannerOnABackupTests(ConsoleTestCase):
+    def test_a_backup_keeps_the_warning_hidden(self):
+        body = self.logged_in()
+        self.assertIn("hidden", re.search(r'<div[^>]*data-live="no-backup"[^>]*>', body).group(0))
+
+
+class PeerRoleTextTests(TestCase):
+    """A peer not connected is shown as last seen in a role, not as being in it."""
+
+    def test_connected_is_the_role_now_and_not_connected_is_last_seen(self):
+        from iwayfailover.console.pages import peer_role_text
+        from iwayfailover.status import PeerStatus
+
+        self.assertEqual(peer_role_text(PeerStatus(name="serv_a", connected=True, role="live")), "live")
+        self.assertEqual(peer_role_text(PeerStatus(name="serv_a", connected=False, role="live")), "last seen live")
+        self.assertEqual(peer_role_text(PeerStatus(name="serv_a", connected=False, role=None)), "role unknown")

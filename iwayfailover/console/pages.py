@@ -183,6 +183,32 @@ class Page(Resource):
 # -- Status --
 
 
+def peer_role_text(peer) -> str:
+    """The peer's role as the page says it: a peer not connected is shown as last seen, not as it is now."""
+    if not peer.role:
+        return "role unknown"
+    return peer.role if peer.connected else f"last seen {peer.role}"
+
+
+def no_backup_banner(status):
+    """
+    A warning on a live node's Status page while its backup is not
+    connected: nothing would take over if this node failed. Hidden
+    otherwise; the page's script shows and hides it as the status changes.
+    """
+    peer = status.peer
+    attributes = {"class": "banner warning", "role": "status", "data-live": "no-backup"}
+    if status.role != LIVE or peer.connected:
+        attributes["hidden"] = ""
+    return tags.div(
+        tags.strong("No backup connected: "),
+        tags.span(peer.name or "the backup", **{"data-field": "no-backup-peer"}),
+        " is not connected to this live node, so nothing would take over if it failed. See its log,"
+        " and bring it back (started with -b, it comes back as the backup).",
+        **attributes,
+    )
+
+
 def failed_banner(status):
     """
     A warning across the top of the Status page while a live node serves
@@ -248,7 +274,7 @@ class StatusPage(Page):
             tags.dt("Peer"), tags.dd(
                 tags.span(peer.name or "?", **{"data-field": "peer-name"}), ", ",
                 tags.span("connected" if peer.connected else "not connected", **{"data-field": "peer-connected"}),
-                ", ", tags.span(peer.role or "role unknown", **{"data-field": "peer-role"}),
+                ", ", tags.span(peer_role_text(peer), **{"data-field": "peer-role"}),
             ),
             tags.dt("Last heartbeat"), tags.dd(
                 tags.span("never heard" if age is None else f"{age:.1f} s ago", **{"data-field": "peer-age"})
@@ -260,8 +286,8 @@ class StatusPage(Page):
             class_="facts", **{"data-live": "status"},
         )
         return tags.div(
-            failed_banner(status), facts, self.gaps_chart(status), self.switchover_form(request, status),
-            self.transitions(status),
+            failed_banner(status), no_backup_banner(status), facts, self.gaps_chart(status),
+            self.switchover_form(request, status), self.transitions(status),
         )
 
     def gaps_chart(self, status):

@@ -55,7 +55,9 @@
     var peer = status.peer || {};
     setText("peer-name", peer.name || "?");
     setText("peer-connected", peer.connected ? "connected" : "not connected");
-    setText("peer-role", peer.role || "role unknown");
+    setText("peer-role", !peer.role ? "role unknown" : peer.connected ? peer.role : "last seen " + peer.role);
+    var noBackup = document.querySelector('[data-live="no-backup"]');
+    if (noBackup) { noBackup.hidden = !(status.role === "live" && !peer.connected); }
     setText("peer-age", peer.last_heartbeat_age === null || peer.last_heartbeat_age === undefined
       ? "never heard" : peer.last_heartbeat_age.toFixed(1) + " s ago");
     var coordinator = status.coordinator;
