@@ -35,6 +35,10 @@ L{connect_timeout}): a very short heartbeat interval must still leave a
 connection time for a round trip."""
 
 
+FLAP_REPORT_EVERY = 10.0
+"""Seconds between the lines that count links the backup hangs up on without answering."""
+
+
 def link_end(reason) -> str:
     """How a connection ended, for the core: closed by the far end, or reset (or aborted) on the way."""
     return ev.CLOSED if reason.check(error.ConnectionDone) else ev.RESET
@@ -227,6 +231,10 @@ class HeartbeatSender:
         self._dialler: Optional[Redialler] = None
         self._protocol = None
         self._unanswered = 0
+        self._answered = False  # on the current link
+        self._flapping = False  # links hung up on without an answer, reported
+        self._flap_reported = 0.0
+        self._dropped = 0
         self.sent = 0
         self.gaps = GapRecord(node.now, node.wall)  # between the heartbeats sent
         self._factory: Optional[HeartbeatFactory] = None
@@ -300,6 +308,39 @@ class HeartbeatSender:
         except Exception:
             self.log.failure("sending a heartbeat failed")
 
+    def _unanswered_link_ended(self, reason) -> None:
+        """
+        The backup closed a link on which it answered none of this node's
+        heartbeats: it refuses them (most often another heartbeat key). Said
+        once, with the key ids to compare, then counted in a line every
+        L{FLAP_REPORT_EVERY} seconds while it goes on (it redials several
+        times a second), until a heartbeat is answered again.
+        """
+        node = self._node
+        peer = node.peer.name or "the backup"
+        now = node.now()
+        self._dropped += 1
+        if self._flapping and now - self._flap_reported < FLAP_REPORT_EVERY:
+            return
+        ids = ", ".join(node.keys.key_ids) or "none: insecure = true"
+        self.log.warn(
+            "{peer} at {location} hangs up on this node's heartbeats without answering any ({count} links in a row;"
+            " {how}): it refuses them. Does it hold the same heartbeat key? This node's key ids: {ids}; compare"
+            " `iwsrv status` on both, and look for 'bad MAC' in {peer}'s log. Without answers this node cannot"
+            " tell whether {peer} is live too.",
+            peer=peer, location=node.settings.backup_location, count=self._dropped, ids=ids,
+            how=f"the last one {'closed' if link_end(reason) == ev.CLOSED else 'reset'}",
+        )
+        self._flapping = True
+        self._flap_reported = now
+
+    def _end_flapping(self) -> None:
+        if self._flapping:
+            self.log.info("{peer} answers this node's heartbeats again, after {count} links it hung up on",
+                          peer=self._node.peer.name or "the backup", count=self._dropped)
+        self._flapping = False
+        self._dropped = 0
+
     def stand_down(self, switchover: bool) -> bool:
         """Tell the backup this node has stopped serving; False if it is not connected."""
         if self._protocol is None:
@@ -313,8 +354,10 @@ class HeartbeatSender:
     def connection_made(self, protocol):
         self._protocol = protocol
         self._unanswered = 0
+        self._answered = False
         self._node.peer.connections.add(protocol)
-        self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
+        if not self._flapping:
+            self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
         self._node.out_link_up()
 
     def frame_received(self, protocol, frame):
@@ -324,6 +367,9 @@ class HeartbeatSender:
         if not self._node.known_peer(protocol, frame):
             return
         self._unanswered = 0
+        if not self._answered:
+            self._answered = True
+            self._end_flapping()
         self._node.heard(protocol, frame, ev.OUT)
 
     def connection_lost(self, protocol, reason):
@@ -334,7 +380,10 @@ class HeartbeatSender:
             # the time without a link is not one (the backup's side counts it, as heard).
             self.gaps.forget()
             how = link_end(reason)
-            if self.running:
+            if self.running and not self._answered and self._unanswered:
+                # Heartbeats sent, none answered, and the backup hung up: it refuses them.
+                self._unanswered_link_ended(reason)
+            elif self.running:
                 # What the node makes of it, not the transport's words ("Connection was
                 # closed cleanly." after a kill -9 of the backup).
                 peer = self._node.peer.name or "the backup"

@@ -501,8 +501,8 @@ class FailoverNode(CoreNode):
                                       epoch=frame.epoch, priority=frame.priority, sender=frame.name,
                                       threshold=frame.threshold / 1000)
             if frame is None and reply.outcome in PROBE_OUTCOMES:
-                return ev.ProbeResult(effect.purpose, effect.token, PROBE_OUTCOMES[reply.outcome])
-            return ev.ProbeResult(effect.purpose, effect.token, ev.NO_ANSWER)
+                return ev.ProbeResult(effect.purpose, effect.token, PROBE_OUTCOMES[reply.outcome], detail=reply.why)
+            return ev.ProbeResult(effect.purpose, effect.token, ev.NO_ANSWER, detail=reply.why)
 
         def failed(f):
             self.log.failure("probe of {location} failed", f, location=self.settings.backup_location)

@@ -864,3 +864,85 @@ class MovedLocationTests(NodeTestCase):
         asked.clear()
         self.step(2.0)
         self.assertNotIn(1200, asked, "the old place is asked only for a while")
+
+
+class RefusedHeartbeatsTests(NodeTestCase):
+    """A backup that hangs up on every link without answering a heartbeat (another key): said once, then counted."""
+
+    def redialled(self, node, dials):
+        """Step the clock until the node has dialled its backup location more than C{dials} times."""
+        for _ in range(100):
+            if len(self.reactor.tcpClients) > dials:
+                return
+            self.reactor.advance(0.01)
+        self.fail("the node did not dial its backup location again")
+
+    def hung_up(self, node, steps=0.55):
+        """One link: heartbeats sent for C{steps} seconds, none answered, then closed by the far end."""
+        _, protocol, _ = self.outbound(node)
+        self.dials = len(self.reactor.tcpClients)
+        self.step(steps)
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+    def lines(self, events):
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in events if "hangs up on this node's heartbeats" in e.get("log_format", "")]
+
+    def test_the_first_link_hung_up_on_names_the_keys_and_the_next_ones_are_counted(self):
+        from twisted.logger import capturedLogs
+
+        node = self.make_node(name="serv_a", backup=False)
+        with capturedLogs() as events:
+            for _ in range(5):  # five links within a few seconds
+                self.hung_up(node)
+                self.redialled(node, self.dials)
+        [line] = self.lines(events)
+        self.assertIn("serv_b at", line)
+        self.assertIn("(1 links in a row; the last one closed)", line)
+        self.assertIn("Does it hold the same heartbeat key? This node's key ids: " + node.keys.key_ids[0], line)
+        self.assertFalse([e for e in events if "heartbeat link to backup" in e.get("log_format", "")
+                          and "ended" in e.get("log_format", "")])
+
+        with capturedLogs() as events:
+            self.step(10.0)  # past the report interval: the next one is said with the count
+            self.redialled(node, self.dials)
+            self.hung_up(node)
+        [line] = self.lines(events)
+        self.assertIn("links in a row", line)
+        self.assertNotIn("(1 links", line)
+
+    def test_an_answer_ends_it_and_says_so(self):
+        from twisted.logger import capturedLogs, formatEvent
+
+        node = self.make_node(name="serv_a", backup=False)
+        self.hung_up(node)
+        self.redialled(node, self.dials)
+        with capturedLogs() as events:
+            self.answering_backup(node)
+        self.assertTrue([e for e in events if "answers this node's heartbeats again" in formatEvent(e)])
+
+    def test_a_link_that_was_answered_ends_as_before(self):
+        """A backup that answered, then died: the usual line about the link, not the refusal."""
+        from twisted.logger import capturedLogs
+
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, _ = self.answering_backup(node)
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.lines(events), [])
+        self.assertTrue([e for e in events if "it stopped, or its process died" in e.get("how", "")])
+
+
+class ProbeDetailTests(NodeTestCase):
+    def test_a_takeover_after_an_inconclusive_probe_says_what_the_probe_saw(self):
+        """The crash probe found a port that said hello and hung up: the cause says so, with the key hint."""
+        node = self.make_node()
+        self.crash_probe = probe.Reply(None, probe.UNREACHABLE,
+                                       "it said hello, then closed without answering (do both nodes hold the same key?)")
+        protocol, _ = self.inbound(node)
+        self.every_half_second(protocol, 2, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE)
+        self.step(3.0)
+        self.assertEqual(node.machine.role, LIVE)
+        self.assertIn("its heartbeat port did not answer (it said hello, then closed without answering (do both nodes"
+                      " hold the same key?))", node.machine.cause)

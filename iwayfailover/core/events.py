@@ -110,6 +110,8 @@ class ProbeResult:
     priority: int = 0
     sender: Optional[str] = None
     threshold: float = 0.0
+    detail: Optional[str] = None
+    """What the probe saw, in words, when the peer did not answer (for the cause people read; decides nothing)."""
 
 
 @dataclass(frozen=True)

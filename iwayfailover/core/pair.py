@@ -293,7 +293,7 @@ class PairCore(CoreBase):
         elif r.outcome == ANSWERED:
             self._claim_role("start", f"started as live; {peer} is {r.role}")
         else:
-            self._through_gate("start", f"started as live; {peer} did not answer ({r.outcome})")
+            self._through_gate("start", f"started as live; {peer} did not answer ({r.detail or r.outcome})")
 
     # -- backup: watching the live signal --
 
@@ -391,6 +391,8 @@ class PairCore(CoreBase):
             return
         evidence = {REFUSED: "its heartbeat port refused the connection", GONE: "its heartbeat port closed without an answer",
                     NO_ANSWER: "its heartbeat port did not answer"}[outcome]
+        if outcome == NO_ANSWER and r is not None and r.detail:
+            evidence = f"{evidence} ({r.detail})"
         kind = "crash" if outcome in (REFUSED, GONE) and pv.kind == "crash" else pv.kind
         cause = f"{pv.cause}; {evidence}"
         if outcome in (REFUSED, GONE):
