@@ -154,20 +154,37 @@ class GapHistory:
     """The Unix time of the snapshots."""
     window: int = WINDOW
 
-    def to_json(self) -> dict:
-        """C{GET /api/gaps}: every second of the window with a heartbeat, and the quantiles of the window's gaps."""
+    def to_json(self, heard_since: Optional[int] = None, sent_since: Optional[int] = None) -> dict:
+        """
+        C{GET /api/gaps}: every second of the window with a heartbeat, and
+        the quantiles of the window's gaps. With C{heard_since} (or
+        C{sent_since}) N, that side also lists C{new}: every gap after the
+        Nth since the start that is still in the window, in order (a reader
+        that comes back with C{since} = C{count} misses none, as long as it
+        comes back within the window), and C{missed}: how many after the Nth
+        have left the window unread.
+        """
 
-        def side(snapshot: GapSnapshot) -> dict:
+        def side(snapshot: GapSnapshot, since: Optional[int]) -> dict:
             p50, p99, p999 = (None if q is None else round(q, 4) for q in snapshot.quantiles(0.5, 0.99, 0.999))
-            return {
+            entry = {
                 "count": snapshot.count,
                 "largest": round(snapshot.largest, 4),
                 "p50": p50, "p99": p99, "p999": p999,
                 "open_gap": None if snapshot.open_gap is None else round(snapshot.open_gap, 4),
                 "seconds": [[s, round(g, 4), n] for s, g, n in snapshot.recent],
             }
+            if since is not None:
+                first = snapshot.count - len(snapshot.gaps)  # the number of the gap before the window's first
+                since = max(0, min(since, snapshot.count))
+                entry["new"] = [round(g, 5) for g in snapshot.gaps[max(0, since - first):]]
+                entry["missed"] = max(0, first - since)
+            return entry
 
-        return {"at": round(self.at, 3), "window": self.window, "heard": side(self.heard), "sent": side(self.sent)}
+        return {
+            "at": round(self.at, 3), "window": self.window,
+            "heard": side(self.heard, heard_since), "sent": side(self.sent, sent_since),
+        }
 
 
 # -- the chart --

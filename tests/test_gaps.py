@@ -357,7 +357,52 @@ class NodeGapTests(NodeTestCase):
             self.assertEqual((response.code, response.headers.getRawHeaders(b"location")), (303, [b"/login"]))
             self.assertNotIn(b"<svg", body)
 
+    def test_api_gaps_with_a_cursor_lists_the_new_gaps_and_refuses_a_bad_one(self):
+        node = self.make_node()
+        self.heartbeats(node, (0.5, 0.5, 1.25))
+        response, body = self.get(node, "/api/gaps?heard_since=1")
+        self.assertEqual(json.loads(body)["heard"]["new"], [1.25])
+        response, body = self.get(node, "/api/gaps?heard_since=soon")
+        self.assertEqual(response.code, 400)
+        self.assertIn("heard_since must be a whole number", json.loads(body)["error"])
+
     def test_api_gaps_from_another_host_needs_a_login(self):
         """As /api/status: open to this host's clients only."""
         response, _ = self.get(self.make_node(), "/api/gaps", client=IPv4Address("TCP", "192.0.2.9", 40000))
         self.assertEqual(response.code, 401)
+
+
+class CursorTests(unittest.TestCase):
+    """Reading every gap, a window at a time: /api/gaps?heard_since=N."""
+
+    def setUp(self):
+        self.clocks = Clocks()
+        self.record = GapRecord(lambda: self.clocks.mono, lambda: self.clocks.wall, window=60)
+        self.record.beat()
+
+    def beat(self, *pauses):
+        for pause in pauses:
+            self.clocks.advance(pause)
+            self.record.beat()
+
+    def read(self, since):
+        return GapHistory(heard=self.record.snapshot(), at=self.clocks.wall).to_json(heard_since=since)["heard"]
+
+    def test_a_reader_that_comes_back_with_the_count_misses_none(self):
+        self.beat(0.5, 0.25)
+        first = self.read(0)
+        self.assertEqual((first["new"], first["missed"], first["count"]), ([0.5, 0.25], 0, 2))
+        self.beat(0.75)
+        second = self.read(first["count"])
+        self.assertEqual((second["new"], second["missed"]), ([0.75], 0))
+        self.assertEqual(self.read(second["count"])["new"], [])
+
+    def test_gaps_that_left_the_window_unread_are_counted_as_missed(self):
+        """Ten gaps, then 61 s: only the last gap is in the window; the nine before it were missed."""
+        self.beat(*([0.5] * 9), 61.0)
+        late = self.read(0)
+        self.assertEqual((late["new"], late["missed"]), ([61.0], 9))
+
+    def test_without_a_cursor_no_list(self):
+        self.beat(0.5)
+        self.assertNotIn("new", GapHistory(heard=self.record.snapshot()).to_json()["heard"])

@@ -78,7 +78,15 @@ class GapsResource(Resource):
         self._node = node
 
     def render_GET(self, request):
-        return _json(request, 200, self._node.status().heartbeats.gaps.to_json())
+        cursors = {}
+        for name in ("heard_since", "sent_since"):
+            raw = request.args.get(name.encode())
+            if raw:
+                try:
+                    cursors[name] = int(raw[0])
+                except ValueError:
+                    return _json(request, 400, {"error": f"{name} must be a whole number, the count of a side's gaps"})
+        return _json(request, 200, self._node.status().heartbeats.gaps.to_json(**cursors))
 
 
 class BadRequest(Exception):
