@@ -223,6 +223,7 @@ class Session:
 
     def __init__(self, ring: KeyRing, client: bool, own_nonce: bytes, peer_nonce: bytes):
         client_nonce, server_nonce = (own_nonce, peer_nonce) if client else (peer_nonce, own_nonce)
+        self.client_nonce, self.server_nonce = client_nonce, server_nonce
         self._keys = [_session_key(k, client_nonce, server_nonce) for k in ring.keys]
         self._send_key = self._keys[0]
         self._out = CLIENT if client else SERVER
@@ -230,6 +231,24 @@ class Session:
         self.insecure = ring.insecure
         self.sent = 0
         self.received = 0
+
+    @property
+    def out(self) -> bytes:
+        """The direction of the frames this side sends (C{b"C"} or C{b"S"})."""
+        return self._out
+
+    @property
+    def into(self) -> bytes:
+        """The direction of the frames this side receives."""
+        return self._in
+
+    def session_keys(self) -> Tuple[bytes, Tuple[bytes, ...]]:
+        """
+        The session key this side seals with, and those it accepts now (only
+        the peer's, once a frame has shown which it is): for the pulses of
+        L{iwayfailover.pulse}, derived from them.
+        """
+        return self._send_key, tuple(self._keys)
 
     def seal(self, body: bytes) -> bytes:
         self.sent += 1
