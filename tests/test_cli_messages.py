@@ -116,6 +116,23 @@ class NoConfigurationTests(Output, TestCase):
                          " file or directory (no --config given and IWAY_CONFIG is not set: pass --config PATH, or set"
                          " IWAY_CONFIG=PATH)\n")
 
+    def test_the_default_path_down_with_a_copy_still_uses_the_copy(self):
+        """No --config, the default file unreadable but the node's copy of it there: the copy is used, no hint."""
+        from iwayfailover.config import parse_config
+        from iwayfailover.config.lastgood import LastGood
+
+        self.environ("IWAY_CONFIG", None)
+        self.patch(cli, "default_config", lambda: self.missing)
+        state = os.path.join(self.folder, "state", "iwayfailover", "serv_c")
+        os.makedirs(state)
+        LastGood(state, self.missing).keep(parse_config(CONFIG.format(port=8081), self.missing))
+
+        code = cli.main(["status", "--name", "serv_c"])
+
+        self.assertEqual(code, 2)  # no serv_c in the copy: said after the copy was read
+        self.assertIn("using the node's local copy", self.stderr.getvalue())
+        self.assertNotIn("--config PATH", self.stderr.getvalue())
+
     def test_a_share_down_with_no_copy_in_the_default_state_dir_says_pass_state_dir(self):
         """--config given but unreadable, no copy in the default state dir: where it looked, and --state-dir DIR."""
         code = cli.main(["status", "--config", self.missing, "--name", "serv_a"])
