@@ -26,7 +26,8 @@ from twisted.python import usage
 from iwayfailover.config import (
     ConfigError, ConfigUnreadable, endpoint_interface, endpoint_port, parse_config, read_config, server_endpoint_string,
 )
-from iwayfailover.tap import default_config, default_name
+from iwayfailover import tap
+from iwayfailover.tap import default_config, default_name, host_name_used
 
 STATUS_TIMEOUT = 5.0
 SWITCHOVER_TIMEOUT = 60.0
@@ -35,7 +36,83 @@ RESTART_TIMEOUT = 30.0
 """Longest wait for a listener's restart (its ports bound, or its program spawned)."""
 
 
-class StatusOptions(usage.Options):
+class CommandOptions(usage.Options):
+    """
+    The options of one iwsrv command (C{command}): C{--version} is
+    iwayfailover's, and arguments it does not take are a usage error that
+    says so (not "Wrong number of arguments.").
+    """
+
+    command = "?"
+
+    def opt_version(self):
+        """Display iwayfailover's and Twisted's versions and exit."""
+        print(version_line())
+        sys.exit(0)
+
+    def parseArgs(self, *args):
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}: iwsrv {self.command} takes only options")
+
+
+def option_meant(options: usage.Options, given: str) -> str:
+    """For an unknown option C{given}, C{"; did you mean --name?"} (the closest of C{options}'), or ''."""
+    import difflib
+
+    names = [f"--{long}" for long, *_ in options.optParameters + options.optFlags] + ["--help", "--version"]
+    close = difflib.get_close_matches("--" + given.lstrip("-"), names, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def usage_problem(options: usage.Options, error: usage.UsageError) -> str:
+    """
+    The mistake of a L{usage.UsageError} in plain words (getopt's messages
+    reworded, an unknown option with the one meant).
+    """
+    text = str(error)
+    unknown = re.fullmatch(r"option (\S+) not recognized", text)
+    if unknown:
+        return f"unknown option {unknown.group(1)!r}" + option_meant(options, unknown.group(1))
+    value = re.fullmatch(r"option (\S+) requires argument", text)
+    if value:
+        given = value.group(1)
+        long = next((f"--{long}" for long, short, *_ in options.optParameters if given in (f"-{short}", f"--{long}")), given)
+        metavar = re.search(rf"{re.escape(long)} ([A-Z]+)", getattr(options, "synopsis", None) or "")
+        return f"option {given} needs a value: {long} {metavar.group(1) if metavar else 'VALUE'}"
+    flag = re.fullmatch(r"option (\S+) must not have an argument", text)
+    if flag:
+        return f"option {flag.group(1)} takes no value"
+    prefix = re.fullmatch(r"option (\S+) not a unique prefix", text)
+    if prefix:
+        return f"option {prefix.group(1)} is the start of more than one option; spell it out"
+    return text
+
+
+def usage_line(command: str, options: usage.Options, error: usage.UsageError) -> str:
+    """The one line a usage error of C{iwsrv COMMAND} prints."""
+    return f"iwsrv {command}: {usage_problem(options, error)} (`iwsrv {command} --help` lists its options)"
+
+
+class NodeOptions(tap.Options):
+    """
+    C{iwsrv [options]}: the node's options, checked before twistd parses
+    them again; with iwsrv's usage line and C{--version}.
+    """
+
+    synopsis = "Usage: iwsrv [-b] [--config PATH] [--name NAME] [--state-dir DIR]"
+    longdesc = tap.Options.longdesc + (
+        " iwsrv runs it in the foreground (twistd -n iway-failover); `iwsrv --help` lists the other commands"
+        " (status, switchover, restart-listener, keygen, adduser)."
+    )
+    opt_version = CommandOptions.opt_version
+
+    def parseArgs(self, *args):
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}: a node takes only options (a command comes first)")
+
+
+class StatusOptions(CommandOptions):
+    command = "status"
     synopsis = "Usage: iwsrv status [--config PATH] [--name NAME] [--state-dir DIR] [--json]"
     optFlags = [["json", "j", "Print the status object as JSON."]]
     optParameters = [
@@ -46,6 +123,8 @@ class StatusOptions(usage.Options):
     ]
 
     def postOptions(self):
+        # Where the file's path came from, for the hint when it cannot be read.
+        self["config_from"] = "option" if self["config"] else "IWAY_CONFIG" if os.environ.get("IWAY_CONFIG") else "default"
         self["config"] = self["config"] or default_config()
         self["named"] = self["name"] is not None
         self["name"] = self["name"] or default_name()
@@ -253,6 +332,7 @@ def format_status(status: dict) -> str:
 
 
 class SwitchoverOptions(StatusOptions):
+    command = "switchover"
     synopsis = "Usage: iwsrv switchover [--config PATH] [--name NAME] [--to NAME] [--state-dir DIR] [--yes] [--json]"
     optFlags = [
         ["json", "j", "Print the result as JSON."],
@@ -274,18 +354,29 @@ class SwitchoverOptions(StatusOptions):
 
 
 class CommandError(Exception):
-    """A CLI command cannot go on; the message is printed as it is."""
+    """
+    A CLI command cannot go on; the message is printed as it is, then each
+    of C{notes} on a line of its own.
+    """
 
-    def __init__(self, message, code=1):
+    def __init__(self, message, code=1, notes=()):
         super().__init__(message)
         self.code = code
+        self.notes = tuple(notes)
 
 
-def _console_of(config, name):
+def _console_of(config, name, named=True):
+    """
+    The server C{name} and the client endpoint string of its console.
+
+    @param named: the name was given (C{--name}); if not, it is the host
+        name, and an error for a name with no section says so.
+    """
     try:
         server = config.server(name)
     except ConfigError as e:
-        raise CommandError(str(e), 2) from None
+        unknown = not named and name not in (getattr(config, "servers", None) or {})
+        raise CommandError(f"{e} {host_name_used(name)}" if unknown else str(e), 2) from None
     if server.console is None:
         raise CommandError(f"[server:{server.name}] has no console key in {config.path}; the API needs one", 2)
     try:
@@ -299,6 +390,9 @@ def _local_copy(command, options, error):
     The shared file cannot be read: the node's local copy of it (in its
     state dir, where this user may read it), to find the node's console, or
     None. Says on standard error that the copy is used.
+
+    @return: C{(config, why_not)}: the copy's configuration, or None and
+        what to add to the error (why no copy could be used, what to do).
     """
     from iwayfailover.config.lastgood import CopyRefused, find_copy
     from iwayfailover.state import default_state_dir
@@ -308,12 +402,19 @@ def _local_copy(command, options, error):
     try:
         copy = find_copy(folder, options["config"])
         config = None if copy is None else parse_config(copy.text, options["config"])
-    except (CopyRefused, ConfigError, OSError):
-        return None
-    if config is not None:
-        print(f"iwsrv {command}: {error}; using the node's local copy {copy.path} (saved {iso(copy.saved)})",
-              file=sys.stderr)
-    return config
+    except (CopyRefused, ConfigError, OSError) as e:
+        return None, f"; and the node's copy of it in {folder} cannot be used: {e}"
+    if config is None:
+        if options.get("config_from") == "default":
+            # Most likely no file was meant to be read from there at all.
+            return None, " (no --config given and IWAY_CONFIG is not set: pass --config PATH, or set IWAY_CONFIG=PATH)"
+        if options.get("state-dir"):
+            return None, f"; no copy of it in {folder} either"
+        return None, (f"; the node's copy of it is not in {folder}: pass --state-dir DIR to use the copy in the"
+                      " node's state dir")
+    print(f"iwsrv {command}: {error}; using the node's local copy {copy.path} (saved {iso(copy.saved)})",
+          file=sys.stderr)
+    return config, ""
 
 
 def _run(command, argv, options, prepare, read=None):
@@ -327,14 +428,14 @@ def _run(command, argv, options, prepare, read=None):
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        print(f"iwsrv {command}: {e}", file=sys.stderr)
+        print(usage_line(command, options, e), file=sys.stderr)
         return 2
     try:
         config = read(options) if read is not None else read_config(options["config"])
     except ConfigUnreadable as e:
-        config = _local_copy(command, options, e)
+        config, why_not = _local_copy(command, options, e)
         if config is None:
-            print(f"iwsrv {command}: {e}", file=sys.stderr)
+            print(f"iwsrv {command}: {e}{why_not}", file=sys.stderr)
             return 2
     except ConfigError as e:
         print(f"iwsrv {command}: {e}", file=sys.stderr)
@@ -361,10 +462,18 @@ def _run(command, argv, options, prepare, read=None):
     except SystemExit as e:
         if e.code not in (0, None):
             raise
+    from twisted.internet import reactor
+
+    if getattr(reactor, "_exitSignal", None) == signal.SIGINT:
+        # Ctrl-C: the reactor stopped, which lost the connection; that loss is no answer to report.
+        print(f"iwsrv {command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     failure = outcome.get("error")
     if failure is not None:
         if failure.check(CommandError):
             print(f"iwsrv {command}: {failure.value}", file=sys.stderr)
+            for note in failure.value.notes:
+                print(f"iwsrv {command}: {note}", file=sys.stderr)
             return failure.value.code
         print(f"iwsrv {command}: {failure.getErrorMessage() or failure.type.__name__}", file=sys.stderr)
         return 1
@@ -372,8 +481,21 @@ def _run(command, argv, options, prepare, read=None):
     return 0
 
 
+def console_address(console: str) -> str:
+    """Where a console on the server endpoint string C{console} is reached from this host: C{127.0.0.1:8081}, a socket's path."""
+    try:
+        client = console_client_string(console)
+    except ValueError:
+        return console
+    fields = dict(part.split("=", 1) for part in re.split(r"(?<!\\):", client)[1:] if "=" in part)
+    if "path" in fields:
+        return fields["path"]
+    host = fields.get("host", "").replace("\\:", ":")
+    return f"[{host}]:{fields.get('port')}" if ":" in host else f"{host}:{fields.get('port')}"
+
+
 def _reach(server, request, timeout: float = STATUS_TIMEOUT):
-    from twisted.internet import defer
+    from twisted.internet import defer, error
     from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
     def cannot(failure):
@@ -383,6 +505,10 @@ def _reach(server, request, timeout: float = STATUS_TIMEOUT):
         if any(r.check(defer.TimeoutError, defer.CancelledError) for r in reasons):
             raise CommandError(f"no answer from {server.name} at {server.console} in {timeout:g} s"
                                " (is it hung, or paused?)")
+        if any(r.check(error.ConnectionRefusedError) for r in reasons):
+            raise CommandError(f"cannot ask {server.name} on {server.console}: nothing listens on"
+                               f" {console_address(server.console)} (connection refused): {server.name} is not"
+                               " running, or its console is elsewhere")
         why = "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
         raise CommandError(f"cannot ask {server.name} on {server.console}: {why}")
 
@@ -453,7 +579,7 @@ def read_for_status(options):
 
 def status_main(argv) -> int:
     def prepare(options, config):
-        server, client = _console_of(config, options["name"])
+        server, client = _console_of(config, options["name"], options["named"])
         error = getattr(config, "error", None)
         note = None
         if error is not None:
@@ -467,7 +593,13 @@ def status_main(argv) -> int:
                     return json.dumps(status, indent=2)
                 return format_status(status) + (f"\n\n{note}" if note else "")
 
-            return _reach(server, fetch_status(reactor, client)).addCallback(show)
+            def unasked(failure):
+                if note and failure.check(CommandError):
+                    # The node could not be asked; the file's error is news all the same.
+                    raise CommandError(str(failure.value), failure.value.code, failure.value.notes + (note,))
+                return failure
+
+            return _reach(server, fetch_status(reactor, client)).addCallbacks(show, unasked)
 
         return work
 
@@ -660,7 +792,7 @@ def switchover_main(argv, confirm=ask_on_terminal) -> int:
             own = config.servers.get(name)
             name = name if own is not None and own.console is not None else None
         if name is not None:
-            _console_of(config, name)  # a bad name or no console: say so before any network
+            _console_of(config, name, options["named"])  # a bad name or no console: say so before any network
 
         def work(reactor):
             def call(client, method, path, timeout, headers=None, body=None):
@@ -678,6 +810,7 @@ def switchover_main(argv, confirm=ask_on_terminal) -> int:
 
 
 class RestartListenerOptions(StatusOptions):
+    command = "restart-listener"
     synopsis = "Usage: iwsrv restart-listener LISTENER [--config PATH] [--name NAME] [--state-dir DIR] [--json]"
     optFlags = [["json", "j", "Print the listener's status entry as JSON."]]
     optParameters = [
@@ -696,8 +829,12 @@ class RestartListenerOptions(StatusOptions):
             options.append(options.pop(0))  # the listener first, as in the synopsis, then the options
         super().parseOptions(options)
 
-    def parseArgs(self, listener):
-        self["listener"] = listener
+    def parseArgs(self, *args):
+        if not args:
+            raise usage.UsageError("the listener's name is missing: iwsrv restart-listener [options] LISTENER")
+        if len(args) > 1:
+            raise usage.UsageError(f"unexpected argument {args[1]!r}: iwsrv restart-listener takes one listener")
+        self["listener"] = args[0]
 
 
 def restart_listener(config, name, listener, call, token=lambda server: None):
@@ -725,12 +862,24 @@ def restart_listener(config, name, listener, call, token=lambda server: None):
         code, body = yield _reach(server, call(client, b"POST", path, RESTART_TIMEOUT, headers), RESTART_TIMEOUT)
         if code != 200:
             why = body.get("error") if isinstance(body, dict) else None
-            raise CommandError(f"{server.name} refused to restart listener {listener}: {why or f'HTTP {code}'}")
+            raise CommandError(f"{server.name} refused to restart listener {listener}: {why or f'HTTP {code}'}"
+                               + _listener_meant(config, server.name, listener))
         if body.get("state") == "FAILED":
             raise CommandError(f"listener {listener} on {server.name} is FAILED again: {body.get('reason') or 'no reason given'}")
         return body
 
     return run()
+
+
+def _listener_meant(config, name: str, listener: str) -> str:
+    """For a listener the file does not give the server C{name}, C{"; did you mean web?"} (from the file), or ''."""
+    import difflib
+
+    listeners = config.listeners_for(name) if hasattr(config, "listeners_for") else {}
+    if listener in listeners:
+        return ""
+    close = difflib.get_close_matches(listener, sorted(listeners), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def format_restart(name: str, body: dict) -> str:
@@ -742,7 +891,7 @@ def restart_listener_main(argv) -> int:
 
     def prepare(options, config):
         # A bad name, no console, no token: say so before any network.
-        server, _ = _console_of(config, options["name"])
+        server, _ = _console_of(config, options["name"], options["named"])
         secret = console_token(server.name, options["state-dir"], "restart-listener")
 
         def work(reactor):
@@ -759,11 +908,15 @@ def restart_listener_main(argv) -> int:
     return _run("restart-listener", argv, RestartListenerOptions(), prepare)
 
 
-class KeygenOptions(usage.Options):
-    synopsis = "PATH"
+class KeygenOptions(CommandOptions):
+    command = "keygen"
+    synopsis = "Usage: iwsrv keygen PATH"
 
-    def parseArgs(self, path):
-        self["path"] = path
+    def parseArgs(self, *args):
+        if len(args) != 1:
+            raise usage.UsageError("the new key file's path is missing: iwsrv keygen PATH" if not args else
+                                   f"unexpected argument {args[1]!r}: iwsrv keygen takes one path")
+        self["path"] = args[0]
 
 
 def keygen_main(argv) -> int:
@@ -774,7 +927,7 @@ def keygen_main(argv) -> int:
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        print(f"iwsrv keygen: {e} (usage: iwsrv keygen PATH)", file=sys.stderr)
+        print(usage_line("keygen", options, e), file=sys.stderr)
         return 2
     path = options["path"]
     try:
@@ -786,17 +939,26 @@ def keygen_main(argv) -> int:
     except OSError as e:
         print(f"iwsrv keygen: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         return 1
-    print(f"wrote a new key to {path} (mode 0600); set secret_file = {path} in [failover] and give both nodes the file")
+    # In the file a relative path is read from the file's own folder, not from here: give the absolute one.
+    where = os.path.abspath(path)
+    print(f"wrote a new key to {path} (mode 0600); set secret_file = {where} in [failover] (a relative path there is"
+          " read from the configuration file's folder) and give both nodes the file")
     return 0
 
 
-class AdduserOptions(usage.Options):
-    synopsis = "FILE USER [--password-stdin]"
+class AdduserOptions(CommandOptions):
+    command = "adduser"
+    synopsis = "Usage: iwsrv adduser FILE USER [--password-stdin]"
     optFlags = [["password-stdin", None, "Read the password from the first line of standard input (no prompt)."]]
 
-    def parseArgs(self, path, user):
-        self["path"] = path
-        self["user"] = user
+    def parseArgs(self, *args):
+        if len(args) != 2:
+            missing = "the users file and the user's name are missing" if not args else "the user's name is missing"
+            raise usage.UsageError(
+                f"unexpected argument {args[2]!r}: iwsrv adduser takes a file and a user" if len(args) > 2 else
+                f"{missing}: iwsrv adduser FILE USER [--password-stdin]"
+            )
+        self["path"], self["user"] = args
 
 
 def adduser_main(argv, stdin=None, getpass=None) -> int:
@@ -812,7 +974,7 @@ def adduser_main(argv, stdin=None, getpass=None) -> int:
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
-        print(f"iwsrv adduser: {e} (usage: iwsrv adduser FILE USER [--password-stdin])", file=sys.stderr)
+        print(usage_line("adduser", options, e), file=sys.stderr)
         return 2
     path, user = options["path"], options["user"]
     if not users.USER_PATTERN.match(user):
@@ -842,7 +1004,8 @@ def adduser_main(argv, stdin=None, getpass=None) -> int:
         print(f"iwsrv adduser: cannot write {path}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(f"{'added' if new else 'changed the password of'} {user} in {path} (mode 0600);"
-          f" set console_users = {path} in [failover] or the server's section")
+          f" set console_users = {os.path.abspath(path)} in [failover] or the server's section (a relative path"
+          " there is read from the configuration file's folder)")
     return 0
 
 
@@ -919,23 +1082,16 @@ def node_usage_error(argv) -> "str | None":
     """
     import difflib
 
-    from iwayfailover import tap
-
     if argv and not argv[0].startswith("-"):
-        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        # A command cut short (restart) is the one it begins; else the closest in spelling.
+        close = [c for c in COMMANDS if c.startswith(argv[0])] or difflib.get_close_matches(argv[0], COMMANDS, n=1)
         hint = f"; did you mean `iwsrv {close[0]}`?" if close else ""
         return f"unknown command {argv[0]!r}{hint}"
-    options = tap.Options()
+    options = NodeOptions()
     try:
-        options.parseOptions(argv)
+        options.parseOptions(argv)  # --help and --version print and exit here
     except usage.UsageError as e:
-        text = str(e)
-        unknown = re.match(r"option (\S+) not recognized", text)
-        if unknown:
-            names = [f"--{long}" for long, *_ in options.optParameters + options.optFlags] + ["--help", "--version"]
-            close = difflib.get_close_matches("--" + unknown.group(1).lstrip("-"), names, n=1)
-            text = f"unknown option {unknown.group(1)!r}" + (f"; did you mean {close[0]}?" if close else "")
-        return text
+        return usage_problem(options, e)
     return None
 
 

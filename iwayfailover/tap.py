@@ -52,6 +52,11 @@ def default_name() -> str:
     return socket.gethostname().split(".")[0]
 
 
+def host_name_used(name: str) -> str:
+    """What to add to an error caused by a name that came from the host name (no C{--name})."""
+    return f"(no --name given, so the host name {name!r} was used: pass --name NAME)"
+
+
 def backup_from_environment(environ=None) -> bool:
     """
     C{IWAY_BACKUP}, the counterpart of the Java property C{iway.backup=true}.
@@ -201,6 +206,12 @@ def start_config(path: str, state_dir: str, timeout: Optional[float] = None) -> 
             why = refused or f"no local copy of it in {state_dir} to start from (a node keeps one once it has applied the file)"
             raise ConfigUnreadable(e.path, problem=f"{e.problem}; {why}") from None
         share_error = str(e)
+    except ConfigError as e:
+        if found is not None:
+            # Not the copy's case: say so, or its existence reads as if it should have been used.
+            e.args = (f"{e}; a local copy exists ({found.path}, saved {iso(found.saved)}) but is used only"
+                      " when the share cannot be read: fix the file",)
+        raise
     try:
         config = _bounded(path, lambda: load_checked_config(path, found.text), STARTUP_READ_TIMEOUT)
     except ConfigError as e:
@@ -334,7 +345,7 @@ def _build(options, reactor):
     except ConfigError as e:
         if options.get("named", True):
             raise
-        raise StartupError(f"{e} (no --name given, so the host name {name!r} was used: pass --name NAME)") from None
+        raise StartupError(f"{e} {host_name_used(name)}") from None
     epochs = EpochStore(options["state-dir"])
     epochs.prepare()
 

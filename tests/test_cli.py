@@ -555,7 +555,7 @@ class SwitchoverCommandTests(TestCase):
 
         failure = self.failureResultOf(self.switch("serv_b"), CommandError)
 
-        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: Connection was refused", str(failure.value))
+        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: nothing listens on 127.0.0.1:8082", str(failure.value))
 
     def test_a_console_that_does_not_answer_in_time_is_named(self):
         """A timed-out request: the error names the server and says it did not answer in time."""
@@ -716,7 +716,7 @@ class RestartListenerCommandTests(TestCase):
 
         failure = self.failureResultOf(self.restart(name="serv_b"), CommandError)
 
-        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: Connection was refused", str(failure.value))
+        self.assertIn("cannot ask serv_b on tcp:8082:interface=127.0.0.1: nothing listens on 127.0.0.1:8082", str(failure.value))
 
     def test_a_console_that_does_not_answer_in_time_is_named(self):
         """A timed-out request: the error names the server and says it did not answer in time."""

@@ -699,6 +699,38 @@ class FileStructureTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertIn("line 5", str(error))
 
+    def test_a_bad_line_is_shown_as_written_with_its_number(self):
+        """A line configparser cannot parse reads `cannot parse line 5: [broken`: its text as written, not a repr."""
+        error = self.assertRefused(SERVER_A + "[broken  \n", None)
+
+        self.assertIn("cannot parse line 5: [broken (allowed:", str(error))
+        self.assertNotIn("\\n", str(error))
+        self.assertNotIn("'", str(error))
+
+    def test_each_bad_line_is_named_once(self):
+        """Two bad lines: each once, by its own number, in the file's order."""
+        error = self.assertRefused(SERVER_A + "[broken\n; a comment\noops\n", None)
+
+        self.assertIn("cannot parse line 5: [broken, line 7: oops (allowed:", str(error))
+
+    def test_a_mistyped_section_kind_has_did_you_mean(self):
+        """[listner:web] is refused with the section meant: [listener:web]."""
+        error = self.assertRefused(SERVER_A + "[listner:web]\nplugin = web\n", "listner:web")
+
+        self.assertIn("unknown section; did you mean [listener:web]?", str(error))
+
+    def test_a_mistyped_failover_section_has_did_you_mean(self):
+        """[failvoer] is refused with the section meant: [failover]."""
+        error = self.assertRefused("[failvoer]\nheartbeat_interval = 1\n" + SERVER_A, "failvoer")
+
+        self.assertIn("did you mean [failover]?", str(error))
+
+    def test_a_server_section_without_a_name_says_it_needs_one(self):
+        """[server] alone is refused, saying a server section is [server:NAME]."""
+        error = self.assertRefused(SERVER_A + "[server]\nthreshold = 3\n", "server")
+
+        self.assertIn("a server section needs a name: [server:NAME]", str(error))
+
     def test_no_server_section_is_refused(self):
         """A file without any [server:NAME] section is refused."""
         error = self.assertRefused("[failover]\nheartbeat_interval = 1\n", None)

@@ -486,3 +486,42 @@ class SteadyTimersTests(unittest.TestCase):
         changed = reactor.seconds
         self.assertFalse(tap.steady_timers(reactor, monotonic=clocks.monotonic, wall=clocks.wall))
         self.assertIs(reactor.seconds, changed)
+
+
+class InvalidShareWithACopyTests(unittest.TestCase):
+    """A share that is read but invalid stops the start, and a local copy beside it is said not to be for that case."""
+
+    def setUp(self):
+        from iwayfailover.config import parse_config
+        from iwayfailover.config.lastgood import LastGood
+
+        root = temporary_directory(self)
+        self.path = os.path.join(root, "iway.ini")
+        self.state = os.path.join(root, "state")
+        os.makedirs(self.state)
+        auth.write_new_key_file(os.path.join(root, "failover.key"))
+        with open(self.path, "w") as f:
+            f.write(CONFIG)
+        self.copy = LastGood(self.state, self.path, wall=lambda: 1767225600.0)
+        self.parse = lambda: parse_config(CONFIG, self.path)
+
+    def start(self):
+        from iwayfailover.config import ConfigError
+
+        with open(self.path, "w") as f:
+            f.write(CONFIG.replace("threshold = 3", "threshold = soon", 1))
+        return self.assertRaises(ConfigError, tap.start_config, self.path, self.state)
+
+    def test_the_error_says_the_copy_is_used_only_when_the_share_cannot_be_read(self):
+        """With a copy kept: the file's error, then that the copy exists (where, saved when) and is not for a file with errors."""
+        self.copy.keep(self.parse())
+
+        message = str(self.start())
+
+        self.assertIn("'soon': not a number", message)
+        self.assertIn(f"; a local copy exists ({os.path.join(self.state, 'last-good.ini')}, saved 2026-01-01T00:00:00", message)
+        self.assertTrue(message.endswith("but is used only when the share cannot be read: fix the file"), message)
+
+    def test_without_a_copy_the_error_is_the_files_alone(self):
+        """No copy kept: the error does not speak of one."""
+        self.assertNotIn("local copy", str(self.start()))

@@ -12,9 +12,12 @@ L{iwayfailover.tap.load_checked_config}.
 from __future__ import annotations
 
 import configparser
+import difflib
 import hashlib
 
-from iwayfailover.config.schema import ETCD, PAIR, CLIENT, PROCESS, key_of, keys_of, section_kind, unknown_key
+from iwayfailover.config.schema import (
+    ETCD, PAIR, CLIENT, PROCESS, SECTION_KINDS, key_of, keys_of, section_kind, unknown_key,
+)
 from iwayfailover.config.settings import (
     ClientSettings, FailoverSettings, ListenerSettings, ServerSettings, SharedConfig,
 )
@@ -49,8 +52,8 @@ def parse_config(text: str, path: str) -> SharedConfig:
     except configparser.MissingSectionHeaderError as e:
         raise ConfigError(path, problem=f"line {e.lineno}: text before the first [section]: {e.line.strip()!r}") from None
     except configparser.ParsingError as e:
-        lines = ", ".join(f"line {n}: {line.strip()!r}" for n, line in e.errors[:3])
-        raise ConfigError(path, problem=f"cannot parse {lines}", allowed="[section] headers and key = value lines") from None
+        raise ConfigError(path, problem=f"cannot parse {_bad_lines(text, e)}",
+                          allowed="[section] headers and key = value lines") from None
     except configparser.Error as e:
         raise ConfigError(path, problem=str(e).splitlines()[0]) from None
 
@@ -65,7 +68,7 @@ def parse_config(text: str, path: str) -> SharedConfig:
             failover = _parse_failover(path, items, coordinator)
             continue
         if kind not in ("server", "listener") or not name:
-            raise ConfigError(path, section, problem="unknown section", allowed=_SECTIONS_ALLOWED)
+            raise ConfigError(path, section, problem="unknown section" + _section_meant(section), allowed=_SECTIONS_ALLOWED)
         if not NAME_PATTERN.match(name):
             raise ConfigError(path, section, problem=f"bad {kind} name {name!r}", allowed=NAME_ALLOWED)
         if kind == "server":
@@ -107,6 +110,31 @@ def parse_config(text: str, path: str) -> SharedConfig:
 
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return SharedConfig(path=path, digest=digest, failover=failover, servers=servers, listeners=listeners, text=text)
+
+
+def _bad_lines(text: str, error: configparser.ParsingError) -> str:
+    """
+    The lines configparser could not parse, as written (trimmed), each once,
+    by its number in C{text}: C{line 18: [broken} (configparser keeps each
+    line's repr, on some versions the repr of a repr).
+    """
+    lines = text.splitlines()
+    numbers = sorted({n for n, _ in error.errors})
+    shown = [f"line {n}: {lines[n - 1].strip()}" if 0 < n <= len(lines) else f"line {n}" for n in numbers[:3]]
+    more = len(numbers) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _section_meant(section: str) -> str:
+    """For an unknown section, the one meant (C{[listner:web]}: C{; did you mean [listener:web]?}), or ''."""
+    kind, colon, name = section.partition(":")
+    if kind in ("server", "listener") and not name:
+        return f"; a {kind} section needs a name: [{kind}:NAME]"
+    kinds = [k for k in SECTION_KINDS if (k != "failover") == bool(colon)]
+    near = difflib.get_close_matches(kind.lower(), kinds, n=1)
+    if not near or (near[0] == kind and name):
+        return ""
+    return f"; did you mean [{near[0]}{colon}{name}]?"
 
 
 def _coordinator(path, parser) -> str:
