@@ -6,11 +6,13 @@ running pair's pid files alone; a run removes only the pid files it wrote.
 Each test runs the project's Makefile with `make -C` in a folder of its own
 (its .run/ there), on a pair configuration with ports of its own
 (L{harness.Pair}), with the installed copy's bin folder as the Makefile's
-venv and its prerequisites (install, the key, the console users) taken as
-made (`make -o`).
+venv and its prerequisites (the install's stamp, the key, the console users)
+taken as made (`make -o`); the tests of what a refused run installs give it
+a venv of their own instead, whose python logs its calls and installs nothing.
 """
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -39,11 +41,16 @@ class MakeRunTests(unittest.TestCase):
         self.runs = []
         self.addCleanup(self.stop_all)
 
-    def make_argv(self):
-        return [
-            "make", "--no-print-directory", "-f", MAKEFILE, "-C", self.folder, "run", f"VENV={VENV}",
-            f"CONF={self.pair.config_path}", "-o", "install", "-o", "conf/failover.key", "-o", "conf/console-users",
+    def make_argv(self, venv=VENV, installed=True):
+        """
+        `make run` in the test's folder with C{venv} as its venv, the key and
+        console users taken as made, and the install too if C{installed}.
+        """
+        argv = [
+            "make", "--no-print-directory", "-f", MAKEFILE, "-C", self.folder, "run", f"VENV={venv}",
+            f"CONF={self.pair.config_path}", "-o", "conf/failover.key", "-o", "conf/console-users",
         ]
+        return argv + (["-o", f"{venv}/.installed"] if installed else [])
 
     def start_run(self):
         """`make run` in a process group of its own (as in a terminal), its output in a file."""
@@ -54,9 +61,9 @@ class MakeRunTests(unittest.TestCase):
         self.runs.append(process)
         return process, out
 
-    def make_run_once(self):
+    def make_run_once(self, argv=None):
         """A `make run` expected to return at once: its exit status and output."""
-        process = subprocess.Popen(self.make_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        process = subprocess.Popen(argv or self.make_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.runs.append(process)  # killed with all it started, should it start anything
         try:
@@ -135,6 +142,118 @@ class MakeRunTests(unittest.TestCase):
 
         self.assertNotEqual(code, 0, text)
         self.assertIn(f"something already listens on 127.0.0.1 port {self.pair.web_port}", text)
+        if shutil.which("ss"):  # iproute2's ss names what holds it: this test's process
+            self.assertIn(f"port {self.pair.web_port} (held by ", text)
+            self.assertIn(f", pid {os.getpid()})", text)
         self.assertNotIn("runs already", text)
         self.assertEqual((self.pid_file("serv_a"), self.pid_file("serv_b")), (unrelated, None))
         self.assertIsNone(self.pair.a.status())
+
+    def logging_venv(self):
+        """
+        A venv for the Makefile whose bin/python logs each call's arguments to
+        a file and refuses `-m pip` (else it runs this Python), with an install
+        stamp older than the package's files: a make that installs would run
+        pip now. Returns the venv's path and a function giving the calls.
+        """
+        venv = os.path.join(self.folder, "logging-venv")
+        calls = os.path.join(self.folder, "python-calls")
+        os.makedirs(os.path.join(venv, "bin"))
+        python = os.path.join(venv, "bin", "python")
+        with open(python, "w") as f:
+            f.write(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(calls)}\n'
+                    f'[ "$1 $2" = "-m pip" ] && exit 3\nexec {shlex.quote(sys.executable)} "$@"\n')
+        os.chmod(python, 0o755)
+        stamp = os.path.join(venv, ".installed")
+        open(stamp, "w").close()
+        os.utime(stamp, (1, 1))
+        with open(os.path.join(self.folder, "setup.cfg"), "w") as f:  # newer than the stamp
+            f.write("[metadata]\nname = iwayfailover\n")
+
+        def logged():
+            try:
+                with open(calls) as f:
+                    return f.read().splitlines()
+            except FileNotFoundError:
+                return []
+
+        return venv, logged
+
+    def a_running_serv_a(self):
+        """A process whose command line names serv_a, in .run/serv_a.pid (as a running pair's is)."""
+        process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "serv_a"],
+                                   stdin=subprocess.PIPE)
+        self.addCleanup(process.wait, 10)
+        self.addCleanup(process.kill)
+        self.write_pid_file("serv_a", process.pid)
+        return process.pid
+
+    def test_a_refused_make_run_installs_nothing(self):
+        """
+        A pair runs (its pid file names a live serv_a) and the package's files
+        are newer than the venv's install: `make run` refuses before it
+        installs (no pip, the stamp untouched), so the running pair's copy is
+        not rewritten under it.
+        """
+        venv, logged = self.logging_venv()
+        pid = self.a_running_serv_a()
+
+        code, text = self.make_run_once(self.make_argv(venv, installed=False))
+
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(f"serv_a runs already (pid {pid}, in .run/serv_a.pid)", text)
+        self.assertEqual([call for call in logged() if call.startswith("-m pip")], [])
+        self.assertEqual(os.stat(os.path.join(venv, ".installed")).st_mtime, 1)
+
+    def test_a_make_run_refused_for_a_port_installs_nothing(self):
+        """
+        A port of the pair is taken and the package's files are newer than
+        the venv's install: `make run` reads the ports with the installed copy
+        it has, refuses naming the port, and installs nothing.
+        """
+        venv, logged = self.logging_venv()
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", self.pair.web_port))
+        busy.listen(1)
+
+        code, text = self.make_run_once(self.make_argv(venv, installed=False))
+
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(f"something already listens on 127.0.0.1 port {self.pair.web_port}", text)
+        self.assertEqual([call for call in logged() if call.startswith("-m pip")], [])
+        self.assertEqual(os.stat(os.path.join(venv, ".installed")).st_mtime, 1)
+
+    def test_a_refused_make_run_makes_no_venv(self):
+        """With no venv (so no pair runs from it), the pid files alone refuse, before a venv is made."""
+        venv = os.path.join(self.folder, "no-venv")
+        pid = self.a_running_serv_a()
+
+        code, text = self.make_run_once(self.make_argv(venv, installed=False))
+
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(f"serv_a runs already (pid {pid}, in .run/serv_a.pid)", text)
+        self.assertFalse(os.path.exists(venv))
+
+    def test_a_node_brought_back_by_the_banners_line_writes_its_pid_file(self):
+        """
+        serv_a killed, the banner's line brings it back as the backup with its
+        own pid in .run/serv_a.pid, so `kill -9 $(cat .run/serv_a.pid)` stops
+        the node that runs now.
+        """
+        first, out = self.start_run()
+        wait_for(lambda: self.pair.roles() == ("live", "backup"), 30, "serv_a live, serv_b backup")
+        os.kill(int(self.pair_pid("serv_a")), signal.SIGKILL)
+        wait_for(lambda: self.pair.roles() == (None, "live"), 30, "serv_b to take over")
+        out.seek(0)
+        lines = [line.strip() for line in out.read().splitlines() if "--name serv_a --state-dir" in line]
+        self.assertEqual(len(lines), 1, lines)
+
+        back = subprocess.Popen(shlex.split(lines[0]), cwd=self.folder, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.runs.append(back)
+        wait_for(lambda: self.pair.roles() == ("backup", "live"), 30, "serv_a back as the backup")
+
+        self.assertEqual(self.pid_file("serv_a"), str(back.pid))
+        os.kill(int(self.pid_file("serv_a")), signal.SIGKILL)
+        self.assertEqual(back.wait(timeout=10), -signal.SIGKILL)
