@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from iwayfailover import tls, wire
 from iwayfailover.gaps import GapRecord
+from iwayfailover.pulse import PulseKeys
 from iwayfailover.core import events as ev
 from iwayfailover.heartbeat import HELLO_TIMEOUT, HeartbeatFactory, IFrameHandler
 
@@ -236,6 +237,7 @@ class HeartbeatSender:
         self._flap_reported = 0.0
         self._dropped = 0
         self.sent = 0
+        self.last_seq = 0  # of the latest heartbeat the core asked for (pulses repeat it)
         self.gaps = GapRecord(node.now, node.wall)  # between the heartbeats sent
         self._factory: Optional[HeartbeatFactory] = None
         self._rejected_before = 0  # by the factories of earlier starts
@@ -279,9 +281,14 @@ class HeartbeatSender:
             node.reactor, endpoint, factory, timeout, policy, f"backup location {node.settings.backup_location}",
         )
         self._dialler.start()
+        if node.pulses_on():
+            node.pulser.start(node.pulse_period)
+        else:
+            node.pulser.stop()
 
     def stop(self) -> defer.Deferred:
-        """Close the link and dial no more; fires once it is closed."""
+        """Close the link and dial no more (and pulse no more); fires once it is closed."""
+        self._node.pulser.stop()
         dialler, self._dialler = self._dialler, None
         if dialler is None:
             return defer.succeed(None)
@@ -289,6 +296,7 @@ class HeartbeatSender:
 
     def beat(self, seq: int) -> None:
         """Send heartbeat number C{seq}, if connected. Never raises."""
+        self.last_seq = seq
         try:
             protocol = self._protocol
             if protocol is None:
@@ -355,6 +363,11 @@ class HeartbeatSender:
         self._protocol = protocol
         self._unanswered = 0
         self._answered = False
+        peer = protocol.transport.getPeer()
+        if protocol.session is not None and getattr(peer, "port", None) is not None:
+            # Pulses go where this connection reached the backup (an address, no lookup),
+            # sealed with its keys; they keep them after it drops, as the backup does.
+            self._node.pulser.session(PulseKeys.from_session(protocol.session), (peer.host, peer.port))
         self._node.peer.connections.add(protocol)
         if not self._flapping:
             self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
@@ -420,6 +433,13 @@ class InboundSessions:
 
     def connection_made(self, protocol):
         self._sessions[protocol] = Session(protocol)
+        if protocol.session is not None:
+            self._node.pulses_in.add(PulseKeys.from_session(protocol.session))
+
+    def live_signal(self, frame) -> None:
+        """A heartbeat from a live node that came as a pulse: counted in the gaps heard, as one on a connection is."""
+        if frame.role == wire.Role.LIVE and self._node.core.role == ev.BACKUP:
+            self.heard.beat()
 
     def frame_received(self, protocol, frame):
         node = self._node

@@ -33,6 +33,7 @@ from iwayfailover.gaps import GapHistory
 from iwayfailover.heartbeat import Gate, HeartbeatFactory, RefusalLog
 from iwayfailover.hooks import Hooks
 from iwayfailover.links import HeartbeatSender, InboundSessions
+from iwayfailover.pulsing import PulseReceiver, Pulser, pulse_period
 from iwayfailover.channel import FAILED
 from iwayfailover.listeners import ListenerSet, plugin_service
 from iwayfailover.serving import Serving
@@ -398,6 +399,9 @@ class FailoverNode(CoreNode):
         )
         self.sessions.factory = self.heartbeat_factory
         self.sender = HeartbeatSender(self)
+        # Pulses: heartbeats as sealed datagrams beside the connections (iwayfailover.pulsing).
+        self.pulses_in = PulseReceiver(reactor, self._pulse_heard, self.refusals.report)
+        self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report)
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))
@@ -428,6 +432,8 @@ class FailoverNode(CoreNode):
 
         def rest(_):
             self._cancel_timers()
+            self.pulser.close()
+            self.pulses_in.stop()
             return defer.gatherResults([self.serving.stopping, self.sender.stop()], consumeErrors=True)
 
         stopped.addCallback(rest)
@@ -531,6 +537,46 @@ class FailoverNode(CoreNode):
             kind=kind, name=self.name, role=role, epoch=self.core.epoch, seq=seq, flags=flags,
             priority=self.settings.priority, threshold=wire.threshold_ms(self.settings.threshold),
         )
+
+    # -- pulses --
+
+    def pulses_on(self) -> bool:
+        """
+        Are pulses sent and taken? Where the configuration says so (the
+        default), and only where they are as safe as the connection: never
+        without a key (anyone could make them), and not beside TLS links
+        (pulses are signed, not encrypted: TLS keeps names, roles and epochs
+        private).
+        """
+        return (self.config.failover.pulses and not self.keys.insecure
+                and not tls.is_tls(self.settings.backup_endpoint) and not tls.is_tls(self.settings.heartbeat_endpoint))
+
+    def pulse_period(self) -> float:
+        return pulse_period(self.config.failover.heartbeat_interval, self.peer_threshold)
+
+    def _pulse_frame(self) -> Optional[wire.Frame]:
+        """The heartbeat to send as a pulse now: only while live, and only once a heartbeat has been sent."""
+        if not self.pulses_on() or self.core.role != LIVE or self.core.wire_role != LIVE or not self.sender.last_seq:
+            return None
+        return self.frame(wire.Kind.HEARTBEAT, self.sender.last_seq)
+
+    def _pulse_heard(self, origin, frame: wire.Frame) -> None:
+        """A pulse on the heartbeat port's number: a live node's heartbeat, taken as if its connection had brought it."""
+        if frame.kind != wire.Kind.HEARTBEAT:
+            origin.refuse(f"a {frame.kind.name.lower()} frame in a pulse (pulses carry heartbeats only)")
+            return
+        if not self.pulses_on() or not self.known_peer(origin, frame):
+            return
+        self.sessions.live_signal(frame)
+        self.heard(origin, frame, ev.IN)
+
+    def _pulse_answered(self, origin, frame: wire.Frame) -> None:
+        """A pulse back to the live node: the backup's answer to a pulse."""
+        if frame.kind != wire.Kind.ANSWER:
+            origin.refuse(f"a {frame.kind.name.lower()} frame in an answer pulse")
+            return
+        if self.known_peer(origin, frame):
+            self.heard(origin, frame, ev.OUT)
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
         """Refuse frames from this node's own name or from unknown servers."""
@@ -725,6 +771,9 @@ class FailoverNode(CoreNode):
                 # refused on the heartbeat port, and by this node as a sender
                 rejected=self.heartbeat_factory.rejected + self.sender.rejected,
                 max_gap=self.sessions.max_gap, largest_stall=self.stalls.largest,
+                pulses_sent=self.pulser.sent,
+                pulses_received=self.pulses_in.counts.received + self.pulser.counts.received,
+                pulses_rejected=self.pulses_in.counts.rejected + self.pulser.counts.rejected,
                 gaps=GapHistory(
                     heard=self.sessions.heard.snapshot(awaiting=self.core.role == BACKUP),
                     sent=self.sender.gaps.snapshot(awaiting=self.core.role == LIVE),

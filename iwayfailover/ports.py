@@ -36,6 +36,14 @@ class ServerPort(Service):
         self.label = label
         self.port = None
         self._retiring = {}  # old ports kept after a move -> the call that closes them
+        self.watchers = []  # told of each listening port opened and closed: port_opened(port), port_closed(port)
+
+    def _tell(self, event: str, port) -> None:
+        for watcher in self.watchers:
+            try:
+                getattr(watcher, event)(port)
+            except Exception:
+                self.log.failure("{label}: a watcher failed on {event}", label=self.label, event=event)
 
     def _listen(self, description):
         return tls.server_endpoint(self._reactor, description).listen(self.factory)
@@ -51,6 +59,7 @@ class ServerPort(Service):
             raise StartupError(f"cannot listen on {self.label} {self.description}: {outcome[0].getErrorMessage()}")
         self.port = outcome[0]
         self.log.info("{label} listening on {description}", label=self.label, description=self.description)
+        self._tell("port_opened", self.port)
 
     def startService(self):
         super().startService()
@@ -73,12 +82,14 @@ class ServerPort(Service):
                 "{label} moved from {previous} to {description}{kept}", label=self.label, previous=previous,
                 description=description, kept=f" (the old one kept for {keep_old:g}s)" if keep_old and old else "",
             )
+            self._tell("port_opened", port)
             if old is None:
                 return None
             if keep_old > 0:
                 retiring = self._reactor.callLater(keep_old, self._retire, old)
                 self._retiring[old] = retiring
                 return None
+            self._tell("port_closed", old)
             return old.stopListening()
 
         def failed(failure):
@@ -92,6 +103,7 @@ class ServerPort(Service):
     def _retire(self, port):
         self._retiring.pop(port, None)
         self.log.info("{label}: the old port is closed now", label=self.label)
+        self._tell("port_closed", port)
         return port.stopListening()
 
     def stopService(self):
@@ -100,7 +112,9 @@ class ServerPort(Service):
             if call.active():
                 call.cancel()
             self._retiring.pop(port, None)
+            self._tell("port_closed", port)
             port.stopListening()
         port, self.port = self.port, None
         if port is not None:
+            self._tell("port_closed", port)
             return port.stopListening()

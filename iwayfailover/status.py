@@ -224,6 +224,12 @@ class HeartbeatStatus:
     """The longest pause, in seconds, between two live heartbeats heard as a backup."""
     largest_stall: float = 0.0
     """The longest time, in seconds, this process itself did not run."""
+    pulses_sent: int = 0
+    """Pulses (heartbeats as sealed datagrams) sent to the backup while live."""
+    pulses_received: int = 0
+    """Pulses accepted: heartbeats from a live node, and answers to this node's pulses."""
+    pulses_rejected: int = 0
+    """Datagrams refused on the pulse ports (not a pulse, an unknown session, a bad MAC, a repeat)."""
     gaps: GapHistory = GapHistory()
     """The gaps between heartbeats, heard and sent: histograms and the last minutes (C{/metrics}, C{/api/gaps}, the
     console's chart); not in the status JSON."""
@@ -232,6 +238,7 @@ class HeartbeatStatus:
         return {
             "sent": self.sent, "received": self.received, "max_gap": round(self.max_gap, 4),
             "rejected": self.rejected, "largest_stall": round(self.largest_stall, 4),
+            "pulses": {"sent": self.pulses_sent, "received": self.pulses_received, "rejected": self.pulses_rejected},
         }
 
     @classmethod
@@ -239,6 +246,9 @@ class HeartbeatStatus:
         return cls(
             sent=data.get("sent", 0), received=data.get("received", 0), rejected=data.get("rejected", 0),
             max_gap=data.get("max_gap", 0.0), largest_stall=data.get("largest_stall", 0.0),
+            pulses_sent=(data.get("pulses") or {}).get("sent", 0),
+            pulses_received=(data.get("pulses") or {}).get("received", 0),
+            pulses_rejected=(data.get("pulses") or {}).get("rejected", 0),
         )
 
 

@@ -359,6 +359,7 @@ def _build(options, reactor):
     else:
         node = FailoverNode(config, name, options["backup"], epochs, reactor)
         node.heartbeat_port = ServerPort(reactor, server.heartbeat_endpoint, node.heartbeat_factory, "heartbeat port")
+        node.heartbeat_port.watchers.append(node.pulses_in)  # pulses on the same address, over UDP
         node.heartbeat_port.bind()
         node.heartbeat_port.setServiceParent(node)
 

@@ -139,7 +139,7 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertIn(
             "console_users, coordinator, etcd_cacert, etcd_cert, etcd_endpoints, etcd_key, etcd_password_file,"
-            " etcd_prefix, etcd_user, failback, failback_delay, heartbeat_interval, insecure, preferred,"
+            " etcd_prefix, etcd_user, failback, failback_delay, heartbeat_interval, insecure, preferred, pulses,"
             " reload_interval, secret_file, self_fence, unsaved_epoch, witness",
             str(error),
         )

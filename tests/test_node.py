@@ -82,6 +82,8 @@ def dialled(reactor, endpoint):
 
 class NodeTestCase(unittest.TestCase):
     text = CONFIG
+    reactor_class = MemoryReactorClock
+    ring = RING
 
     def make_node(self, name="serv_b", backup=True, text=None, answer=None, build=None):
         """
@@ -89,7 +91,7 @@ class NodeTestCase(unittest.TestCase):
         C{answer} (None: nobody answered), a crash probe gets
         C{self.crash_probe}, a witness check C{self.witness}.
         """
-        self.reactor = MemoryReactorClock()
+        self.reactor = self.reactor_class()
         self.started = []
         self.store = EpochStore(os.path.join(temporary_directory(self), "state"))
         self.store.prepare()
@@ -114,7 +116,7 @@ class NodeTestCase(unittest.TestCase):
             self.witness_checks.append((tuple(addresses), timeout))
             return defer.succeed(self.witness)
 
-        config = keyed(text or self.text, "/share/iway.ini")
+        config = keyed(text or self.text, "/share/iway.ini", ring=self.ring)
         node = FailoverNode(
             config, name, backup, self.store, self.reactor,
             build_listener=build or (lambda spec: FakeListenerService(spec, self.started)),

@@ -107,12 +107,12 @@ class PartitionTestCase(unittest.TestCase):
     def check_namespace(self, ns):
         """Skip the test if something it needs cannot be done in a new namespace C{ns} (nothing more here)."""
 
-    def start(self, witness_side, hosts=None):
+    def start(self, witness_side, hosts=None, extra=""):
         """
         Make C{hosts} (by default L{Hosts} with the witness on
         C{witness_side}), start the witness if it has a namespace, and serv_a
         live in a with serv_b backup in b (a witness configured unless
-        C{hosts.witness_side} is None).
+        C{hosts.witness_side} is None; C{extra}: more [failover] lines).
         """
         hosts = hosts or Hosts(witness_side)
         self.addCleanup(hosts.remove)  # registered first: runs last, after every process is gone
@@ -122,7 +122,7 @@ class PartitionTestCase(unittest.TestCase):
         witnessed = hosts.witness_side is not None
         pair = Pair(
             workdir, interval=self.interval, threshold=self.threshold, own_listeners=True,
-            failover_extra=f"witness = {hosts.addresses['w']}:{WITNESS_PORT}" if witnessed else "",
+            failover_extra=(f"witness = {hosts.addresses['w']}:{WITNESS_PORT}\n" if witnessed else "") + extra,
             hosts=(hosts.addresses["a"], hosts.addresses["b"]), consoles=consoles,
         )
         pair.a.netns, pair.b.netns = hosts.ns["a"], hosts.ns["b"]

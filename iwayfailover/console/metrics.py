@@ -133,6 +133,19 @@ def pair_metrics(status):
         value=heartbeats.received,
     )
     yield CounterMetricFamily(
+        "iwayfailover_pulses_sent", "Pulses (heartbeats as sealed datagrams) sent to the backup while live.",
+        value=heartbeats.pulses_sent,
+    )
+    yield CounterMetricFamily(
+        "iwayfailover_pulses_received", "Pulses accepted: heartbeats from a live node, and answers to this node's pulses.",
+        value=heartbeats.pulses_received,
+    )
+    yield CounterMetricFamily(
+        "iwayfailover_pulses_rejected",
+        "Datagrams refused on the pulse ports (not a pulse, an unknown session, a bad MAC, a repeat).",
+        value=heartbeats.pulses_rejected,
+    )
+    yield CounterMetricFamily(
         "iwayfailover_heartbeats_rejected",
         "Heartbeat connections refused, on this node's port and on its link to the backup"
         " (bad hello, MAC, number or frame, foreign name, deadline, certificate).",

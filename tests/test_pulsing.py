@@ -1,0 +1,332 @@
+"""
+Tests for L{iwayfailover.pulsing}: a node's pulses on the network, with an
+in-memory reactor whose UDP ports record what they send.
+
+A live node pulses to where its heartbeat connection reached the backup,
+with that connection's keys, and goes on after the connection drops; a
+backup takes each pulse from the live node as a heartbeat (no takeover
+while they come, though the connection is gone) and answers it by pulse.
+"""
+
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+
+from iwayfailover import wire
+from iwayfailover.core.events import BACKUP, LIVE
+from iwayfailover.pulse import PulseBook, PulseKeys
+from iwayfailover.pulsing import PULSES_PER_THRESHOLD, pulse_period
+from test_node import CONFIG, NodeTestCase
+from wirepeer import peer_frame
+
+
+class FakeUDPPort:
+    """A listening UDP port of L{UDPReactor}: records every datagram written."""
+
+    def __init__(self, reactor, number, interface, protocol):
+        self.reactor = reactor
+        self.number = number
+        self.interface = interface
+        self.protocol = protocol
+        self.written = []
+        self.listening = True
+
+    def write(self, data, address):
+        self.written.append((data, address))
+
+    def getHost(self):
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.number)
+
+    def stopListening(self):
+        self.listening = False
+        self.protocol.doStop()
+
+    def connect(self, host, port):  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+class UDPReactor(MemoryReactorClock):
+    """A memory reactor that can also listen on UDP (IReactorUDP's listenUDP, recorded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.udp = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        udp = FakeUDPPort(self, port or 40000 + len(self.udp), interface, protocol)
+        protocol.makeConnection(udp)
+        self.udp.append(udp)
+        return udp
+
+
+class FakeTCPPort:
+    """A heartbeat port as ServerPort tells its watchers of it."""
+
+    def __init__(self, host, port):
+        self._address = IPv4Address("TCP", host, port)
+
+    def getHost(self):
+        return self._address
+
+
+class PulseTestCase(NodeTestCase):
+    reactor_class = UDPReactor
+
+
+class LivePulseTests(PulseTestCase):
+    """A live node's pulses."""
+
+    def connected(self, node):
+        """The live node's connection to its backup, answered once; the backup's pulse keys, and where it dialled."""
+        (host, port), protocol, transport = self.outbound(node)
+        protocol.dataReceived(self.answer(protocol))
+        return protocol, transport.far, (host, port)
+
+    def answer(self, protocol, seq=1):
+        from wirepeer import frame_bytes
+
+        return frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq)
+
+    def pulses(self, node, far):
+        """The frames of every pulse the node wrote, opened with the keys of the backup's session C{far}, and where each went."""
+        [port] = self.reactor.udp
+        book = PulseBook()
+        book.add(PulseKeys.from_session(far))
+        return [(wire.decode(book.open(data)[1]), address) for data, address in port.written]
+
+    def test_a_live_node_pulses_its_heartbeat_to_where_it_reached_the_backup(self):
+        """Threshold 2 s, interval 0.5 s: a pulse every 0.25 s, each a live heartbeat of serv_a, to the dialled address."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, far, where = self.connected(node)
+        self.step(2.0)
+        pulses = self.pulses(node, far)
+        self.assertGreaterEqual(len(pulses), 7)
+        self.assertLessEqual(len(pulses), 9)
+        for frame, address in pulses:
+            self.assertEqual((frame.kind, frame.name, frame.role), (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
+            self.assertEqual(frame.epoch, node.core.epoch)
+            self.assertEqual(address, where)
+
+    def test_pulses_go_on_with_the_old_keys_after_the_connection_drops(self):
+        """The link is lost (a lossy network): pulses keep coming, still sealed for the backup's session."""
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, far, _ = self.connected(node)
+        self.step(0.5)
+        before = len(self.pulses(node, far))
+        protocol.connectionLost(Failure(ConnectionLost("lost on the way")))
+        self.step(2.0)
+        self.assertGreaterEqual(len(self.pulses(node, far)) - before, 7)
+
+    def test_the_backups_answer_pulses_are_heard(self):
+        """The link is lost; an answer pulse from serv_b still tells the live node its backup is there."""
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, far, _ = self.connected(node)
+        protocol.connectionLost(Failure(ConnectionLost("lost on the way")))
+        self.step(2.0)
+        [(frame, _)] = self.pulses(node, far)[-1:]
+        answer = PulseKeys.from_session(far).seal(wire.encode(
+            peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
+        self.reactor.udp[0].protocol.datagramReceived(answer, ("10.9.9.2", 1200))
+        self.assertEqual(node.status().peer.last_heartbeat_age, 0.0)
+        self.assertEqual(node.pulser.counts.received, 1)
+
+    def test_a_backup_node_does_not_pulse(self):
+        node = self.make_node()
+        self.step(2.0)
+        self.assertEqual([port.written for port in self.reactor.udp], [])
+
+    def test_pulses_off_sends_none(self):
+        self.text = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\npulses = false")
+        node = self.make_node(name="serv_a", backup=False)
+        self.connected(node)
+        self.step(2.0)
+        self.assertEqual([port.written for port in self.reactor.udp], [[]])
+
+    def test_a_node_that_stops_being_live_stops_pulsing(self):
+        """Shut down: no pulse after the node stood down."""
+        node = self.make_node(name="serv_a", backup=False)
+        _, far, _ = self.connected(node)
+        self.step(1.0)
+        node.stopService()
+        self.step(0.01)
+        sent = len(self.reactor.udp[0].written)
+        self.step(2.0)
+        self.assertEqual(len(self.reactor.udp[0].written), sent)
+
+    def test_an_unsigned_pair_sends_no_pulses(self):
+        """insecure = true: anyone could make a pulse, so none is sent (nor taken: see the backup's tests)."""
+        from iwayfailover import auth
+
+        self.ring = auth.KeyRing.unsigned()
+        node = self.make_node(name="serv_a", backup=False)
+        self.connected(node)
+        self.step(2.0)
+        self.assertFalse(node.pulses_on())
+        self.assertEqual([port.written for port in self.reactor.udp], [[]])
+
+    def test_a_tls_link_sends_no_pulses(self):
+        """Beside a TLS link (private names, roles, epochs), pulses, which are signed but not encrypted, are off."""
+        from harness import temporary_directory
+        from pki import Authority
+
+        authority = Authority(temporary_directory(self))
+        self.text = CONFIG.replace("backup_location = 10.9.9.2:1200",
+                                   f"backup_location = tls:10.9.9.2:1200:trustRoots={authority.path}")
+        node = self.make_node(name="serv_a", backup=False)
+        self.assertFalse(node.pulses_on())
+
+    def test_the_period_puts_eight_pulses_in_a_threshold_at_least(self):
+        self.assertEqual(pulse_period(0.5, 2.0), 2.0 / PULSES_PER_THRESHOLD)
+        self.assertEqual(pulse_period(0.03, 0.15), 0.15 / PULSES_PER_THRESHOLD)
+        self.assertEqual(pulse_period(0.1, 10.0), 0.1)
+        self.assertEqual(pulse_period(0.001, 0.002), 0.005)
+
+
+class BackupPulseTests(PulseTestCase):
+    """A backup hearing pulses."""
+
+    def listening(self, node):
+        """The backup's pulse port, as it opens when its heartbeat port listens (tap does this)."""
+        node.pulses_in.port_opened(FakeTCPPort("10.9.9.2", 1200))
+        [port] = self.reactor.udp
+        self.assertEqual((port.number, port.interface), (1200, "10.9.9.2"))
+        return port
+
+    def live_session(self, node):
+        """serv_a connects to the backup's heartbeat port, heartbeats once; serv_a's pulse keys."""
+        from wirepeer import frame_bytes
+
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=1))
+        return protocol, PulseKeys.from_session(transport.far)
+
+    def pulse(self, port, keys, kind=wire.Kind.HEARTBEAT, name="serv_a", role=wire.Role.LIVE, seq=1,
+              source=("10.9.9.1", 41000)):
+        port.protocol.datagramReceived(keys.seal(wire.encode(peer_frame(kind, name, role, seq=seq))), source)
+
+    def cut_and_pulse(self, node, seconds):
+        """The connection from serv_a is lost; serv_a pulses every 0.25 s for C{seconds} (when C{pulse})."""
+        port = self.listening(node)
+        protocol, keys = self.live_session(node)
+        protocol.connectionLost(Failure(ConnectionLost("lost on the way")))
+        for seq in range(2, 2 + int(seconds / 0.25)):
+            self.reactor.advance(0.25)
+            self.pulse(port, keys, seq=seq)
+        return port, keys
+
+    def test_pulses_keep_a_backup_from_taking_over_when_the_connection_is_lost(self):
+        """A lossy link takes the connection: 5 s of pulses (2.5 thresholds) and the backup stays backup."""
+        node = self.make_node()
+        self.cut_and_pulse(node, 5.0)
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertEqual(node.status().peer.role, "live")
+
+    def test_without_pulses_the_same_loss_is_a_takeover(self):
+        """The same cut with pulses = false: the pulses are not taken, and the backup takes over at its threshold."""
+        self.text = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\npulses = false")
+        node = self.make_node()
+        self.cut_and_pulse(node, 5.0)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_each_pulse_is_answered_by_pulse_to_where_it_came_from(self):
+        node = self.make_node()
+        port, keys = self.cut_and_pulse(node, 1.0)
+        answers = [(wire.decode(keys.open(*self.parts(data))), address) for data, address in port.written]
+        self.assertEqual(len(answers), 4)
+        for frame, address in answers:
+            self.assertEqual((frame.kind, frame.name, frame.role), (wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP))
+            self.assertEqual(address, ("10.9.9.1", 41000))
+        self.assertEqual([frame.seq for frame, _ in answers], [2, 3, 4, 5])
+
+    @staticmethod
+    def parts(data):
+        from iwayfailover.pulse import decode
+
+        _, number, signed, body, mac = decode(data)
+        return number, signed, body, mac
+
+    def test_an_unsigned_backup_takes_no_pulse(self):
+        """insecure = true on the backup: a pulse (which anyone could make) does not keep it from taking over."""
+        from iwayfailover import auth
+
+        self.ring = auth.KeyRing.unsigned()
+        node = self.make_node()
+        self.cut_and_pulse(node, 5.0)
+        self.assertEqual(node.machine.role, LIVE)
+
+    def test_a_replayed_pulse_is_refused_and_counted(self):
+        node = self.make_node()
+        port = self.listening(node)
+        _, keys = self.live_session(node)
+        data = keys.seal(wire.encode(peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=2)))
+        port.protocol.datagramReceived(data, ("10.9.9.1", 41000))
+        port.protocol.datagramReceived(data, ("10.9.9.1", 41000))
+        self.assertEqual((node.pulses_in.counts.received, node.pulses_in.counts.rejected), (1, 1))
+
+    def test_only_heartbeats_of_known_servers_are_taken(self):
+        """An answer or a standing-down in a pulse, or a stranger's name: refused, nothing heard, no answer."""
+        node = self.make_node()
+        port = self.listening(node)
+        _, keys = self.live_session(node)
+        heard = node.status().peer.last_heartbeat_age
+        self.reactor.advance(1.0)
+        self.pulse(port, keys, kind=wire.Kind.STANDING_DOWN, seq=2)
+        self.pulse(port, keys, kind=wire.Kind.ANSWER, seq=3)
+        self.pulse(port, keys, name="intruder", seq=4)
+        self.assertEqual(port.written, [])
+        self.assertEqual(node.machine.role, BACKUP)
+        self.assertGreater(node.status().peer.last_heartbeat_age, heard)
+
+    def test_pulses_count_in_the_gaps_heard(self):
+        """Heartbeats on the connection every 0.5 s and pulses between them: the gaps heard are 0.25 s."""
+        node = self.make_node()
+        port = self.listening(node)
+        protocol, keys = self.live_session(node)
+        from wirepeer import frame_bytes
+
+        for seq in range(2, 10):
+            self.reactor.advance(0.25)
+            if seq % 2:
+                protocol.dataReceived(frame_bytes(protocol, wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=seq))
+            else:
+                self.pulse(port, keys, seq=seq)
+        self.assertAlmostEqual(node.status().heartbeats.gaps.heard.largest, 0.25)
+
+    def test_the_pulse_port_follows_the_heartbeat_port(self):
+        node = self.make_node()
+        port = self.listening(node)
+        node.pulses_in.port_opened(FakeTCPPort("10.9.9.2", 1300))
+        node.pulses_in.port_closed(FakeTCPPort("10.9.9.2", 1200))
+        self.assertFalse(port.listening)
+        self.assertEqual([(p.number, p.listening) for p in self.reactor.udp], [(1200, False), (1300, True)])
+
+
+class ServerPortWatcherTests(PulseTestCase):
+    """ServerPort tells its watchers of each port it opens and closes (the pulse port follows the heartbeat port)."""
+
+    def test_bind_rebind_and_stop_are_told(self):
+        from twisted.internet.protocol import Factory, Protocol
+
+        from iwayfailover.ports import ServerPort
+
+        reactor = MemoryReactorClock()
+        told = []
+
+        class Watcher:
+            def port_opened(self, port):
+                told.append(("opened", port.getHost().port))
+
+            def port_closed(self, port):
+                told.append(("closed", port.getHost().port))
+
+        server = ServerPort(reactor, "tcp:1200:interface=127.0.0.1", Factory.forProtocol(Protocol), "heartbeat port")
+        server.watchers.append(Watcher())
+        server.bind()
+        server.rebind("tcp:1300:interface=127.0.0.1")
+        server.startService()
+        server.stopService()
+        self.assertEqual(told, [("opened", 1200), ("opened", 1300), ("closed", 1200), ("closed", 1300)])
+
+
