@@ -27,13 +27,32 @@ from iwayfailover.core.pair import (
 
 from sim.schedule import Schedule, Violation
 
-WORLD_PLANTS = frozenset({"no-port-grace"})
-"""Rules of the node around the core that the world models, and can switch off: a moved port closed at once."""
+WORLD_PLANTS = frozenset({"no-port-grace", "pulse-after-hangup"})
+"""
+Rules of the node around the core that the world models, and can switch off: a moved port closed at
+once; pulses that go on, claiming the live role, after the node stopped being live (the node sends them
+only while live, and stops at the core's Hangup).
+"""
 
 A, B = "serv_a", "serv_b"
 NAMES = (A, B)
 UNANSWERED_LIMIT = 5
 """As the node's sender: heartbeats without an answer before it drops the link and dials again."""
+PULSE_SESSIONS = 8
+"""As iwayfailover.pulse.MAX_SESSIONS: the newest sessions a node takes pulses on."""
+
+
+def pulse_period(interval: float, peer_threshold: float) -> float:
+    """As iwayfailover.pulsing.pulse_period."""
+    return max(0.005, min(interval, peer_threshold / 8))
+
+
+class PulseReply:
+    """Where a pulse came from, as the core's Answer sees it: answered by pulse on the same session."""
+
+    def __init__(self, sender: str, session: int):
+        self.sender, self.session = sender, session
+        self.alive = True
 
 
 
@@ -55,13 +74,18 @@ class Scenario:
     overlap: bool = False
     """Faults may come while the one before still lasts."""
     faults: List[tuple] = field(default_factory=list)
+    pulses: bool = False
+    """The nodes send pulses (heartbeats as datagrams beside the connection)."""
+    pulse_loss: float = 0.0
+    """The share of pulses lost on the way, each on its own."""
 
     def describe(self) -> str:
         return (
             f"threshold {self.threshold:g}s, interval {self.interval:g}s, witness {'yes' if self.witness else 'no'}"
             f"{' (self_fence)' if self.witness and self.self_fence else ''}, failback {'yes' if self.failback else 'no'},"
             f" {'one host and one port' if self.same_port else 'two hosts'}, channel stop times {self.slow_stop},"
-            f" priority copies {self.priorities}, start {self.start}{', overlapping faults' if self.overlap else ''}"
+            f" priority copies {self.priorities}, start {self.start}{', overlapping faults' if self.overlap else ''},"
+            f" pulses {'on (%d%% lost)' % round(100 * self.pulse_loss) if self.pulses else 'off'}"
         )
 
 
@@ -112,6 +136,12 @@ class Node:
         self.current_conn: Optional[Conn] = None
         self.shutting_down = False
         self.host_down = False  # powered off: nothing answers, nothing is closed
+        # pulses
+        self.last_seq = 0  # the latest heartbeat the core asked for: pulses repeat it
+        self.pulse_session: Optional[int] = None  # the newest outgoing connection's: pulses are sealed for it
+        self.pulse_number = 0
+        self.pulse_generation = 0
+        self.book: Dict[int, int] = {}  # sessions this process takes pulses on -> the highest number taken
         self.ports = {A: 1200, B: 1200}
         """This node's copy of where each server's heartbeat port is."""
         self.old_peer_port = (None, 0.0)
@@ -147,6 +177,8 @@ class World(Schedule):
     def __init__(self, seed: int, plant: Optional[str] = None, faults: int = 5):
         self.seed = seed
         self.rng = random.Random(seed)
+        # Pulses draw from a generator of their own, so that a seed's other events stay as they were.
+        self.prng = random.Random(seed * 1000003 + 17)
         self.plant = plant
         super().__init__()
         self.scenario = self._draw(faults)
@@ -167,6 +199,8 @@ class World(Schedule):
         # the network: cut[(x, y)] is True while x's packets do not reach y
         self.cut = {(A, B): False, (B, A): False, (A, "w"): False, (B, "w"): False}
         self.resets = False  # a firewall resetting every connection between the two
+        self.tcp_stall = False  # TCP between the two carries nothing (held, as by a cut); datagrams pass
+        self.stall_started: Optional[float] = None
         self.file_ports = {A: 1200, B: 1200}  # the shared file as it is now: what a starting process reads
         self.file_edit = None  # the last edit of priorities and failback, likewise
         self.witness_up = True
@@ -205,6 +239,11 @@ class World(Schedule):
         )
         kinds = ["crash", "stop", "pause", "pause", "partition", "oneway", "resets", "switchover", "disk",
                  "both-restart", "power", "edit", "ports"]
+        p = self.prng
+        sc.pulses = p.random() < 0.7
+        sc.pulse_loss = p.choice([0.0, 0.0, 0.3]) if sc.pulses else 0.0
+        if p.random() < 0.5:
+            kinds += ["tcp-stall"]
         if witness:
             kinds += ["witness-down", "witness-cut", "witness-cut"]
         for _ in range(count):
@@ -271,6 +310,7 @@ class World(Schedule):
             node.out = None
             node.dialling = False
             node.unanswered = 0
+            node.last_seq, node.pulse_session, node.pulse_number, node.book = 0, None, 0, {}
             # A starting process reads the file as it is now.
             node.ports = dict(self.file_ports)
             node.old_peer_port = (None, 0.0)
@@ -423,12 +463,20 @@ class World(Schedule):
             node.dialling = True
             node.dial_generation += 1
             self._dial(node, node.dial_generation)
+            if self.scenario.pulses:
+                node.pulse_generation += 1
+                sc = self.scenario
+                self.at(pulse_period(sc.interval, sc.threshold), self._pulse_tick, node, node.incarnation,
+                        node.pulse_generation)
         elif isinstance(e, ev.Hangup):
             node.dialling = False
             node.dial_generation += 1
+            if "pulse-after-hangup" not in self.plants:
+                node.pulse_generation += 1
             if node.out is not None:
                 self.close_conn(node.out, name, ev.CLOSED)
         elif isinstance(e, ev.SendHeartbeat):
+            node.last_seq = e.seq
             if node.out is not None and node.out.established:
                 if node.unanswered >= UNANSWERED_LIMIT:
                     node.unanswered = 0
@@ -439,7 +487,10 @@ class World(Schedule):
                 self.send(node.out, name, dict(kind=ev.HEARTBEAT, seq=e.seq, **node.frame_fields()))
         elif isinstance(e, ev.Answer):
             conn = e.reply if e.reply is not None else node.current_conn
-            if conn is not None and conn.alive:
+            if isinstance(conn, PulseReply):
+                self._send_pulse(node, conn.sender, conn.session,
+                                 dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()), answer=True)
+            elif conn is not None and conn.alive:
                 self.send(conn, name, dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()))
         elif isinstance(e, ev.StandDown):
             if node.out is not None and node.out.established:
@@ -549,7 +600,7 @@ class World(Schedule):
         peer = self.nodes[node.settings.peer]
         interval = node.settings.interval
         retry = lambda: self._dial(node, generation)  # noqa: E731
-        if not self.reachable(node.name, peer.name) or peer.host_down:
+        if not self.reachable(node.name, peer.name) or self.tcp_stall or peer.host_down:
             # Connect attempts are bounded by the heartbeat interval, then dialled again.
             self.at(interval + self.rng.uniform(0, interval / 10), retry)
             return
@@ -563,6 +614,13 @@ class World(Schedule):
         conn.established = True
         node.out = conn
         node.unanswered = 0
+        # Both ends hold the new connection's pulse keys: the dialler pulses on them from now on.
+        node.pulse_session, node.pulse_number = conn.id, 0
+        node.book[conn.id] = 0
+        peer.book[conn.id] = 0
+        for book in (node.book, peer.book):
+            while len(book) > PULSE_SESSIONS:
+                del book[min(book)]
         self.accepted.append(conn)
         self.log(f"{node.name}: heartbeat link to {peer.name} is up (#{conn.id})")
         self.feed(node, ev.LinkUp(ev.OUT))
@@ -574,7 +632,7 @@ class World(Schedule):
             if not self.nodes[receiver].host_down and self.reachable(sender, receiver) and conn.kind == "link":
                 self.at(2 * self.delay(), self._link_down, conn, sender, ev.RESET)
             return
-        if self.cut[(sender, receiver)] or conn.held[receiver]:
+        if self.cut[(sender, receiver)] or self.tcp_stall or conn.held[receiver]:
             conn.held[receiver].append(frame)  # TCP retransmits it after the heal, in order
             return
         self._transmit(conn, receiver, frame)
@@ -688,7 +746,7 @@ class World(Schedule):
         peer = self.nodes[node.settings.peer]
         incarnation = node.incarnation
         reply = lambda outcome, **kw: self._probe_result(node, incarnation, e, outcome, kw)  # noqa: E731
-        if not self.reachable(node.name, peer.name) or peer.host_down:
+        if not self.reachable(node.name, peer.name) or self.tcp_stall or peer.host_down:
             self.at(e.timeout, lambda: self._probe_result(node, incarnation, e, ev.NO_ANSWER, {}, kind="timer"))
             return
         old_port, until = node.old_peer_port
@@ -743,6 +801,64 @@ class World(Schedule):
 
         self.at(2 * self.delay() if ok else e.timeout, answer)
 
+    # -- pulses --
+
+    def _pulse_tick(self, node: Node, incarnation: int, generation: int) -> None:
+        if node.incarnation != incarnation or node.pulse_generation != generation or not node.up:
+            return
+        if node.paused:
+            # A late timer: it runs first thing on waking (see resume), and pulses then.
+            node.inbox.append(("timer", lambda: self._pulse_tick(node, incarnation, generation)))
+            return
+        sc = self.scenario
+        self.at(pulse_period(sc.interval, node.core.peer_threshold), self._pulse_tick, node, incarnation, generation)
+        core = node.core
+        live = core.role == ev.LIVE and core.wire_role == ev.LIVE
+        if "pulse-after-hangup" in self.plants:
+            live = True
+        if not live or node.pulse_session is None or not node.last_seq:
+            return
+        fields = node.frame_fields()
+        fields["role"] = ev.LIVE
+        self._send_pulse(node, node.settings.peer, node.pulse_session, dict(kind=ev.HEARTBEAT, seq=node.last_seq, **fields))
+
+    @property
+    def plants(self) -> frozenset:
+        return frozenset([self.plant]) if self.plant else frozenset()
+
+    def _send_pulse(self, node: Node, to: str, session: int, frame: dict, answer: bool = False) -> None:
+        """A datagram: lost on a cut, to a powered-off host, or by chance; else it arrives on its own, in any order."""
+        receiver = self.nodes[to]
+        if answer:
+            node.answer_numbers = getattr(node, "answer_numbers", {})
+            number = node.answer_numbers[session] = node.answer_numbers.get(session, 0) + 1
+        else:
+            node.pulse_number += 1
+            number = node.pulse_number
+        if self.cut[(node.name, to)] or receiver.host_down or self.prng.random() < self.scenario.pulse_loss:
+            return
+        delay = self.prng.uniform(0.0001, 0.002) if self.prng.random() < 0.97 else self.prng.uniform(0.002, 0.04)
+        self.at(delay, self._pulse_arrive, receiver, receiver.incarnation, session, number, frame, answer)
+
+    def _pulse_arrive(self, node: Node, incarnation: int, session: int, number: int, frame: dict, answer: bool) -> None:
+        if node.incarnation != incarnation or not node.up:
+            return  # a process that has since gone (or restarted) holds no key of that session
+
+        def take():
+            book = node.answers if answer else node.book
+            if session not in book or number <= book[session]:
+                return  # a session it does not hold, a repeat, or overtaken by a later pulse
+            book[session] = number
+            reply = None if answer else PulseReply(frame["sender"], session)
+            self.feed(node, ev.Heard(link=ev.OUT if answer else ev.IN, reply=reply, **frame))
+
+        if not hasattr(node, "answers"):
+            node.answers = {}
+        if answer and node.pulse_session is not None:
+            node.answers.setdefault(node.pulse_session, 0)
+        if self.when_running(node, "io", take):
+            take()
+
     # -- faults --
 
     def _fault(self, fault: tuple) -> None:
@@ -775,6 +891,13 @@ class World(Schedule):
             self.cut[(name, other)] = True
             if kind == "partition":
                 self.cut[(other, name)] = True
+            self._network_changed()
+            self.at(duration, self._heal)
+        elif kind == "tcp-stall":
+            # TCP between the two carries nothing for a while (a lossy link holding a segment back,
+            # a firewall dropping TCP only); datagrams still pass.
+            self.tcp_stall = True
+            self.stall_started = self.t
             self._network_changed()
             self.at(duration, self._heal)
         elif kind == "resets":
@@ -912,7 +1035,7 @@ class World(Schedule):
         self.link_whole_since = None if not self._link_whole() else self.link_whole_since
 
     def _link_whole(self) -> bool:
-        return not self.resets and self.reachable(A, B) and self._views_agree()
+        return not self.resets and not self.tcp_stall and self.reachable(A, B) and self._views_agree()
 
     def _views_agree(self) -> bool:
         """One node at least dials the other where it listens (an edit read by one node only may split them)."""
@@ -926,6 +1049,8 @@ class World(Schedule):
         for key in self.cut:
             self.cut[key] = False
         self.resets = False
+        self.tcp_stall = False
+        self.stall_started = None
         self.witness_up = True
         for node in self.nodes.values():
             node.disk_full = False
@@ -993,6 +1118,15 @@ class World(Schedule):
         other = self.nodes[B if node.name == A else A]
         if not other.running or other.core.role != ev.LIVE or self.live_since[other.name] is None:
             return
+        sc = self.scenario
+        if (self.tcp_stall and sc.pulses and not sc.pulse_loss and not sc.overlap and not any(self.cut.values())
+                and not self.resets and self.live_since[other.name] < self.stall_started
+                and self.unpaused_since[other.name] < self.stall_started
+                and self.unpaused_since[node.name] < self.stall_started):
+            # What pulses are for: TCP held up, datagrams passing, nobody paused: the live node's pulses
+            # reach its backup all along, and it must not take over.
+            raise Violation(f"pulses: {node.name} took the role ({e.kind}) from {other.name}, which kept pulsing"
+                            f" through a TCP stall of {self.t - self.stall_started:.3f}s")
         window = min(1.0, self.scenario.threshold / 4)
         since = max(self.unpaused_since[other.name], self.live_since[other.name],
                     self.link_whole_since if self.link_whole_since is not None else self.t)
