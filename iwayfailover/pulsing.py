@@ -180,6 +180,7 @@ class Pulser:
         self.counts = Counts()
         self.protocol = _PulseProtocol(self.book, on_frame, on_refused, self.counts)
         self._port = None
+        self._family = ""
         self._keys: Optional[PulseKeys] = None
         self._target = None
         self._call = None
@@ -190,9 +191,14 @@ class Pulser:
         """A new heartbeat connection to the backup, at C{target} (host, port): pulse on its keys from now on."""
         self.book.add(keys)
         self._keys, self._target = keys, target
+        family = "::" if ":" in target[0] else ""  # the backup's address family: IPv6 or IPv4
+        if self._port is not None and self._family != family:
+            self._port.stopListening()  # the backup moved to the other family
+            self._port = None
         if self._port is None:
             try:
-                self._port = self._reactor.listenUDP(0, self.protocol)
+                self._port = self._reactor.listenUDP(0, self.protocol, interface=family)
+                self._family = family
             except Exception as e:
                 self.log.warn("cannot open a UDP port for pulses: {why}; heartbeats still go over TCP", why=e)
 

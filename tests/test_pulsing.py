@@ -19,6 +19,7 @@ from iwayfailover.core.events import BACKUP, LIVE
 from iwayfailover.pulse import PulseBook, PulseKeys
 from iwayfailover.pulsing import PULSES_PER_THRESHOLD, pulse_period
 from test_node import CONFIG, NodeTestCase
+from test_pulse import connection
 from wirepeer import peer_frame
 
 
@@ -176,6 +177,17 @@ class LivePulseTests(PulseTestCase):
                                    f"backup_location = tls:10.9.9.2:1200:trustRoots={authority.path}")
         node = self.make_node(name="serv_a", backup=False)
         self.assertFalse(node.pulses_on())
+
+    def test_a_backup_at_an_ipv6_address_is_pulsed_from_an_ipv6_port(self):
+        """The connection reached [::1]: the UDP port is opened on :: (an IPv4 one could not send there)."""
+        from iwayfailover.pulsing import Pulser
+
+        reactor = UDPReactor()
+        client, _ = connection()
+        pulser = Pulser(reactor, lambda: None, lambda *a: None, lambda *a: None)
+        pulser.session(PulseKeys.from_session(client), ("::1", 1200))
+        pulser.session(PulseKeys.from_session(client), ("10.9.9.2", 1200))
+        self.assertEqual([(port.interface, port.listening) for port in reactor.udp], [("::", False), ("", True)])
 
     def test_the_period_puts_eight_pulses_in_a_threshold_at_least(self):
         self.assertEqual(pulse_period(0.5, 2.0), 2.0 / PULSES_PER_THRESHOLD)
