@@ -57,6 +57,8 @@ class Session:
     """The peer said on it that it stopped serving."""
     replaced: bool = False
     """This node closed it (a newer connection from the peer, withdrawn keys): no sign of death."""
+    pulsing: bool = False
+    """Its pulse keys are in the node's book (it carried a heartbeat)."""
 
 
 def connect_timeout(interval: float) -> float:
@@ -433,8 +435,6 @@ class InboundSessions:
 
     def connection_made(self, protocol):
         self._sessions[protocol] = Session(protocol)
-        if protocol.session is not None:
-            self._node.pulses_in.add(PulseKeys.from_session(protocol.session))
 
     def live_signal(self, frame) -> None:
         """A heartbeat from a live node that came as a pulse: counted in the gaps heard, as one on a connection is."""
@@ -454,6 +454,10 @@ class InboundSessions:
                 old.protocol.transport.abortConnection()
                 self.log.info("a newer heartbeat connection from {peer} replaces the old one", peer=frame.name)
             self._current[frame.name] = session
+            if not session.pulsing and protocol.session is not None:
+                # A heartbeat link (not a probe's connection): pulses of its session are taken from now on.
+                session.pulsing = True
+                node.pulses_in.add(PulseKeys.from_session(protocol.session))
             node.peer.connections.add(protocol)
             session.peer = frame.name
             session.from_live = frame.role == wire.Role.LIVE

@@ -268,6 +268,17 @@ class BackupPulseTests(PulseTestCase):
         self.cut_and_pulse(node, 5.0)
         self.assertEqual(node.machine.role, LIVE)
 
+    def test_a_probes_connection_gives_no_pulse_session(self):
+        """A connection that only asked how this node stands (a QUERY) is no heartbeat link: pulses on its keys are refused."""
+        from wirepeer import frame_bytes
+
+        node = self.make_node()
+        port = self.listening(node)
+        protocol, transport = self.inbound(node)
+        protocol.dataReceived(frame_bytes(protocol, wire.Kind.QUERY, "serv_a", wire.Role.STARTING, seq=1))
+        self.pulse(port, PulseKeys.from_session(transport.far), seq=2)
+        self.assertEqual((node.pulses_in.counts.received, node.pulses_in.counts.rejected), (0, 1))
+
     def test_a_replayed_pulse_is_refused_and_counted(self):
         node = self.make_node()
         port = self.listening(node)
