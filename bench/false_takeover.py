@@ -633,10 +633,21 @@ def main(argv=None):
     def interrupted(number, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupted)  # cleans up as Ctrl-C does
+    # SIGTERM cleans up as Ctrl-C does; SIGINT too when the shell that started
+    # this in the background had it ignored.
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     keepalived.become_subreaper()
+    try:
+        return run_profiles(profile, seconds, idle, args.only)
+    except KeyboardInterrupt:
+        print("interrupted: everything this run made has been removed", file=sys.stderr)
+        return 130
+
+
+def run_profiles(profile: str, seconds: float, idle: float, only=None) -> int:
     if profile in ("stress", "both"):
-        rows, notes = stress_profile(seconds, idle, args.only)
+        rows, notes = stress_profile(seconds, idle, only)
         print(f"false takeovers under stress: {' '.join(STRESS)}, our live listeners under HTTP load;"
               f" idle {idle:g} s, then stress {seconds:g} s, all systems at once")
         print_table(rows)
@@ -647,7 +658,7 @@ def main(argv=None):
             print(f"  {note}")
         print()
     if profile in ("loss", "both"):
-        rows, notes = loss_profile(seconds, args.only)
+        rows, notes = loss_profile(seconds, only)
         print(f"false takeovers under {LOSS_PERCENT} % packet loss both ways (nftables in network namespaces),"
               f" {seconds:g} s, all systems at once")
         print_table(rows)
