@@ -8,7 +8,8 @@ stress (the default): `stress-ng --cpu 2 --vm 1 --vm-bytes 25% --io 1`,
 started once, and under it, at the same time and for the same duration:
   - our pair at heartbeat interval 0.03 s / threshold 0.15 s, and one at
     0.1 s / 0.3 s, each on loopback with its live node's listener under
-    HTTP load (one bounded load thread per pair, requests back to back);
+    HTTP load (one bounded load thread per pair, requests back to back,
+    moving to the other node's listener if that one becomes live);
   - keepalived pairs (unicast VRRPv3, each pair in two network namespaces)
     at advert_int 0.05 s and 0.1 s, whose 3 x advert_int is the same
     detection time as our thresholds (keepalived adds a skew of
@@ -34,7 +35,7 @@ Counted for each system over each phase:
     on either node after the phase began. A backup taking over counts
     once; a first node that left the role and took it back counts once more;
   - gaps between heartbeats as the backup heard them (ours: every gap, from
-    /api/gaps?heard_since=N on both nodes, read every few seconds) or
+    /api/gaps?heard_since=N on both nodes, read every 15 s) or
     between adverts as received in the backup's namespace (keepalived: a raw
     socket for IP protocol 112 there, with the kernel's receive timestamps,
     SO_TIMESTAMPNS, so that the reader's own scheduling does not count);
@@ -87,8 +88,12 @@ KEEPALIVED_UNDER_LOSS = (0.2, 0.3)
 KEEPALIVED_PRIORITY = 100
 """The priority of keepalived's backup (bench/keepalived.py's configuration): its skew is (256 - this) / 256 x advert_int."""
 
-POLL = 5.0
-"""Each node's status and gaps are read this often (seconds): /api/gaps keeps 300 s."""
+POLL = 15.0
+"""
+Each node's status and gaps are read this often (seconds): /api/gaps keeps
+300 s of gaps and /api/status the last 50 transitions; rarely, so that the
+reads add little to the nodes' cost.
+"""
 
 LOAD_LIMIT = 5_000_000
 """A load thread stops after this many requests, or at its deadline, whichever comes first."""
@@ -358,26 +363,33 @@ class KeepalivedWatch(Watch):
 
 
 class Load(threading.Thread):
-    """HTTP GETs against a listener, back to back, until told to stop, its deadline, or L{LOAD_LIMIT} requests."""
+    """
+    HTTP GETs, back to back, against the live node's listener, until told to
+    stop, its deadline, or L{LOAD_LIMIT} requests. Each node has a listener
+    of its own; when one stops answering (its node is no longer live) the
+    load moves to the other's.
+    """
 
-    def __init__(self, port: int, seconds: float):
+    def __init__(self, ports: Sequence[int], seconds: float):
         super().__init__(daemon=True)
-        self.port = port
+        self.ports = list(ports)
         self.deadline = time.monotonic() + seconds
         self.requests = 0
         self.errors = 0
         self.stop = threading.Event()
 
     def run(self):
+        port = 0
         while not self.stop.is_set() and time.monotonic() < self.deadline and self.requests < LOAD_LIMIT:
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                connection = http.client.HTTPConnection("127.0.0.1", self.ports[port], timeout=2)
                 connection.request("GET", "/")
                 connection.getresponse().read()
                 connection.close()
                 self.requests += 1
             except (OSError, http.client.HTTPException):
                 self.errors += 1
+                port = (port + 1) % len(self.ports)
                 self.stop.wait(0.01)
 
 
@@ -542,7 +554,7 @@ def stress_profile(seconds: float, idle: float, only=None):
         rows = bench.phase("idle", idle) if idle > 0 else []
         bench.start_stress(seconds)
         for pair in bench.pairs:
-            load = Load(pair.ports["web_a"], seconds + 5)
+            load = Load((pair.ports["web_a"], pair.ports["web_b"]), seconds + 5)
             bench.loads.append(load)
             load.start()
         rows += bench.phase("stress", seconds)
