@@ -231,7 +231,7 @@ class OurWatch(Watch):
         self.primed = False
         """Has the first read been made? It only marks what was there before the bench began."""
         self.cursors = {"a": None, "b": None}
-        self.lives, self.gaps, self.missed = 0, [], 0
+        self.lives, self.gaps, self.missed, self.missed_total = 0, [], 0, 0
         self.events = []
 
     def pids(self):
@@ -255,6 +255,7 @@ class OurWatch(Watch):
             if since is not None:  # the first read only sets the cursor: gaps before the bench began are not its
                 self.gaps.extend(heard["new"])
                 self.missed += heard["missed"]
+                self.missed_total += heard["missed"]
             self.cursors[name] = heard["count"]
         self.primed = True
 
@@ -596,18 +597,24 @@ def loss_profile(seconds: float, only=None):
         bench.remove()
 
 
+EVENTS_SHOWN = 12
+"""Of each system's role changes, this many are listed under the table (the first ones, in time order)."""
+
+
 def bench_notes(bench: Bench) -> list:
-    """The false takeovers, timestamped, and gaps that went unread (there should be none)."""
+    """Each system's role changes, timestamped (the first few), and whether every gap of ours was read."""
     notes = []
     for watch in bench.watches:
         if isinstance(watch, OurWatch):
             name = f"iwayfailover {watch.interval:g}/{watch.threshold:g}"
-            notes += [f"{name}: {event}" for event in watch.events]
-            if watch.missed:
-                notes.append(f"{name}: {watch.missed} gaps left /api/gaps's window unread")
+            events = sorted(watch.events)
+            notes.append(f"{name}: {watch.missed_total} gaps left /api/gaps's window unread (should be 0)")
         else:
             name = f"keepalived advert {watch.pair.advert:g}"
-            notes += [f"{name}: {iso(at)} {host} -> {state}" for at, host, state in getattr(watch, "changes", [])]
+            events = [f"{iso(at)} {host} -> {state}" for at, host, state in sorted(getattr(watch, "changes", []))]
+        notes += [f"{name}: {event}" for event in events[:EVENTS_SHOWN]]
+        if len(events) > EVENTS_SHOWN:
+            notes.append(f"{name}: ... and {len(events) - EVENTS_SHOWN} more role changes")
     return notes
 
 
