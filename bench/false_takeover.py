@@ -665,10 +665,11 @@ def main(argv=None):
 
 
 def run_profiles(profile: str, seconds: float, idle: float, only=None) -> int:
+    together = f"{only} alone" if only else "all systems at once"
     if profile in ("stress", "both"):
         rows, notes = stress_profile(seconds, idle, only)
         print(f"false takeovers under stress: {' '.join(STRESS)}, our live listeners under HTTP load;"
-              f" idle {idle:g} s, then stress {seconds:g} s, all systems at once")
+              f" idle {idle:g} s, then stress {seconds:g} s, {together}")
         print_table(rows)
         print("detect: our threshold, or keepalived's 3 x advert_int (it waits"
               f" {(256 - KEEPALIVED_PRIORITY) / 256:.2f} x advert_int more); gaps: heard by the backup;"
@@ -679,7 +680,7 @@ def run_profiles(profile: str, seconds: float, idle: float, only=None) -> int:
     if profile in ("loss", "both"):
         rows, notes = loss_profile(seconds, only)
         print(f"false takeovers under {LOSS_PERCENT} % packet loss both ways (nftables in network namespaces),"
-              f" {seconds:g} s, all systems at once")
+              f" {seconds:g} s, {together}")
         print_table(rows)
         for note in notes:
             print(f"  {note}")
