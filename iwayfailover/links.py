@@ -235,6 +235,7 @@ class HeartbeatSender:
         self._protocol = None
         self._unanswered = 0
         self._answered = False  # on the current link
+        self._link_keys = None  # the current link's pulse keys
         self._flapping = False  # links hung up on without an answer, reported
         self._flap_reported = 0.0
         self._dropped = 0
@@ -366,10 +367,13 @@ class HeartbeatSender:
         self._unanswered = 0
         self._answered = False
         peer = protocol.transport.getPeer()
+        self._link_keys = None
         if protocol.session is not None and getattr(peer, "port", None) is not None:
             # Pulses go where this connection reached the backup (an address, no lookup),
-            # sealed with its keys; they keep them after it drops, as the backup does.
-            self._node.pulser.session(PulseKeys.from_session(protocol.session), (peer.host, peer.port))
+            # sealed with its keys once the backup answers on it; they keep them after it
+            # drops, as the backup does.
+            self._link_keys = PulseKeys.from_session(protocol.session)
+            self._node.pulser.session(self._link_keys, (peer.host, peer.port))
         self._node.peer.connections.add(protocol)
         if not self._flapping:
             self.log.info("heartbeat link to backup location {location} is up", location=self._node.settings.backup_location)
@@ -385,6 +389,8 @@ class HeartbeatSender:
         if not self._answered:
             self._answered = True
             self._end_flapping()
+            if self._link_keys is not None:
+                self._node.pulser.confirm(self._link_keys)  # the backup holds this link's pulse keys now
         self._node.heard(protocol, frame, ev.OUT)
 
     def connection_lost(self, protocol, reason):

@@ -576,6 +576,7 @@ class FailoverNode(CoreNode):
             origin.refuse(f"a {frame.kind.name.lower()} frame in an answer pulse")
             return
         if self.known_peer(origin, frame):
+            self.pulser.confirm(origin.keys)  # answered on a new connection's keys: the backup holds them
             self.heard(origin, frame, ev.OUT)
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:

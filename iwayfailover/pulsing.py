@@ -29,15 +29,17 @@ from iwayfailover.pulse import MAX_PULSE, PulseBook, PulseError, PulseKeys
 
 MIN_PERIOD = 0.005
 """The shortest time between two pulses, in seconds."""
-PULSES_PER_THRESHOLD = 8
+PULSES_PER_THRESHOLD = 12
 """Pulses sent within one threshold of the backup (at least; more where the heartbeat interval is shorter)."""
 
 
 def pulse_period(interval: float, peer_threshold: float) -> float:
     """
     Seconds between pulses: the heartbeat interval, or less so that at
-    least L{PULSES_PER_THRESHOLD} fall in the backup's threshold (at 30%
-    loss each way, eight in a row are all lost once in 150,000 tries).
+    least L{PULSES_PER_THRESHOLD} fall in the backup's threshold. At 30%
+    loss each way twelve in a row are all lost about once in two million
+    tries (eight: once in 15,000, which a 10-minute run at 30% loss showed
+    to be too often: bench/false_takeover.py --profile loss).
     """
     return max(MIN_PERIOD, min(interval, peer_threshold / PULSES_PER_THRESHOLD))
 
@@ -54,14 +56,14 @@ class PulseOrigin:
 
     def __init__(self, port, keys: PulseKeys, address, refused: Callable[[object, str], None]):
         self.transport = port
-        self._keys = keys
+        self.keys = keys
         self.address = address
         self._refused = refused
         self.refused = False
 
     def send(self, frame: wire.Frame) -> None:
         try:
-            self.transport.write(self._keys.seal(wire.encode(frame)), self.address)
+            self.transport.write(self.keys.seal(wire.encode(frame)), self.address)
         except OSError:
             pass  # a datagram that cannot be sent now is as good as lost; the next one may go
 
@@ -181,6 +183,7 @@ class Pulser:
         self.protocol = _PulseProtocol(self.book, on_frame, on_refused, self.counts)
         self._port = None
         self._family = ""
+        self._pending = None  # (keys, target) of the newest connection, until the backup answers on it
         self._keys: Optional[PulseKeys] = None
         self._target = None
         self._call = None
@@ -188,9 +191,27 @@ class Pulser:
         self.sent = 0
 
     def session(self, keys: PulseKeys, target) -> None:
-        """A new heartbeat connection to the backup, at C{target} (host, port): pulse on its keys from now on."""
+        """
+        A new heartbeat connection to the backup, at C{target} (host, port):
+        its keys are held for answers at once, and pulsed on once the backup
+        is known to hold them too (L{confirm}); until then the pulses go on
+        with the keys before, which the backup still holds. (Switching at
+        once, a lossy link that delays the new connection's first heartbeat
+        had every pulse refused meanwhile: bench/false_takeover.py --profile loss.)
+        """
         self.book.add(keys)
-        self._keys, self._target = keys, target
+        self._pending = (keys, target)
+        if self._keys is None:
+            self.confirm(keys)  # nothing to pulse on before: try these
+        self._open_port(target)
+
+    def confirm(self, keys: PulseKeys) -> None:
+        """The backup answered on the connection of C{keys}: it holds them; pulse on them from now on."""
+        if self._pending is not None and self._pending[0] is keys:
+            self._keys, self._target = self._pending
+            self._pending = None
+
+    def _open_port(self, target) -> None:
         family = "::" if ":" in target[0] else ""  # the backup's address family: IPv6 or IPv4
         if self._port is not None and self._family != family:
             self._port.stopListening()  # the backup moved to the other family

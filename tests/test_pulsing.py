@@ -98,13 +98,13 @@ class LivePulseTests(PulseTestCase):
         return [(wire.decode(book.open(data)[1]), address) for data, address in port.written]
 
     def test_a_live_node_pulses_its_heartbeat_to_where_it_reached_the_backup(self):
-        """Threshold 2 s, interval 0.5 s: a pulse every 0.25 s, each a live heartbeat of serv_a, to the dialled address."""
+        """Threshold 2 s, interval 0.5 s: a pulse every 1/6 s, each a live heartbeat of serv_a, to the dialled address."""
         node = self.make_node(name="serv_a", backup=False)
         _, far, where = self.connected(node)
-        self.step(2.0)
+        self.step(2.0, step=0.01)  # fine steps: a pulse due every 1/6 s goes at that time, give or take 0.01 s
         pulses = self.pulses(node, far)
-        self.assertGreaterEqual(len(pulses), 7)
-        self.assertLessEqual(len(pulses), 9)
+        self.assertGreaterEqual(len(pulses), 11)
+        self.assertLessEqual(len(pulses), 13)
         for frame, address in pulses:
             self.assertEqual((frame.kind, frame.name, frame.role), (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
             self.assertEqual(frame.epoch, node.core.epoch)
@@ -119,6 +119,35 @@ class LivePulseTests(PulseTestCase):
         protocol.connectionLost(Failure(ConnectionLost("lost on the way")))
         self.step(2.0)
         self.assertGreaterEqual(len(self.pulses(node, far)) - before, 7)
+
+    def test_a_new_connection_is_pulsed_on_only_once_the_backup_answered_on_it(self):
+        """
+        The link drops and is made again; until the backup answers on the new
+        one (it may not hold its keys yet) pulses keep the old keys; after, the new.
+        """
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, old_far, _ = self.connected(node)
+        protocol.connectionLost(Failure(ConnectionLost("lost on the way")))
+        self.step(0.5)  # redialled
+        (_, _), new_protocol, new_transport = self.outbound(node)
+        new_far = new_transport.far
+        [port] = self.reactor.udp
+        port.written.clear()
+        self.step(1.0)
+        old_book, new_book = PulseBook(), PulseBook()
+        old_book.add(PulseKeys.from_session(old_far))
+        new_book.add(PulseKeys.from_session(new_far))
+        sealed_old = [data for data, _ in port.written]
+        self.assertTrue(sealed_old)
+        for data in sealed_old:
+            old_book.open(data)  # each opens with the old session's keys
+        new_protocol.dataReceived(self.answer(new_protocol))  # the backup answers on the new link
+        port.written.clear()
+        self.step(1.0)
+        sealed_new = [data for data, _ in port.written]
+        self.assertTrue(sealed_new)
+        for data in sealed_new:
+            new_book.open(data)
 
     def test_the_backups_answer_pulses_are_heard(self):
         """The link is lost; an answer pulse from serv_b still tells the live node its backup is there."""
@@ -189,7 +218,7 @@ class LivePulseTests(PulseTestCase):
         pulser.session(PulseKeys.from_session(client), ("10.9.9.2", 1200))
         self.assertEqual([(port.interface, port.listening) for port in reactor.udp], [("::", False), ("", True)])
 
-    def test_the_period_puts_eight_pulses_in_a_threshold_at_least(self):
+    def test_the_period_puts_twelve_pulses_in_a_threshold_at_least(self):
         self.assertEqual(pulse_period(0.5, 2.0), 2.0 / PULSES_PER_THRESHOLD)
         self.assertEqual(pulse_period(0.03, 0.15), 0.15 / PULSES_PER_THRESHOLD)
         self.assertEqual(pulse_period(0.1, 10.0), 0.1)

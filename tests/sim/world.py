@@ -44,7 +44,7 @@ PULSE_SESSIONS = 8
 
 def pulse_period(interval: float, peer_threshold: float) -> float:
     """As iwayfailover.pulsing.pulse_period."""
-    return max(0.005, min(interval, peer_threshold / 8))
+    return max(0.005, min(interval, peer_threshold / 12))
 
 
 class PulseReply:
