@@ -129,6 +129,34 @@ class AskBeforeTakingOverTests(unittest.TestCase):
         r.advance(0.5)
         self.assertEqual(r.of(ev.SaveEpoch), [])
 
+    def test_a_backup_woken_from_a_stall_gives_the_live_node_an_interval_to_speak(self):
+        """
+        A stall of the whole host (both nodes stopped 1.5 s): on waking, a probe
+        that gets no answer in its window does not decide; a heartbeat within
+        an interval after that keeps the node backup. With no heartbeat at all it
+        takes the role after that interval.
+        """
+        r = backup()
+        r.t += 1.5
+        r.feed(ev.Stalled(1.5))
+        probe = r.last(ev.Probe)
+        r.t += 0.25  # the probe's window: the live node, waking too, has not answered yet
+        r.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.NO_ANSWER))
+        self.assertEqual(r.of(ev.SaveEpoch), [], "no takeover within an interval of waking")
+        r.heartbeat()
+        r.advance(0.5)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+
+        silent = backup()
+        silent.t += 1.5
+        silent.feed(ev.Stalled(1.5))
+        probe = silent.last(ev.Probe)
+        silent.t += 0.25
+        silent.feed(ev.ProbeResult(ev.PREVOTE, probe.token, ev.NO_ANSWER))
+        self.assertEqual(silent.of(ev.SaveEpoch), [])
+        silent.advance(0.5)
+        [save] = silent.of(ev.SaveEpoch)
+
     def test_a_late_timer_alone_reveals_a_stall(self):
         """Without a Stalled observation, a deadline that comes far too late is treated as a stall too."""
         r = backup()

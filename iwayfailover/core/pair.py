@@ -897,8 +897,14 @@ class PairCore(CoreBase):
             kind = self._prevote.kind if self._prevote is not None else "silence"
             rejoin = self._prevote is not None and self._prevote.rejoin
             self._prevote = None
-            # Asked again from scratch; no answer decides no sooner than the threshold would.
-            self._start_prevote(max(self.now(), self.last_live + s.threshold), kind,
+            # Asked again from scratch; no answer decides no sooner than the threshold would,
+            # nor before the live node has had a heartbeat interval past the question's window
+            # to speak since this node woke: a stall of the whole host (a hypervisor's pause, a
+            # machine too busy to run either node) stops the live node as well, and it speaks
+            # again a moment after it wakes (its late heartbeat timer first). Silence measured
+            # across the stall proves nothing.
+            grace = self.now() + s.window + s.interval
+            self._start_prevote(max(grace, self.last_live + s.threshold), kind,
                                 f"no live signal from {self.peer_name or 'any live server'} while this node was"
                                 f" itself stalled for {seconds:.3f}s")
             self._prevote.rejoin = rejoin
