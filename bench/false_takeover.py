@@ -467,13 +467,15 @@ class Bench:
         os.makedirs(path)
         return path
 
-    def our_pair(self, interval, threshold, namespaces=None, label=""):
+    def our_pair(self, interval, threshold, namespaces=None, label="", pulses=None):
+        extra = "" if pulses is None else f"pulses = {'true' if pulses else 'false'}"
         if namespaces is None:
             pair = Pair(self.directory(f"ours{label}"), interval=interval, threshold=threshold, own_listeners=True,
-                        reload_interval=5)
+                        reload_interval=5, failover_extra=extra)
         else:
             workdir = self.directory(f"ours{label}")
             pair = Pair(workdir, interval=interval, threshold=threshold, own_listeners=True, reload_interval=5,
+                        failover_extra=extra,
                         hosts=(namespaces.ADDRESSES["a"], namespaces.ADDRESSES["b"]),
                         consoles=(f"unix:{workdir}/a.sock", f"unix:{workdir}/b.sock"))
             pair.a.netns, pair.b.netns = namespaces.ns["a"], namespaces.ns["b"]
@@ -540,14 +542,14 @@ class Bench:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def stress_profile(seconds: float, idle: float, only=None):
+def stress_profile(seconds: float, idle: float, only=None, pulses=None):
     """Idle for C{idle} seconds, then C{seconds} under stress-ng with the listeners under load: the rows."""
     bench = Bench()
     try:
         total = idle + seconds + 120
         if only in (None, "iwayfailover"):
             for n, (interval, threshold) in enumerate(OURS_UNDER_STRESS):
-                bench.our_pair(interval, threshold, label=str(n))
+                bench.our_pair(interval, threshold, label=str(n), pulses=pulses)
         if only in (None, "keepalived"):
             for n, advert in enumerate(KEEPALIVED_UNDER_STRESS):
                 bench.keepalived_pair(advert, str(n), total)
@@ -567,7 +569,7 @@ def stress_profile(seconds: float, idle: float, only=None):
         bench.remove()
 
 
-def loss_profile(seconds: float, only=None):
+def loss_profile(seconds: float, only=None, pulses=True):
     """C{seconds} with L{LOSS_PERCENT} % of packets dropped both ways between the nodes of each pair: the rows."""
     bench = Bench()
     try:
@@ -577,7 +579,7 @@ def loss_profile(seconds: float, only=None):
                 namespaces = Namespaces(str(n))
                 bench.namespaces.append(namespaces)
                 namespaces.make()
-                bench.our_pair(interval, threshold, namespaces, label=str(n))
+                bench.our_pair(interval, threshold, namespaces, label=str(n), pulses=pulses)
                 for host in ("a", "b"):
                     drop_randomly(namespaces.ns[host], namespaces.interfaces[host], LOSS_PERCENT)
                     tables.append(namespaces.ns[host])
@@ -641,6 +643,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=600.0, help="seconds per profile (default 600)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds idle before the stress (default 60)")
     parser.add_argument("--only", choices=("iwayfailover", "keepalived"), help="run one system alone")
+    parser.add_argument("--pulses", choices=("on", "off"), default=None,
+                        help="our pairs' pulses (default: off under stress, as a node's default; on under loss,"
+                             " the setting for lossy links)")
     args = parser.parse_args(argv)
     problem = check_requirements()
     if problem:
@@ -658,18 +663,19 @@ def main(argv=None):
     signal.signal(signal.SIGINT, interrupted)
     keepalived.become_subreaper()
     try:
-        return run_profiles(profile, seconds, idle, args.only)
+        return run_profiles(profile, seconds, idle, args.only, None if args.pulses is None else args.pulses == "on")
     except KeyboardInterrupt:
         print("interrupted: everything this run made has been removed", file=sys.stderr)
         return 130
 
 
-def run_profiles(profile: str, seconds: float, idle: float, only=None) -> int:
+def run_profiles(profile: str, seconds: float, idle: float, only=None, pulses=None) -> int:
     together = f"{only} alone" if only else "all systems at once"
     if profile in ("stress", "both"):
-        rows, notes = stress_profile(seconds, idle, only)
+        rows, notes = stress_profile(seconds, idle, only, pulses)
         print(f"false takeovers under stress: {' '.join(STRESS)}, our live listeners under HTTP load;"
-              f" idle {idle:g} s, then stress {seconds:g} s, {together}")
+              f" idle {idle:g} s, then stress {seconds:g} s, {together}; our pulses"
+              f" {'on' if pulses else 'off'}")
         print_table(rows)
         print("detect: our threshold, or keepalived's 3 x advert_int (it waits"
               f" {(256 - KEEPALIVED_PRIORITY) / 256:.2f} x advert_int more); gaps: heard by the backup;"
@@ -678,9 +684,10 @@ def run_profiles(profile: str, seconds: float, idle: float, only=None) -> int:
             print(f"  {note}")
         print()
     if profile in ("loss", "both"):
-        rows, notes = loss_profile(seconds, only)
+        loss_pulses = True if pulses is None else pulses
+        rows, notes = loss_profile(seconds, only, loss_pulses)
         print(f"false takeovers under {LOSS_PERCENT} % packet loss both ways (nftables in network namespaces),"
-              f" {seconds:g} s, {together}")
+              f" {seconds:g} s, {together}; our pulses {'on' if loss_pulses else 'off'}")
         print_table(rows)
         for note in notes:
             print(f"  {note}")

@@ -5,9 +5,9 @@ heartbeat connection cannot carry heartbeats.
 
 The backup's firewall drops every TCP segment from the live node (nftables,
 silently): the heartbeat connection goes quiet, as it does on a lossy link
-while a segment waits for its retransmission. With pulses (the default) the
-backup hears the live node over UDP and never takes over; with pulses =
-false the same drop is a takeover at the threshold, as before.
+while a segment waits for its retransmission. With pulses = true the backup
+hears the live node over UDP and never takes over; without (the default)
+the same drop is a takeover at the threshold.
 
 Threshold 1 s, heartbeat interval 0.2 s. Only addresses inside the
 namespaces are used; every table, namespace and process goes at the end.
@@ -54,7 +54,7 @@ class PulseLinkTests(PartitionTestCase):
         )
 
     def test_pulses_keep_the_backup_waiting_while_tcp_is_dropped(self):
-        hosts, pair = self.start_pair()
+        hosts, pair = self.start_pair(extra="pulses = true")
         self.watch(pair, 10, until=lambda s: (s.b or {}).get("heartbeats", {}).get("pulses", {}).get("received", 0) > 0)
         self.drop_tcp_from_the_live_node(hosts)
         samples = self.watch(pair, WATCH)
@@ -65,7 +65,7 @@ class PulseLinkTests(PartitionTestCase):
         self.assertGreater(samples[-1].b["heartbeats"]["pulses"]["received"], samples[0].b["heartbeats"]["pulses"]["received"])
 
     def test_without_pulses_the_same_drop_is_a_takeover(self):
-        hosts, pair = self.start_pair(extra="pulses = false")
+        hosts, pair = self.start_pair()  # pulses are off by default
         self.drop_tcp_from_the_live_node(hosts)
         samples = self.watch(pair, WATCH, until=lambda s: s.roles[1] == "live")
         self.assertEqual(samples[-1].roles[1], "live", self.show(samples) + self.logs(pair))

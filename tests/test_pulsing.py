@@ -72,8 +72,12 @@ class FakeTCPPort:
         return self._address
 
 
+PULSES_ON = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\npulses = true")
+
+
 class PulseTestCase(NodeTestCase):
     reactor_class = UDPReactor
+    text = PULSES_ON
 
 
 class LivePulseTests(PulseTestCase):
@@ -168,7 +172,7 @@ class LivePulseTests(PulseTestCase):
         self.assertEqual([port.written for port in self.reactor.udp], [])
 
     def test_pulses_off_sends_none(self):
-        self.text = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\npulses = false")
+        self.text = CONFIG  # pulses are off unless the configuration turns them on
         node = self.make_node(name="serv_a", backup=False)
         self.connected(node)
         self.step(2.0)
@@ -202,7 +206,7 @@ class LivePulseTests(PulseTestCase):
         from pki import Authority
 
         authority = Authority(temporary_directory(self))
-        self.text = CONFIG.replace("backup_location = 10.9.9.2:1200",
+        self.text = PULSES_ON.replace("backup_location = 10.9.9.2:1200",
                                    f"backup_location = tls:10.9.9.2:1200:trustRoots={authority.path}")
         node = self.make_node(name="serv_a", backup=False)
         self.assertFalse(node.pulses_on())
@@ -265,8 +269,8 @@ class BackupPulseTests(PulseTestCase):
         self.assertEqual(node.status().peer.role, "live")
 
     def test_without_pulses_the_same_loss_is_a_takeover(self):
-        """The same cut with pulses = false: the pulses are not taken, and the backup takes over at its threshold."""
-        self.text = CONFIG.replace("heartbeat_interval = 0.5", "heartbeat_interval = 0.5\npulses = false")
+        """The same cut with pulses off (the default): the pulses are not taken, and the backup takes over at its threshold."""
+        self.text = CONFIG  # pulses are off unless the configuration turns them on
         node = self.make_node()
         self.cut_and_pulse(node, 5.0)
         self.assertEqual(node.machine.role, LIVE)
