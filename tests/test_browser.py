@@ -77,6 +77,16 @@ class BrowserTests(unittest.TestCase):
         """Press a button that submits a form, and wait for the next page."""
         page = self.browser.find_element(By.TAG_NAME, "html")
 
+        def gone(driver):
+            # The old page's element is gone once asking about it fails: chromium says so with a
+            # stale-element error, or at times (mid-navigation) with "Node with given id does not
+            # belong to the document", which staleness_of does not take for staleness.
+            try:
+                page.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
         def press(driver):
             # A press that meets a node just replaced is tried again, unless
             # the page is already gone (the press went through after all).
@@ -84,10 +94,10 @@ class BrowserTests(unittest.TestCase):
                 driver.find_element(By.ID, element_id).click()
                 return True
             except WebDriverException:
-                return expected_conditions.staleness_of(page)(driver)
+                return gone(driver)
 
         self.wait.until(press)
-        self.wait.until(expected_conditions.staleness_of(page))
+        self.wait.until(gone)
         self.wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
 
     def log_in(self, node):
