@@ -167,14 +167,14 @@ class KeepalivedPair:
         except OSError:
             return None
 
-    def pids(self, host: str):
-        """Every keepalived process in the namespace of C{host}."""
+    def pids(self, host: str, every: bool = False):
+        """Every keepalived process in the namespace of C{host} (C{every}: every process there)."""
         result = subprocess.run(["ip", "netns", "pids", self.ns[host]], capture_output=True, text=True, timeout=30)
         pids = []
         for pid in result.stdout.split():
             try:
                 with open(f"/proc/{pid}/comm") as f:
-                    if f.read().strip() == "keepalived":
+                    if every or f.read().strip() == "keepalived":
                         pids.append(int(pid))
             except OSError:
                 pass
@@ -182,7 +182,9 @@ class KeepalivedPair:
 
     def remove(self):
         for host in self.ns:
-            for pid in self.pids(host) if host in self.ns and self.ns[host] in self.made else []:
+            # Every process in the namespace: keepalived, and each listener its notify script
+            # started (a pair that flapped started several; the pid file names only the last).
+            for pid in self.pids(host, every=True) if host in self.ns and self.ns[host] in self.made else []:
                 try:
                     os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
