@@ -284,6 +284,11 @@ class HeartbeatSender:
             node.reactor, endpoint, factory, timeout, policy, f"backup location {node.settings.backup_location}",
         )
         self._dialler.start()
+        self.pulse()
+
+    def pulse(self) -> None:
+        """Pulse beside the link while the node's settings allow pulses; stop otherwise."""
+        node = self._node
         if node.pulses_on():
             node.pulser.start(node.pulse_period)
         else:

@@ -400,6 +400,7 @@ class FailoverNode(CoreNode):
         self.sessions.factory = self.heartbeat_factory
         self.sender = HeartbeatSender(self)
         # Pulses: heartbeats as sealed datagrams beside the connections (iwayfailover.pulsing).
+        self._pulses = self._pulses_allowed()
         self.pulses_in = PulseReceiver(reactor, self._pulse_heard, self.refusals.report)
         self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report)
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
@@ -541,12 +542,16 @@ class FailoverNode(CoreNode):
     # -- pulses --
 
     def pulses_on(self) -> bool:
+        """Are pulses sent and taken (L{_pulses_allowed}, as of the settings in force)?"""
+        return self._pulses
+
+    def _pulses_allowed(self) -> bool:
         """
-        Are pulses sent and taken? Where the configuration says so (the
-        default), and only where they are as safe as the connection: never
-        without a key (anyone could make them), and not beside TLS links
-        (pulses are signed, not encrypted: TLS keeps names, roles and epochs
-        private).
+        Pulses where the configuration asks for them (C{pulses = true}), and
+        only where they are as safe as the connection: never without a key
+        (anyone could make them), and not beside TLS links (pulses are
+        signed, not encrypted: TLS keeps names, roles and epochs private).
+        Worked out once per configuration: it is asked at every pulse.
         """
         return (self.config.failover.pulses and not self.keys.insecure
                 and not tls.is_tls(self.settings.backup_endpoint) and not tls.is_tls(self.settings.heartbeat_endpoint))
@@ -726,6 +731,9 @@ class FailoverNode(CoreNode):
                 # once (within one heartbeat interval) under the keys now held.
                 self._end_sessions("a heartbeat key was withdrawn")
         self._feed(ev.NewSettings(settings_for(config, self.name)))
+        pulses, self._pulses = self._pulses, self._pulses_allowed()
+        if pulses != self._pulses and self.sender.running:
+            self.sender.pulse()  # pulses turned on or off while live: at once, as the key promises
         self.stalls.tick = self._stall_tick()
         if failover.heartbeat_interval != old_failover.heartbeat_interval and self.sender.running:
             self.sender.start()  # the redial backoff is bounded by the interval too

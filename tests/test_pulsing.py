@@ -178,6 +178,25 @@ class LivePulseTests(PulseTestCase):
         self.step(2.0)
         self.assertEqual([port.written for port in self.reactor.udp], [[]])
 
+    def test_pulses_turned_on_and_off_by_a_reload_while_live_follow_at_once(self):
+        """pulses = true read while live: pulses start without a new link; false again: they stop."""
+        from wirepeer import keyed
+
+        self.text = CONFIG
+        node = self.make_node(name="serv_a", backup=False)
+        self.connected(node)
+        self.step(1.0)
+        [port] = self.reactor.udp
+        self.assertEqual(port.written, [])
+        node.apply_config(keyed(PULSES_ON, "/share/iway.ini"))
+        self.step(1.0)
+        self.assertGreaterEqual(len(port.written), 5)
+        node.apply_config(keyed(CONFIG, "/share/iway.ini"))
+        self.step(0.01)
+        sent = len(port.written)
+        self.step(1.0)
+        self.assertEqual(len(port.written), sent)
+
     def test_a_node_that_stops_being_live_stops_pulsing(self):
         """Shut down: no pulse after the node stood down."""
         node = self.make_node(name="serv_a", backup=False)
