@@ -88,7 +88,10 @@ class GapRecord:
         self.largest = 0.0
         self._last: Optional[float] = None
         self._seconds: collections.deque = collections.deque()  # [second, largest, heartbeats]
-        self._gaps: collections.deque = collections.deque(maxlen=MAX_GAPS)  # (when, gap)
+        # The window's gaps and when each ended, side by side: a snapshot copies the values at C speed
+        # (node.status() is read several times for each console page).
+        self._gap_values: collections.deque = collections.deque(maxlen=MAX_GAPS)
+        self._gap_times: collections.deque = collections.deque(maxlen=MAX_GAPS)
 
     def beat(self) -> Optional[float]:
         """A heartbeat now: record the gap since the previous one; return it (None for the first)."""
@@ -112,11 +115,17 @@ class GapRecord:
         self.total += gap
         self.largest = max(self.largest, gap)
         entry[1] = max(entry[1], gap)
-        gaps = self._gaps
-        gaps.append((now, gap))
-        while gaps[0][0] <= now - self._window:
-            gaps.popleft()
+        self._gap_values.append(gap)
+        self._gap_times.append(now)
+        self._trim(now)
         return gap
+
+    def _trim(self, now: float) -> None:
+        """Let go of the gaps that ended before the window."""
+        times, values = self._gap_times, self._gap_values
+        while times and times[0] <= now - self._window:
+            times.popleft()
+            values.popleft()
 
     def forget(self) -> None:
         """The next heartbeat starts afresh: no gap is counted up to it."""
@@ -135,11 +144,11 @@ class GapRecord:
         for bound, n in zip(GAP_BUCKETS, self._counts):
             cumulative += n
             buckets.append((bound, cumulative))
-        since = self._now() - self._window
+        self._trim(self._now())
         return GapSnapshot(
             buckets=tuple(buckets), count=self.count, total=self.total, largest=self.largest,
             recent=tuple((s, g, n) for s, g, n in self._seconds if s > cutoff),
-            gaps=tuple(gap for when, gap in self._gaps if when > since),
+            gaps=tuple(self._gap_values),
             open_gap=max(0.0, self._now() - self._last) if awaiting and self._last is not None else None,
         )
 
