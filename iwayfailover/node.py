@@ -570,7 +570,10 @@ class FailoverNode(CoreNode):
         if frame.kind != wire.Kind.HEARTBEAT:
             origin.refuse(f"a {frame.kind.name.lower()} frame in a pulse (pulses carry heartbeats only)")
             return
-        if not self.pulses_on() or not self.known_peer(origin, frame):
+        if not self.pulses_on():
+            origin.refuse("pulses are off on this node (pulses = false, insecure = true, or a TLS link)")
+            return
+        if not self.known_peer(origin, frame):
             return
         self.sessions.live_signal(frame)
         self.heard(origin, frame, ev.IN)

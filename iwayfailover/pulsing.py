@@ -100,12 +100,14 @@ class _PulseProtocol(DatagramProtocol):
         except (PulseError, wire.FrameError) as e:
             self._refuse(address, str(e))
             return
-        self.counts.received += 1
         origin = PulseOrigin(self.transport, keys, address, self._refuse)
         try:
             self._on_frame(origin, frame)
         except Exception:
             self.log.failure("handling a pulse from {address} failed", address=address[0])
+            return
+        if not origin.refused:
+            self.counts.received += 1  # taken: one the node refused counts as rejected only
 
     def _refuse(self, address, why: str) -> None:
         self.counts.rejected += 1

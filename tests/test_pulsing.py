@@ -319,6 +319,7 @@ class BackupPulseTests(PulseTestCase):
         node = self.make_node()
         self.cut_and_pulse(node, 5.0)
         self.assertEqual(node.machine.role, LIVE)
+        self.assertEqual(node.pulses_in.counts.received, 0)
 
     def test_a_probes_connection_gives_no_pulse_session(self):
         """A connection that only asked how this node stands (a QUERY) is no heartbeat link: pulses on its keys are refused."""
@@ -351,6 +352,7 @@ class BackupPulseTests(PulseTestCase):
         self.pulse(port, keys, kind=wire.Kind.ANSWER, seq=3)
         self.pulse(port, keys, name="intruder", seq=4)
         self.assertEqual(port.written, [])
+        self.assertEqual((node.pulses_in.counts.received, node.pulses_in.counts.rejected), (0, 3))
         self.assertEqual(node.machine.role, BACKUP)
         self.assertGreater(node.status().peer.last_heartbeat_age, heard)
 
