@@ -355,6 +355,71 @@ class LiveTests(unittest.TestCase):
         self.assertGreater(r.core.epoch, epoch)
 
 
+    def _stalled_with_answers(self, acked):
+        """A live node (threshold 1, interval 0.2) whose reactor stalls 0.9s; C{acked}: (sent, answered) offsets."""
+        r = live()
+        r.advance(0.2)
+        beat = r.last(ev.SendHeartbeat)
+        r.t += 0.01
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=beat.seq)  # answered before the stall
+        r.t += 0.14  # the stall begins 0.15s after that heartbeat was sent
+        start = r.t
+        for sent, answered in acked:  # pulses sent and answered while the reactor was busy, fed as it wakes
+            r.t = start + 0.9
+            r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=0, acked=(start + sent, start + answered))
+        r.t = start + 0.9
+        r.feed(ev.Stalled(0.9))
+        return r
+
+    def test_a_stall_the_backup_answered_pulses_through_is_no_reason_to_stop_serving(self):
+        """
+        Stalled 0.9s at a backup threshold of 1s, 0.15s after the last answered heartbeat was sent: without
+        answers since, it stops serving (the backup may have heard nothing for 1.05s); with pulses sent and
+        answered all through the stall (times from the pulse thread), it serves on.
+        """
+        self.assertEqual(self._stalled_with_answers([]).core.role, ev.BACKUP)
+        answered = [(t / 10, t / 10 + 0.002) for t in range(1, 9)]
+        r = self._stalled_with_answers(answered)
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertEqual(r.of(ev.StopServing), [])
+
+    def test_answers_that_stop_partway_through_a_stall_bound_the_backups_silence_from_there(self):
+        """Pulses answered for the first 0.1s of a 0.9s stall (the thread stopped, or they were lost): the backup may
+        have heard nothing for 0.8s, and the node serves on; a 1.1s stall, 1.0s of silence: it stops."""
+        r = self._stalled_with_answers([(0.05, 0.06), (0.1, 0.11)])
+        self.assertEqual(r.core.role, ev.LIVE)
+        r = live()
+        r.advance(0.2)
+        beat = r.last(ev.SendHeartbeat)
+        r.t += 0.01
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=beat.seq)
+        start = r.t
+        r.t = start + 1.1
+        r.heartbeat(kind=ev.ANSWER, role=ev.BACKUP, link=ev.OUT, seq=0, acked=(start + 0.1, start + 0.11))
+        r.feed(ev.Stalled(1.1))
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertIn("heard nothing for 1.000s", r.core.cause)
+
+    def test_an_answer_in_any_order_bounds_from_the_latest_send_answered_before_it(self):
+        """Answers overtaking each other: a late-sent pulse answered first does not hide the gap before it."""
+        # In order of arrival: (sent 0.7, in at 0.71), then (sent 0.05, in at 0.75). Before 0.71 the latest
+        # send known heard is the heartbeat 0.15s before the stall: a silence of up to 0.86s; then 0.2 to now.
+        r = self._stalled_with_answers([(0.7, 0.71), (0.05, 0.75)])
+        self.assertEqual(r.core.role, ev.LIVE)
+        self.assertAlmostEqual(r.core._unheard_bound(r.t - 0.9), 0.71 + 0.15, places=6)
+
+    def test_an_answer_from_a_node_that_is_no_longer_backup_proves_nothing(self):
+        """Only a backup's answer means it heard this node's live signal as such."""
+        answered = [(t / 10, t / 10 + 0.002) for t in range(1, 9)]
+        r = live()
+        r.advance(0.2)
+        start = r.t
+        for sent, answer in answered:
+            r.heartbeat(kind=ev.ANSWER, role=ev.STARTING, link=ev.OUT, seq=0, acked=(start + sent, start + answer))
+        r.t = start + 0.9
+        r.feed(ev.Stalled(0.9))
+        self.assertEqual(r.core.role, ev.BACKUP)
+
     def test_failed_channels_are_retried_with_a_capped_backoff(self):
         """Served with FAILED channels: retried after 0.1 s, doubling to the cap, while live."""
         r = live()

@@ -73,6 +73,14 @@ class Heard:
     switchover: bool = False
     reply: object = field(default=None, compare=False, repr=False)
     """Where an answer to this frame goes (the connection it came on): opaque to the core, copied into L{Answer}."""
+    acked: Optional[Tuple[float, float]] = None
+    """
+    On an answer to a heartbeat sent off the reactor (a pulse from the pulse
+    thread): when that heartbeat was sent and when the answer came in, both on
+    this node's monotonic clock and both taken by the thread, so that a reactor
+    that was busy meanwhile does not make them late. None: the core takes the
+    send time from the heartbeat's number and the time it is told as the answer's.
+    """
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ The rules, each a property the simulator (tests/sim) checks:
    L{Stalled} observation, means this process did not run: silence measured
    across the stall proves nothing, so a backup asks again from scratch,
    and a live node whose stall may have outlasted its backup's threshold
-   stops serving until it has heard its peer.
+   stops serving until it has heard its peer. "May have" is judged by the
+   heartbeats the backup answered (L{PairCore._unheard_bound}): pulses
+   sent and answered while the reactor was busy count, lost ones do not.
  - B{Rank from the wire}. Between two live nodes (or two backups that
    could both take over) the rank is (epoch, priority, name) as each node
    announces it, never this node's copy of the other's settings.
@@ -37,6 +39,7 @@ The rules, each a property the simulator (tests/sim) checks:
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import dataclass
 from typing import Callable, FrozenSet, List, Optional
@@ -56,6 +59,9 @@ PLANTS = frozenset({"no-epoch-fencing", "no-prevote", "no-listener-retry", "loca
 
 STARTUP_CHECK_TIMEOUT = 2.0
 """The longest a node started live waits to hear how its backup location stands."""
+
+ACKS_KEPT = 512
+"""Answered heartbeats a live node remembers, to bound its backup's silence across a stall of its own."""
 
 FENCE_MARGIN = 0.01
 """Seconds of slack in deciding whether a stall may have outlasted the backup's threshold."""
@@ -173,6 +179,7 @@ class PairCore(CoreBase):
         self.out_up = False
         self._beat_seq = 0
         self._beats_sent = {}
+        self._acks = collections.deque(maxlen=ACKS_KEPT)  # (sent, answered) of the heartbeats the backup answered
         self._tokens = itertools.count(1)
         self._timers = {}
         self._probes = {}
@@ -496,6 +503,7 @@ class PairCore(CoreBase):
         self._pending_answer = claim.answer
         self._emit(Dial())
         self.last_answer = self.now()
+        self._acks.clear()
         self._failback_since = None
         self._fence_warned = False
         self._retry_attempt = 0
@@ -717,9 +725,11 @@ class PairCore(CoreBase):
                 self._become_backup(f"started as live, but {h.sender} is live (epoch {h.epoch}):"
                                     " started as backup instead", final=True)
         elif self._still_serving() and h.kind == ANSWER and h.link == OUT:
-            sent = self._beats_sent.get(h.seq)
+            sent, answered = h.acked if h.acked is not None else (self._beats_sent.get(h.seq), now)
             if sent is not None and (self.last_answer is None or sent > self.last_answer):
                 self.last_answer = sent
+            if sent is not None and h.role == BACKUP:
+                self._acks.append((sent, answered))  # the backup heard this node's live signal in between
             self._fence_warned = False
             s = self.settings
             if s.failback and h.sender == s.preferred:
@@ -913,11 +923,46 @@ class PairCore(CoreBase):
             # Only the part of the stall since this node went live counts (a
             # slow epoch save before it is no gap in its heartbeats).
             seconds = min(seconds, self.now() - self.since)
-        if self._still_serving() and seconds + s.interval >= self.peer_threshold - FENCE_MARGIN:
-            self._become_backup(f"this node was stalled for {seconds:.3f}s, long enough for its backup to take over:"
+        if not self._still_serving():
+            return
+        silence = self._unheard_bound(self.now() - seconds)
+        if silence is None:
+            # Nothing answered to go by: the backup heard the last heartbeat before the stall at the latest.
+            silence = seconds + s.interval
+        if silence >= self.peer_threshold - FENCE_MARGIN:
+            self._become_backup(f"this node was stalled for {seconds:.3f}s, long enough for its backup to take over"
+                                f" (it may have heard nothing for {silence:.3f}s):"
                                 " not serving until it has heard its peer", within=0.0)
             self._start_prevote(self.now(), "silence", f"rejoining after a stall of {seconds:.3f}s")
             self._prevote.rejoin = True
+
+    def _unheard_bound(self, since: float) -> Optional[float]:
+        """
+        The longest the backup can have gone without hearing this node's live
+        signal, at any moment from C{since} until now, by the heartbeats it
+        answered; None when no answer came in by C{since} (nothing to go by).
+
+        An answer to a heartbeat sent at C{s} that came in at C{a} proves the
+        backup heard this node at some moment between the two. So at any time
+        C{t} its silence is at most C{t} less the latest send time among the
+        answers in by C{t}: the bound is largest just before each answer came
+        in, and now. Heartbeats sent off the reactor (pulses) are answered
+        while the reactor is busy; their times come from the pulse thread
+        (L{Heard.acked}), so a busy reactor that went on pulsing, and was
+        heard, need not stop serving. A pulse lost either way is not answered,
+        so loss makes the bound longer, never shorter.
+        """
+        latest = None
+        longest = 0.0
+        for sent, answered in sorted(self._acks, key=lambda ack: ack[1]):
+            if answered > since:
+                if latest is None:
+                    return None
+                longest = max(longest, answered - latest)
+            latest = sent if latest is None else max(latest, sent)
+        if latest is None:
+            return None
+        return max(longest, self.now() - latest)
 
     def _on_StoppedServing(self, obs: StoppedServing) -> None:
         self._stop_pending = False

@@ -27,11 +27,13 @@ from iwayfailover.core.pair import (
 
 from sim.schedule import Schedule, Violation
 
-WORLD_PLANTS = frozenset({"no-port-grace", "pulse-after-hangup"})
+WORLD_PLANTS = frozenset({"no-port-grace", "pulse-after-hangup", "pulse-without-stamp", "ack-lost-pulses"})
 """
 Rules of the node around the core that the world models, and can switch off: a moved port closed at
 once; pulses that go on, claiming the live role, after the node stopped being live (the node sends them
-only while live, and stops at the core's Hangup).
+only while live, and stops at the core's Hangup); a pulse thread that pulses on while the reactor is
+stuck (it pulses only while the reactor's stamp is younger than half the backup's threshold); a pulse
+thread that takes a pulse sent for one the backup answered (a lost pulse is not answered).
 """
 
 A, B = "serv_a", "serv_b"
@@ -47,11 +49,16 @@ def pulse_period(interval: float, peer_threshold: float) -> float:
     return max(0.005, min(interval, peer_threshold / 12))
 
 
+def stamp_bound(peer_threshold: float) -> float:
+    """As iwayfailover.pulsing.stamp_bound: the pulse thread pulses while the reactor turned this recently."""
+    return peer_threshold / 2
+
+
 class PulseReply:
     """Where a pulse came from, as the core's Answer sees it: answered by pulse on the same session."""
 
-    def __init__(self, sender: str, session: int):
-        self.sender, self.session = sender, session
+    def __init__(self, sender: str, session: int, sent_at: float):
+        self.sender, self.session, self.sent_at = sender, session, sent_at
         self.alive = True
 
 
@@ -117,6 +124,7 @@ class Node:
         self.core: Optional[PairCore] = None
         self.incarnation = 0
         self.paused_at: Optional[float] = None
+        self.busy = False  # paused_at is set because the reactor is busy: the pulse thread runs on
         self.inbox: List[tuple] = []
         self.disk_epoch = 0
         self.disk_full = False
@@ -201,6 +209,8 @@ class World(Schedule):
         self.resets = False  # a firewall resetting every connection between the two
         self.tcp_stall = False  # TCP between the two carries nothing (held, as by a cut); datagrams pass
         self.stall_started: Optional[float] = None
+        self.busy_since = {A: None, B: None}
+        self.udp_drop = False  # datagrams between the two are dropped (a firewall rule); TCP passes  # the reactor busy (the pulse thread running) since
         self.file_ports = {A: 1200, B: 1200}  # the shared file as it is now: what a starting process reads
         self.file_edit = None  # the last edit of priorities and failback, likewise
         self.witness_up = True
@@ -244,6 +254,8 @@ class World(Schedule):
         sc.pulse_loss = p.choice([0.0, 0.0, 0.3]) if sc.pulses else 0.0
         if p.random() < 0.5:
             kinds += ["tcp-stall"]
+        if sc.pulses:
+            kinds += ["busy", "busy", "udp-drop"]
         if witness:
             kinds += ["witness-down", "witness-cut", "witness-cut"]
         for _ in range(count):
@@ -306,6 +318,8 @@ class World(Schedule):
                 continue
             node.incarnation += 1
             node.paused_at = None
+            node.busy = False
+            self.busy_since[name] = None
             node.shutting_down = False
             node.out = None
             node.dialling = False
@@ -344,6 +358,8 @@ class World(Schedule):
         node.core = None
         node.incarnation += 1
         node.paused_at = None
+        node.busy = False
+        self.busy_since[node.name] = None
         node.inbox = []
         node.channels_up = False
         node.holding_port = False
@@ -359,11 +375,15 @@ class World(Schedule):
                 self.close_conn(conn, node.name, ev.CLOSED)
         self.disturbed(self.t)
 
-    def pause(self, name: str) -> None:
+    def pause(self, name: str, busy: bool = False) -> None:
+        """SIGSTOP (the whole process stops), or with C{busy} a reactor held up while the pulse thread runs."""
         node = self.nodes[name]
         if node.running:
             node.paused_at = self.t
-            self.log(f"{name}: SIGSTOP")
+            node.busy = busy
+            if busy:
+                self.busy_since[name] = self.t
+            self.log(f"{name}: {'reactor busy' if busy else 'SIGSTOP'}")
             tick = max(0.02, min(0.1, min(1.0, node.settings.threshold / 4) / 2))
             due = self.t + self.rng.uniform(0, tick)
             inc = node.incarnation
@@ -383,20 +403,35 @@ class World(Schedule):
         if not node.up or not node.paused:
             return
         stalled = self.t - node.paused_at
-        node.paused_at = None
+        busy, node.paused_at, node.busy = node.busy, None, False
+        since_busy, self.busy_since[name] = self.busy_since[name], None
+        peer = self.nodes[B if name == A else A]
+        sc = self.scenario
+        # Judged once the reactor has caught up (its callFromThread queue and late timers run at once).
+        kept = (busy and node.core.role == ev.LIVE and sc.pulses and not sc.pulse_loss and not self.udp_drop
+                and self._link_whole()
+                and node.pulse_session is not None and node.last_seq and peer.running
+                and self.unpaused_since[peer.name] < since_busy and self.live_since[name] < since_busy
+                and stalled < stamp_bound(node.core.peer_threshold) + node.core.peer_threshold
+                - pulse_period(sc.interval, node.core.peer_threshold) - 0.05)
         self.unpaused_since[name] = self.t
         self.disturbed(self.t)
-        self.log(f"{name}: SIGCONT after {stalled:.3f}s")
+        self.log(f"{name}: {'reactor free' if busy else 'SIGCONT'} after {stalled:.3f}s")
         incarnation = node.incarnation
-        # Twisted runs the timers that came due before it reads sockets; what
-        # waits in them is read a moment later, in order.
+        # Twisted runs what other threads handed it (callFromThread: the pulse
+        # thread's answers) first, then the timers that came due, before it
+        # reads sockets; what waits in them is read a moment later, in order.
         inbox, node.inbox = node.inbox, []
-        for kind, fn in inbox:
-            if kind == "timer":
-                if node.incarnation != incarnation or node.paused:
-                    return
-                fn()
-        backlog = [fn for kind, fn in inbox if kind != "timer"]
+        for wanted in ("thread", "timer"):
+            for kind, fn in inbox:
+                if kind == wanted:
+                    if node.incarnation != incarnation or node.paused:
+                        return
+                    fn()
+        if kept and node.up and node.core.role != ev.LIVE and peer.core is not None and peer.core.role != ev.LIVE:
+            raise Violation(f"pulse thread: {name} stopped serving after its reactor was busy for only"
+                            f" {stalled:.3f}s, while its pulse thread pulsed and its backup answered")
+        backlog = [fn for kind, fn in inbox if kind not in ("thread", "timer")]
         if backlog:
             self.at(self.rng.uniform(0.001, 0.005), self._read_backlog, node, incarnation, backlog)
 
@@ -489,7 +524,8 @@ class World(Schedule):
             conn = e.reply if e.reply is not None else node.current_conn
             if isinstance(conn, PulseReply):
                 self._send_pulse(node, conn.sender, conn.session,
-                                 dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()), answer=True)
+                                 dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()), answer=True,
+                                 sent_at=conn.sent_at)
             elif conn is not None and conn.alive:
                 self.send(conn, name, dict(kind=ev.ANSWER, seq=e.seq, **node.frame_fields()))
         elif isinstance(e, ev.StandDown):
@@ -804,15 +840,22 @@ class World(Schedule):
     # -- pulses --
 
     def _pulse_tick(self, node: Node, incarnation: int, generation: int) -> None:
+        """
+        The pulse thread's turn. It runs while the reactor is busy, but pulses only while the reactor's
+        stamp (its last turn) is younger than L{stamp_bound}; stopped with the process (SIGSTOP), it
+        pulses again first thing on waking (and the reactor stamps as it wakes).
+        """
         if node.incarnation != incarnation or node.pulse_generation != generation or not node.up:
             return
-        if node.paused:
-            # A late timer: it runs first thing on waking (see resume), and pulses then.
+        if node.paused and not node.busy:
             node.inbox.append(("timer", lambda: self._pulse_tick(node, incarnation, generation)))
             return
         sc = self.scenario
-        self.at(pulse_period(sc.interval, node.core.peer_threshold), self._pulse_tick, node, incarnation, generation)
         core = node.core
+        self.at(pulse_period(sc.interval, core.peer_threshold), self._pulse_tick, node, incarnation, generation)
+        if node.busy and self.t - node.paused_at > stamp_bound(core.peer_threshold) \
+                and "pulse-without-stamp" not in self.plants:
+            return  # the reactor has not turned for too long: this node is not alive
         live = core.role == ev.LIVE and core.wire_role == ev.LIVE
         if "pulse-after-hangup" in self.plants:
             live = True
@@ -826,8 +869,13 @@ class World(Schedule):
     def plants(self) -> frozenset:
         return frozenset([self.plant]) if self.plant else frozenset()
 
-    def _send_pulse(self, node: Node, to: str, session: int, frame: dict, answer: bool = False) -> None:
-        """A datagram: lost on a cut, to a powered-off host, or by chance; else it arrives on its own, in any order."""
+    def _send_pulse(self, node: Node, to: str, session: int, frame: dict, answer: bool = False,
+                    sent_at: Optional[float] = None) -> None:
+        """
+        A datagram: lost on a cut, to a powered-off host, or by chance; else it arrives on its own, in any
+        order. A heartbeat pulse carries its send time (the real one, a number the thread keeps the time
+        of); an answer carries it back.
+        """
         receiver = self.nodes[to]
         if answer:
             node.answer_numbers = getattr(node, "answer_numbers", {})
@@ -835,29 +883,57 @@ class World(Schedule):
         else:
             node.pulse_number += 1
             number = node.pulse_number
-        if self.cut[(node.name, to)] or receiver.host_down or self.prng.random() < self.scenario.pulse_loss:
+            sent_at = self.t
+        if (self.cut[(node.name, to)] or receiver.host_down or self.udp_drop
+                or self.prng.random() < self.scenario.pulse_loss):
+            if not answer and "ack-lost-pulses" in self.plants and node.busy:
+                # The planted thread takes the pulse it sent for one answered, as if the backup had heard it.
+                answer_frame = dict(frame, kind=ev.ANSWER, sender=to, role=ev.BACKUP, epoch=receiver.core.epoch
+                                    if receiver.core is not None else 0)
+                self.at(0.001, self._pulse_arrive, node, node.incarnation, session, None, answer_frame, True, sent_at)
             return
         delay = self.prng.uniform(0.0001, 0.002) if self.prng.random() < 0.97 else self.prng.uniform(0.002, 0.04)
-        self.at(delay, self._pulse_arrive, receiver, receiver.incarnation, session, number, frame, answer)
+        self.at(delay, self._pulse_arrive, receiver, receiver.incarnation, session, number, frame, answer, sent_at)
 
-    def _pulse_arrive(self, node: Node, incarnation: int, session: int, number: int, frame: dict, answer: bool) -> None:
+    def _pulse_arrive(self, node: Node, incarnation: int, session: int, number: Optional[int], frame: dict,
+                      answer: bool, sent_at: float) -> None:
         if node.incarnation != incarnation or not node.up:
             return  # a process that has since gone (or restarted) holds no key of that session
-
-        def take():
-            book = node.answers if answer else node.book
-            if session not in book or number <= book[session]:
-                return  # a session it does not hold, a repeat, or overtaken by a later pulse
-            book[session] = number
-            reply = None if answer else PulseReply(frame["sender"], session)
-            self.feed(node, ev.Heard(link=ev.OUT if answer else ev.IN, reply=reply, **frame))
-
         if not hasattr(node, "answers"):
             node.answers = {}
         if answer and node.pulse_session is not None:
             node.answers.setdefault(node.pulse_session, 0)
-        if self.when_running(node, "io", take):
-            take()
+
+        def check() -> bool:
+            book = node.answers if answer else node.book
+            if number is None:
+                return True  # planted
+            if session not in book or number <= book[session]:
+                return False  # a session it does not hold, a repeat, or overtaken by a later pulse
+            book[session] = number
+            return True
+
+        if answer:
+            # Answers come to the pulse thread, which notes when (a busy reactor does not delay it;
+            # a stopped process does) and hands them to the reactor before its late timers.
+            def take(answered=None):
+                if answered is not None or check():
+                    when = self.t if answered is None else answered
+                    self.feed(node, ev.Heard(link=ev.OUT, acked=(sent_at, when), **frame))
+            if node.paused and node.busy:
+                if check():
+                    answered = self.t
+                    node.inbox.append(("thread", lambda: take(answered)))
+                return
+            if self.when_running(node, "io", take):
+                take()
+            return
+
+        def take_heartbeat():
+            if check():
+                self.feed(node, ev.Heard(link=ev.IN, reply=PulseReply(frame["sender"], session, sent_at), **frame))
+        if self.when_running(node, "io", take_heartbeat):
+            take_heartbeat()
 
     # -- faults --
 
@@ -886,6 +962,19 @@ class World(Schedule):
             self.at(duration + max(self.scenario.slow_stop.values()) + 0.1, self._restart_after_stop, name, flag)
         elif kind == "pause":
             self.pause(name)
+            self.at(duration, self.resume, name)
+        elif kind == "udp-drop":
+            # Datagrams dropped (a firewall rule for UDP), TCP passing; with the flag, the live node's reactor
+            # is busy meanwhile, so that its backup hears nothing and asks a reactor that cannot answer.
+            self.udp_drop = True
+            self.at(duration, self._heal)
+            if flag:
+                self.pause(live, busy=True)
+                self.at(pick * duration, self.resume, live)
+        elif kind == "busy":
+            # The reactor held up (a listener's long turn, the collector, a starved CPU) while the pulse
+            # thread runs on.
+            self.pause(name, busy=True)
             self.at(duration, self.resume, name)
         elif kind in ("partition", "oneway"):
             self.cut[(name, other)] = True
@@ -1051,6 +1140,7 @@ class World(Schedule):
         self.resets = False
         self.tcp_stall = False
         self.stall_started = None
+        self.udp_drop = False
         self.witness_up = True
         for node in self.nodes.values():
             node.disk_full = False
@@ -1116,10 +1206,19 @@ class World(Schedule):
         if e.kind not in ("silence", "crash", "start"):
             return
         other = self.nodes[B if node.name == A else A]
+        sc = self.scenario
+        busy = self.busy_since[other.name]
+        if (busy is not None and other.up and other.core.role == ev.LIVE and sc.pulses and not sc.pulse_loss
+                and not self.udp_drop and self._link_whole() and other.pulse_session is not None and other.last_seq
+                and self.t - busy < stamp_bound(sc.threshold) - 0.01 and self.live_since[other.name] < busy
+                and self.unpaused_since[node.name] < busy):
+            # What the pulse thread is for: a reactor busy for less than the stamp's bound goes on pulsing,
+            # and its backup hears it.
+            raise Violation(f"pulse thread: {node.name} took the role ({e.kind}) from {other.name}, whose reactor"
+                            f" has been busy for only {self.t - busy:.3f}s while its pulse thread pulsed")
         if not other.running or other.core.role != ev.LIVE or self.live_since[other.name] is None:
             return
-        sc = self.scenario
-        if (self.tcp_stall and sc.pulses and not sc.pulse_loss and not sc.overlap and not any(self.cut.values())
+        if (self.tcp_stall and sc.pulses and not sc.pulse_loss and not self.udp_drop and not sc.overlap and not any(self.cut.values())
                 and not self.resets and self.live_since[other.name] < self.stall_started
                 and self.unpaused_since[other.name] < self.stall_started
                 and self.unpaused_since[node.name] < self.stall_started):
