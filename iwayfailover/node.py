@@ -356,6 +356,9 @@ class FailoverNode(CoreNode):
     @param query: L{probe.query}, or a stand-in.
     @param run_command: runs outside commands (floating IP, notify hooks):
         L{commands.run} by default, or a stand-in.
+    @param pulse_sockets: None (pulses from a thread of their own, on a real
+        UDP socket), or for unit tests a stand-in for C{socket.socket}
+        (L{Pulser}).
     """
 
     # Wired in by makeService (iwayfailover.tap): ServerPort and ConfigPoller children.
@@ -364,7 +367,7 @@ class FailoverNode(CoreNode):
 
     def __init__(self, config: SharedConfig, name: str, start_as_backup: bool, epochs: EpochStore, reactor,
                  build_listener=plugin_service, now=time.monotonic, wall=time.time,
-                 reach_any=probe.reach_any, query=probe.query, run_command=None):
+                 reach_any=probe.reach_any, query=probe.query, run_command=None, pulse_sockets=None):
         super().__init__()
         if config.keys is None:
             raise ValueError("a configuration without its keys: read it with tap.load_checked_config")
@@ -402,7 +405,8 @@ class FailoverNode(CoreNode):
         # Pulses: heartbeats as sealed datagrams beside the connections (iwayfailover.pulsing).
         self._pulses = self._pulses_allowed()
         self.pulses_in = PulseReceiver(reactor, self._pulse_heard, self.refusals.report)
-        self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report)
+        self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report,
+                             peer_threshold=lambda: self.peer_threshold, now=now, sockets=pulse_sockets)
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))
@@ -578,14 +582,14 @@ class FailoverNode(CoreNode):
         self.sessions.live_signal(frame)
         self.heard(origin, frame, ev.IN)
 
-    def _pulse_answered(self, origin, frame: wire.Frame) -> None:
+    def _pulse_answered(self, origin, frame: wire.Frame, acked=None) -> None:
         """A pulse back to the live node: the backup's answer to a pulse."""
         if frame.kind != wire.Kind.ANSWER:
             origin.refuse(f"a {frame.kind.name.lower()} frame in an answer pulse")
             return
         if self.known_peer(origin, frame):
             self.pulser.confirm(origin.keys)  # answered on a new connection's keys: the backup holds them
-            self.heard(origin, frame, ev.OUT)
+            self.heard(origin, frame, ev.OUT, acked=acked)
 
     def known_peer(self, protocol, frame: wire.Frame) -> bool:
         """Refuse frames from this node's own name or from unknown servers."""
@@ -605,13 +609,13 @@ class FailoverNode(CoreNode):
             self.log.info("heartbeat from {peer} restored after {gap:.3f}s", peer=frame.name, gap=gap)
         self._compare_announced(frame)
 
-    def heard(self, protocol, frame: wire.Frame, link: str) -> None:
-        """An authenticated frame from a known peer, on a link: tell the core."""
+    def heard(self, protocol, frame: wire.Frame, link: str, acked=None) -> None:
+        """An authenticated frame from a known peer, on a link: tell the core (L{ev.Heard}, C{acked} included)."""
         self._note_peer(frame)
         self._feed(ev.Heard(
             sender=frame.name, kind=FRAME_KINDS[frame.kind], role=frame.role.label, epoch=frame.epoch,
             priority=frame.priority, threshold=frame.threshold / 1000, link=link, seq=frame.seq,
-            switchover=bool(frame.flags & wire.FLAG_SWITCHOVER), reply=protocol,
+            switchover=bool(frame.flags & wire.FLAG_SWITCHOVER), reply=protocol, acked=acked,
         ), protocol)
 
     def _compare_announced(self, frame: wire.Frame) -> None:

@@ -19,7 +19,12 @@ link the backup still hears the live node within its threshold.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import dataclasses
+import select
+import socket
+import threading
+import time
+from typing import Callable, Dict, Optional, Tuple
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -31,6 +36,23 @@ MIN_PERIOD = 0.005
 """The shortest time between two pulses, in seconds."""
 PULSES_PER_THRESHOLD = 12
 """Pulses sent within one threshold of the backup (at least; more where the heartbeat interval is shorter)."""
+
+
+PULSE_SEQ = 1 << 63
+"""The bit that marks a heartbeat number as the pulse thread's own: the answer echoes it, and the thread knows when it sent it."""
+SENT_KEPT = 1024
+"""Pulses whose send time the thread remembers, to time the answers."""
+
+
+def stamp_bound(peer_threshold: float) -> float:
+    """
+    How long after the reactor's last turn the pulse thread still pulses: half
+    the backup's threshold. A reactor busy for longer is not alive: the pulses
+    stop, and the backup hears the silence at most this much later than it
+    would have without the thread (well within a threshold of the last turn
+    plus one threshold).
+    """
+    return peer_threshold / 2
 
 
 def pulse_period(interval: float, peer_threshold: float) -> float:
@@ -78,6 +100,25 @@ class Counts:
     def __init__(self):
         self.received = 0
         self.rejected = 0
+
+
+class _ThreadOrigin:
+    """Where an answer pulse came from, as the node sees it on the reactor: answers to it are not sent (an answer is not answered)."""
+
+    connected = True
+
+    def __init__(self, keys: PulseKeys, address, refused: Callable[[object, str], None]):
+        self.keys = keys
+        self.address = address
+        self._refused = refused
+        self.refused = False
+
+    def send(self, frame: wire.Frame) -> None:
+        pass
+
+    def refuse(self, why: str) -> None:
+        self.refused = True
+        self._refused(self.address, why)
 
 
 class _PulseProtocol(DatagramProtocol):
@@ -162,13 +203,102 @@ class PulseReceiver:
             port.stopListening()
         self._ports.clear()
 
+class PulseWork:
+    """
+    What the pulse thread does, without the thread or the clock: L{turn}
+    sends a pulse when one is due, L{received} takes an answer. Shared with
+    the reactor (under C{lock}): the keys and target, the frame to pulse
+    (C{template}, refreshed with the reactor's stamp), and whether to pulse.
+
+    A pulse carries a heartbeat number of its own (L{PULSE_SEQ} set), which
+    the backup's answer echoes: the send time and the answer's arrival, both
+    taken here, go to the node with the answer (L{iwayfailover.core.events.Heard.acked}),
+    so that a reactor that was busy meanwhile still knows its backup heard it.
+    """
+
+    def __init__(self, sock, now, on_answer, on_refused, counts: Counts):
+        self.sock = sock
+        self.now = now
+        self.on_answer = on_answer
+        self.on_refused = on_refused
+        self.counts = counts
+        self.lock = threading.Lock()
+        self.book = PulseBook()  # answers: the sessions of this node's connections
+        self.keys: Optional[PulseKeys] = None
+        self.target = None
+        self.template: Optional[wire.Frame] = None  # as of the reactor's last stamp; None: send nothing
+        self.stamp = 0.0
+        self.bound = 0.0
+        self.period = 1.0
+        self.pulsing = False
+        self.due = 0.0
+        self.number = 0
+        self.sent_at: Dict[int, Tuple[float, int]] = {}  # pulse number -> (send time, heartbeat number it repeats)
+        self.sent = 0
+
+    def turn(self) -> float:
+        """Pulse if one is due and the reactor turned recently; return when the next one is due."""
+        now = self.now()
+        with self.lock:
+            if not self.pulsing:
+                return now + 3600.0
+            if now < self.due:
+                return self.due
+            self.due = max(self.due + self.period, now)
+            template, keys, target = self.template, self.keys, self.target
+            if template is None or keys is None or target is None or now - self.stamp > self.bound:
+                return self.due  # not live, no session yet, or the reactor has not turned for too long
+            self.number += 1
+            number = self.number
+            self.sent_at[number] = (now, template.seq)
+            self.sent_at.pop(number - SENT_KEPT, None)
+            datagram = keys.seal(wire.encode(dataclasses.replace(template, seq=PULSE_SEQ | number)))
+            try:
+                self.sock.sendto(datagram, target)
+                self.sent += 1
+            except OSError:
+                pass  # not sent now (no route, a full buffer): as good as lost
+            return self.due
+
+    def received(self, data: bytes, address) -> None:
+        """An answer pulse (or anything else) on the thread's socket."""
+        now = self.now()
+        try:
+            if len(data) > MAX_PULSE:
+                raise PulseError(f"datagram of {len(data)} bytes is over the limit of {MAX_PULSE}")
+            with self.lock:
+                keys, body = self.book.open(data)
+            frame = wire.decode(body)
+        except (PulseError, wire.FrameError) as e:
+            self.counts.rejected += 1
+            self.on_refused(address[0], f"pulse: {e}")
+            return
+        acked = None
+        if frame.seq & PULSE_SEQ:
+            with self.lock:
+                sent = self.sent_at.get(frame.seq & ~PULSE_SEQ)
+            if sent is not None:
+                acked = (sent[0], now)
+                frame = dataclasses.replace(frame, seq=sent[1])
+        self.on_answer(keys, frame, address, acked)
+
+
 class Pulser:
     """
     The live side: while the node is live, every L{pulse_period} seconds a
     heartbeat frame as a pulse to the backup's heartbeat port address (the
     address the heartbeat connection reached), sealed with the keys of the
     newest connection (kept after it drops: the backup keeps them too); the
-    backup's answer pulses come back to C{on_frame(origin, frame)}.
+    backup's answer pulses come back to C{on_frame(origin, frame, acked)}.
+
+    The pulses are sent, and the answers read, by a thread of their own
+    (L{PulseWork}), so that a reactor turn taken by something else (a
+    listener's request, the collector, a page fault) does not delay them:
+    the thread pulses while the reactor's stamp, refreshed by the reactor
+    several times per L{stamp_bound}, is younger than that bound. A reactor
+    stuck for longer is not alive, and its pulses stop. The answers are
+    handed to the reactor with C{callFromThread}, which Twisted runs before
+    the timers that came due meanwhile.
 
     @param frame: makes the frame to send now (the node's role and epoch as
         they are now, the heartbeat's latest number), or None when this node
@@ -177,20 +307,40 @@ class Pulser:
 
     log = Logger()
 
-    def __init__(self, reactor, frame: Callable[[], Optional[wire.Frame]], on_frame, on_refused):
+    def __init__(self, reactor, frame: Callable[[], Optional[wire.Frame]], on_frame, on_refused,
+                 peer_threshold: Callable[[], float], now=time.monotonic, sockets=None):
+        """
+        @param sockets: None for the real thing (a UDP socket and a thread);
+            for unit tests, a stand-in for C{socket.socket}: then the pulses
+            go from the reactor's timers, on the reactor's clock C{now}.
+        """
         self._reactor = reactor
         self._frame = frame
-        self.book = PulseBook()
+        self._on_frame = on_frame
+        self._on_refused = on_refused
+        self._peer_threshold = peer_threshold
+        self._now = now
+        self._threaded = sockets is None
+        self._sockets = socket.socket if sockets is None else sockets
+        self._turn_call = None
+        self._started = False
         self.counts = Counts()
-        self.protocol = _PulseProtocol(self.book, on_frame, on_refused, self.counts)
-        self._port = None
-        self._family = ""
+        self.work: Optional[PulseWork] = None
+        self._family = None
         self._pending = None  # (keys, target) of the newest connection, until the backup answers on it
-        self._keys: Optional[PulseKeys] = None
-        self._target = None
-        self._call = None
+        self._stamp_call = None
+        self._thread: Optional[threading.Thread] = None
+        self._waker = None
         self.period: Optional[Callable[[], float]] = None
-        self.sent = 0
+        self.priority_error: Optional[str] = None
+
+    @property
+    def sent(self) -> int:
+        return self.work.sent if self.work is not None else 0
+
+    @property
+    def book(self) -> PulseBook:
+        return self.work.book if self.work is not None else PulseBook()
 
     def session(self, keys: PulseKeys, target) -> None:
         """
@@ -201,63 +351,168 @@ class Pulser:
         once, a lossy link that delays the new connection's first heartbeat
         had every pulse refused meanwhile: bench/false_takeover.py --profile loss.)
         """
-        self.book.add(keys)
-        self._pending = (keys, target)
-        if self._keys is None:
+        work = self._open_socket(target)
+        if work is None:
+            return
+        with work.lock:
+            work.book.add(keys)
+            self._pending = (keys, target)
+            first = work.keys is None
+        if first:
             self.confirm(keys)  # nothing to pulse on before: try these
-        self._open_port(target)
 
     def confirm(self, keys: PulseKeys) -> None:
         """The backup answered on the connection of C{keys}: it holds them; pulse on them from now on."""
-        if self._pending is not None and self._pending[0] is keys:
-            self._keys, self._target = self._pending
+        work = self.work
+        if work is not None and self._pending is not None and self._pending[0] is keys:
+            with work.lock:
+                work.keys, work.target = self._pending
             self._pending = None
 
-    def _open_port(self, target) -> None:
-        family = "::" if ":" in target[0] else ""  # the backup's address family: IPv6 or IPv4
-        if self._port is not None and self._family != family:
-            self._port.stopListening()  # the backup moved to the other family
-            self._port = None
-        if self._port is None:
+    def _open_socket(self, target) -> Optional[PulseWork]:
+        family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET  # the backup's family: IPv6 or IPv4
+        if self.work is not None and self._family != family:
+            self.close()  # the backup moved to the other family
+        if self.work is None:
             try:
-                self._port = self._reactor.listenUDP(0, self.protocol, interface=family)
-                self._family = family
-            except Exception as e:
-                self.log.warn("cannot open a UDP port for pulses: {why}; heartbeats still go over TCP", why=e)
+                sock = self._sockets(family, socket.SOCK_DGRAM)
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+            except OSError as e:
+                self.log.warn("cannot open a UDP socket for pulses: {why}; heartbeats still go over TCP", why=e)
+                return None
+            self._family = family
+            self.work = PulseWork(sock, self._now, self._answer_from_thread, self._refused_from_thread, self.counts)
+            if self._started:
+                self.start(self.period)  # started before any connection reached the backup
+        return self.work
 
     def start(self, period: Callable[[], float]) -> None:
-        """Pulse from now on, C{period()} seconds apart (asked again for each pulse: the peer's threshold may change)."""
-        self.stop()
+        """Pulse from now on, C{period()} seconds apart (asked again at each stamp: the peer's threshold may change)."""
         self.period = period
-        self._call = self._reactor.callLater(period(), self._pulse)
+        self._started = True
+        work = self.work
+        if work is None:
+            return  # no connection has reached the backup yet: its session() starts the pulses
+        if self._stamp_call is not None and self._stamp_call.active():
+            self._stamp_call.cancel()
+        self._stamp()
+        with work.lock:
+            work.pulsing = True
+            work.due = self._now()
+        if not self._threaded:
+            self._turn_on_reactor()
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._waker = socket.socketpair()
+            self._thread = threading.Thread(target=self._run, args=(work, self._waker[1]),
+                                            name="iwayfailover pulses", daemon=True)
+            self._thread.start()
+        self._wake()
+
+    def _turn_on_reactor(self) -> None:
+        """Without a thread (unit tests): the pulse thread's turns on the reactor's timers."""
+        work = self.work
+        if work is None or not work.pulsing:
+            return
+        self._turn_call = self._reactor.callLater(max(0.0, work.turn() - self._now()), self._turn_on_reactor)
 
     def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        """Pulse no more (the node is not live); the thread stays, idle, for the next start."""
+        self._started = False
+        for call in (self._stamp_call, self._turn_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._stamp_call = self._turn_call = None
+        work = self.work
+        if work is not None:
+            with work.lock:  # no pulse leaves after this returns
+                work.pulsing = False
+                work.template = None
 
     def close(self) -> None:
-        """Stop pulsing and let go of the UDP port."""
+        """Stop pulsing, end the thread and let go of the socket."""
         self.stop()
-        port, self._port = self._port, None
-        if port is not None:
-            port.stopListening()
+        work, self.work = self.work, None
+        thread, self._thread = self._thread, None
+        waker, self._waker = self._waker, None
+        if thread is not None:
+            try:
+                waker[0].send(b"x")
+            except OSError:
+                pass
+            thread.join(5.0)
+        if waker is not None:
+            for end in waker:
+                end.close()
+        if work is not None:
+            work.sock.close()
 
-    def _pulse(self) -> None:
-        self._call = self._reactor.callLater(self.period(), self._pulse)
-        self.send_now()
+    def _wake(self) -> None:
+        if self._waker is not None:
+            try:
+                self._waker[0].send(b"w")
+            except OSError:
+                pass
 
-    def send_now(self) -> None:
-        """A pulse now, if there is a session to seal it with and the node may send one. Never raises."""
+    def _stamp(self) -> None:
+        """The reactor turned: refresh the stamp and the frame the thread pulses, and stamp again soon."""
+        work = self.work
+        if work is None or self.period is None:
+            return
+        period, bound = self.period(), stamp_bound(self._peer_threshold())
         try:
-            if self._keys is None or self._port is None:
-                return
-            frame = self._frame()
-            if frame is None:
-                return
-            self._port.write(self._keys.seal(wire.encode(frame)), self._target)
-            self.sent += 1
-        except OSError:
-            pass  # not sent now (no route, a full buffer): as good as lost
+            template = self._frame()
         except Exception:
-            self.log.failure("sending a pulse failed")
+            self.log.failure("making the pulses' frame failed; no pulse until it works")
+            template = None
+        with work.lock:
+            work.stamp = self._now()
+            work.template = template
+            work.period = period
+            work.bound = bound
+        self._stamp_call = self._reactor.callLater(min(period, bound / 4), self._stamp)
+
+    def _run(self, work: PulseWork, waker) -> None:
+        """The pulse thread: pulse when due, read answers meanwhile, until closed."""
+        sock = work.sock
+        try:
+            while self.work is work:
+                wait = max(0.0, work.turn() - self._now())
+                readable, _, _ = select.select([sock, waker], [], [], wait)
+                if waker in readable:
+                    waker.recv(64)
+                if sock in readable:
+                    try:
+                        data, address = sock.recvfrom(MAX_PULSE + 1)
+                    except OSError:
+                        continue
+                    work.received(data, address)
+        except Exception:
+            if self.work is work:
+                self._reactor.callFromThread(self.log.failure, "the pulse thread failed; heartbeats still go over TCP")
+
+    def _answer_from_thread(self, keys, frame, address, acked) -> None:
+        self._call(self._answered, keys, frame, address, acked)
+
+    def _refused_from_thread(self, host, why) -> None:
+        self._call(self._on_refused, host, why)
+
+    def _call(self, f, *args) -> None:
+        if self._threaded:
+            self._reactor.callFromThread(f, *args)
+        else:
+            f(*args)
+
+    def _answered(self, keys, frame, address, acked) -> None:
+        origin = _ThreadOrigin(keys, address, self._refused)
+        try:
+            self._on_frame(origin, frame, acked)
+        except Exception:
+            self.log.failure("handling an answer pulse from {address} failed", address=address[0])
+            return
+        if not origin.refused:
+            self.counts.received += 1
+
+    def _refused(self, address, why: str) -> None:
+        self.counts.rejected += 1
+        self._on_refused(address[0], f"pulse: {why}")

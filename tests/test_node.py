@@ -80,6 +80,30 @@ def dialled(reactor, endpoint):
     return host, port
 
 
+class DatagramSocket:
+    """
+    A stand-in for the live node's pulse socket (C{socket.socket}): records
+    what is sent, so that unit tests send nothing on the network. With it
+    the node's pulses go from the in-memory reactor's timers
+    (L{iwayfailover.pulsing.Pulser}).
+    """
+
+    def __init__(self, family, kind):
+        self.family = family
+        self.sent = []
+        self.bound = None
+        self.closed = False
+
+    def bind(self, address):
+        self.bound = address
+
+    def sendto(self, data, address):
+        self.sent.append((data, address))
+
+    def close(self):
+        self.closed = True
+
+
 class NodeTestCase(unittest.TestCase):
     text = CONFIG
     reactor_class = MemoryReactorClock
@@ -121,7 +145,7 @@ class NodeTestCase(unittest.TestCase):
             config, name, backup, self.store, self.reactor,
             build_listener=build or (lambda spec: FakeListenerService(spec, self.started)),
             now=self.reactor.seconds, wall=lambda: 1764064800.0,
-            reach_any=reach_any, query=query,
+            reach_any=reach_any, query=query, pulse_sockets=DatagramSocket,
         )
         node.startService()
         # In-memory transports never report a close, so the cleanup does not wait for one.

@@ -12,13 +12,14 @@ while they come, though the connection is gone) and answers it by pulse.
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
 from twisted.python.failure import Failure
 
 from iwayfailover import wire
 from iwayfailover.core.events import BACKUP, LIVE
 from iwayfailover.pulse import PulseBook, PulseKeys
-from iwayfailover.pulsing import PULSES_PER_THRESHOLD, pulse_period
-from test_node import CONFIG, NodeTestCase
+from iwayfailover.pulsing import PULSE_SEQ, PULSES_PER_THRESHOLD, pulse_period
+from test_node import CONFIG, DatagramSocket, NodeTestCase
 from test_pulse import connection
 from wirepeer import peer_frame
 
@@ -80,6 +81,12 @@ class PulseTestCase(NodeTestCase):
     text = PULSES_ON
 
 
+def sent(node):
+    """What the live node's pulse socket has sent: (datagram, address)."""
+    work = node.pulser.work
+    return [] if work is None else work.sock.sent
+
+
 class LivePulseTests(PulseTestCase):
     """A live node's pulses."""
 
@@ -95,11 +102,10 @@ class LivePulseTests(PulseTestCase):
         return frame_bytes(protocol, wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=seq)
 
     def pulses(self, node, far):
-        """The frames of every pulse the node wrote, opened with the keys of the backup's session C{far}, and where each went."""
-        [port] = self.reactor.udp
+        """The frames of every pulse the node sent, opened with the keys of the backup's session C{far}, and where each went."""
         book = PulseBook()
         book.add(PulseKeys.from_session(far))
-        return [(wire.decode(book.open(data)[1]), address) for data, address in port.written]
+        return [(wire.decode(book.open(data)[1]), address) for data, address in sent(node)]
 
     def test_a_live_node_pulses_its_heartbeat_to_where_it_reached_the_backup(self):
         """Threshold 2 s, interval 0.5 s: a pulse every 1/6 s, each a live heartbeat of serv_a, to the dialled address."""
@@ -109,9 +115,10 @@ class LivePulseTests(PulseTestCase):
         pulses = self.pulses(node, far)
         self.assertGreaterEqual(len(pulses), 11)
         self.assertLessEqual(len(pulses), 13)
-        for frame, address in pulses:
+        for number, (frame, address) in enumerate(pulses, 1):
             self.assertEqual((frame.kind, frame.name, frame.role), (wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE))
             self.assertEqual(frame.epoch, node.core.epoch)
+            self.assertEqual(frame.seq, PULSE_SEQ | number, "each pulse has a number of its own, for its answer")
             self.assertEqual(address, where)
 
     def test_pulses_go_on_with_the_old_keys_after_the_connection_drops(self):
@@ -135,20 +142,20 @@ class LivePulseTests(PulseTestCase):
         self.step(0.5)  # redialled
         (_, _), new_protocol, new_transport = self.outbound(node)
         new_far = new_transport.far
-        [port] = self.reactor.udp
-        port.written.clear()
+        written = sent(node)
+        written.clear()
         self.step(1.0)
         old_book, new_book = PulseBook(), PulseBook()
         old_book.add(PulseKeys.from_session(old_far))
         new_book.add(PulseKeys.from_session(new_far))
-        sealed_old = [data for data, _ in port.written]
+        sealed_old = [data for data, _ in written]
         self.assertTrue(sealed_old)
         for data in sealed_old:
             old_book.open(data)  # each opens with the old session's keys
         new_protocol.dataReceived(self.answer(new_protocol))  # the backup answers on the new link
-        port.written.clear()
+        written.clear()
         self.step(1.0)
-        sealed_new = [data for data, _ in port.written]
+        sealed_new = [data for data, _ in written]
         self.assertTrue(sealed_new)
         for data in sealed_new:
             new_book.open(data)
@@ -162,21 +169,42 @@ class LivePulseTests(PulseTestCase):
         [(frame, _)] = self.pulses(node, far)[-1:]
         answer = PulseKeys.from_session(far).seal(wire.encode(
             peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
-        self.reactor.udp[0].protocol.datagramReceived(answer, ("10.9.9.2", 1200))
+        self.step(0.01)
+        node.pulser.work.received(answer, ("10.9.9.2", 1200))
         self.assertEqual(node.status().peer.last_heartbeat_age, 0.0)
         self.assertEqual(node.pulser.counts.received, 1)
+
+    def test_an_answer_tells_the_core_when_its_pulse_was_sent_and_when_the_answer_came(self):
+        """The answer echoes the pulse's own number: the core hears the send and arrival times, and the heartbeat repeated."""
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, far, _ = self.connected(node)
+        self.step(1.0, step=0.01)
+        [(frame, _)] = self.pulses(node, far)[-1:]
+        sent_at, beat = self.reactor.seconds(), node.sender.last_seq
+        self.step(0.02)
+        heard = []
+        feed = node._feed
+        node._feed = lambda observation, *a: (heard.append(observation), feed(observation, *a))
+        answer = PulseKeys.from_session(far).seal(wire.encode(
+            peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
+        node.pulser.work.received(answer, ("10.9.9.2", 1200))
+        [observation] = heard
+        self.assertAlmostEqual(observation.acked[0], sent_at, delta=0.011)
+        self.assertEqual(observation.acked[1], self.reactor.seconds())
+        self.assertTrue(0 < observation.seq <= beat, "the number of the heartbeat the pulse repeated")
+        self.assertEqual(node.core._acks[-1], observation.acked)
 
     def test_a_backup_node_does_not_pulse(self):
         node = self.make_node()
         self.step(2.0)
-        self.assertEqual([port.written for port in self.reactor.udp], [])
+        self.assertEqual(sent(node), [])
 
     def test_pulses_off_sends_none(self):
         self.text = CONFIG  # pulses are off unless the configuration turns them on
         node = self.make_node(name="serv_a", backup=False)
         self.connected(node)
         self.step(2.0)
-        self.assertEqual([port.written for port in self.reactor.udp], [[]])
+        self.assertEqual(sent(node), [])
 
     def test_pulses_turned_on_and_off_by_a_reload_while_live_follow_at_once(self):
         """pulses = true read while live: pulses start without a new link; false again: they stop."""
@@ -186,27 +214,28 @@ class LivePulseTests(PulseTestCase):
         node = self.make_node(name="serv_a", backup=False)
         self.connected(node)
         self.step(1.0)
-        [port] = self.reactor.udp
-        self.assertEqual(port.written, [])
+        self.assertEqual(sent(node), [])
         node.apply_config(keyed(PULSES_ON, "/share/iway.ini"))
         self.step(1.0)
-        self.assertGreaterEqual(len(port.written), 5)
+        self.assertGreaterEqual(len(sent(node)), 5)
         node.apply_config(keyed(CONFIG, "/share/iway.ini"))
         self.step(0.01)
-        sent = len(port.written)
+        count = len(sent(node))
         self.step(1.0)
-        self.assertEqual(len(port.written), sent)
+        self.assertEqual(len(sent(node)), count)
 
     def test_a_node_that_stops_being_live_stops_pulsing(self):
         """Shut down: no pulse after the node stood down."""
         node = self.make_node(name="serv_a", backup=False)
         _, far, _ = self.connected(node)
         self.step(1.0)
+        written = sent(node)
         node.stopService()
         self.step(0.01)
-        sent = len(self.reactor.udp[0].written)
+        count = len(written)
+        self.assertGreater(count, 0)
         self.step(2.0)
-        self.assertEqual(len(self.reactor.udp[0].written), sent)
+        self.assertEqual(len(written), count)
 
     def test_an_unsigned_pair_sends_no_pulses(self):
         """insecure = true: anyone could make a pulse, so none is sent (nor taken: see the backup's tests)."""
@@ -217,7 +246,7 @@ class LivePulseTests(PulseTestCase):
         self.connected(node)
         self.step(2.0)
         self.assertFalse(node.pulses_on())
-        self.assertEqual([port.written for port in self.reactor.udp], [[]])
+        self.assertEqual(sent(node), [])
 
     def test_a_tls_link_sends_no_pulses(self):
         """Beside a TLS link (private names, roles, epochs), pulses, which are signed but not encrypted, are off."""
@@ -232,14 +261,19 @@ class LivePulseTests(PulseTestCase):
 
     def test_a_backup_at_an_ipv6_address_is_pulsed_from_an_ipv6_port(self):
         """The connection reached [::1]: the UDP port is opened on :: (an IPv4 one could not send there)."""
+        import socket
+
         from iwayfailover.pulsing import Pulser
 
+        made = []
         reactor = UDPReactor()
         client, _ = connection()
-        pulser = Pulser(reactor, lambda: None, lambda *a: None, lambda *a: None)
+        pulser = Pulser(reactor, lambda: None, lambda *a: None, lambda *a: None, lambda: 1.0,
+                        now=reactor.seconds, sockets=lambda *a: made.append(DatagramSocket(*a)) or made[-1])
         pulser.session(PulseKeys.from_session(client), ("::1", 1200))
         pulser.session(PulseKeys.from_session(client), ("10.9.9.2", 1200))
-        self.assertEqual([(port.interface, port.listening) for port in reactor.udp], [("::", False), ("", True)])
+        self.assertEqual([(s.family, s.bound, s.closed) for s in made],
+                         [(socket.AF_INET6, ("::", 0), True), (socket.AF_INET, ("0.0.0.0", 0), False)])
 
     def test_the_period_puts_twelve_pulses_in_a_threshold_at_least(self):
         self.assertEqual(pulse_period(0.5, 2.0), 2.0 / PULSES_PER_THRESHOLD)
@@ -407,3 +441,110 @@ class ServerPortWatcherTests(PulseTestCase):
         self.assertEqual(told, [("opened", 1200), ("opened", 1300), ("closed", 1200), ("closed", 1300)])
 
 
+
+
+class PulseThreadTests(TestCase):
+    """
+    The real pulse thread, on a real reactor and loopback sockets: it pulses
+    while the reactor is busy (this test's own code holds the reactor's
+    thread), stops once the reactor has not turned for the bound, and its
+    answers reach the reactor with the times the thread took.
+    """
+
+    PERIOD = 0.02
+    THRESHOLD = 0.4  # the bound: 0.2 s after the reactor's last turn
+
+    def setUp(self):
+        import socket
+
+        from twisted.internet import reactor
+
+        from iwayfailover.pulsing import Pulser
+
+        self.backup = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.backup.close)
+        self.backup.bind(("127.0.0.1", 0))
+        client, server = connection()
+        self.far = PulseKeys.from_session(server)
+        self.answers = []
+        self.refused = []
+        self.pulser = Pulser(
+            reactor, lambda: peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, epoch=3, seq=7),
+            lambda origin, frame, acked: self.answers.append((frame, acked)),
+            lambda host, why: self.refused.append(why), lambda: self.THRESHOLD,
+        )
+        self.addCleanup(self.pulser.close)
+        self.pulser.session(PulseKeys.from_session(client), self.backup.getsockname())
+        self.pulser.start(lambda: self.PERIOD)
+
+    def busy(self, seconds_quiet):
+        """
+        Hold the reactor's thread (busy: nothing else turns) while reading the
+        pulses, answering each, until none has come for C{seconds_quiet} (5 s at most).
+        Returns [(arrival time, frame)].
+        """
+        import socket
+        import time as clock
+
+        book = PulseBook()
+        book.add(self.far)
+        got = []
+        deadline = clock.monotonic() + 5.0
+        self.backup.settimeout(seconds_quiet)
+        while clock.monotonic() < deadline:
+            try:
+                data, address = self.backup.recvfrom(2048)
+            except socket.timeout:
+                break
+            keys, body = book.open(data)
+            frame = wire.decode(body)
+            got.append((clock.monotonic(), frame))
+            answer = peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)
+            self.backup.sendto(keys.seal(wire.encode(answer)), address)
+        return got
+
+    def test_pulses_go_on_while_the_reactor_is_busy_and_stop_at_the_bound(self):
+        import time as clock
+
+        stamp = self.pulser.work.stamp
+        busy_since = clock.monotonic()
+        got = self.busy(seconds_quiet=5 * self.PERIOD)
+        busy_until = clock.monotonic()
+        bound = self.THRESHOLD / 2
+        self.assertGreaterEqual(len(got), int(0.8 * bound / self.PERIOD), "pulses every period while busy")
+        self.assertLessEqual(got[-1][0] - stamp, bound + self.PERIOD, "none once the reactor's stamp is older than the bound")
+        self.assertGreater(busy_until - got[-1][0], 4 * self.PERIOD)
+        self.assertEqual({(f.kind, f.name, f.role, f.epoch) for _, f in got},
+                         {(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 3)})
+        self.assertEqual([f.seq & ~PULSE_SEQ for _, f in got], list(range(1, len(got) + 1)))
+        self.assertEqual(self.answers, [], "answers wait for the reactor")
+
+        from twisted.internet import task, reactor
+
+        def handed_over():
+            self.assertEqual(len(self.answers), len(got))
+            for (arrived, _), (frame, (sent, answered)) in zip(got, self.answers):
+                self.assertEqual(frame.seq, 7, "the heartbeat number the pulse repeated")
+                self.assertTrue(busy_since - self.PERIOD <= sent <= arrived <= answered < busy_until,
+                                "both times taken by the thread while the reactor was busy")
+            self.assertEqual(self.refused, [])
+
+        return task.deferLater(reactor, 0.05, handed_over)
+
+    def test_no_pulse_after_stop_and_the_thread_ends_at_close(self):
+        self.busy(seconds_quiet=0.1)  # a few pulses, till the bound
+        thread = self.pulser._thread
+        self.assertTrue(thread.is_alive())
+
+        from twisted.internet import task, reactor
+
+        def stopped():
+            self.pulser.stop()
+            before = self.pulser.work.number  # pulses sent before the stop may still be in the socket
+            after = [f.seq & ~PULSE_SEQ for _, f in self.busy(seconds_quiet=3 * self.PERIOD)]
+            self.assertEqual([n for n in after if n > before], [])
+            self.assertEqual(self.pulser.work.number, before)
+            self.pulser.close()
+            self.assertFalse(thread.is_alive())
+
+        return task.deferLater(reactor, 0.05, stopped)
