@@ -467,8 +467,10 @@ class Bench:
         os.makedirs(path)
         return path
 
-    def our_pair(self, interval, threshold, namespaces=None, label="", pulses=None):
+    def our_pair(self, interval, threshold, namespaces=None, label="", pulses=None, steady=False):
         extra = "" if pulses is None else f"pulses = {'true' if pulses else 'false'}"
+        if steady:
+            extra += "\nrealtime = true\nlock_memory = true"
         if namespaces is None:
             pair = Pair(self.directory(f"ours{label}"), interval=interval, threshold=threshold, own_listeners=True,
                         reload_interval=5, failover_extra=extra)
@@ -542,14 +544,14 @@ class Bench:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def stress_profile(seconds: float, idle: float, only=None, pulses=None):
+def stress_profile(seconds: float, idle: float, only=None, pulses=None, steady=False):
     """Idle for C{idle} seconds, then C{seconds} under stress-ng with the listeners under load: the rows."""
     bench = Bench()
     try:
         total = idle + seconds + 120
         if only in (None, "iwayfailover"):
             for n, (interval, threshold) in enumerate(OURS_UNDER_STRESS):
-                bench.our_pair(interval, threshold, label=str(n), pulses=pulses)
+                bench.our_pair(interval, threshold, label=str(n), pulses=pulses, steady=steady)
         if only in (None, "keepalived"):
             for n, advert in enumerate(KEEPALIVED_UNDER_STRESS):
                 bench.keepalived_pair(advert, str(n), total)
@@ -569,7 +571,7 @@ def stress_profile(seconds: float, idle: float, only=None, pulses=None):
         bench.remove()
 
 
-def loss_profile(seconds: float, only=None, pulses=True):
+def loss_profile(seconds: float, only=None, pulses=True, steady=False):
     """C{seconds} with L{LOSS_PERCENT} % of packets dropped both ways between the nodes of each pair: the rows."""
     bench = Bench()
     try:
@@ -579,7 +581,7 @@ def loss_profile(seconds: float, only=None, pulses=True):
                 namespaces = Namespaces(str(n))
                 bench.namespaces.append(namespaces)
                 namespaces.make()
-                bench.our_pair(interval, threshold, namespaces, label=str(n), pulses=pulses)
+                bench.our_pair(interval, threshold, namespaces, label=str(n), pulses=pulses, steady=steady)
                 for host in ("a", "b"):
                     drop_randomly(namespaces.ns[host], namespaces.interfaces[host], LOSS_PERCENT)
                     tables.append(namespaces.ns[host])
@@ -646,6 +648,8 @@ def main(argv=None):
     parser.add_argument("--pulses", choices=("on", "off"), default=None,
                         help="our pairs' pulses (default: off under stress, as a node's default; on under loss,"
                              " the setting for lossy links)")
+    parser.add_argument("--steady", choices=("on", "off"), default="off",
+                        help="our pairs' realtime and lock_memory (default off, as a node's default; on needs root)")
     args = parser.parse_args(argv)
     problem = check_requirements()
     if problem:
@@ -663,19 +667,21 @@ def main(argv=None):
     signal.signal(signal.SIGINT, interrupted)
     keepalived.become_subreaper()
     try:
-        return run_profiles(profile, seconds, idle, args.only, None if args.pulses is None else args.pulses == "on")
+        return run_profiles(profile, seconds, idle, args.only, None if args.pulses is None else args.pulses == "on",
+                            args.steady == "on")
     except KeyboardInterrupt:
         print("interrupted: everything this run made has been removed", file=sys.stderr)
         return 130
 
 
-def run_profiles(profile: str, seconds: float, idle: float, only=None, pulses=None) -> int:
+def run_profiles(profile: str, seconds: float, idle: float, only=None, pulses=None, steady=False) -> int:
     together = f"{only} alone" if only else "all systems at once"
+    ours = f"realtime and lock_memory {'on' if steady else 'off'}"
     if profile in ("stress", "both"):
-        rows, notes = stress_profile(seconds, idle, only, pulses)
+        rows, notes = stress_profile(seconds, idle, only, pulses, steady)
         print(f"false takeovers under stress: {' '.join(STRESS)}, our live listeners under HTTP load;"
               f" idle {idle:g} s, then stress {seconds:g} s, {together}; our pulses"
-              f" {'on' if pulses else 'off'}")
+              f" {'on' if pulses else 'off'}, {ours}")
         print_table(rows)
         print("detect: our threshold, or keepalived's 3 x advert_int (it waits"
               f" {(256 - KEEPALIVED_PRIORITY) / 256:.2f} x advert_int more); gaps: heard by the backup;"
@@ -685,9 +691,9 @@ def run_profiles(profile: str, seconds: float, idle: float, only=None, pulses=No
         print()
     if profile in ("loss", "both"):
         loss_pulses = True if pulses is None else pulses
-        rows, notes = loss_profile(seconds, only, loss_pulses)
+        rows, notes = loss_profile(seconds, only, loss_pulses, steady)
         print(f"false takeovers under {LOSS_PERCENT} % packet loss both ways (nftables in network namespaces),"
-              f" {seconds:g} s, {together}; our pulses {'on' if loss_pulses else 'off'}")
+              f" {seconds:g} s, {together}; our pulses {'on' if loss_pulses else 'off'}, {ours}")
         print_table(rows)
         for note in notes:
             print(f"  {note}")

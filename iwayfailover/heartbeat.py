@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 from typing import Callable, Optional
 
 from twisted.internet.protocol import Factory
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import Interface
 
-from iwayfailover import auth, tls, wire
+from iwayfailover import auth, steady, tls, wire
 
 HELLO_TIMEOUT = 5.0
 """The longest a dialled heartbeat port may take to say hello."""
@@ -166,6 +167,9 @@ class HeartbeatProtocol(Int32StringReceiver):
     def connectionMade(self):
         factory = self.factory
         factory.open.add(self)
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is not None and isinstance(handle(), socket.socket):
+            steady.mark_heartbeat_socket(handle())  # network control traffic: first in the queues
         self._ring = factory.keys()
         self._nonce = factory.nonce()
         factory.own_nonces.add(self._nonce)

@@ -407,6 +407,7 @@ class FailoverNode(CoreNode):
         self.pulses_in = PulseReceiver(reactor, self._pulse_heard, self.refusals.report)
         self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report,
                              peer_threshold=lambda: self.peer_threshold, now=now, sockets=pulse_sockets)
+        self.pulser.realtime = config.failover.realtime  # read at start only: applied at the next start
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))

@@ -19,6 +19,7 @@ link the backup still hears the live node within its threshold.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import select
 import socket
@@ -29,7 +30,7 @@ from typing import Callable, Dict, Optional, Tuple
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from iwayfailover import wire
+from iwayfailover import steady, wire
 from iwayfailover.pulse import MAX_PULSE, PulseBook, PulseError, PulseKeys
 
 MIN_PERIOD = 0.005
@@ -40,6 +41,8 @@ PULSES_PER_THRESHOLD = 12
 
 PULSE_SEQ = 1 << 63
 """The bit that marks a heartbeat number as the pulse thread's own: the answer echoes it, and the thread knows when it sent it."""
+THREAD_STACK = 256 * 1024
+"""The pulse thread's stack, in bytes (a thread's default is 8 MiB)."""
 SENT_KEPT = 1024
 """Pulses whose send time the thread remembers, to time the answers."""
 
@@ -190,6 +193,9 @@ class PulseReceiver:
             self.log.warn("cannot listen for pulses on udp {host}:{port}: {why}; heartbeats still come over TCP",
                           host=host, port=number, why=e)
             return
+        handle = getattr(self._ports[host, number], "getHandle", None)
+        if handle is not None and isinstance(handle(), socket.socket):
+            steady.mark_heartbeat_socket(handle())  # the answers: network control traffic
         self.log.info("listening for pulses on udp {host}:{port}", host=host, port=number)
 
     def port_closed(self, tcp_port) -> None:
@@ -324,6 +330,9 @@ class Pulser:
         self._sockets = socket.socket if sockets is None else sockets
         self._turn_call = None
         self._started = False
+        self._inbox = collections.deque()  # answers read by the thread, for the reactor
+        self._drain_pending = False
+        self.realtime = False  # the thread under SCHED_FIFO (realtime = true; checked at start: iwayfailover.tap)
         self.counts = Counts()
         self.work: Optional[PulseWork] = None
         self._family = None
@@ -372,7 +381,9 @@ class Pulser:
     def _open_socket(self, target) -> Optional[PulseWork]:
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET  # the backup's family: IPv6 or IPv4
         if self.work is not None and self._family != family:
+            started = self._started
             self.close()  # the backup moved to the other family
+            self._started = started
         if self.work is None:
             try:
                 sock = self._sockets(family, socket.SOCK_DGRAM)
@@ -381,6 +392,8 @@ class Pulser:
                 self.log.warn("cannot open a UDP socket for pulses: {why}; heartbeats still go over TCP", why=e)
                 return None
             self._family = family
+            if self._threaded:
+                steady.mark_heartbeat_socket(sock)
             self.work = PulseWork(sock, self._now, self._answer_from_thread, self._refused_from_thread, self.counts)
             if self._started:
                 self.start(self.period)  # started before any connection reached the backup
@@ -400,13 +413,19 @@ class Pulser:
             work.pulsing = True
             work.due = self._now()
         if not self._threaded:
+            if self._turn_call is not None and self._turn_call.active():
+                self._turn_call.cancel()
             self._turn_on_reactor()
             return
         if self._thread is None or not self._thread.is_alive():
             self._waker = socket.socketpair()
             self._thread = threading.Thread(target=self._run, args=(work, self._waker[1]),
                                             name="iwayfailover pulses", daemon=True)
-            self._thread.start()
+            size = threading.stack_size(THREAD_STACK)  # small: it is locked in RAM with lock_memory = true
+            try:
+                self._thread.start()
+            finally:
+                threading.stack_size(size)
         self._wake()
 
     def _turn_on_reactor(self) -> None:
@@ -470,11 +489,15 @@ class Pulser:
             work.template = template
             work.period = period
             work.bound = bound
-        self._stamp_call = self._reactor.callLater(min(period, bound / 4), self._stamp)
+        self._stamp_call = self._reactor.callLater(bound / 4, self._stamp)
 
     def _run(self, work: PulseWork, waker) -> None:
         """The pulse thread: pulse when due, read answers meanwhile, until closed."""
         sock = work.sock
+        if self.realtime:
+            why = steady.enter_realtime()
+            if why is not None:
+                self._reactor.callFromThread(self.log.error, "the pulse thread is not real-time: {why}", why=why)
         try:
             while self.work is work:
                 wait = max(0.0, work.turn() - self._now())
@@ -492,7 +515,17 @@ class Pulser:
                 self._reactor.callFromThread(self.log.failure, "the pulse thread failed; heartbeats still go over TCP")
 
     def _answer_from_thread(self, keys, frame, address, acked) -> None:
-        self._call(self._answered, keys, frame, address, acked)
+        """On the thread: queue the answer, and wake the reactor for it unless a wake is pending (one per turn)."""
+        self._inbox.append((keys, frame, address, acked))
+        if not self._drain_pending:
+            self._drain_pending = True
+            self._call(self._drain)
+
+    def _drain(self) -> None:
+        """On the reactor: every answer the thread has queued, in order."""
+        self._drain_pending = False  # first: an answer queued from now on wakes the reactor again
+        while self._inbox:
+            self._answered(*self._inbox.popleft())
 
     def _refused_from_thread(self, host, why) -> None:
         self._call(self._on_refused, host, why)

@@ -21,7 +21,7 @@ from typing import Optional
 from twisted.logger import Logger
 from twisted.python import usage
 
-from iwayfailover import auth, tls
+from iwayfailover import auth, steady, tls
 from iwayfailover.config import (
     FALSE_WORDS, TRUE_WORDS, ConfigError, ConfigUnreadable, SharedConfig, backup_host, parse_config, read_config,
 )
@@ -334,6 +334,37 @@ def makeService(options, reactor=None):
         raise SystemExit(f"iway-failover: {e}") from None
 
 
+def steady_start(config, group: bool, reactor) -> None:
+    """
+    What keeps the heartbeat on time on a busy host (L{iwayfailover.steady}):
+    C{realtime} and C{lock_memory} are tried now, before twistd detaches, and
+    a node that cannot have them does not start; once the reactor runs (in
+    the daemon, after the fork: memory locks are not inherited) the memory is
+    locked for good and the objects made at start are frozen out of the
+    collector's full passes.
+    """
+    failover = config.failover
+    try:
+        if failover.realtime and not group:
+            steady.check_realtime()
+        if failover.lock_memory:
+            steady.lock_memory()
+    except steady.SteadyError as e:
+        raise StartupError(f"{config.path}: {e}") from None
+    if failover.realtime and not group and not failover.pulses:
+        log.warn("realtime = true has no effect without pulses = true: only the pulse thread runs real-time")
+
+    def running():
+        if failover.lock_memory:
+            try:
+                steady.lock_memory()
+            except steady.SteadyError as e:
+                log.critical("{why}", why=e)
+        steady.freeze_startup_objects()
+
+    reactor.callWhenRunning(running)
+
+
 def _build(options, reactor):
     startup = start_config(options["config"], options["state-dir"])
     config = startup.config
@@ -395,6 +426,7 @@ def _build(options, reactor):
     node.poller.setServiceParent(node)
 
     EventLogService(node.events).setServiceParent(node)
+    steady_start(config, group, reactor)
 
     if startup.from_copy:
         copy = startup.found

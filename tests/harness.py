@@ -209,9 +209,10 @@ class Node:
         self.logfile = os.path.join(workdir, f"{name}.log")
         self.process = None
 
-    def start(self, backup=False, env=None, extra=()):
+    def start(self, backup=False, env=None, extra=(), prefix=()):
+        """Run the node; C{prefix}: a command it runs under (setpriv, prlimit: what a service manager grants)."""
         argv = [
-            TWISTD, "--nodaemon", "--pidfile=", f"--logfile={self.logfile}",
+            *prefix, TWISTD, "--nodaemon", "--pidfile=", f"--logfile={self.logfile}",
             "iway-failover", "--config", self.config_path, "--name", self.name, "--state-dir", self.state_dir,
             *extra,
         ]

@@ -8,6 +8,7 @@ docs/operations.md, which must name the paths and the user the unit uses.
 
 import os
 import re
+import textwrap
 import shutil
 import subprocess
 import tempfile
@@ -101,6 +102,18 @@ class UnitTests(unittest.TestCase):
         """A bad key in the drop-in is reported (so the drop-in's pass means something)."""
         code, said = self.verify(self.unit(), self.documented_drop_in() + "BogusKey=1\n")
         self.assertIn("BogusKey", said)
+
+    def test_the_documented_grant_of_realtime_and_locked_memory_verifies(self):
+        """The drop-in docs/operations.md gives for realtime and lock_memory: resource limits, no capability."""
+        with open(OPERATIONS) as f:
+            text = f.read()
+        block = re.search(r"\n\n((?:    .*\n)*    LimitRTPRIO=.*\n(?:    .*\n)*)", text).group(1)
+        drop_in = textwrap.dedent(block)
+        self.assertEqual(drop_in, "[Service]\nRestrictRealtime=no\nLimitRTPRIO=1\nLimitMEMLOCK=infinity\n")
+        self.assertEqual(self.verify(self.unit(), drop_in), (0, ""))
+        from iwayfailover import steady
+
+        self.assertIn("LimitRTPRIO=1", steady.REALTIME_GRANT, "the node's refusal names the same grant")
 
 
 class DocumentedInstallTests(unittest.TestCase):
