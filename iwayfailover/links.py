@@ -291,6 +291,7 @@ class HeartbeatSender:
         node = self._node
         if node.pulses_on():
             node.pulser.start(node.pulse_period)
+            node.pulses_started()
         else:
             node.pulser.stop()
 

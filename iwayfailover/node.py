@@ -168,8 +168,12 @@ class CoreNode(MultiService):
         self._stopped: Optional[defer.Deferred] = None
         self._retry_due: Optional[float] = None
 
+    def _before_feed(self) -> None:
+        """What the node tells the core before any observation (the pulse thread's answers: FailoverNode)."""
+
     def _feed(self, observation, protocol=None) -> None:
         """Give the core an observation and carry out what it asks for. Never raises."""
+        self._before_feed()
         try:
             effects = self.core.handle(observation)
         except Exception:
@@ -410,10 +414,34 @@ class FailoverNode(CoreNode):
         self.pulser.realtime = config.failover.realtime  # read at start only: applied at the next start
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
-        self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)))
+        self._draining = False
+        self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)),
+                                 on_tick=self._stall_watch_tick)
 
     def _stall_tick(self) -> float:
-        return max(0.02, min(0.1, self.core.settings.window / 2))
+        """The stall watch's tick; while pulsing, also the pulse thread's stamp: four times per its bound at least."""
+        tick = max(0.02, min(0.1, self.core.settings.window / 2))
+        stamp = self.pulser.tick_interval()
+        return tick if stamp is None else min(tick, stamp)
+
+    def _stall_watch_tick(self) -> None:
+        self.pulser.tick()
+        self.stalls.tick = self._stall_tick()
+
+    def pulses_started(self) -> None:
+        """The pulse thread has begun: the stall watch ticks at the stamp's pace from now on."""
+        self.stalls.tick = self._stall_tick()
+        if self.running:
+            self.stalls.start()
+
+    def _before_feed(self) -> None:
+        # The pulse thread's answers come first: a stall check (a late timer's) must know them.
+        if self.pulser.waiting() and not self._draining:
+            self._draining = True
+            try:
+                self.pulser.drain()
+            finally:
+                self._draining = False
 
     # -- derived settings --
 

@@ -92,7 +92,7 @@ class PulseKeys:
         """A pulse of frame C{body}, numbered next."""
         self.sent += 1
         header = _HEADER.pack(MAGIC, VERSION, self.id, self.sent)
-        mac = hmac.new(self._send_key, self._out + header[4:] + body, hashlib.sha256).digest()
+        mac = hmac.digest(self._send_key, self._out + header[4:] + body, "sha256")
         return header + body + mac
 
     def open(self, number: int, signed: bytes, body: bytes, mac: bytes) -> bytes:
@@ -102,7 +102,7 @@ class PulseKeys:
         @raise PulseError: a bad MAC, or a number not above the highest accepted.
         """
         message = self._in + signed
-        if not any(hmac.compare_digest(hmac.new(k, message, hashlib.sha256).digest(), mac) for k in self._receive_keys):
+        if not any(hmac.compare_digest(hmac.digest(k, message, "sha256"), mac) for k in self._receive_keys):
             raise PulseError("bad MAC: forged, damaged, or sealed with a key this node does not hold")
         if number <= self.received:
             raise PulseError(f"pulse number {number} is not above {self.received}: replayed, or overtaken by a later one")

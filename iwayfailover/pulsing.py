@@ -222,17 +222,17 @@ class PulseWork:
     so that a reactor that was busy meanwhile still knows its backup heard it.
     """
 
-    def __init__(self, sock, now, on_answer, on_refused, counts: Counts):
+    def __init__(self, sock, now, counts: Counts):
         self.sock = sock
         self.now = now
-        self.on_answer = on_answer
-        self.on_refused = on_refused
         self.counts = counts
         self.lock = threading.Lock()
         self.book = PulseBook()  # answers: the sessions of this node's connections
         self.keys: Optional[PulseKeys] = None
         self.target = None
-        self.template: Optional[wire.Frame] = None  # as of the reactor's last stamp; None: send nothing
+        self.template: Optional[bytes] = None  # the encoded frame as of the reactor's last stamp; None: send nothing
+        self.beat = 0  # the heartbeat number the template repeats
+        self.inbox = collections.deque()  # what the thread read, for the reactor: ("answer", ...) or ("refused", ...)
         self.stamp = 0.0
         self.bound = 0.0
         self.period = 1.0
@@ -243,7 +243,13 @@ class PulseWork:
         self.sent = 0
 
     def turn(self) -> float:
-        """Pulse if one is due and the reactor turned recently; return when the next one is due."""
+        """
+        Read the answers waiting on the socket, then pulse if one is due and
+        the reactor turned recently; return when the next pulse is due. (An
+        answer is timed when read, at the turn after it came: at most a
+        period late, which only makes the backup's silence look longer.)
+        """
+        self.read_answers()
         now = self.now()
         with self.lock:
             if not self.pulsing:
@@ -256,9 +262,9 @@ class PulseWork:
                 return self.due  # not live, no session yet, or the reactor has not turned for too long
             self.number += 1
             number = self.number
-            self.sent_at[number] = (now, template.seq)
+            self.sent_at[number] = (now, self.beat)
             self.sent_at.pop(number - SENT_KEPT, None)
-            datagram = keys.seal(wire.encode(dataclasses.replace(template, seq=PULSE_SEQ | number)))
+            datagram = keys.seal(wire.with_seq(template, PULSE_SEQ | number))
             try:
                 self.sock.sendto(datagram, target)
                 self.sent += 1
@@ -266,8 +272,19 @@ class PulseWork:
                 pass  # not sent now (no route, a full buffer): as good as lost
             return self.due
 
+    def read_answers(self) -> None:
+        """Every datagram waiting on the socket (it does not block)."""
+        while True:
+            try:
+                data, address = self.sock.recvfrom(MAX_PULSE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # an ICMP error reported on the socket (the backup's port closed): nothing to read
+            self.received(data, address)
+
     def received(self, data: bytes, address) -> None:
-        """An answer pulse (or anything else) on the thread's socket."""
+        """An answer pulse (or anything else) read by the thread: checked, timed, and queued for the reactor."""
         now = self.now()
         try:
             if len(data) > MAX_PULSE:
@@ -277,7 +294,7 @@ class PulseWork:
             frame = wire.decode(body)
         except (PulseError, wire.FrameError) as e:
             self.counts.rejected += 1
-            self.on_refused(address[0], f"pulse: {e}")
+            self.inbox.append(("refused", address[0], f"pulse: {e}"))
             return
         acked = None
         if frame.seq & PULSE_SEQ:
@@ -286,7 +303,7 @@ class PulseWork:
             if sent is not None:
                 acked = (sent[0], now)
                 frame = dataclasses.replace(frame, seq=sent[1])
-        self.on_answer(keys, frame, address, acked)
+        self.inbox.append(("answer", keys, frame, address, acked))
 
 
 class Pulser:
@@ -297,14 +314,16 @@ class Pulser:
     newest connection (kept after it drops: the backup keeps them too); the
     backup's answer pulses come back to C{on_frame(origin, frame, acked)}.
 
-    The pulses are sent, and the answers read, by a thread of their own
-    (L{PulseWork}), so that a reactor turn taken by something else (a
+    The pulses are sent, and the answers read and timed, by a thread of its
+    own (L{PulseWork}), so that a reactor turn taken by something else (a
     listener's request, the collector, a page fault) does not delay them:
-    the thread pulses while the reactor's stamp, refreshed by the reactor
-    several times per L{stamp_bound}, is younger than that bound. A reactor
-    stuck for longer is not alive, and its pulses stop. The answers are
-    handed to the reactor with C{callFromThread}, which Twisted runs before
-    the timers that came due meanwhile.
+    the thread pulses while the reactor's stamp is younger than
+    L{stamp_bound}. The node refreshes the stamp (L{tick}) from its stall
+    watch, at least four times per bound; a reactor stuck for longer is not
+    alive, and its pulses stop. What the thread read waits in its queue
+    until the reactor takes it: at each tick, and before anything else is
+    told to the decision core (L{drain}), so that a late timer's stall check
+    already knows which pulses were answered meanwhile.
 
     @param frame: makes the frame to send now (the node's role and epoch as
         they are now, the heartbeat's latest number), or None when this node
@@ -330,26 +349,23 @@ class Pulser:
         self._sockets = socket.socket if sockets is None else sockets
         self._turn_call = None
         self._started = False
-        self._inbox = collections.deque()  # answers read by the thread, for the reactor
-        self._drain_pending = False
         self.realtime = False  # the thread under SCHED_FIFO (realtime = true; checked at start: iwayfailover.tap)
         self.counts = Counts()
         self.work: Optional[PulseWork] = None
         self._family = None
         self._pending = None  # (keys, target) of the newest connection, until the backup answers on it
-        self._stamp_call = None
         self._thread: Optional[threading.Thread] = None
         self._waker = None
         self.period: Optional[Callable[[], float]] = None
-        self.priority_error: Optional[str] = None
 
     @property
     def sent(self) -> int:
         return self.work.sent if self.work is not None else 0
 
     @property
-    def book(self) -> PulseBook:
-        return self.work.book if self.work is not None else PulseBook()
+    def pulsing(self) -> bool:
+        """Started (the node is live with pulses on): the stamp must be kept fresh."""
+        return self._started and self.work is not None
 
     def session(self, keys: PulseKeys, target) -> None:
         """
@@ -388,27 +404,26 @@ class Pulser:
             try:
                 sock = self._sockets(family, socket.SOCK_DGRAM)
                 sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+                sock.setblocking(False)  # the thread reads what waits, and never waits on it
             except OSError as e:
                 self.log.warn("cannot open a UDP socket for pulses: {why}; heartbeats still go over TCP", why=e)
                 return None
             self._family = family
             if self._threaded:
                 steady.mark_heartbeat_socket(sock)
-            self.work = PulseWork(sock, self._now, self._answer_from_thread, self._refused_from_thread, self.counts)
+            self.work = PulseWork(sock, self._now, self.counts)
             if self._started:
                 self.start(self.period)  # started before any connection reached the backup
         return self.work
 
     def start(self, period: Callable[[], float]) -> None:
-        """Pulse from now on, C{period()} seconds apart (asked again at each stamp: the peer's threshold may change)."""
+        """Pulse from now on, C{period()} seconds apart (asked again at each tick: the peer's threshold may change)."""
         self.period = period
         self._started = True
         work = self.work
         if work is None:
             return  # no connection has reached the backup yet: its session() starts the pulses
-        if self._stamp_call is not None and self._stamp_call.active():
-            self._stamp_call.cancel()
-        self._stamp()
+        self.tick()
         with work.lock:
             work.pulsing = True
             work.due = self._now()
@@ -438,10 +453,9 @@ class Pulser:
     def stop(self) -> None:
         """Pulse no more (the node is not live); the thread stays, idle, for the next start."""
         self._started = False
-        for call in (self._stamp_call, self._turn_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._stamp_call = self._turn_call = None
+        if self._turn_call is not None and self._turn_call.active():
+            self._turn_call.cancel()
+        self._turn_call = None
         work = self.work
         if work is not None:
             with work.lock:  # no pulse leaves after this returns
@@ -473,27 +487,52 @@ class Pulser:
             except OSError:
                 pass
 
-    def _stamp(self) -> None:
-        """The reactor turned: refresh the stamp and the frame the thread pulses, and stamp again soon."""
+    def tick(self) -> None:
+        """
+        The reactor turned (the node's stall watch calls this): take what the
+        thread read, and, while pulsing, refresh the stamp and the frame it pulses.
+        """
+        self.drain()
         work = self.work
-        if work is None or self.period is None:
+        if work is None or not self._started or self.period is None:
             return
         period, bound = self.period(), stamp_bound(self._peer_threshold())
         try:
-            template = self._frame()
+            frame = self._frame()
+            template = None if frame is None else wire.encode(frame)
         except Exception:
             self.log.failure("making the pulses' frame failed; no pulse until it works")
-            template = None
+            frame = template = None
         with work.lock:
             work.stamp = self._now()
             work.template = template
+            work.beat = 0 if frame is None else frame.seq
             work.period = period
             work.bound = bound
-        self._stamp_call = self._reactor.callLater(bound / 4, self._stamp)
+
+    def tick_interval(self) -> Optional[float]:
+        """How often L{tick} must come while pulsing (four times per bound), or None when not pulsing."""
+        return stamp_bound(self._peer_threshold()) / 4 if self.pulsing else None
+
+    def waiting(self) -> bool:
+        """Has the thread read something the reactor has not taken yet?"""
+        return self.work is not None and bool(self.work.inbox)
+
+    def drain(self) -> None:
+        """On the reactor: every answer and refusal the thread has read, in order."""
+        work = self.work
+        if work is None:
+            return
+        inbox = work.inbox
+        while inbox:
+            item = inbox.popleft()
+            if item[0] == "answer":
+                self._answered(*item[1:])
+            else:
+                self._on_refused(*item[1:])
 
     def _run(self, work: PulseWork, waker) -> None:
-        """The pulse thread: pulse when due, read answers meanwhile, until closed."""
-        sock = work.sock
+        """The pulse thread: read the answers and pulse when due, until closed."""
         if self.realtime:
             why = steady.enter_realtime()
             if why is not None:
@@ -501,40 +540,12 @@ class Pulser:
         try:
             while self.work is work:
                 wait = max(0.0, work.turn() - self._now())
-                readable, _, _ = select.select([sock, waker], [], [], wait)
-                if waker in readable:
+                readable, _, _ = select.select([waker], [], [], wait)
+                if readable:
                     waker.recv(64)
-                if sock in readable:
-                    try:
-                        data, address = sock.recvfrom(MAX_PULSE + 1)
-                    except OSError:
-                        continue
-                    work.received(data, address)
         except Exception:
             if self.work is work:
                 self._reactor.callFromThread(self.log.failure, "the pulse thread failed; heartbeats still go over TCP")
-
-    def _answer_from_thread(self, keys, frame, address, acked) -> None:
-        """On the thread: queue the answer, and wake the reactor for it unless a wake is pending (one per turn)."""
-        self._inbox.append((keys, frame, address, acked))
-        if not self._drain_pending:
-            self._drain_pending = True
-            self._call(self._drain)
-
-    def _drain(self) -> None:
-        """On the reactor: every answer the thread has queued, in order."""
-        self._drain_pending = False  # first: an answer queued from now on wakes the reactor again
-        while self._inbox:
-            self._answered(*self._inbox.popleft())
-
-    def _refused_from_thread(self, host, why) -> None:
-        self._call(self._on_refused, host, why)
-
-    def _call(self, f, *args) -> None:
-        if self._threaded:
-            self._reactor.callFromThread(f, *args)
-        else:
-            f(*args)
 
     def _answered(self, keys, frame, address, acked) -> None:
         origin = _ThreadOrigin(keys, address, self._refused)

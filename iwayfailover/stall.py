@@ -19,11 +19,16 @@ class StallWatch:
 
     log = Logger()
 
-    def __init__(self, reactor, now, tick: float, on_stall):
+    def __init__(self, reactor, now, tick: float, on_stall, on_tick=None):
+        """
+        @param on_tick: called at every tick, before a stall is reported
+            (the node refreshes its pulse thread's stamp there: one timer for both).
+        """
         self._reactor = reactor
         self._now = now
         self.tick = tick
         self._on_stall = on_stall
+        self._on_tick = on_tick
         self._call = None
         self._due = None
         self.largest = 0.0
@@ -41,6 +46,8 @@ class StallWatch:
     def _check(self) -> None:
         try:
             late = self._now() - self._due
+            if self._on_tick is not None:
+                self._on_tick()
             self._due = self._now() + self.tick
             self._call = self._reactor.callLater(self.tick, self._check)
             self.largest = max(self.largest, late)

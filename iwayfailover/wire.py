@@ -119,6 +119,16 @@ def threshold_ms(seconds: float) -> int:
     return ms
 
 
+SEQ_OFFSET = 14
+"""Where the sequence number sits in an encoded frame (after magic, version, kind, role, flags and epoch)."""
+_SEQ = struct.Struct("!Q")
+
+
+def with_seq(body: bytes, seq: int) -> bytes:
+    """An encoded frame C{body} with its sequence number replaced (the same frame as encode() would make)."""
+    return body[:SEQ_OFFSET] + _SEQ.pack(seq) + body[SEQ_OFFSET + _SEQ.size:]
+
+
 def encode(frame: Frame) -> bytes:
     name = frame.name.encode("utf-8")
     return _HEADER.pack(

@@ -171,6 +171,7 @@ class LivePulseTests(PulseTestCase):
             peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
         self.step(0.01)
         node.pulser.work.received(answer, ("10.9.9.2", 1200))
+        node.pulser.drain()
         self.assertEqual(node.status().peer.last_heartbeat_age, 0.0)
         self.assertEqual(node.pulser.counts.received, 1)
 
@@ -188,11 +189,48 @@ class LivePulseTests(PulseTestCase):
         answer = PulseKeys.from_session(far).seal(wire.encode(
             peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
         node.pulser.work.received(answer, ("10.9.9.2", 1200))
+        node.pulser.drain()
         [observation] = heard
         self.assertAlmostEqual(observation.acked[0], sent_at, delta=0.011)
         self.assertEqual(observation.acked[1], self.reactor.seconds())
         self.assertTrue(0 < observation.seq <= beat, "the number of the heartbeat the pulse repeated")
         self.assertEqual(node.core._acks[-1], observation.acked)
+
+    def stalled_live_node(self, answered_meanwhile):
+        """
+        A live node (backup threshold 2 s) whose reactor does not turn for 1.6 s (its timers all come late,
+        at once); with C{answered_meanwhile}, its pulse thread pulsed and read the backup's answers meanwhile.
+        """
+        node = self.make_node(name="serv_a", backup=False)
+        protocol, far, _ = self.connected(node)
+        self.step(1.0, step=0.01)
+        start = self.reactor.seconds()
+        keys = PulseKeys.from_session(far)
+        if answered_meanwhile:
+            for k in range(1, 10):
+                sent = start + k * 0.16
+                frame = peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=node.sender.last_seq)
+                node.pulser.work.inbox.append(("answer", keys, frame, ("10.9.9.2", 1200), (sent, sent + 0.002)))
+        epoch = node.core.epoch
+        # The core's own heartbeat timer must be the first to come late (the stall watch's tick, which
+        # takes the thread's answers too, may come first or not): the watch is stopped.
+        node.stalls.stop()
+        self.reactor.advance(1.6)  # one jump: every timer due meanwhile runs late
+        return node, epoch
+
+    def test_a_late_timers_stall_check_knows_the_answers_the_thread_read_meanwhile(self):
+        """
+        The answers wait in the thread's queue; they reach the core before the first late timer does, so
+        its stall check knows the backup heard this node all along, and the node serves on. Without them
+        (the thread heard nothing back) the same stall stops it serving (1.6 s + 0.5 s >= 2 s).
+        """
+        node, epoch = self.stalled_live_node(answered_meanwhile=True)
+        self.assertEqual((node.core.role, node.core.epoch), (LIVE, epoch), node.core.cause)
+        self.assertNotIn("stall", node.core.cause)
+        self.assertFalse(node.pulser.waiting())
+        node, epoch = self.stalled_live_node(answered_meanwhile=False)
+        self.assertIn("rejoining after a stall of", node.core.cause)  # it stood down, asked, and took the role again
+        self.assertGreater(node.core.epoch, epoch)
 
     def test_a_backup_node_does_not_pulse(self):
         node = self.make_node()
@@ -522,11 +560,14 @@ class PulseThreadTests(TestCase):
         from twisted.internet import task, reactor
 
         def handed_over():
+            self.assertTrue(self.pulser.waiting(), "the thread read the answers; the reactor takes them")
+            self.pulser.drain()
             self.assertEqual(len(self.answers), len(got))
             for (arrived, _), (frame, (sent, answered)) in zip(got, self.answers):
                 self.assertEqual(frame.seq, 7, "the heartbeat number the pulse repeated")
                 self.assertTrue(busy_since - self.PERIOD <= sent <= arrived <= answered < busy_until,
                                 "both times taken by the thread while the reactor was busy")
+                self.assertLess(answered - arrived, 2 * self.PERIOD, "read at the thread's next turn")
             self.assertEqual(self.refused, [])
 
         return task.deferLater(reactor, 0.05, handed_over)
