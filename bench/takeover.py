@@ -60,9 +60,10 @@ def parse_iso(text: str) -> float:
     return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
-def trial(workdir, fault: str, interval: float, threshold: float):
+def trial(workdir, fault: str, interval: float, threshold: float, extra: str = ""):
     """One pair, one fault. Returns (seconds to service, excess over threshold or None)."""
-    pair = Pair(workdir, interval=interval, threshold=threshold, own_listeners=True, reload_interval=5)
+    pair = Pair(workdir, interval=interval, threshold=threshold, own_listeners=True, reload_interval=5,
+                failover_extra=extra)
     try:
         pair.start_both()
         start = time.monotonic()
@@ -82,16 +83,17 @@ def trial(workdir, fault: str, interval: float, threshold: float):
         pair.stop()
 
 
-def run(trials: int, intervals, faults, out=sys.stdout):
+def run(trials: int, intervals, faults, out=sys.stdout, threshold=None, extra=""):
     rows = []
+    fixed = threshold
     for interval in intervals:
-        threshold = round(3 * interval, 6)
+        threshold = fixed if fixed is not None else round(3 * interval, 6)
         for fault in faults:
             times, excesses = [], []
             for _ in range(trials):
                 workdir = tempfile.mkdtemp(prefix="iwayfailover-bench-")
                 try:
-                    elapsed, excess = trial(workdir, fault, interval, threshold)
+                    elapsed, excess = trial(workdir, fault, interval, threshold, extra)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
                 times.append(elapsed)
@@ -125,10 +127,14 @@ def main(argv=None):
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--interval", type=float, action="append", help="heartbeat interval(s) to test (default 1 and 0.1)")
     parser.add_argument("--fault", choices=sorted(FAULTS), action="append")
+    parser.add_argument("--threshold", type=float, help="the threshold (default 3 x the interval)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [failover] setting for the pair, e.g. --set pulses=true (repeatable)")
     args = parser.parse_args(argv)
     trials = 3 if args.quick else args.trials
     intervals = args.interval or ([0.1] if args.quick else [1.0, 0.1])
-    run(trials, intervals, args.fault or list(FAULTS))
+    extra = "\n".join(" = ".join(part.strip() for part in item.split("=", 1)) for item in args.set)
+    run(trials, intervals, args.fault or list(FAULTS), threshold=args.threshold, extra=extra)
     return 0
 
 

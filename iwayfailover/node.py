@@ -410,8 +410,10 @@ class FailoverNode(CoreNode):
         self._pulses = self._pulses_allowed()
         self.pulses_in = PulseReceiver(reactor, self._pulse_heard, self.refusals.report)
         self.pulser = Pulser(reactor, self._pulse_frame, self._pulse_answered, self.refusals.report,
-                             peer_threshold=lambda: self.peer_threshold, now=now, sockets=pulse_sockets)
+                             peer_threshold=lambda: self.peer_threshold, now=now, sockets=pulse_sockets,
+                             second_address=self._peer_second_address)
         self.pulser.realtime = config.failover.realtime  # read at start only: applied at the next start
+        self.pulses_in.second = self.settings.second_address  # applied at the next start
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
         self._draining = False
@@ -588,6 +590,11 @@ class FailoverNode(CoreNode):
         """
         return (self.config.failover.pulses and not self.keys.insecure
                 and not tls.is_tls(self.settings.backup_endpoint) and not tls.is_tls(self.settings.heartbeat_endpoint))
+
+    def _peer_second_address(self) -> Optional[str]:
+        """The backup's second_address, as this node's copy of the configuration has it."""
+        peer = self.config.servers.get(self.core.peer_name or self.core.settings.peer)
+        return None if peer is None else peer.second_address
 
     def pulse_period(self) -> float:
         return pulse_period(self.config.failover.heartbeat_interval, self.peer_threshold)

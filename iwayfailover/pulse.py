@@ -53,6 +53,10 @@ class PulseError(ValueError):
     """A datagram that is not a pulse this node accepts; the message says why."""
 
 
+class PulseDuplicate(PulseError):
+    """The pulse last taken on its session, again: its other copy (a second address) came first. Dropped quietly."""
+
+
 def session_id(client_nonce: bytes, server_nonce: bytes) -> bytes:
     """The public name of a heartbeat connection's pulse session: the same on both sides."""
     return hashlib.sha256(b"iwayfailover pulse id" + client_nonce + server_nonce).digest()[:SESSION_ID_SIZE]
@@ -104,6 +108,8 @@ class PulseKeys:
         message = self._in + signed
         if not any(hmac.compare_digest(hmac.digest(k, message, "sha256"), mac) for k in self._receive_keys):
             raise PulseError("bad MAC: forged, damaged, or sealed with a key this node does not hold")
+        if number == self.received:
+            raise PulseDuplicate(f"pulse number {number} again")
         if number <= self.received:
             raise PulseError(f"pulse number {number} is not above {self.received}: replayed, or overtaken by a later one")
         self.received = number

@@ -31,7 +31,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from iwayfailover import steady, wire
-from iwayfailover.pulse import MAX_PULSE, PulseBook, PulseError, PulseKeys
+from iwayfailover.pulse import MAX_PULSE, PulseBook, PulseDuplicate, PulseError, PulseKeys
 
 MIN_PERIOD = 0.005
 """The shortest time between two pulses, in seconds."""
@@ -44,6 +44,10 @@ PULSE_SEQ = 1 << 63
 THREAD_STACK = 256 * 1024
 """The pulse thread's stack, in bytes (a thread's default is 8 MiB)."""
 SENT_KEPT = 1024
+INBOX_KEPT = 1024
+"""Answers and refusals the thread keeps for the reactor, at most (the newest)."""
+READ_PER_TURN = 64
+"""Datagrams the thread reads at one turn, at most."""
 """Pulses whose send time the thread remembers, to time the answers."""
 
 
@@ -103,6 +107,7 @@ class Counts:
     def __init__(self):
         self.received = 0
         self.rejected = 0
+        self.duplicates = 0
 
 
 class _ThreadOrigin:
@@ -141,6 +146,9 @@ class _PulseProtocol(DatagramProtocol):
                 raise PulseError(f"datagram of {len(data)} bytes is over the limit of {MAX_PULSE}")
             keys, body = self._book.open(data)
             frame = wire.decode(body)
+        except PulseDuplicate:
+            self.counts.duplicates += 1  # the copy sent to the other address: taken already
+            return
         except (PulseError, wire.FrameError) as e:
             self._refuse(address, str(e))
             return
@@ -175,16 +183,27 @@ class PulseReceiver:
         self._on_frame = on_frame
         self._on_refused = on_refused
         self._ports = {}  # (host, port) -> listening UDP port
+        self.second: Optional[str] = None  # this server's second_address
 
     def add(self, keys: PulseKeys) -> None:
         self.book.add(keys)
 
     def port_opened(self, tcp_port) -> None:
-        """The heartbeat port listens at a new address: listen for pulses at the same one."""
+        """
+        The heartbeat port listens at a new address: listen for pulses at the
+        same one, and on the same number at this server's second address (if any).
+        """
         address = tcp_port.getHost()
         host, number = getattr(address, "host", None), getattr(address, "port", None)
-        if number is None or (host, number) in self._ports:
+        if number is None:
             return  # not an IP port (a Unix socket): no pulses
+        self._listen(host, number)
+        if self.second is not None and host not in ("0.0.0.0", "::"):  # a wildcard port covers it already
+            self._listen(self.second, number)
+
+    def _listen(self, host, number) -> None:
+        if (host, number) in self._ports:
+            return
         try:
             # One protocol per UDP port: Twisted ties a protocol to one transport.
             protocol = _PulseProtocol(self.book, self._on_frame, self._on_refused, self.counts)
@@ -200,9 +219,11 @@ class PulseReceiver:
 
     def port_closed(self, tcp_port) -> None:
         address = tcp_port.getHost()
-        port = self._ports.pop((getattr(address, "host", None), getattr(address, "port", None)), None)
-        if port is not None:
-            port.stopListening()
+        number = getattr(address, "port", None)
+        for host in (getattr(address, "host", None), self.second):
+            port = self._ports.pop((host, number), None)
+            if port is not None:
+                port.stopListening()
 
     def stop(self) -> None:
         for port in self._ports.values():
@@ -230,9 +251,12 @@ class PulseWork:
         self.book = PulseBook()  # answers: the sessions of this node's connections
         self.keys: Optional[PulseKeys] = None
         self.target = None
+        self.second = None  # (host, port): the backup's second address, the same port number; None: none
         self.template: Optional[bytes] = None  # the encoded frame as of the reactor's last stamp; None: send nothing
         self.beat = 0  # the heartbeat number the template repeats
-        self.inbox = collections.deque()  # what the thread read, for the reactor: ("answer", ...) or ("refused", ...)
+        # What the thread read, for the reactor: ("answer", ...) or ("refused", ...); bounded, so that a
+        # flood while the reactor is stuck costs no memory (a lost answer only makes silence look longer).
+        self.inbox = collections.deque(maxlen=INBOX_KEPT)
         self.stamp = 0.0
         self.bound = 0.0
         self.period = 1.0
@@ -265,16 +289,19 @@ class PulseWork:
             self.sent_at[number] = (now, self.beat)
             self.sent_at.pop(number - SENT_KEPT, None)
             datagram = keys.seal(wire.with_seq(template, PULSE_SEQ | number))
-            try:
-                self.sock.sendto(datagram, target)
-                self.sent += 1
-            except OSError:
-                pass  # not sent now (no route, a full buffer): as good as lost
+            for address in (target, self.second):
+                if address is None:
+                    continue
+                try:
+                    self.sock.sendto(datagram, address)
+                except OSError:
+                    pass  # not sent now (no route, a full buffer): as good as lost
+            self.sent += 1
             return self.due
 
     def read_answers(self) -> None:
-        """Every datagram waiting on the socket (it does not block)."""
-        while True:
+        """The datagrams waiting on the socket, up to L{READ_PER_TURN} (it does not block: a flood cannot hold up a pulse)."""
+        for _ in range(READ_PER_TURN):
             try:
                 data, address = self.sock.recvfrom(MAX_PULSE + 1)
             except (BlockingIOError, InterruptedError):
@@ -292,6 +319,9 @@ class PulseWork:
             with self.lock:
                 keys, body = self.book.open(data)
             frame = wire.decode(body)
+        except PulseDuplicate:
+            self.counts.duplicates += 1
+            return
         except (PulseError, wire.FrameError) as e:
             self.counts.rejected += 1
             self.inbox.append(("refused", address[0], f"pulse: {e}"))
@@ -333,12 +363,16 @@ class Pulser:
     log = Logger()
 
     def __init__(self, reactor, frame: Callable[[], Optional[wire.Frame]], on_frame, on_refused,
-                 peer_threshold: Callable[[], float], now=time.monotonic, sockets=None):
+                 peer_threshold: Callable[[], float], now=time.monotonic, sockets=None,
+                 second_address: Callable[[], Optional[str]] = lambda: None):
         """
         @param sockets: None for the real thing (a UDP socket and a thread);
             for unit tests, a stand-in for C{socket.socket}: then the pulses
             go from the reactor's timers, on the reactor's clock C{now}.
+        @param second_address: the backup's second address (its
+            C{second_address}), where every pulse goes as well, or None.
         """
+        self._second_address = second_address
         self._reactor = reactor
         self._frame = frame
         self._on_frame = on_frame
@@ -390,8 +424,15 @@ class Pulser:
         """The backup answered on the connection of C{keys}: it holds them; pulse on them from now on."""
         work = self.work
         if work is not None and self._pending is not None and self._pending[0] is keys:
+            target = self._pending[1]
+            second = self._second_address()
+            if second is not None and (":" in second) != (":" in target[0]):
+                self.log.warn("the backup's second address {second} is not of the family of {host}, where its"
+                              " heartbeat connection reached it: no pulses go there", second=second, host=target[0])
+                second = None
             with work.lock:
                 work.keys, work.target = self._pending
+                work.second = None if second is None or second == target[0] else (second, target[1])
             self._pending = None
 
     def _open_socket(self, target) -> Optional[PulseWork]:

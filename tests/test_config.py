@@ -139,8 +139,8 @@ class FailoverSectionTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertIn(
             "console_users, coordinator, etcd_cacert, etcd_cert, etcd_endpoints, etcd_key, etcd_password_file,"
-            " etcd_prefix, etcd_user, failback, failback_delay, heartbeat_interval, insecure, preferred, pulses,"
-            " reload_interval, secret_file, self_fence, unsaved_epoch, witness",
+            " etcd_prefix, etcd_user, failback, failback_delay, heartbeat_interval, insecure, lock_memory, preferred,"
+            " pulses, realtime, reload_interval, secret_file, self_fence, unsaved_epoch, witness",
             str(error),
         )
 
@@ -556,6 +556,24 @@ class ServerSectionTests(ConfigErrorAssertions, unittest.TestCase):
 
         self.assertErrorNames(error, "server:serv_c")
         self.assertIn("[server:serv_a], [server:serv_b]", str(error))
+
+
+class SecondAddressTests(ConfigErrorAssertions, unittest.TestCase):
+    """[server:NAME] second_address: an IP address literal (pulses go there without a lookup)."""
+
+    def test_an_address_of_either_family_is_taken_as_written_canonically(self):
+        for text, value in (("192.168.2.11", "192.168.2.11"), ("FD00:2::11", "fd00:2::11")):
+            config = parse_config("[failover]\ninsecure = true\n" + SERVER_A + f"second_address = {text}\n" + SERVER_B, PATH)
+            self.assertEqual(config.servers["serv_a"].second_address, value)
+            self.assertIsNone(config.servers["serv_b"].second_address)
+
+    def test_a_host_name_or_a_multicast_address_is_refused_naming_the_key(self):
+        for text, why in (("iam2-second", "not an IP address"), ("224.0.0.18", "multicast or unspecified"),
+                          ("0.0.0.0", "multicast or unspecified")):
+            error = self.assertRefused("[failover]\ninsecure = true\n" + SERVER_A + f"second_address = {text}\n" + SERVER_B,
+                                       "server:serv_a", "second_address")
+            self.assertIn(why, str(error))
+            self.assertIn("no host name", str(error))
 
 
 class ListenerSectionTests(ConfigErrorAssertions, unittest.TestCase):

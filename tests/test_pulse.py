@@ -44,11 +44,21 @@ class PulseTests(unittest.TestCase):
         other, _ = connection()
         self.assertNotEqual(PulseKeys.from_session(other).id, self.live.id)
 
-    def test_a_repeated_pulse_is_refused(self):
-        pulse = self.live.seal(frame())
-        self.book.open(pulse)
-        with self.assertRaisesRegex(PulseError, "replayed"):
-            self.book.open(pulse)
+    def test_the_latest_pulse_again_is_a_duplicate_and_an_older_one_a_replay(self):
+        """
+        The pulse last taken, again (its copy sent to the second address): a duplicate, dropped quietly;
+        an older one after it: refused as replayed.
+        """
+        from iwayfailover.pulse import PulseDuplicate
+
+        first, second = self.live.seal(frame(1)), self.live.seal(frame(2))
+        self.book.open(first)
+        self.book.open(second)
+        with self.assertRaises(PulseDuplicate):
+            self.book.open(second)
+        with self.assertRaisesRegex(PulseError, "replayed") as caught:
+            self.book.open(first)
+        self.assertNotIsInstance(caught.exception, PulseDuplicate)
 
     def test_numbers_may_skip_but_an_older_one_after_a_newer_is_refused(self):
         """Pulse 1 lost, 2 and 3 arrive (accepted); 1 arriving late is refused."""

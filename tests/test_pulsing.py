@@ -313,6 +313,32 @@ class LivePulseTests(PulseTestCase):
         self.assertEqual([(s.family, s.bound, s.closed) for s in made],
                          [(socket.AF_INET6, ("::", 0), True), (socket.AF_INET, ("0.0.0.0", 0), False)])
 
+    def test_with_the_backups_second_address_each_pulse_goes_both_ways(self):
+        """serv_b's second_address: every pulse, the same datagram, to where the link reached it and to the second address."""
+        self.text = PULSES_ON.replace("[server:serv_b]\n", "[server:serv_b]\nsecond_address = 10.9.8.2\n")
+        node = self.make_node(name="serv_a", backup=False)
+        self.connected(node)
+        self.step(1.0, step=0.01)
+        written = sent(node)
+        first = [a for _, a in written if a[0] == "10.9.9.2"]
+        second = [a for _, a in written if a[0] == "10.9.8.2"]
+        self.assertGreaterEqual(len(first), 5)
+        self.assertEqual(set(second), {("10.9.8.2", 1200)})
+        self.assertEqual([d for d, a in written if a[0] == "10.9.9.2"], [d for d, a in written if a[0] == "10.9.8.2"])
+        self.assertEqual(node.pulser.sent, len(first), "a pulse counts once")
+
+    def test_a_second_address_of_the_other_family_is_skipped_with_a_warning(self):
+        self.text = PULSES_ON.replace("[server:serv_b]\n", "[server:serv_b]\nsecond_address = fd00::2\n")
+        from twisted.logger import capturedLogs, formatEvent
+
+        node = self.make_node(name="serv_a", backup=False)
+        with capturedLogs() as events:
+            self.connected(node)
+            self.step(0.5, step=0.01)
+        self.assertEqual({a[0] for _, a in sent(node)}, {"10.9.9.2"})
+        lines = [formatEvent(e) for e in events]
+        self.assertTrue(any("not of the family" in line for line in lines), lines)
+
     def test_the_period_puts_twelve_pulses_in_a_threshold_at_least(self):
         self.assertEqual(pulse_period(0.5, 2.0), 2.0 / PULSES_PER_THRESHOLD)
         self.assertEqual(pulse_period(0.03, 0.15), 0.15 / PULSES_PER_THRESHOLD)
@@ -404,14 +430,20 @@ class BackupPulseTests(PulseTestCase):
         self.pulse(port, PulseKeys.from_session(transport.far), seq=2)
         self.assertEqual((node.pulses_in.counts.received, node.pulses_in.counts.rejected), (0, 1))
 
-    def test_a_replayed_pulse_is_refused_and_counted(self):
+    def test_a_replayed_pulse_is_refused_and_counted_and_a_copy_of_the_latest_is_dropped_quietly(self):
+        """An older pulse after a newer one: refused and counted; the latest again (its second-address copy): neither."""
         node = self.make_node()
         port = self.listening(node)
         _, keys = self.live_session(node)
-        data = keys.seal(wire.encode(peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=2)))
-        port.protocol.datagramReceived(data, ("10.9.9.1", 41000))
-        port.protocol.datagramReceived(data, ("10.9.9.1", 41000))
-        self.assertEqual((node.pulses_in.counts.received, node.pulses_in.counts.rejected), (1, 1))
+        old, new = (keys.seal(wire.encode(peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=n)))
+                    for n in (2, 3))
+        port.protocol.datagramReceived(old, ("10.9.9.1", 41000))
+        port.protocol.datagramReceived(new, ("10.9.9.1", 41000))
+        port.protocol.datagramReceived(new, ("10.9.8.1", 41000))
+        counts = node.pulses_in.counts
+        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (2, 0, 1))
+        port.protocol.datagramReceived(old, ("10.9.9.1", 41000))
+        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (2, 1, 1))
 
     def test_only_heartbeats_of_known_servers_are_taken(self):
         """An answer or a standing-down in a pulse, or a stranger's name: refused, nothing heard, no answer."""
@@ -442,6 +474,15 @@ class BackupPulseTests(PulseTestCase):
             else:
                 self.pulse(port, keys, seq=seq)
         self.assertAlmostEqual(node.status().heartbeats.gaps.heard.largest, 0.25)
+
+    def test_a_backup_with_a_second_address_listens_there_too_and_takes_each_pulse_once(self):
+        """second_address = 10.9.8.2: UDP on the heartbeat port's number there too; a pulse's copy is a duplicate, not a refusal."""
+        self.text = PULSES_ON.replace("[server:serv_b]\n", "[server:serv_b]\nsecond_address = 10.9.8.2\n")
+        node = self.make_node()
+        node.pulses_in.port_opened(FakeTCPPort("10.9.9.2", 1200))
+        self.assertEqual([(p.number, p.interface) for p in self.reactor.udp], [(1200, "10.9.9.2"), (1200, "10.9.8.2")])
+        node.pulses_in.port_closed(FakeTCPPort("10.9.9.2", 1200))
+        self.assertEqual([p.listening for p in self.reactor.udp], [False, False])
 
     def test_the_pulse_port_follows_the_heartbeat_port(self):
         node = self.make_node()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from iwayfailover.config.values import (
-    BOOLEAN, COMMAND, CONSOLE, COUNT, ENVIRONMENT, FOLDER, HOOK, INTEGER, INTERFACE, LOCATION, PLUGIN, PORT,
+    ADDRESS, BOOLEAN, COMMAND, CONSOLE, COUNT, ENVIRONMENT, FOLDER, HOOK, INTEGER, INTERFACE, LOCATION, PLUGIN, PORT,
     SECONDS, SECRET_FILE, SERVER_NAME, SERVER_NAMES, USERS_FILE, VIRTUAL_IP, WITNESSES, ConfigError, ValueKind,
     COORDINATOR, ETCD_ENDPOINTS, ETCD_PREFIX, ETCD_USER, PASSWORD_FILE, PEM_FILE,
 )
@@ -155,6 +155,7 @@ KEYS: Tuple[Key, ...] = (
     Key("heartbeat_port", SERVER, PORT, None, "where this server hears heartbeats; it listens in both roles", label="Heartbeat Port", required=True, only=PAIR, refused_elsewhere=False),
     Key("threshold", SERVER, SECONDS, None, "seconds without a live signal before this server, as backup, takes over; more than heartbeat_interval, 3 x or more is advised. With coordinator = etcd: the TTL of this server's leases, whole seconds, 2 or more: a crashed live node's role is free after at most this", label="Threshold", required=True),
     Key("console", SERVER, CONSOLE, None, "the administration console, status API and metrics (a bare port: on 127.0.0.1 only); re-bound at once, but a console added or removed takes effect at the next start", shown=True),
+    Key("second_address", SERVER, ADDRESS, None, "a second path to this server, as corosync's second link: its address on another network (a second NIC, VLAN or switch), where it also listens for pulses on its heartbeat port's number (UDP); with pulses = true its live peer sends every pulse both ways, so that the loss of one network is no takeover. The heartbeat connection and the probe still use backup_location", label="Second address", only=PAIR, applied=NEXT_START),
     Key("priority", SERVER, INTEGER, 0, "breaks a tie between two live nodes of the same epoch: the higher stays live (with coordinator = etcd: when several could take the role, the higher campaigns first)", label="Priority"),
     # [failover] or [server:NAME]: getting clients to the live node
     Key("virtual_ip", BOTH, VIRTUAL_IP, None, "the floating IP the live node holds (needs interface)", group=CLIENT),

@@ -356,6 +356,19 @@ def virtual_ip(path, section, key, text):
     return interface.with_prefixlen
 
 
+_ADDRESS_ALLOWED = "an IPv4 or IPv6 address (no host name: pulses are sent without a lookup), e.g. 192.168.2.11 or fd00:2::11"
+
+
+def address(path, section, key, text):
+    try:
+        value = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ConfigError(path, section, key, text, "not an IP address", _ADDRESS_ALLOWED) from None
+    if value.is_multicast or value.is_unspecified:
+        raise ConfigError(path, section, key, text, "a multicast or unspecified address is no server's", _ADDRESS_ALLOWED)
+    return str(value)
+
+
 _INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}\Z")
 _INTERFACE_ALLOWED = "a network interface name of 1 to 15 of A-Z a-z 0-9 _ . @ -, e.g. eth0 or bond0.100"
 
@@ -582,6 +595,7 @@ SERVER_NAME = ValueKind("server name", "the name of a [server:NAME] section", se
 SERVER_NAMES = ValueKind("server names", _SERVER_NAMES_ALLOWED, server_names, ", ".join)
 VIRTUAL_IP = ValueKind("address/prefix", _VIRTUAL_IP_ALLOWED, virtual_ip)
 INTERFACE = ValueKind("interface", _INTERFACE_ALLOWED, interface_name)
+ADDRESS = ValueKind("address", _ADDRESS_ALLOWED, address)
 HOOK = ValueKind("command", _HOOK_ALLOWED, _words(_HOOK_ALLOWED), _show_words)
 PLUGIN = ValueKind("plugin line", _PLUGIN_ALLOWED, _words(_PLUGIN_ALLOWED), _show_words)
 COMMAND = ValueKind("command", _COMMAND_ALLOWED, _words(_COMMAND_ALLOWED), _show_words)
