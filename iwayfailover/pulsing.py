@@ -29,6 +29,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from iwayfailover import steady, wire
 from iwayfailover.pulse import MAX_PULSE, PulseBook, PulseDuplicate, PulseError, PulseKeys
@@ -586,7 +587,9 @@ class Pulser:
                     waker.recv(64)
         except Exception:
             if self.work is work:
-                self._reactor.callFromThread(self.log.failure, "the pulse thread failed; heartbeats still go over TCP")
+                failure = Failure()  # taken here, where the exception is
+                self._reactor.callFromThread(self.log.failure, "the pulse thread failed; heartbeats still go over TCP",
+                                             failure)
 
     def _answered(self, keys, frame, address, acked) -> None:
         origin = _ThreadOrigin(keys, address, self._refused)

@@ -630,3 +630,28 @@ class PulseThreadTests(TestCase):
             self.assertFalse(thread.is_alive())
 
         return task.deferLater(reactor, 0.05, stopped)
+
+    def test_a_failing_pulse_thread_is_logged_on_the_reactor_and_ends(self):
+        """Whatever goes wrong in the thread is logged, with its traceback, on the reactor; nothing escapes."""
+        from twisted.internet import task, reactor
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        thread = self.pulser._thread
+
+        def boom():
+            raise RuntimeError("broken on purpose")
+
+        self.pulser.work.turn = boom
+        self.pulser._wake()
+        thread.join(5.0)
+        self.assertFalse(thread.is_alive())
+
+        def logged():
+            [event] = [e for e in events if "the pulse thread failed" in e.get("log_format", "")]
+            self.assertIn("broken on purpose", event["log_failure"].getTraceback())
+            self.flushLoggedErrors(RuntimeError)
+
+        return task.deferLater(reactor, 0.05, logged)

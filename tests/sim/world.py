@@ -407,7 +407,7 @@ class World(Schedule):
         since_busy, self.busy_since[name] = self.busy_since[name], None
         peer = self.nodes[B if name == A else A]
         sc = self.scenario
-        # Judged once the reactor has caught up (its callFromThread queue and late timers run at once).
+        # Judged once the reactor has caught up (the thread's answers and the late timers are taken at once).
         kept = (busy and node.core.role == ev.LIVE and sc.pulses and not sc.pulse_loss and not self.udp_drop
                 and self._link_whole()
                 and node.pulse_session is not None and node.last_seq and peer.running
@@ -418,9 +418,9 @@ class World(Schedule):
         self.disturbed(self.t)
         self.log(f"{name}: {'reactor free' if busy else 'SIGCONT'} after {stalled:.3f}s")
         incarnation = node.incarnation
-        # Twisted runs what other threads handed it (callFromThread: the pulse
-        # thread's answers) first, then the timers that came due, before it
-        # reads sockets; what waits in them is read a moment later, in order.
+        # The node takes the answers its pulse thread read first (before it tells
+        # the core anything else), then Twisted runs the timers that came due,
+        # before it reads sockets; what waits in them is read a moment later, in order.
         inbox, node.inbox = node.inbox, []
         for wanted in ("thread", "timer"):
             for kind, fn in inbox:
