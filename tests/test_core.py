@@ -440,6 +440,24 @@ class LiveTests(unittest.TestCase):
 class ReviewFindingsTests(unittest.TestCase):
     """Holes a review found in the rules, each closed."""
 
+    def test_a_stand_down_of_a_term_already_over_is_answered_but_not_taken(self):
+        """
+        A planned switchover's standing-down frame (epoch 2) read late, after this backup had heard its
+        peer live again under epoch 5 (it was stopped while the frame waited): answered, no takeover.
+        The same frame at the live node's current epoch is a takeover.
+        """
+        r = backup()
+        r.heartbeat(epoch=5)
+        r.clear()
+        r.heartbeat(epoch=2, kind=ev.STANDING_DOWN, switchover=True)
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertEqual(r.of(ev.SaveEpoch), [])
+        self.assertEqual(len(r.of(ev.Answer)), 1)
+        self.assertIn("epoch 5 has been heard since", " ".join(n.text for n in r.of(ev.Note)))
+        r = backup()
+        r.heartbeat(epoch=2, kind=ev.STANDING_DOWN, switchover=True)
+        self.assertIsNotNone(r.last(ev.SaveEpoch), "a stand-down of the current term starts the takeover")
+
     def test_a_peer_that_outranks_but_never_takes_the_role_is_passed_over_the_second_time(self):
         """A higher-ranked backup that stays backup (its disk is full) does not keep this node from serving for good."""
         r = backup(epoch=1)

@@ -699,6 +699,8 @@ class PairCore(CoreBase):
 
     def _on_Heard(self, h: Heard) -> None:
         now = self.now()
+        # A frame of a term already over: epochs only grow, so the live node's is the highest known.
+        stale = h.epoch < self.highest
         self.peer_name, self.peer_role, self.peer_epoch = h.sender, h.role, h.epoch
         self.peer_priority, self.last_heard = h.priority, now
         if h.threshold > 0:
@@ -707,7 +709,13 @@ class PairCore(CoreBase):
         role = self.role
         if h.kind == STANDING_DOWN:
             answer = Answer(h.link, h.seq, h.reply)
-            if role == BACKUP and self._claim is None:
+            if role == BACKUP and self._claim is None and stale:
+                # Read late (this process was stopped while it waited): the peer has been live
+                # again since, under a higher epoch. Taking the role now would be a second live node.
+                self._note("info", f"not taking over: {h.sender} stood down at epoch {h.epoch}, but epoch"
+                                   f" {self.highest} has been heard since")
+                self._emit(answer)
+            elif role == BACKUP and self._claim is None:
                 why = "planned switchover" if h.switchover else "shutting down"
                 self._claim_role("switchover" if h.switchover else "peer_shutdown",
                                  f"{h.sender} stood down ({why})", answer=answer)

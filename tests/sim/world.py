@@ -209,7 +209,8 @@ class World(Schedule):
         self.resets = False  # a firewall resetting every connection between the two
         self.tcp_stall = False  # TCP between the two carries nothing (held, as by a cut); datagrams pass
         self.stall_started: Optional[float] = None
-        self.busy_since = {A: None, B: None}
+        self.busy_since = {A: None, B: None}  # the reactor busy (the pulse thread running) since
+        self.lost_while_busy = {A: False, B: False}  # a pulse to or from the node was lost since its reactor got busy
         self.udp_drop = False  # datagrams between the two are dropped (a firewall rule); TCP passes  # the reactor busy (the pulse thread running) since
         self.file_ports = {A: 1200, B: 1200}  # the shared file as it is now: what a starting process reads
         self.file_edit = None  # the last edit of priorities and failback, likewise
@@ -383,6 +384,7 @@ class World(Schedule):
             node.busy = busy
             if busy:
                 self.busy_since[name] = self.t
+                self.lost_while_busy[name] = False
             self.log(f"{name}: {'reactor busy' if busy else 'SIGSTOP'}")
             tick = max(0.02, min(0.1, min(1.0, node.settings.threshold / 4) / 2))
             due = self.t + self.rng.uniform(0, tick)
@@ -408,7 +410,7 @@ class World(Schedule):
         peer = self.nodes[B if name == A else A]
         sc = self.scenario
         # Judged once the reactor has caught up (the thread's answers and the late timers are taken at once).
-        kept = (busy and node.core.role == ev.LIVE and sc.pulses and not sc.pulse_loss and not self.udp_drop
+        kept = (busy and node.core.role == ev.LIVE and sc.pulses and not self.lost_while_busy[name]
                 and self._link_whole()
                 and node.pulse_session is not None and node.last_seq and peer.running
                 and self.unpaused_since[peer.name] < since_busy and self.live_since[name] < since_busy
@@ -428,7 +430,8 @@ class World(Schedule):
                     if node.incarnation != incarnation or node.paused:
                         return
                     fn()
-        if kept and node.up and node.core.role != ev.LIVE and peer.core is not None and peer.core.role != ev.LIVE:
+        # (Fenced: backup at once; a failback's handover due meanwhile is no fence.)
+        if kept and node.up and node.core.role == ev.BACKUP and peer.core is not None and peer.core.role != ev.LIVE:
             raise Violation(f"pulse thread: {name} stopped serving after its reactor was busy for only"
                             f" {stalled:.3f}s, while its pulse thread pulsed and its backup answered")
         backlog = [fn for kind, fn in inbox if kind not in ("thread", "timer")]
@@ -886,6 +889,7 @@ class World(Schedule):
             sent_at = self.t
         if (self.cut[(node.name, to)] or receiver.host_down or self.udp_drop
                 or self.prng.random() < self.scenario.pulse_loss):
+            self.lost_while_busy[node.name] = self.lost_while_busy[to] = True
             if not answer and "ack-lost-pulses" in self.plants and node.busy:
                 # The planted thread takes the pulse it sent for one answered, as if the backup had heard it.
                 answer_frame = dict(frame, kind=ev.ANSWER, sender=to, role=ev.BACKUP, epoch=receiver.core.epoch
@@ -1208,8 +1212,8 @@ class World(Schedule):
         other = self.nodes[B if node.name == A else A]
         sc = self.scenario
         busy = self.busy_since[other.name]
-        if (busy is not None and other.up and other.core.role == ev.LIVE and sc.pulses and not sc.pulse_loss
-                and not self.udp_drop and self._link_whole() and other.pulse_session is not None and other.last_seq
+        if (busy is not None and other.up and other.core.role == ev.LIVE and sc.pulses
+                and not self.lost_while_busy[other.name] and self._link_whole() and other.pulse_session is not None and other.last_seq
                 and self.t - busy < stamp_bound(sc.threshold) - 0.01 and self.live_since[other.name] < busy
                 and self.unpaused_since[node.name] < busy):
             # What the pulse thread is for: a reactor busy for less than the stamp's bound goes on pulsing,
