@@ -416,7 +416,6 @@ class FailoverNode(CoreNode):
         self.pulses_in.second = self.settings.second_address  # applied at the next start
         self._old_location = None  # (the backup location before the last edit moved it, asked until)
         self._differs_logged = None
-        self._draining = False
         self.stalls = StallWatch(reactor, now, self._stall_tick(), lambda late: self._feed(ev.Stalled(late)),
                                  on_tick=self._stall_watch_tick)
 
@@ -432,18 +431,12 @@ class FailoverNode(CoreNode):
 
     def pulses_started(self) -> None:
         """The pulse thread has begun: the stall watch ticks at the stamp's pace from now on."""
-        self.stalls.tick = self._stall_tick()
-        if self.running:
-            self.stalls.start()
+        self.stalls.hurry(self._stall_tick())
 
     def _before_feed(self) -> None:
         # The pulse thread's answers come first: a stall check (a late timer's) must know them.
-        if self.pulser.waiting() and not self._draining:
-            self._draining = True
-            try:
-                self.pulser.drain()
-            finally:
-                self._draining = False
+        if self.pulser.waiting():
+            self.pulser.drain()
 
     # -- derived settings --
 
@@ -462,11 +455,13 @@ class FailoverNode(CoreNode):
     def stopService(self):
         stopped = self._stopped = defer.Deferred()
         self._feed(ev.Shutdown())
-        self.stalls.stop()
         if self.core.role == STOPPED and not stopped.called:
             self.serving.after_stops(lambda: stopped.called or stopped.callback(None))
 
         def rest(_):
+            # The stall watch ran till now: it keeps the pulse thread's stamp fresh while the
+            # channels stop (the node is live, and pulses, until they have).
+            self.stalls.stop()
             self._cancel_timers()
             self.pulser.close()
             self.pulses_in.stop()
@@ -493,6 +488,7 @@ class FailoverNode(CoreNode):
         elif kind is ev.Hangup:
             self.serving.track(self.sender.stop())
         elif kind is ev.StandDown:
+            self.pulser.refresh()  # its channels have stopped: no pulse says live from now on
             if self.sender.stand_down(effect.switchover) and not effect.switchover:
                 self.log.info("listeners stopped; told backup {peer} that this node is standing down", peer=self.peer.name)
         elif kind is ev.Probe:
@@ -503,6 +499,7 @@ class FailoverNode(CoreNode):
             raise AssertionError(f"unknown effect {effect!r}")
 
     def _transition(self, t: ev.Transition) -> None:
+        self.pulser.refresh()  # no pulse claims the old role once the core has left it
         self.machine.record(t)
         self.log.info(
             "{server} role {previous} -> {role} (epoch {epoch}): {cause}",

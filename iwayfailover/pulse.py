@@ -54,7 +54,16 @@ class PulseError(ValueError):
 
 
 class PulseDuplicate(PulseError):
-    """The pulse last taken on its session, again: its other copy (a second address) came first. Dropped quietly."""
+    """
+    A pulse a little behind the newest taken on its session (within
+    L{LATE_WINDOW}): most often its own copy, sent to the second address,
+    that came second. Never taken (an older pulse is no fresher signal);
+    dropped quietly, where an older one is refused as a replay.
+    """
+
+
+LATE_WINDOW = 64
+"""How far behind the newest pulse of a session one may come and be dropped quietly rather than refused."""
 
 
 def session_id(client_nonce: bytes, server_nonce: bytes) -> bytes:
@@ -108,8 +117,8 @@ class PulseKeys:
         message = self._in + signed
         if not any(hmac.compare_digest(hmac.digest(k, message, "sha256"), mac) for k in self._receive_keys):
             raise PulseError("bad MAC: forged, damaged, or sealed with a key this node does not hold")
-        if number == self.received:
-            raise PulseDuplicate(f"pulse number {number} again")
+        if self.received - LATE_WINDOW < number <= self.received:
+            raise PulseDuplicate(f"pulse number {number} again, or late (the newest taken is {self.received})")
         if number <= self.received:
             raise PulseError(f"pulse number {number} is not above {self.received}: replayed, or overtaken by a later one")
         self.received = number

@@ -221,8 +221,11 @@ class PulseReceiver:
     def port_closed(self, tcp_port) -> None:
         address = tcp_port.getHost()
         number = getattr(address, "port", None)
-        for host in (getattr(address, "host", None), self.second):
-            port = self._ports.pop((host, number), None)
+        port = self._ports.pop((getattr(address, "host", None), number), None)
+        if port is not None:
+            port.stopListening()
+        if self.second is not None and not any(n == number and h != self.second for h, n in self._ports):
+            port = self._ports.pop((self.second, number), None)  # no heartbeat port of that number is left
             if port is not None:
                 port.stopListening()
 
@@ -384,6 +387,7 @@ class Pulser:
         self._sockets = socket.socket if sockets is None else sockets
         self._turn_call = None
         self._started = False
+        self._draining = False
         self.realtime = False  # the thread under SCHED_FIFO (realtime = true; checked at start: iwayfailover.tap)
         self.counts = Counts()
         self.work: Optional[PulseWork] = None
@@ -475,6 +479,8 @@ class Pulser:
             self._turn_on_reactor()
             return
         if self._thread is None or not self._thread.is_alive():
+            for end in self._waker or ():
+                end.close()  # a thread that ended (it failed): its waker goes with it
             self._waker = socket.socketpair()
             self._thread = threading.Thread(target=self._run, args=(work, self._waker[1]),
                                             name="iwayfailover pulses", daemon=True)
@@ -561,17 +567,36 @@ class Pulser:
         return self.work is not None and bool(self.work.inbox)
 
     def drain(self) -> None:
-        """On the reactor: every answer and refusal the thread has read, in order."""
+        """On the reactor: every answer and refusal the thread has read, in order (a drain within a drain returns)."""
         work = self.work
-        if work is None:
+        if work is None or self._draining:
             return
-        inbox = work.inbox
-        while inbox:
-            item = inbox.popleft()
-            if item[0] == "answer":
-                self._answered(*item[1:])
-            else:
-                self._on_refused(*item[1:])
+        self._draining = True
+        try:
+            inbox = work.inbox
+            while inbox:
+                item = inbox.popleft()
+                if item[0] == "answer":
+                    self._answered(*item[1:])
+                else:
+                    self._on_refused(*item[1:])
+        finally:
+            self._draining = False
+
+    def refresh(self) -> None:
+        """The node's role or epoch changed: the frame the thread pulses follows at once (None: it pulses no more)."""
+        work = self.work
+        if work is None or not self._started:
+            return
+        try:
+            frame = self._frame()
+            template = None if frame is None else wire.encode(frame)
+        except Exception:
+            self.log.failure("making the pulses' frame failed; no pulse until it works")
+            frame = template = None
+        with work.lock:
+            work.template = template
+            work.beat = 0 if frame is None else frame.seq
 
     def _run(self, work: PulseWork, waker) -> None:
         """The pulse thread: read the answers and pulse when due, until closed."""

@@ -21,8 +21,10 @@ class StallWatch:
 
     def __init__(self, reactor, now, tick: float, on_stall, on_tick=None):
         """
-        @param on_tick: called at every tick, before a stall is reported
-            (the node refreshes its pulse thread's stamp there: one timer for both).
+        @param on_tick: called at every tick, after a stall is reported
+            (the node refreshes its pulse thread's stamp there: one timer for
+            both; after, so that a node that must stop serving has done so
+            before its pulse thread may pulse again).
         """
         self._reactor = reactor
         self._now = now
@@ -43,15 +45,28 @@ class StallWatch:
             self._call.cancel()
         self._call = None
 
+    def hurry(self, tick: float) -> None:
+        """
+        Tick every C{tick} seconds from now on, and next within C{tick} if it
+        was due later. A check already overdue (a stall not yet reported) is
+        left as it is: moving it would hide the stall.
+        """
+        self.tick = tick
+        now = self._now()
+        if self._call is not None and self._call.active() and self._due > now + tick:
+            self._call.cancel()
+            self._due = now + tick
+            self._call = self._reactor.callLater(tick, self._check)
+
     def _check(self) -> None:
-        try:
-            late = self._now() - self._due
-            if self._on_tick is not None:
-                self._on_tick()
-            self._due = self._now() + self.tick
-            self._call = self._reactor.callLater(self.tick, self._check)
-            self.largest = max(self.largest, late)
-            if late > self.tick:
-                self._on_stall(late)
-        except Exception:
-            self.log.failure("stall check failed; it keeps running")
+        late = self._now() - self._due
+        self._due = self._now() + self.tick
+        self._call = self._reactor.callLater(self.tick, self._check)  # first: nothing below can stop the watch
+        self.largest = max(self.largest, late)
+        for call, args in ((self._on_stall, (late,)) if late > self.tick else (None, ()), (self._on_tick, ())):
+            if call is None:
+                continue
+            try:
+                call(*args)
+            except Exception:
+                self.log.failure("stall check failed; it keeps running")

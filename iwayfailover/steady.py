@@ -114,8 +114,8 @@ def lock_memory(libc=None) -> None:
     limit = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
     raise SteadyError(
         f"lock_memory = true could not lock the node's memory ({os.strerror(error)}): run the node as root, or give"
-        f" it CAP_IPC_LOCK (systemd: AmbientCapabilities=CAP_IPC_LOCK) or a locked-memory limit above its size"
-        f" (systemd: LimitMEMLOCK=infinity; ulimit -l; now {limit})"
+        f" it CAP_IPC_LOCK (systemd: AmbientCapabilities=CAP_IPC_LOCK) or no limit on locked memory"
+        f" (systemd: LimitMEMLOCK=infinity; ulimit -l unlimited; now {limit})"
     )
 
 

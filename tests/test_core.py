@@ -453,10 +453,27 @@ class ReviewFindingsTests(unittest.TestCase):
         self.assertEqual(r.core.role, ev.BACKUP)
         self.assertEqual(r.of(ev.SaveEpoch), [])
         self.assertEqual(len(r.of(ev.Answer)), 1)
-        self.assertIn("epoch 5 has been heard since", " ".join(n.text for n in r.of(ev.Note)))
+        self.assertIn("it has announced epoch 5 since", " ".join(n.text for n in r.of(ev.Note)))
         r = backup()
         r.heartbeat(epoch=2, kind=ev.STANDING_DOWN, switchover=True)
         self.assertIsNotNone(r.last(ev.SaveEpoch), "a stand-down of the current term starts the takeover")
+
+    def test_an_epoch_this_backup_failed_to_claim_does_not_make_the_live_nodes_stand_down_stale(self):
+        """
+        The crash fast path claimed an epoch and could not save it (a full disk); the live node was alive at
+        epoch 2 all along. Its stand-down at epoch 2 is its current term: taken.
+        """
+        r = backup()
+        r.heartbeat(epoch=2)
+        r.feed(ev.LinkDown(ev.IN, ev.RESET, from_live=True))
+        r.feed(ev.ProbeResult(ev.PREVOTE, r.last(ev.Probe).token, ev.REFUSED))
+        r.save_epochs(error="No space left on device")
+        self.assertEqual(r.core.role, ev.BACKUP)
+        self.assertGreater(r.core.highest, 2)
+        r.heartbeat(epoch=2)
+        r.clear()
+        r.heartbeat(epoch=2, kind=ev.STANDING_DOWN, switchover=True)
+        self.assertIsNotNone(r.last(ev.SaveEpoch), "the switchover is taken")
 
     def test_a_peer_that_outranks_but_never_takes_the_role_is_passed_over_the_second_time(self):
         """A higher-ranked backup that stays backup (its disk is full) does not keep this node from serving for good."""

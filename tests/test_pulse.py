@@ -44,28 +44,34 @@ class PulseTests(unittest.TestCase):
         other, _ = connection()
         self.assertNotEqual(PulseKeys.from_session(other).id, self.live.id)
 
-    def test_the_latest_pulse_again_is_a_duplicate_and_an_older_one_a_replay(self):
+    def test_a_pulse_again_or_a_little_late_is_a_duplicate_and_an_old_one_a_replay(self):
         """
-        The pulse last taken, again (its copy sent to the second address): a duplicate, dropped quietly;
-        an older one after it: refused as replayed.
+        A pulse taken already, again (its copy sent to the second address, by a slower way), or one a
+        little behind the newest: a duplicate, never taken, dropped quietly; one more than 64 behind:
+        refused as replayed.
         """
-        from iwayfailover.pulse import PulseDuplicate
+        from iwayfailover.pulse import LATE_WINDOW, PulseDuplicate
 
-        first, second = self.live.seal(frame(1)), self.live.seal(frame(2))
-        self.book.open(first)
-        self.book.open(second)
+        pulses = [self.live.seal(frame(n)) for n in range(1, LATE_WINDOW + 3)]
+        self.book.open(pulses[0])
+        self.book.open(pulses[1])
+        for pulse in (pulses[1], pulses[0]):
+            with self.assertRaises(PulseDuplicate):
+                self.book.open(pulse)
+        for pulse in pulses[2:]:
+            self.book.open(pulse)
         with self.assertRaises(PulseDuplicate):
-            self.book.open(second)
+            self.book.open(pulses[2])  # 64 behind the newest (66)
         with self.assertRaisesRegex(PulseError, "replayed") as caught:
-            self.book.open(first)
+            self.book.open(pulses[1])  # 65 behind
         self.assertNotIsInstance(caught.exception, PulseDuplicate)
 
-    def test_numbers_may_skip_but_an_older_one_after_a_newer_is_refused(self):
-        """Pulse 1 lost, 2 and 3 arrive (accepted); 1 arriving late is refused."""
+    def test_numbers_may_skip_but_an_older_one_after_a_newer_is_never_taken(self):
+        """Pulse 1 lost, 2 and 3 arrive (accepted); 1 arriving late is not taken (an older pulse is no fresher signal)."""
         first, second, third = (self.live.seal(frame(n)) for n in (1, 2, 3))
         self.book.open(second)
         self.book.open(third)
-        with self.assertRaisesRegex(PulseError, "not above 3"):
+        with self.assertRaisesRegex(PulseError, "newest taken is 3"):
             self.book.open(first)
 
     def test_a_pulse_sent_back_the_other_way_is_refused(self):

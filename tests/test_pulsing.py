@@ -275,6 +275,22 @@ class LivePulseTests(PulseTestCase):
         self.step(2.0)
         self.assertEqual(len(written), count)
 
+    def test_a_node_handing_over_pulses_live_no_more_once_it_has_stood_down(self):
+        """
+        A switchover: once its channels have stopped and it has told its backup, the frame the thread
+        pulses is withdrawn at once (not at the next tick), so no pulse says live after the stand-down.
+        """
+        from iwayfailover.core import events as ev
+
+        node = self.make_node(name="serv_a", backup=False)
+        self.connected(node)
+        self.step(0.5, step=0.01)
+        self.assertIsNotNone(node.pulser.work.template)
+        node._feed(ev.SwitchoverAsked())
+        self.reactor.advance(0)  # the channels stop (in memory: at once), then the stand-down goes out
+        self.assertNotEqual(node.core.wire_role, LIVE)
+        self.assertIsNone(node.pulser.work.template)
+
     def test_an_unsigned_pair_sends_no_pulses(self):
         """insecure = true: anyone could make a pulse, so none is sent (nor taken: see the backup's tests)."""
         from iwayfailover import auth
@@ -432,18 +448,21 @@ class BackupPulseTests(PulseTestCase):
 
     def test_a_replayed_pulse_is_refused_and_counted_and_a_copy_of_the_latest_is_dropped_quietly(self):
         """An older pulse after a newer one: refused and counted; the latest again (its second-address copy): neither."""
+        from iwayfailover.pulse import LATE_WINDOW
+
         node = self.make_node()
         port = self.listening(node)
         _, keys = self.live_session(node)
-        old, new = (keys.seal(wire.encode(peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=n)))
-                    for n in (2, 3))
-        port.protocol.datagramReceived(old, ("10.9.9.1", 41000))
-        port.protocol.datagramReceived(new, ("10.9.9.1", 41000))
-        port.protocol.datagramReceived(new, ("10.9.8.1", 41000))
+        pulses = [keys.seal(wire.encode(peer_frame(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, seq=n)))
+                  for n in range(1, LATE_WINDOW + 3)]
+        for pulse in pulses:
+            port.protocol.datagramReceived(pulse, ("10.9.9.1", 41000))
+        port.protocol.datagramReceived(pulses[-1], ("10.9.8.1", 41000))  # the copy by the second address
+        port.protocol.datagramReceived(pulses[-3], ("10.9.8.1", 41000))  # a copy that came slower still
         counts = node.pulses_in.counts
-        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (2, 0, 1))
-        port.protocol.datagramReceived(old, ("10.9.9.1", 41000))
-        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (2, 1, 1))
+        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (len(pulses), 0, 2))
+        port.protocol.datagramReceived(pulses[0], ("10.9.9.1", 41000))  # 65 behind: a replay
+        self.assertEqual((counts.received, counts.rejected, counts.duplicates), (len(pulses), 1, 2))
 
     def test_only_heartbeats_of_known_servers_are_taken(self):
         """An answer or a standing-down in a pulse, or a stranger's name: refused, nothing heard, no answer."""
@@ -556,10 +575,11 @@ class PulseThreadTests(TestCase):
         self.pulser.session(PulseKeys.from_session(client), self.backup.getsockname())
         self.pulser.start(lambda: self.PERIOD)
 
-    def busy(self, seconds_quiet):
+    def busy(self, seconds_quiet, first_within=2.0):
         """
         Hold the reactor's thread (busy: nothing else turns) while reading the
-        pulses, answering each, until none has come for C{seconds_quiet} (5 s at most).
+        pulses, answering each, until none has come for C{seconds_quiet} after
+        the first (which may take C{first_within}: a loaded machine), 5 s at most.
         Returns [(arrival time, frame)].
         """
         import socket
@@ -569,8 +589,10 @@ class PulseThreadTests(TestCase):
         book.add(self.far)
         got = []
         deadline = clock.monotonic() + 5.0
-        self.backup.settimeout(seconds_quiet)
+        self.backup.settimeout(first_within)
         while clock.monotonic() < deadline:
+            if got:
+                self.backup.settimeout(seconds_quiet)
             try:
                 data, address = self.backup.recvfrom(2048)
             except socket.timeout:
@@ -585,14 +607,17 @@ class PulseThreadTests(TestCase):
     def test_pulses_go_on_while_the_reactor_is_busy_and_stop_at_the_bound(self):
         import time as clock
 
-        stamp = self.pulser.work.stamp
+        work = self.pulser.work
+        stamp = work.stamp
         busy_since = clock.monotonic()
-        got = self.busy(seconds_quiet=5 * self.PERIOD)
+        got = self.busy(seconds_quiet=0.3)
         busy_until = clock.monotonic()
         bound = self.THRESHOLD / 2
-        self.assertGreaterEqual(len(got), int(0.8 * bound / self.PERIOD), "pulses every period while busy")
-        self.assertLessEqual(got[-1][0] - stamp, bound + self.PERIOD, "none once the reactor's stamp is older than the bound")
-        self.assertGreater(busy_until - got[-1][0], 4 * self.PERIOD)
+        self.assertGreaterEqual(len(got), 3, "pulses go on while the reactor is busy")
+        sent = [work.sent_at[n][0] for n in range(1, work.number + 1)]
+        self.assertEqual(len(sent), len(got), "every pulse sent arrived (loopback)")
+        self.assertLessEqual(max(sent) - stamp, bound, "none once the reactor's stamp is older than the bound")
+        self.assertGreaterEqual(busy_until - max(sent), 0.3, "the reactor stayed busy on, and no pulse came")
         self.assertEqual({(f.kind, f.name, f.role, f.epoch) for _, f in got},
                          {(wire.Kind.HEARTBEAT, "serv_a", wire.Role.LIVE, 3)})
         self.assertEqual([f.seq & ~PULSE_SEQ for _, f in got], list(range(1, len(got) + 1)))
@@ -608,7 +633,6 @@ class PulseThreadTests(TestCase):
                 self.assertEqual(frame.seq, 7, "the heartbeat number the pulse repeated")
                 self.assertTrue(busy_since - self.PERIOD <= sent <= arrived <= answered < busy_until,
                                 "both times taken by the thread while the reactor was busy")
-                self.assertLess(answered - arrived, 2 * self.PERIOD, "read at the thread's next turn")
             self.assertEqual(self.refused, [])
 
         return task.deferLater(reactor, 0.05, handed_over)

@@ -164,6 +164,8 @@ class PairCore(CoreBase):
         self.role = STARTING
         self.epoch = epoch
         self.highest = epoch
+        self.peer_highest = 0
+        """The highest epoch the peer has announced (frames, probe answers): not this node's own claims."""
         self.cause = "starting"
         self.since = now()
         self.serving = False
@@ -699,8 +701,9 @@ class PairCore(CoreBase):
 
     def _on_Heard(self, h: Heard) -> None:
         now = self.now()
-        # A frame of a term already over: epochs only grow, so the live node's is the highest known.
-        stale = h.epoch < self.highest
+        # A frame of a term already over: the peer has announced a higher epoch since (its epochs only grow).
+        stale = h.epoch < self.peer_highest
+        self.peer_highest = max(self.peer_highest, h.epoch)
         self.peer_name, self.peer_role, self.peer_epoch = h.sender, h.role, h.epoch
         self.peer_priority, self.last_heard = h.priority, now
         if h.threshold > 0:
@@ -712,8 +715,8 @@ class PairCore(CoreBase):
             if role == BACKUP and self._claim is None and stale:
                 # Read late (this process was stopped while it waited): the peer has been live
                 # again since, under a higher epoch. Taking the role now would be a second live node.
-                self._note("info", f"not taking over: {h.sender} stood down at epoch {h.epoch}, but epoch"
-                                   f" {self.highest} has been heard since")
+                self._note("info", f"not taking over: {h.sender} stood down at epoch {h.epoch}, but it has"
+                                   f" announced epoch {self.peer_highest} since")
                 self._emit(answer)
             elif role == BACKUP and self._claim is None:
                 why = "planned switchover" if h.switchover else "shutting down"
@@ -794,6 +797,7 @@ class PairCore(CoreBase):
             if r.threshold > 0:
                 self.announced_threshold = r.threshold
             self.highest = max(self.highest, r.epoch)
+            self.peer_highest = max(self.peer_highest, r.epoch)
         if r.purpose == STARTUP:
             if self.role == STARTING:
                 self._startup_checked(r)
