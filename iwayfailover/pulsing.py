@@ -545,18 +545,21 @@ class Pulser:
         if work is None or not self._started or self.period is None:
             return
         period, bound = self.period(), stamp_bound(self._peer_threshold())
-        try:
-            frame = self._frame()
-            template = None if frame is None else wire.encode(frame)
-        except Exception:
-            self.log.failure("making the pulses' frame failed; no pulse until it works")
-            frame = template = None
+        template, beat = self._template()
         with work.lock:
             work.stamp = self._now()
-            work.template = template
-            work.beat = 0 if frame is None else frame.seq
+            work.template, work.beat = template, beat
             work.period = period
             work.bound = bound
+
+    def _template(self):
+        """The frame to pulse now, encoded, and the heartbeat number it repeats: (None, 0) when none may go."""
+        try:
+            frame = self._frame()
+            return (None, 0) if frame is None else (wire.encode(frame), frame.seq)
+        except Exception:
+            self.log.failure("making the pulses' frame failed; no pulse until it works")
+            return None, 0
 
     def tick_interval(self) -> Optional[float]:
         """How often L{tick} must come while pulsing (four times per bound), or None when not pulsing."""
@@ -588,15 +591,9 @@ class Pulser:
         work = self.work
         if work is None or not self._started:
             return
-        try:
-            frame = self._frame()
-            template = None if frame is None else wire.encode(frame)
-        except Exception:
-            self.log.failure("making the pulses' frame failed; no pulse until it works")
-            frame = template = None
+        template, beat = self._template()
         with work.lock:
-            work.template = template
-            work.beat = 0 if frame is None else frame.seq
+            work.template, work.beat = template, beat
 
     def _run(self, work: PulseWork, waker) -> None:
         """The pulse thread: read the answers and pulse when due, until closed."""

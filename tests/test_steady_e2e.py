@@ -51,30 +51,28 @@ class SteadyNodeTests(TestCase):
         self.addCleanup(pair.stop)
         return pair
 
-    def refusal(self, node, prefix):
-        """Start C{node} under C{prefix}; it must exit by itself. Its exit status and what it said."""
+    def assert_refused(self, extra, prefix, first, grants):
+        """
+        serv_a, with C{extra} in [failover], started under C{prefix}, must exit by itself, unsuccessfully,
+        saying C{first} and naming every one of C{grants}, with no traceback.
+        """
+        node = self.pair(extra).a
         node.start(prefix=prefix)
         wait_for(lambda: node.process.poll() is not None, 20.0, f"{node.name} to refuse to start\n{node.log_tail()}")
         said = node.process.stderr.read().decode("utf-8", "replace") + node.log_text()
-        return node.process.returncode, said
+        self.assertNotEqual(node.process.returncode, 0, said)
+        for text in (first, *grants):
+            self.assertIn(text, said)
+        self.assertNotIn("Traceback", said)
 
     def test_a_node_denied_real_time_scheduling_refuses_to_start_naming_the_grant(self):
-        pair = self.pair("pulses = true\nrealtime = true")
-        code, said = self.refusal(pair.a, WITHOUT_REALTIME)
-        self.assertNotEqual(code, 0, said)
-        self.assertIn("realtime = true needs the right to real-time scheduling", said)
-        for grant in ("CAP_SYS_NICE", "AmbientCapabilities=CAP_SYS_NICE", "LimitRTPRIO=1"):
-            self.assertIn(grant, said)
-        self.assertNotIn("Traceback", said)
+        self.assert_refused("pulses = true\nrealtime = true", WITHOUT_REALTIME,
+                            "realtime = true needs the right to real-time scheduling",
+                            ("CAP_SYS_NICE", "AmbientCapabilities=CAP_SYS_NICE", "LimitRTPRIO=1"))
 
     def test_a_node_denied_locked_memory_refuses_to_start_naming_the_grant(self):
-        pair = self.pair("lock_memory = true")
-        code, said = self.refusal(pair.a, WITHOUT_LOCKING)
-        self.assertNotEqual(code, 0, said)
-        self.assertIn("lock_memory = true could not lock the node's memory", said)
-        for grant in ("CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "now 64 KiB"):
-            self.assertIn(grant, said)
-        self.assertNotIn("Traceback", said)
+        self.assert_refused("lock_memory = true", WITHOUT_LOCKING, "lock_memory = true could not lock the node's memory",
+                            ("CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "now 64 KiB"))
 
     def granted(self, prefix=()):
         """A pair with pulses, realtime and lock_memory, run under C{prefix}: serv_a's real-time thread and locked memory."""
