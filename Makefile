@@ -194,7 +194,7 @@ test: $(INSTALLED) system-packages
 # Every benchmark in its quick mode (a few minutes); see docs/benchmarks.md for the full runs.
 bench: $(INSTALLED) system-packages
 	$(BIN)/python bench/takeover.py --quick
-	$(BIN)/python bench/false_takeover.py --quick
+	$(BIN)/python bench/false_takeover.py --quick --pulses on --steady on
 	$(BIN)/python bench/cost.py --quick
 	$(BIN)/python bench/keepalived.py --quick
 	$(BIN)/python bench/group_takeover.py --quick
