@@ -45,11 +45,22 @@ PULSE_SEQ = 1 << 63
 THREAD_STACK = 256 * 1024
 """The pulse thread's stack, in bytes (a thread's default is 8 MiB)."""
 SENT_KEPT = 1024
+UNANSWERED_AFTER = 10.0
+"""Seconds of pulses without an answer before the live node says so."""
+UNANSWERED_PULSES = 20
+"""Pulses sent in that time, at least, for their silence to mean something."""
 INBOX_KEPT = 1024
 """Answers and refusals the thread keeps for the reactor, at most (the newest)."""
 READ_PER_TURN = 64
 """Datagrams the thread reads at one turn, at most."""
 """Pulses whose send time the thread remembers, to time the answers."""
+
+
+def _show(target) -> str:
+    if target is None:
+        return "the backup"
+    host, port = target
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def stamp_bound(peer_threshold: float) -> float:
@@ -210,8 +221,10 @@ class PulseReceiver:
             protocol = _PulseProtocol(self.book, self._on_frame, self._on_refused, self.counts)
             self._ports[host, number] = self._reactor.listenUDP(number, protocol, interface=host)
         except Exception as e:  # CannotListenError, or anything else: pulses are a help, not a need
-            self.log.warn("cannot listen for pulses on udp {host}:{port}: {why}; heartbeats still come over TCP",
-                          host=host, port=number, why=e)
+            what = ("is second_address an address of this host? pulses still come to its heartbeat port's address,"
+                    " and heartbeats over TCP" if host == self.second else "heartbeats still come over TCP")
+            self.log.warn("cannot listen for pulses on udp {host}:{port}: {why}; {what}", host=host, port=number,
+                          why=e, what=what)
             return
         handle = getattr(self._ports[host, number], "getHandle", None)
         if handle is not None and isinstance(handle(), socket.socket):
@@ -388,6 +401,8 @@ class Pulser:
         self._turn_call = None
         self._started = False
         self._draining = False
+        self._window = None  # (work, since, pulses sent then, answers taken then): the unanswered check
+        self.unanswered = False  # pulses have gone unanswered for UNANSWERED_AFTER seconds (said once)
         self.realtime = False  # the thread under SCHED_FIFO (realtime = true; checked at start: iwayfailover.tap)
         self.counts = Counts()
         self.work: Optional[PulseWork] = None
@@ -546,6 +561,7 @@ class Pulser:
             return
         period, bound = self.period(), stamp_bound(self._peer_threshold())
         template, beat = self._template()
+        self._check_answered(work)
         with work.lock:
             work.stamp = self._now()
             work.template, work.beat = template, beat
@@ -560,6 +576,34 @@ class Pulser:
         except Exception:
             self.log.failure("making the pulses' frame failed; no pulse until it works")
             return None, 0
+
+    def _check_answered(self, work: PulseWork) -> None:
+        """
+        Every L{UNANSWERED_AFTER} seconds: were pulses sent, and none
+        answered? Said once (a firewall dropping UDP, most often), and again
+        when answers come back; counted in the status either way.
+        """
+        now = self._now()
+        if self._window is None or work is not self._window[0]:
+            self._window = (work, now, work.sent, self.counts.received)
+            return
+        _, since, sent, answered = self._window
+        if now - since < UNANSWERED_AFTER:
+            return
+        self._window = (work, now, work.sent, self.counts.received)
+        if self.counts.received > answered:
+            if self.unanswered:
+                self.unanswered = False
+                self.log.info("pulses to {target} are answered again", target=_show(work.target))
+        elif work.sent - sent >= UNANSWERED_PULSES and not self.unanswered:
+            self.unanswered = True
+            self.log.warn(
+                "{count} pulses sent to {target} in {seconds:g}s, none answered: is UDP to port {port} open from this"
+                " host to the backup, and back? (the backup listens for pulses on its heartbeat port's number);"
+                " heartbeats still go over the TCP connection",
+                count=work.sent - sent, target=_show(work.target), seconds=now - since,
+                port=work.target[1] if work.target else "?",
+            )
 
     def tick_interval(self) -> Optional[float]:
         """How often L{tick} must come while pulsing (four times per bound), or None when not pulsing."""

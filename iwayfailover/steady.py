@@ -34,9 +34,10 @@ SOCKET_PRIORITY = 6
 _MCL_CURRENT, _MCL_FUTURE, _MCL_ONFAULT = 1, 2, 4
 
 REALTIME_GRANT = (
-    "realtime = true needs the right to real-time scheduling: run the node as root, or give it CAP_SYS_NICE"
-    " (systemd: AmbientCapabilities=CAP_SYS_NICE) or a real-time priority limit of at least"
-    f" {REALTIME_PRIORITY} (systemd: LimitRTPRIO={REALTIME_PRIORITY}; ulimit -r)"
+    "realtime = true needs the right to real-time scheduling: give the node CAP_SYS_NICE (root has it unless"
+    " its capabilities are bounded; systemd: AmbientCapabilities=CAP_SYS_NICE) or a real-time priority limit"
+    f" of at least {REALTIME_PRIORITY} (systemd: LimitRTPRIO={REALTIME_PRIORITY}; ulimit -r), and under systemd"
+    " RestrictRealtime=no"
 )
 
 
@@ -113,8 +114,8 @@ def lock_memory(libc=None) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     limit = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
     raise SteadyError(
-        f"lock_memory = true could not lock the node's memory ({os.strerror(error)}): run the node as root, or give"
-        f" it CAP_IPC_LOCK (systemd: AmbientCapabilities=CAP_IPC_LOCK) or no limit on locked memory"
+        f"lock_memory = true could not lock the node's memory ({os.strerror(error)}): give the node CAP_IPC_LOCK"
+        f" (root has it unless its capabilities are bounded; systemd: AmbientCapabilities=CAP_IPC_LOCK) or no limit on locked memory"
         f" (systemd: LimitMEMLOCK=infinity; ulimit -l unlimited; now {limit})"
     )
 

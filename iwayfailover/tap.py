@@ -344,20 +344,31 @@ def steady_start(config, group: bool, reactor) -> None:
     collector's full passes.
     """
     failover = config.failover
-    try:
-        if failover.realtime and not group:
-            steady.check_realtime()
-        if failover.lock_memory:
-            steady.lock_memory()
-    except steady.SteadyError as e:
-        raise StartupError(f"{config.path}: {e}") from None
-    if failover.realtime and not group and not failover.pulses:
+    refused = []
+    realtime = failover.realtime and not group
+    if realtime and not failover.pulses:
         log.warn("realtime = true has no effect without pulses = true: only the pulse thread runs real-time")
+    elif realtime:
+        try:
+            steady.check_realtime()
+            log.info("realtime: the pulse thread runs under SCHED_FIFO priority {priority} while this node is live",
+                     priority=steady.REALTIME_PRIORITY)
+        except steady.SteadyError as e:
+            refused.append(str(e))
+    if failover.lock_memory:
+        try:
+            steady.lock_memory()
+        except steady.SteadyError as e:
+            refused.append(str(e))
+    if refused:
+        raise StartupError(f"{config.path}: " + "; and ".join(refused))
 
     def running():
         if failover.lock_memory:
             try:
                 steady.lock_memory()
+                log.info("lock_memory: this node's memory is locked in RAM (each page once first touched:"
+                         " VmLck in /proc/PID/status counts the whole address space)")
             except steady.SteadyError as e:
                 log.critical("{why}", why=e)
         steady.freeze_startup_objects()

@@ -568,8 +568,9 @@ class SecondAddressTests(ConfigErrorAssertions, unittest.TestCase):
             self.assertIsNone(config.servers["serv_b"].second_address)
 
     def test_a_host_name_or_a_multicast_address_is_refused_naming_the_key(self):
-        for text, why in (("iam2-second", "not an IP address"), ("224.0.0.18", "multicast or unspecified"),
-                          ("0.0.0.0", "multicast or unspecified")):
+        for text, why in (("iam2-second", "not an IP address"), ("224.0.0.18", "multicast, broadcast or unspecified"),
+                          ("0.0.0.0", "multicast, broadcast or unspecified"),
+                          ("255.255.255.255", "multicast, broadcast or unspecified")):
             error = self.assertRefused("[failover]\ninsecure = true\n" + SERVER_A + f"second_address = {text}\n" + SERVER_B,
                                        "server:serv_a", "second_address")
             self.assertIn(why, str(error))

@@ -232,6 +232,29 @@ class LivePulseTests(PulseTestCase):
         self.assertIn("rejoining after a stall of", node.core.cause)  # it stood down, asked, and took the role again
         self.assertGreater(node.core.epoch, epoch)
 
+    def test_pulses_that_get_no_answer_are_said_once_and_their_return_too(self):
+        """A firewall dropping UDP: after 10 s of pulses and no answer, one warning naming the port; then answers again."""
+        from twisted.logger import capturedLogs, formatEvent
+
+        node = self.make_node(name="serv_a", backup=False)
+        _, far, _ = self.connected(node)
+        with capturedLogs() as events:
+            self.step(25.0, step=0.05)
+        lines = [formatEvent(e) for e in events if "pulses" in formatEvent(e)]
+        warned = [line for line in lines if "none answered" in line]
+        self.assertEqual(len(warned), 1, lines)
+        self.assertIn("is UDP to port 1200 open", warned[0])
+        self.assertTrue(node.pulser.unanswered)
+        with capturedLogs() as events:
+            for _ in range(3):  # the backup answers again
+                [(frame, _)] = self.pulses(node, far)[-1:]
+                answer = PulseKeys.from_session(far).seal(wire.encode(
+                    peer_frame(wire.Kind.ANSWER, "serv_b", wire.Role.BACKUP, seq=frame.seq)))
+                node.pulser.work.received(answer, ("10.9.9.2", 1200))
+                self.step(5.0, step=0.05)
+        self.assertIn("pulses to 10.9.9.2:1200 are answered again", [formatEvent(e) for e in events])
+        self.assertFalse(node.pulser.unanswered)
+
     def test_a_backup_node_does_not_pulse(self):
         node = self.make_node()
         self.step(2.0)

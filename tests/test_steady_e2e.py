@@ -74,6 +74,12 @@ class SteadyNodeTests(TestCase):
         self.assert_refused("lock_memory = true", WITHOUT_LOCKING, "lock_memory = true could not lock the node's memory",
                             ("CAP_IPC_LOCK", "LimitMEMLOCK=infinity", "now 64 KiB"))
 
+    def test_a_node_denied_both_names_both_grants_in_one_line(self):
+        self.assert_refused("pulses = true\nrealtime = true\nlock_memory = true",
+                            ("setpriv", "--bounding-set=-sys_nice,-ipc_lock", "prlimit", "--rtprio=0", "--memlock=65536", "--"),
+                            "realtime = true needs the right to real-time scheduling",
+                            ("; and lock_memory = true could not lock", "RestrictRealtime=no", "LimitMEMLOCK=infinity"))
+
     def granted(self, prefix=()):
         """A pair with pulses, realtime and lock_memory, run under C{prefix}: serv_a's real-time thread and locked memory."""
         pair = self.pair("pulses = true\nrealtime = true\nlock_memory = true")

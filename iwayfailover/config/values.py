@@ -364,8 +364,9 @@ def address(path, section, key, text):
         value = ipaddress.ip_address(text.strip())
     except ValueError:
         raise ConfigError(path, section, key, text, "not an IP address", _ADDRESS_ALLOWED) from None
-    if value.is_multicast or value.is_unspecified:
-        raise ConfigError(path, section, key, text, "a multicast or unspecified address is no server's", _ADDRESS_ALLOWED)
+    if value.is_multicast or value.is_unspecified or value == ipaddress.IPv4Address("255.255.255.255"):
+        raise ConfigError(path, section, key, text, "a multicast, broadcast or unspecified address is no server's",
+                          _ADDRESS_ALLOWED)
     return str(value)
 
 
