@@ -670,7 +670,7 @@ class PulseThreadTests(TestCase):
         def stopped():
             self.pulser.stop()
             before = self.pulser.work.number  # pulses sent before the stop may still be in the socket
-            after = [f.seq & ~PULSE_SEQ for _, f in self.busy(seconds_quiet=3 * self.PERIOD)]
+            after = [f.seq & ~PULSE_SEQ for _, f in self.busy(seconds_quiet=3 * self.PERIOD, first_within=0.3)]
             self.assertEqual([n for n in after if n > before], [])
             self.assertEqual(self.pulser.work.number, before)
             self.pulser.close()
