@@ -363,8 +363,10 @@ class Pulser:
 
     The pulses are sent, and the answers read and timed, by a thread of its
     own (L{PulseWork}), so that a reactor turn taken by something else (a
-    listener's request, the collector, a page fault) does not delay them:
-    the thread pulses while the reactor's stamp is younger than
+    listener's request, a slow callback) does not delay them; it still needs
+    the interpreter lock, which a long step in C on the reactor's thread
+    (a collection, a page fault) holds: docs/design.md. The thread pulses
+    while the reactor's stamp is younger than
     L{stamp_bound}. The node refreshes the stamp (L{tick}) from its stall
     watch, at least four times per bound; a reactor stuck for longer is not
     alive, and its pulses stop. What the thread read waits in its queue
