@@ -175,24 +175,23 @@ def print_table(rows: Sequence[Row], out=sys.stdout) -> None:
 
 # -- the systems under test --
 
-def _cpu(pids) -> float:
+def _total(read, pids) -> float:
+    """C{read(pid)} summed over C{pids}; a process gone meanwhile counts nothing."""
     total = 0.0
     for pid in pids:
         try:
-            total += cpu_seconds(pid)
+            total += read(pid)
         except OSError:
             pass
     return total
+
+
+def _cpu(pids) -> float:
+    return _total(cpu_seconds, pids)
 
 
 def _rss(pids) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += peak_rss_mb(pid)
-        except OSError:
-            pass
-    return total
+    return _total(peak_rss_mb, pids)
 
 
 class Watch:

@@ -56,6 +56,18 @@ READ_PER_TURN = 64
 """Pulses whose send time the thread remembers, to time the answers."""
 
 
+def open_pulse(book: PulseBook, data: bytes):
+    """
+    The session keys and the frame of pulse C{data}, checked against C{book}.
+
+    @raise PulseError: not a pulse the book takes (too long, a stranger's, forged, replayed; a
+        L{PulseDuplicate} for a copy or a late one).
+    @raise wire.FrameError: a pulse whose frame is not a frame.
+    """
+    keys, body = book.open(data)
+    return keys, wire.decode(body)
+
+
 def _show(target) -> str:
     if target is None:
         return "the backup"
@@ -154,10 +166,7 @@ class _PulseProtocol(DatagramProtocol):
 
     def datagramReceived(self, data, address):
         try:
-            if len(data) > MAX_PULSE:
-                raise PulseError(f"datagram of {len(data)} bytes is over the limit of {MAX_PULSE}")
-            keys, body = self._book.open(data)
-            frame = wire.decode(body)
+            keys, frame = open_pulse(self._book, data)
         except PulseDuplicate:
             self.counts.duplicates += 1  # the copy sent to the other address: taken already
             return
@@ -331,11 +340,8 @@ class PulseWork:
         """An answer pulse (or anything else) read by the thread: checked, timed, and queued for the reactor."""
         now = self.now()
         try:
-            if len(data) > MAX_PULSE:
-                raise PulseError(f"datagram of {len(data)} bytes is over the limit of {MAX_PULSE}")
             with self.lock:
-                keys, body = self.book.open(data)
-            frame = wire.decode(body)
+                keys, frame = open_pulse(self.book, data)
         except PulseDuplicate:
             self.counts.duplicates += 1
             return

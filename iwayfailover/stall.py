@@ -63,10 +63,13 @@ class StallWatch:
         self._due = self._now() + self.tick
         self._call = self._reactor.callLater(self.tick, self._check)  # first: nothing below can stop the watch
         self.largest = max(self.largest, late)
-        for call, args in ((self._on_stall, (late,)) if late > self.tick else (None, ()), (self._on_tick, ())):
-            if call is None:
-                continue
-            try:
-                call(*args)
-            except Exception:
-                self.log.failure("stall check failed; it keeps running")
+        if late > self.tick:
+            self._safely(self._on_stall, late)
+        if self._on_tick is not None:
+            self._safely(self._on_tick)
+
+    def _safely(self, call, *args) -> None:
+        try:
+            call(*args)
+        except Exception:
+            self.log.failure("stall check failed; it keeps running")

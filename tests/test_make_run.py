@@ -188,6 +188,13 @@ class MakeRunTests(unittest.TestCase):
         self.write_pid_file("serv_a", process.pid)
         return process.pid
 
+    def assert_refused_installing_nothing(self, code, text, said, venv, logged):
+        """`make run` failed saying C{said}, ran no pip and left the install stamp as it was."""
+        self.assertNotEqual(code, 0, text)
+        self.assertIn(said, text)
+        self.assertEqual([call for call in logged() if call.startswith("-m pip")], [])
+        self.assertEqual(os.stat(os.path.join(venv, ".installed")).st_mtime, 1)
+
     def test_a_refused_make_run_installs_nothing(self):
         """
         A pair runs (its pid file names a live serv_a) and the package's files
@@ -200,10 +207,8 @@ class MakeRunTests(unittest.TestCase):
 
         code, text = self.make_run_once(self.make_argv(venv, installed=False))
 
-        self.assertNotEqual(code, 0, text)
-        self.assertIn(f"serv_a runs already (pid {pid}, in .run/serv_a.pid)", text)
-        self.assertEqual([call for call in logged() if call.startswith("-m pip")], [])
-        self.assertEqual(os.stat(os.path.join(venv, ".installed")).st_mtime, 1)
+        self.assert_refused_installing_nothing(
+            code, text, f"serv_a runs already (pid {pid}, in .run/serv_a.pid)", venv, logged)
 
     def test_a_make_run_refused_for_a_port_installs_nothing(self):
         """
@@ -219,10 +224,8 @@ class MakeRunTests(unittest.TestCase):
 
         code, text = self.make_run_once(self.make_argv(venv, installed=False))
 
-        self.assertNotEqual(code, 0, text)
-        self.assertIn(f"something already listens on 127.0.0.1 port {self.pair.web_port}", text)
-        self.assertEqual([call for call in logged() if call.startswith("-m pip")], [])
-        self.assertEqual(os.stat(os.path.join(venv, ".installed")).st_mtime, 1)
+        self.assert_refused_installing_nothing(
+            code, text, f"something already listens on 127.0.0.1 port {self.pair.web_port}", venv, logged)
 
     def test_a_refused_make_run_makes_no_venv(self):
         """With no venv (so no pair runs from it), the pid files alone refuse, before a venv is made."""

@@ -712,18 +712,17 @@ class PairCore(CoreBase):
         role = self.role
         if h.kind == STANDING_DOWN:
             answer = Answer(h.link, h.seq, h.reply)
-            if role == BACKUP and self._claim is None and stale:
+            if role == BACKUP and self._claim is None and not stale:
+                why = "planned switchover" if h.switchover else "shutting down"
+                self._claim_role("switchover" if h.switchover else "peer_shutdown",
+                                 f"{h.sender} stood down ({why})", answer=answer)
+                return
+            if role == BACKUP and self._claim is None:
                 # Read late (this process was stopped while it waited): the peer has been live
                 # again since, under a higher epoch. Taking the role now would be a second live node.
                 self._note("info", f"not taking over: {h.sender} stood down at epoch {h.epoch}, but it has"
                                    f" announced epoch {self.peer_highest} since")
-                self._emit(answer)
-            elif role == BACKUP and self._claim is None:
-                why = "planned switchover" if h.switchover else "shutting down"
-                self._claim_role("switchover" if h.switchover else "peer_shutdown",
-                                 f"{h.sender} stood down ({why})", answer=answer)
-            else:
-                self._emit(answer)
+            self._emit(answer)
             return
         if h.role == LIVE:
             if role == BACKUP:
